@@ -1,0 +1,102 @@
+"""The contract between the engine and the state handlers of ``states/``.
+
+The reconciler builds a ``Context`` (the binding as persisted, the Service as last observed, the
+ports to EdgeLB and Kubernetes) and calls the handler of the binding's state. The handler does
+its side effects through the ports and answers with one ``Outcome``:
+
+- ``Fire``: fire a trigger of the declared lifecycle (with what to record on the binding);
+- ``Retry``: it failed; try again after the state's retry backoff (recorded in history);
+- ``Poll``: not yet; look again after the state's poll backoff (not recorded in history);
+- ``Stay``: nothing to do until the state's resync period or an external trigger.
+
+The engine turns the outcome into one durable ``store.Change`` and posts the events after the
+commit, so an Event never announces a transition that was not recorded.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .edgelb.port import EdgeLB
+from .kube.port import Kube
+from .store import Binding, Store
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator configured for this controller (flags of ``dklb run``)."""
+
+    cluster_name: str = "kubernetes-cluster"
+    pool_group: str = "dcos-edgelb/pools"
+    default_pool_size: int = 1
+    # "mesos": backends select the cluster's kube-node tasks; "address": Node IPs + nodePort.
+    backend_mode: str = "mesos"
+    # Overrides the Ready state's declared resync period when set.
+    resync_period: float | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # "Normal" or "Warning"
+    reason: str
+    message: str
+
+
+def normal(reason: str, message: str) -> Event:
+    return Event("Normal", reason, message)
+
+
+def warning(reason: str, message: str) -> Event:
+    return Event("Warning", reason, message)
+
+
+@dataclass(frozen=True)
+class Fire:
+    trigger: str
+    reason: str = ""
+    message: str = ""
+    events: tuple[Event, ...] = ()
+    # Binding fields to record with the transition: pool, config, objects, fingerprint, uid.
+    updates: dict[str, Any] = field(default_factory=dict)
+    pool_created_by_dklb: bool | None = None
+    pool_served: bool | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str
+    message: str
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class Poll:
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Stay:
+    events: tuple[Event, ...] = ()
+    updates: dict[str, Any] = field(default_factory=dict)
+
+
+Outcome = Fire | Retry | Poll | Stay
+
+
+@dataclass
+class Context:
+    """What a handler may look at and act on; built fresh for every run."""
+
+    binding: Binding
+    service: dict[str, Any] | None
+    edgelb: EdgeLB
+    kube: Kube
+    store: Store
+    settings: Settings
+    rng: random.Random
+    now: datetime
+    node_addresses: tuple[str, ...] = ()

@@ -1,0 +1,140 @@
+"""The runtime around the reconciler: work queue, worker threads and APScheduler.
+
+Observations enter through ``observe``/``forget`` (the Kubernetes adapter calls them from its
+watch), become keys in the ``WorkQueue``, and worker threads call ``Reconciler.reconcile``.
+The seconds it returns become an APScheduler date job that puts the key back at that time:
+retries, metadata polls and resyncs are all such wake-ups. Each wake-up is also persisted in
+the binding's ``next_wakeup`` column, so on start every binding is rescheduled from the
+database, and a periodic scan picks up wake-ups written by another process (``dklb retry``).
+
+Workers start only once ``mark_synced`` says the Service cache holds the whole cluster: a
+binding reconciled against an empty cache would look deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from datetime import UTC, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .reconciler import Reconciler
+from .store import utcnow
+from .workqueue import WorkQueue
+
+log = logging.getLogger("dklb.controller")
+
+
+class Controller:
+    def __init__(self, reconciler: Reconciler, *, workers: int = 4, scan_interval: float = 2.0) -> None:
+        self.reconciler = reconciler
+        self.queue = WorkQueue()
+        self.workers = workers
+        self.scan_interval = scan_interval
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(2)},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+        )
+        self._threads: list[threading.Thread] = []
+        self._synced = threading.Event()
+        self._stopping = threading.Event()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+
+    # ---- inputs ------------------------------------------------------------------------------
+
+    def observe(self, service: dict) -> None:
+        self.queue.add(self.reconciler.cache.put(service))
+
+    def forget(self, key: str) -> None:
+        self.reconciler.cache.remove(key)
+        self.queue.add(key)
+
+    def enqueue(self, key: str) -> None:
+        self.queue.add(key)
+
+    def enqueue_after(self, key: str, seconds: float) -> None:
+        if seconds <= 0:
+            self.queue.add(key)
+            return
+        self.scheduler.add_job(
+            self.queue.add,
+            "date",
+            run_date=utcnow() + timedelta(seconds=seconds),
+            args=[key],
+            id=f"wake:{key}",
+            replace_existing=True,
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scheduler.start()
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"dklb-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def mark_synced(self) -> None:
+        """The cache holds every Service: reschedule every binding from the database and go."""
+        if self._synced.is_set():
+            return
+        for binding in self.reconciler.store.bindings():
+            self.queue.add(binding.key)
+        for key in self.reconciler.cache.keys():
+            self.queue.add(key)
+        self.scheduler.add_job(self._scan, "interval", seconds=self.scan_interval, id="scan-wakeups")
+        self._synced.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._synced.set()
+        self.queue.close()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def idle(self) -> bool:
+        with self._busy_lock:
+            return self._busy == 0 and self.queue.idle()
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        try:
+            for binding in self.reconciler.store.due(utcnow()):
+                self.queue.add(binding.key)
+        except Exception:
+            log.warning("wake-up scan failed", exc_info=True)
+
+    def _work(self) -> None:
+        self._synced.wait()
+        while not self._stopping.is_set():
+            key = self.queue.get(timeout=1.0)
+            if key is None:
+                continue
+            with self._busy_lock:
+                self._busy += 1
+            after: float | None = None
+            try:
+                after = self.reconciler.reconcile(key)
+            except Exception:
+                log.exception("reconcile of %s failed; retrying in 5s", key)
+                after = 5.0
+            finally:
+                self.queue.done(key)
+                with self._busy_lock:
+                    self._busy -= 1
+            if self._stopping.is_set():
+                return
+            if after is None:
+                with contextlib.suppress(JobLookupError):
+                    self.scheduler.remove_job(f"wake:{key}")
+            else:
+                self.enqueue_after(key, after)

@@ -1,0 +1,73 @@
+"""Schema upgrades, driven from code: ``dklb migrate`` and every controller start come here.
+
+Alembic is configured programmatically (the revisions ship inside the installed ``migrations``
+package), so an installed dklb migrates without a checkout or alembic.ini. Readers call
+``check`` first: a database that is missing, unmigrated or newer than this dklb is refused with
+a message that says what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+import migrations
+
+from .store import StoreError, database_url, make_engine
+
+
+def _config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    # configparser interpolates '%': URLs with escaped characters must survive.
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head() -> str:
+    head_revision = ScriptDirectory.from_config(_config("sqlite://")).get_current_head()
+    assert head_revision is not None
+    return head_revision
+
+
+def current(url: str, *, read_only: bool = True) -> str | None:
+    engine = make_engine(url, read_only=read_only)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def upgrade(target: str, revision: str = "head") -> str:
+    """Upgrade the database at ``target`` (path or URL); returns the revision it is at now."""
+    url = database_url(target)
+    known = {s.revision for s in ScriptDirectory.from_config(_config(url)).walk_revisions()}
+    found = current(url, read_only=False)
+    if found is not None and found not in known:
+        raise StoreError(f"database {target} is at revision {found}, newer than this dklb (head {head()})")
+    command.upgrade(_config(url), revision)
+    return current(url, read_only=False) or "base"
+
+
+def downgrade(target: str, revision: str = "base") -> None:
+    command.downgrade(_config(database_url(target)), revision)
+
+
+def check(target: str) -> None:
+    """Refuse a database this dklb cannot read: missing, never migrated, or too new."""
+    url = database_url(target)
+    found = current(url)
+    if found is None:
+        raise StoreError(f"database {target} has no dklb schema: run `dklb migrate --database {target}`")
+    if found != head():
+        known = {s.revision for s in ScriptDirectory.from_config(_config(url)).walk_revisions()}
+        if found not in known:
+            raise StoreError(
+                f"database {target} is at revision {found}, newer than this dklb (head {head()})"
+            )
+        raise StoreError(f"database {target} is at revision {found}: run `dklb migrate --database {target}`")

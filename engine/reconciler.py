@@ -1,0 +1,430 @@
+"""The reconciler: ``reconcile(key) -> seconds until the next wake-up``.
+
+Keys come from the work queue (a watch event, a due wake-up, ``dklb retry``). For one key the
+reconciler loads the binding from the store and the Service from the observed cache, fires the
+external trigger the world implies (``states.observe``), runs the handler of the current state
+(``states/``), and commits the outcome as ONE transaction (``store.Change``): state, pool
+reference counts, history, next wake-up. Then it posts the Events. It loops while the binding
+moves to a state that has work to do now, and returns when the binding waits.
+
+Work for one key is sequential (the work queue never hands a key to two workers); work on one
+pool is serialized by ``PoolLocks`` for the states declared ``serialize: pool`` and for the
+guards of a transition, which run under the lock of the pool they judge, right before the
+commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from states import observe
+
+from .contract import Context, Event, Fire, Outcome, Poll, Retry, Settings, Stay, warning
+from .edgelb.port import EdgeLB
+from .faults import checkpoint
+from .kube.port import Kube
+from .lifecycle import Lifecycle, StateSpec
+from .store import Binding, Change, StaleBinding, Store, utcnow
+
+log = logging.getLogger("dklb.reconciler")
+
+# A binding walks at most Pending → Provisioning → AwaitingMetadata → Ready in one call; a few
+# more steps absorb an external trigger. Past that something is looping: requeue, do not spin.
+MAX_STEPS = 8
+
+
+class PoolLocks:
+    """One lock per pool name, created on first use."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    @contextmanager
+    def hold(self, pool: str | None) -> Iterator[None]:
+        if pool is None:
+            yield
+            return
+        with self._guard:
+            lock = self._locks.setdefault(pool, threading.Lock())
+        with lock:
+            yield
+
+
+class ServiceCache:
+    """The Services as last observed, by ``namespace/name``; fed by the Kubernetes adapter."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._services: dict[str, dict[str, Any]] = {}
+
+    def put(self, service: dict[str, Any]) -> str:
+        """Keep ``service`` unless the cache already holds a newer version of the same object.
+
+        Our own writes and the watch race: a watch event older than the response to our write
+        must not roll the cache back.
+        """
+        meta = service["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        with self._lock:
+            held = self._services.get(key)
+            if held is None or not _newer(held, service):
+                self._services[key] = service
+        return key
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            self._services.pop(key, None)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._services.get(key)
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._services)
+
+
+class _WriteThrough:
+    """The Kube port as handlers see it: every Service a write returns refreshes the cache."""
+
+    def __init__(self, kube: Kube, cache: ServiceCache) -> None:
+        self._kube = kube
+        self._cache = cache
+
+    def add_finalizer(self, service: dict[str, Any]) -> dict[str, Any] | None:
+        return self._keep(service, self._kube.add_finalizer(service))
+
+    def remove_finalizer(self, service: dict[str, Any]) -> dict[str, Any] | None:
+        return self._keep(service, self._kube.remove_finalizer(service))
+
+    def set_config_annotation(self, service: dict[str, Any], text: str) -> dict[str, Any] | None:
+        return self._keep(service, self._kube.set_config_annotation(service, text))
+
+    def set_ingress(self, service: dict[str, Any], ingress: list[dict[str, str]]) -> dict[str, Any] | None:
+        return self._keep(service, self._kube.set_ingress(service, ingress))
+
+    def event(self, service: dict[str, Any], *, type: str, reason: str, message: str) -> None:
+        self._kube.event(service, type=type, reason=reason, message=message)
+
+    def _keep(self, before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, Any] | None:
+        if after is not None:
+            self._cache.put(after)
+        else:
+            # The write found no such object: it is gone, and so is a finalizer-held Service
+            # whose last finalizer we just removed.
+            meta = before["metadata"]
+            self._cache.remove(f"{meta['namespace']}/{meta['name']}")
+        return after
+
+
+def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when ``a`` is a later version of the same object than ``b``."""
+    ma, mb = a.get("metadata") or {}, b.get("metadata") or {}
+    if ma.get("uid") != mb.get("uid"):
+        return False
+    try:
+        return int(ma.get("resourceVersion", "")) > int(mb.get("resourceVersion", ""))
+    except ValueError:
+        return False
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lifecycle: Lifecycle,
+        edgelb: EdgeLB,
+        kube: Kube,
+        settings: Settings,
+        cache: ServiceCache | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        node_addresses: Callable[[], tuple[str, ...]] = tuple,
+    ) -> None:
+        self.store = store
+        self.lifecycle = lifecycle
+        self.edgelb = edgelb
+        self.kube = kube
+        self.settings = settings
+        self.cache = cache or ServiceCache()
+        self._kube = _WriteThrough(kube, self.cache)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.node_addresses = node_addresses
+        self.locks = PoolLocks()
+        # Transitions committed, by (from, to); read by metrics and tests.
+        self.transitions: dict[tuple[str, str], int] = {}
+        self._counter_lock = threading.Lock()
+
+    # ---- the contract ------------------------------------------------------------------------
+
+    def reconcile(self, key: str) -> float | None:
+        """Drive one binding as far as it can go now; seconds until it wants to run again."""
+        for _ in range(MAX_STEPS):
+            now = self.clock()
+            binding = self.store.get(key)
+            service = self.cache.get(key)
+            trigger = observe.external_trigger(binding, service)
+            try:
+                if binding is None:
+                    if trigger is None:
+                        return None
+                    assert service is not None
+                    self._create(key, service, now)
+                    continue
+                if trigger is not None:
+                    self._fire_external(binding, trigger, service, now)
+                    continue
+                spec = self.lifecycle.states[binding.state]
+                if spec.handler is None or binding.next_wakeup is None:
+                    return None
+                if binding.next_wakeup > now:
+                    return (binding.next_wakeup - now).total_seconds()
+                after = self._run_handler(binding, spec, service, now)
+            except StaleBinding:
+                # Someone committed first; start over from what is stored now.
+                continue
+            if after is None:
+                return None
+            if after.state == binding.state:
+                return (
+                    None
+                    if after.next_wakeup is None
+                    else max(0.0, (after.next_wakeup - self.clock()).total_seconds())
+                )
+            if self.lifecycle.states[after.state].first_run == "queued":
+                return 0.0
+        return 0.0
+
+    # ---- steps -------------------------------------------------------------------------------
+
+    def _create(self, key: str, service: dict[str, Any], now: datetime) -> None:
+        namespace, name = key.split("/", 1)
+        self.store.create(
+            namespace=namespace,
+            name=name,
+            uid=(service.get("metadata") or {}).get("uid", ""),
+            state=self.lifecycle.initial,
+            trigger="observed",
+            reason="ServiceObserved",
+            message="LoadBalancer Service observed",
+            now=now,
+        )
+        self._count(None, self.lifecycle.initial)
+        checkpoint("after-create")
+
+    def _fire_external(
+        self, binding: Binding, trigger: str, service: dict[str, Any] | None, now: datetime
+    ) -> None:
+        fire = Fire(
+            trigger,
+            reason=_EXTERNAL_REASONS.get(trigger, trigger),
+            message=_external_message(trigger, service),
+        )
+        change, events = self._fire_change(binding, fire, now)
+        self._commit(binding, change, events, service)
+
+    def _run_handler(
+        self, binding: Binding, spec: StateSpec, service: dict[str, Any] | None, now: datetime
+    ) -> Binding | None:
+        locked_pool = binding.pool if spec.serialize == "pool" else None
+        with self.locks.hold(locked_pool):
+            ctx = Context(
+                binding=binding,
+                service=service,
+                edgelb=self.edgelb,
+                kube=self._kube,
+                store=self.store,
+                settings=self.settings,
+                rng=self.rng,
+                now=now,
+                node_addresses=self.node_addresses(),
+            )
+            assert spec.handler is not None
+            try:
+                outcome: Outcome = spec.handler(ctx)
+            except Exception as exc:
+                # A handler bug or an unexpected answer must not stop the controller: the binding
+                # records it and retries with backoff, visible in inspect and in history.
+                log.exception("handler of %s failed for %s", binding.state, binding.key)
+                outcome = Retry("HandlerError", f"{type(exc).__name__}: {exc}")
+            checkpoint(f"after-handler-{binding.state}")
+            if isinstance(outcome, Fire):
+                transition = self.lifecycle.transition(binding.state, outcome.trigger)
+                guard_pool = outcome.updates.get("pool", binding.pool)
+                if transition.guards and guard_pool != locked_pool:
+                    with self.locks.hold(guard_pool):
+                        outcome = self._guarded(ctx, outcome)
+                        change, events = self._fire_change(binding, outcome, now)
+                        return self._commit(binding, change, events, service)
+                outcome = self._guarded(ctx, outcome)
+                change, events = self._fire_change(binding, outcome, now)
+            else:
+                change, events = self._wait_change(binding, spec, outcome, now)
+            return self._commit(binding, change, events, service)
+
+    def _guarded(self, ctx: Context, fire: Fire) -> Fire:
+        transition = self.lifecycle.transition(ctx.binding.state, fire.trigger)
+        for guard in transition.guards:
+            objection = guard(ctx, fire)
+            if objection is not None:
+                assert transition.otherwise is not None
+                return Fire(
+                    transition.otherwise,
+                    reason="PoolConflict",
+                    message=objection,
+                    events=(warning("PoolConflict", objection),),
+                    updates={k: v for k, v in fire.updates.items() if k == "fingerprint"},
+                )
+        return fire
+
+    # ---- outcome → change --------------------------------------------------------------------
+
+    def _fire_change(self, binding: Binding, fire: Fire, now: datetime) -> tuple[Change, list[Event]]:
+        transition = self.lifecycle.transition(binding.state, fire.trigger)
+        dest = transition.dest
+        final = dest == self.lifecycle.final
+        wakeup = None if final else self._first_wakeup(self.lifecycle.states[dest], now)
+        change = Change(
+            binding_id=binding.id,
+            expected_state=binding.state,
+            to_state=None if final else dest,
+            trigger=fire.trigger,
+            reason=fire.reason,
+            message=fire.message,
+            attempts=0,
+            next_wakeup=wakeup,
+            last_error=fire.message if fire.trigger in self.lifecycle.failure_triggers else None,
+            pool_created_by_dklb=fire.pool_created_by_dklb,
+            pool_served=fire.pool_served,
+            **{k: v for k, v in fire.updates.items() if k in _BINDING_FIELDS},
+        )
+        events = list(fire.events)
+        if transition.event is not None:
+            pool = fire.updates.get("pool", binding.pool) or ""
+            events.insert(
+                0,
+                Event(
+                    transition.event.type,
+                    transition.event.reason,
+                    transition.event.message.format(pool=pool, message=fire.message),
+                ),
+            )
+        return change, events
+
+    def _wait_change(
+        self, binding: Binding, spec: StateSpec, outcome: Retry | Poll | Stay, now: datetime
+    ) -> tuple[Change, list[Event]]:
+        common = {"binding_id": binding.id, "expected_state": binding.state, "to_state": binding.state}
+        if isinstance(outcome, Retry):
+            attempt = binding.attempts + 1
+            backoff = spec.retry or spec.poll
+            delay = backoff.delay(attempt, self.rng) if backoff else 60.0
+            events = list(outcome.events) or [warning(outcome.reason, outcome.message)]
+            change = Change(
+                **common,
+                trigger="failed",
+                reason=outcome.reason,
+                message=outcome.message,
+                attempts=attempt,
+                next_wakeup=now + timedelta(seconds=delay),
+                last_error=outcome.message,
+            )
+            return change, events
+        if isinstance(outcome, Poll):
+            attempt = binding.attempts + 1
+            backoff = spec.poll or spec.retry
+            delay = backoff.delay(attempt, self.rng) if backoff else 5.0
+            change = Change(
+                **common,
+                trigger="poll",
+                reason=outcome.reason,
+                message=outcome.message,
+                record=False,
+                attempts=attempt,
+                next_wakeup=now + timedelta(seconds=delay),
+            )
+            return change, []
+        resync = self._resync(spec)
+        change = Change(
+            **common,
+            trigger="resync",
+            record=False,
+            attempts=0,
+            last_error=None,
+            next_wakeup=None if resync is None else now + timedelta(seconds=self._jittered(resync)),
+            **{k: v for k, v in outcome.updates.items() if k in _BINDING_FIELDS},
+        )
+        return change, list(outcome.events)
+
+    def _first_wakeup(self, spec: StateSpec, now: datetime) -> datetime | None:
+        if spec.handler is None:
+            return None
+        if spec.first_run == "resync":
+            resync = self._resync(spec)
+            return None if resync is None else now + timedelta(seconds=self._jittered(resync))
+        return now
+
+    def _resync(self, spec: StateSpec) -> float | None:
+        if spec.resync is None:
+            return None
+        return self.settings.resync_period if self.settings.resync_period is not None else spec.resync
+
+    def _jittered(self, seconds: float) -> float:
+        # +/-10 %: thousands of bindings that became Ready together must not verify together.
+        return seconds * self.rng.uniform(0.9, 1.1)
+
+    # ---- commit ------------------------------------------------------------------------------
+
+    def _commit(
+        self, binding: Binding, change: Change, events: list[Event], service: dict[str, Any] | None
+    ) -> Binding | None:
+        after = self.store.commit(change, now=self.clock())
+        checkpoint(f"after-commit-{change.trigger}")
+        if change.to_state != binding.state:
+            self._count(binding.state, change.to_state or self.lifecycle.final)
+            log.info(
+                "%s: %s -> %s (%s) %s",
+                binding.key,
+                binding.state,
+                change.to_state or self.lifecycle.final,
+                change.trigger,
+                change.message,
+            )
+        if service is not None:
+            for event in events:
+                try:
+                    self.kube.event(service, type=event.type, reason=event.reason, message=event.message)
+                except Exception:
+                    log.warning("could not post event %s on %s", event.reason, binding.key, exc_info=True)
+        return after
+
+    def _count(self, source: str | None, dest: str) -> None:
+        with self._counter_lock:
+            key = (source or "", dest)
+            self.transitions[key] = self.transitions.get(key, 0) + 1
+
+
+_BINDING_FIELDS = frozenset({"pool", "config", "objects", "fingerprint", "uid"})
+
+_EXTERNAL_REASONS = {"delete": "ServiceGone", "spec_changed": "SpecChanged"}
+
+
+def _external_message(trigger: str, service: dict[str, Any] | None) -> str:
+    if trigger == "spec_changed":
+        return "the Service's configuration, ports or pause annotation changed"
+    if service is None:
+        return "the Service was deleted"
+    if (service.get("metadata") or {}).get("deletionTimestamp"):
+        return "the Service is being deleted"
+    if (service.get("spec") or {}).get("type") != "LoadBalancer":
+        return f"the Service's type is now {(service.get('spec') or {}).get('type')}"
+    return "the Service was replaced by a new object of the same name"

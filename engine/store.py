@@ -1,0 +1,572 @@
+"""The durable store: bindings, pools and the append-only history, in one SQL database.
+
+The reconciler reads a ``Binding`` here, runs the handler of its state, and hands the outcome
+back as a ``Change``; ``Store.commit`` applies it in ONE transaction: the binding's row, the
+reference counts of the pools it leaves or joins, and a history row. A crash therefore leaves
+either the old state or the new one, never a half-counted pool. The CLI reads the same tables.
+
+SQLite (WAL) is the default; any SQLAlchemy URL works. The schema is owned by Alembic
+(``migrations/``); ``Store`` refuses a database whose revision it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+class StoreError(Exception):
+    """The database cannot be used as asked (missing, too new, unreadable)."""
+
+
+class StaleBinding(Exception):
+    """The binding changed under us (another worker or process committed first)."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite has no time zones and comparisons must not mix."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class JSONText(TypeDecorator[Any]):
+    """JSON kept as readable text, so ``sqlite3 dklb.db`` shows what was recorded."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BindingRow(Base):
+    __tablename__ = "bindings"
+    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_bindings_service"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(253))
+    name: Mapped[str] = mapped_column(String(253))
+    uid: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    pool: Mapped[str | None] = mapped_column(String(63), ForeignKey("pools.name"), index=True)
+    config: Mapped[Any] = mapped_column(JSONText, nullable=True)
+    objects: Mapped[Any] = mapped_column(JSONText, nullable=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_wakeup: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    state_since: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PoolRow(Base):
+    __tablename__ = "pools"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    ref_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_by_dklb: Mapped[bool] = mapped_column(Boolean, default=False)
+    served: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class HistoryRow(Base):
+    __tablename__ = "history"
+    __table_args__ = (
+        Index("ix_history_service_at", "namespace", "name", "at"),
+        Index("ix_history_pool_at", "pool", "at"),
+        Index("ix_history_state_at", "to_state", "at"),
+        Index("ix_history_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # No foreign key: history outlives the binding it describes.
+    binding_id: Mapped[int | None] = mapped_column(Integer)
+    namespace: Mapped[str] = mapped_column(String(253))
+    name: Mapped[str] = mapped_column(String(253))
+    pool: Mapped[str | None] = mapped_column(String(63))
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    trigger: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(128), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Seconds spent in from_state; lets history answer "how long was it stuck" without a self-join.
+    duration: Mapped[float | None] = mapped_column(Float)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A read-only snapshot of one Service↔pool binding."""
+
+    id: int
+    namespace: str
+    name: str
+    uid: str
+    state: str
+    pool: str | None
+    config: dict[str, Any] | None
+    objects: dict[str, Any] | None
+    fingerprint: str | None
+    attempts: int
+    next_wakeup: datetime | None
+    last_error: str | None
+    state_since: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    ref_count: int
+    created_by_dklb: bool
+    served: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    id: int
+    binding_id: int | None
+    namespace: str
+    name: str
+    pool: str | None
+    from_state: str | None
+    to_state: str
+    trigger: str
+    reason: str
+    message: str
+    attempt: int
+    at: datetime
+    duration: float | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Change:
+    """Everything one transition writes; ``Store.commit`` applies it atomically.
+
+    ``to_state`` None removes the binding (its history stays). Fields left ``_UNSET`` keep their
+    value. ``record`` False writes no history row (polls and resync bookkeeping).
+    """
+
+    binding_id: int
+    expected_state: str
+    to_state: str | None
+    trigger: str
+    reason: str = ""
+    message: str = ""
+    record: bool = True
+    pool: Any = _UNSET
+    config: Any = _UNSET
+    objects: Any = _UNSET
+    fingerprint: Any = _UNSET
+    uid: Any = _UNSET
+    attempts: Any = _UNSET
+    next_wakeup: Any = _UNSET
+    last_error: Any = _UNSET
+    pool_created_by_dklb: bool | None = None
+    pool_served: bool | None = None
+
+    def updates(self) -> dict[str, Any]:
+        names = ("pool", "config", "objects", "fingerprint", "uid", "attempts", "next_wakeup", "last_error")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not _UNSET}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def database_url(target: str) -> str:
+    """A SQLAlchemy URL as given, or a filesystem path turned into a SQLite URL."""
+    if "://" in target:
+        return target
+    return f"sqlite:///{Path(target).expanduser().resolve()}"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine configured for this workload: WAL, immediate write locks, a busy timeout.
+
+    ``read_only`` opens SQLite with ``mode=ro`` so the CLI can never write beside a live
+    controller, and never creates a missing file.
+    """
+    path = _sqlite_path(url)
+    if path is None:
+        return create_engine(url, future=True)
+    if read_only:
+        if not path.exists():
+            raise StoreError(f"database {path} does not exist")
+        engine = create_engine(
+            f"sqlite:///file:{path}?mode=ro&uri=true", future=True, connect_args={"timeout": 30}
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # The database holds pool names and recorded configurations: owner-only from birth.
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        engine = create_engine(url, future=True, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's implicit BEGIN is deferred: two writers would deadlock upgrading their read
+        # locks. Take control of BEGIN so that every transaction starts IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _binding(row: BindingRow) -> Binding:
+    return Binding(
+        id=row.id,
+        namespace=row.namespace,
+        name=row.name,
+        uid=row.uid,
+        state=row.state,
+        pool=row.pool,
+        config=row.config,
+        objects=row.objects,
+        fingerprint=row.fingerprint,
+        attempts=row.attempts,
+        next_wakeup=row.next_wakeup,
+        last_error=row.last_error,
+        state_since=row.state_since,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _pool(row: PoolRow) -> Pool:
+    return Pool(
+        name=row.name,
+        ref_count=row.ref_count,
+        created_by_dklb=row.created_by_dklb,
+        served=row.served,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _history(row: HistoryRow) -> HistoryEntry:
+    return HistoryEntry(
+        id=row.id,
+        binding_id=row.binding_id,
+        namespace=row.namespace,
+        name=row.name,
+        pool=row.pool,
+        from_state=row.from_state,
+        to_state=row.to_state,
+        trigger=row.trigger,
+        reason=row.reason,
+        message=row.message,
+        attempt=row.attempt,
+        at=row.at,
+        duration=row.duration,
+    )
+
+
+def split_key(key: str) -> tuple[str, str]:
+    namespace, sep, name = key.partition("/")
+    if not sep or not namespace or not name:
+        raise ValueError(f"{key!r} is not a NAMESPACE/NAME key")
+    return namespace, name
+
+
+class Store:
+    """Typed access to the database; every write method is one transaction."""
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        self.url = url
+        self.read_only = read_only
+        self.engine = make_engine(url, read_only=read_only)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Binding | None:
+        namespace, name = split_key(key)
+        with self.session() as s:
+            row = s.scalars(
+                select(BindingRow).where(BindingRow.namespace == namespace, BindingRow.name == name)
+            ).first()
+            return None if row is None else _binding(row)
+
+    def bindings(self, *, pool: str | None = None, states: Sequence[str] | None = None) -> list[Binding]:
+        query = select(BindingRow).order_by(BindingRow.namespace, BindingRow.name)
+        if pool is not None:
+            query = query.where(BindingRow.pool == pool)
+        if states is not None:
+            query = query.where(BindingRow.state.in_(list(states)))
+        with self.session() as s:
+            return [_binding(r) for r in s.scalars(query)]
+
+    def pool(self, name: str) -> Pool | None:
+        with self.session() as s:
+            row = s.get(PoolRow, name)
+            return None if row is None else _pool(row)
+
+    def pools(self) -> list[Pool]:
+        with self.session() as s:
+            return [_pool(r) for r in s.scalars(select(PoolRow).order_by(PoolRow.name))]
+
+    def due(self, now: datetime) -> list[Binding]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(BindingRow)
+                .where(BindingRow.next_wakeup.is_not(None), BindingRow.next_wakeup <= now)
+                .order_by(BindingRow.next_wakeup)
+            )
+            return [_binding(r) for r in rows]
+
+    def history(
+        self,
+        *,
+        key: str | None = None,
+        pool: str | None = None,
+        since: datetime | None = None,
+        state: str | None = None,
+        limit: int | None = 50,
+    ) -> list[HistoryEntry]:
+        """Newest first."""
+        query = select(HistoryRow).order_by(HistoryRow.at.desc(), HistoryRow.id.desc())
+        if key is not None:
+            namespace, name = split_key(key)
+            query = query.where(HistoryRow.namespace == namespace, HistoryRow.name == name)
+        if pool is not None:
+            query = query.where(HistoryRow.pool == pool)
+        if since is not None:
+            query = query.where(HistoryRow.at >= since)
+        if state is not None:
+            query = query.where(HistoryRow.to_state == state)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.session() as s:
+            return [_history(r) for r in s.scalars(query)]
+
+    def live_reference_counts(self) -> dict[str, int]:
+        """Bindings per pool counted from the bindings table: the truth ``ref_count`` must equal."""
+        with self.session() as s:
+            rows = s.execute(
+                select(BindingRow.pool, func.count())
+                .where(BindingRow.pool.is_not(None))
+                .group_by(BindingRow.pool)
+            )
+            return {str(p): int(n) for p, n in rows}
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        state: str,
+        trigger: str,
+        reason: str = "",
+        message: str = "",
+        now: datetime | None = None,
+    ) -> Binding:
+        """A new binding and its first history row (from nothing to ``state``)."""
+        now = now or utcnow()
+        with self.session() as s:
+            row = BindingRow(
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                state=state,
+                attempts=0,
+                next_wakeup=now,
+                state_since=now,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(row)
+            s.flush()
+            s.add(
+                HistoryRow(
+                    binding_id=row.id,
+                    namespace=namespace,
+                    name=name,
+                    pool=None,
+                    from_state=None,
+                    to_state=state,
+                    trigger=trigger,
+                    reason=reason,
+                    message=message,
+                    attempt=0,
+                    at=now,
+                )
+            )
+            return _binding(row)
+
+    def commit(self, change: Change, *, now: datetime | None = None) -> Binding | None:
+        """Apply one transition atomically; returns the binding after it (None once removed).
+
+        Raises ``StaleBinding`` when the binding is no longer in ``change.expected_state``: the
+        caller's view is out of date and nothing is written.
+        """
+        now = now or utcnow()
+        with self.session() as s:
+            row = s.get(BindingRow, change.binding_id)
+            if row is None or row.state != change.expected_state:
+                found = None if row is None else row.state
+                raise StaleBinding(
+                    f"binding {change.binding_id} is {found}, expected {change.expected_state}"
+                )
+            old_pool = row.pool
+            updates = change.updates()
+            new_pool = updates.get("pool", old_pool) if change.to_state is not None else None
+            if old_pool != new_pool and new_pool is not None:
+                # A pool row exists exactly while bindings refer to it; the bindings' foreign key
+                # needs it before the binding row points at it.
+                self._adjust_pool(s, new_pool, +1, now)
+                s.flush()
+            if change.record:
+                s.add(
+                    HistoryRow(
+                        binding_id=row.id,
+                        namespace=row.namespace,
+                        name=row.name,
+                        pool=new_pool if new_pool is not None else old_pool,
+                        from_state=row.state,
+                        to_state=change.to_state or "Removed",
+                        trigger=change.trigger,
+                        reason=change.reason,
+                        message=change.message,
+                        attempt=updates.get("attempts", row.attempts),
+                        at=now,
+                        duration=(now - row.state_since).total_seconds(),
+                    )
+                )
+            if change.to_state is None:
+                s.delete(row)
+                s.flush()
+            else:
+                for name, value in updates.items():
+                    setattr(row, name, value)
+                if change.to_state != row.state:
+                    row.state = change.to_state
+                    row.state_since = now
+                row.updated_at = now
+                s.flush()
+            pool_name = new_pool if new_pool is not None else old_pool
+            if pool_name is not None and (change.pool_created_by_dklb is not None or change.pool_served):
+                values: dict[str, Any] = {"updated_at": now}
+                if change.pool_created_by_dklb is not None:
+                    values["created_by_dklb"] = change.pool_created_by_dklb
+                if change.pool_served:
+                    values["served"] = True
+                s.execute(update(PoolRow).where(PoolRow.name == pool_name).values(**values))
+            if old_pool != new_pool and old_pool is not None:
+                self._adjust_pool(s, old_pool, -1, now)
+            return None if change.to_state is None else _binding(row)
+
+    def _adjust_pool(self, s: Session, name: str, delta: int, now: datetime) -> None:
+        row = s.get(PoolRow, name)
+        if row is None:
+            if delta < 0:
+                raise StoreError(f"reference count of unknown pool {name!r} cannot drop")
+            row = PoolRow(name=name, ref_count=0, created_by_dklb=False, served=False, created_at=now)
+            s.add(row)
+        row.ref_count += delta
+        row.updated_at = now
+        if row.ref_count <= 0:
+            s.flush()
+            s.execute(delete(PoolRow).where(PoolRow.name == name))
+
+    def set_wakeup(self, key: str, at: datetime) -> bool:
+        """Wake a binding at ``at`` (``dklb retry``); a running controller's scan picks it up."""
+        namespace, name = split_key(key)
+        with self.session() as s:
+            result = s.execute(
+                update(BindingRow)
+                .where(BindingRow.namespace == namespace, BindingRow.name == name)
+                .values(next_wakeup=at)
+            )
+            return bool(result.rowcount)

@@ -1,0 +1,94 @@
+"""Provisioning: make the EdgeLB pool hold exactly what the bindings on it want.
+
+Runs under the pool's lock. Reads the pool; when it is missing, creates it (unless the
+creation strategy forbids it); when it exists, composes the desired pool (every binding's
+objects, every foreign object kept) and PUTs it only if it differs after normalization. Every
+step is safe to repeat after a crash: a re-run reads the pool again and writes only what is
+still missing. Fires ``provisioned``, or ``reject`` when the pool itself refuses this Service
+(a frontend port a foreign object already binds); EdgeLB failures are retried with backoff.
+"""
+
+from __future__ import annotations
+
+from engine.config import PoolConfig
+from engine.contract import Context, Fire, Outcome, Retry, warning
+from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound
+from engine.translation import new_pool, pool_settings, same_pool
+from states.pool import desired_pool, frontend_port_clash
+
+
+def enter(ctx: Context) -> Outcome:
+    binding = ctx.binding
+    assert binding.pool is not None and binding.config is not None and binding.objects is not None
+    config = PoolConfig.from_dict(binding.config)
+    name = binding.pool
+    try:
+        actual = ctx.edgelb.get_pool(name)
+    except NotFound:
+        actual = None
+    except EdgeLBError as exc:
+        return Retry("EdgeLBUnavailable", f'reading EdgeLB pool "{name}" failed: {exc}')
+
+    if actual is None:
+        return _create(ctx, config)
+
+    record = ctx.store.pool(name)
+    desired = desired_pool(ctx, actual, pool=name, apply_settings=bool(record and record.created_by_dklb))
+    clash = frontend_port_clash(desired, owned={fe["name"] for fe in binding.objects["frontends"]})
+    if clash:
+        return Fire(
+            "reject", reason="FrontendPortInUse", message=clash, events=(warning("FrontendPortInUse", clash),)
+        )
+    if same_pool(actual, desired):
+        return Fire("provisioned", reason="PoolUpToDate", message=f'EdgeLB pool "{name}" already up to date')
+    try:
+        ctx.edgelb.update_pool(desired)
+    except NotFound:
+        return Retry(
+            "PoolVanished", f'EdgeLB pool "{name}" disappeared while updating it; it will be re-created'
+        )
+    except Invalid as exc:
+        return Retry("EdgeLBRejectedPool", f'EdgeLB refused the update of pool "{name}": {exc}')
+    except EdgeLBError as exc:
+        return Retry("EdgeLBUnavailable", f'updating EdgeLB pool "{name}" failed: {exc}')
+    return Fire("provisioned", reason="PoolUpdated", message=f'EdgeLB pool "{name}" updated')
+
+
+def _create(ctx: Context, config: PoolConfig) -> Outcome:
+    name = config.name
+    record = ctx.store.pool(name)
+    if config.creation_strategy == "Never":
+        return Retry(
+            "PoolNotFound",
+            f'EdgeLB pool "{name}" does not exist and strategies.creation is "Never": '
+            "create the pool in EdgeLB, or change the strategy",
+        )
+    if config.creation_strategy == "Once" and record is not None and record.served:
+        return Retry(
+            "PoolDeleted",
+            f'EdgeLB pool "{name}" was deleted after it served and strategies.creation is "Once": '
+            "it is not re-created; re-create it in EdgeLB or change the strategy",
+        )
+    empty = {"name": name, "haproxy": {"frontends": [], "backends": []}}
+    composed = desired_pool(ctx, empty, pool=name, apply_settings=True)
+    haproxy = composed.get("haproxy") or {}
+    body = new_pool(
+        settings=pool_settings(config),
+        pool_group=ctx.settings.pool_group,
+        frontends=haproxy.get("frontends") or [],
+        backends=haproxy.get("backends") or [],
+    )
+    try:
+        ctx.edgelb.create_pool(body)
+    except Conflict:
+        return Retry("PoolExists", f'EdgeLB pool "{name}" appeared while creating it; merging into it next')
+    except Invalid as exc:
+        return Retry("EdgeLBRejectedPool", f'EdgeLB refused to create pool "{name}": {exc}')
+    except EdgeLBError as exc:
+        return Retry("EdgeLBUnavailable", f'creating EdgeLB pool "{name}" failed: {exc}')
+    return Fire(
+        "provisioned",
+        reason="PoolCreated",
+        message=f'EdgeLB pool "{name}" created',
+        pool_created_by_dklb=True,
+    )
