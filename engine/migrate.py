@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 
 import migrations
 
-from .store import StoreError, database_url, make_engine
+from .store import Store, StoreError, database_url, make_engine
 
 
 def _config(url: str) -> Config:
@@ -50,8 +50,16 @@ def upgrade(target: str, revision: str = "head") -> str:
     found = current(url, read_only=False)
     if found is not None and found not in known:
         raise StoreError(f"database {target} is at revision {found}, newer than this dklb (head {head()})")
+    if revision == "head" and found == head():
+        return found
     command.upgrade(_config(url), revision)
     return current(url, read_only=False) or "base"
+
+
+def open_store(target: str) -> Store:
+    """The controller's way in: upgrade the schema, then open the store for writing."""
+    upgrade(target)
+    return Store(database_url(target))
 
 
 def downgrade(target: str, revision: str = "base") -> None:

@@ -69,6 +69,13 @@ def _create(ctx: Context, config: PoolConfig) -> Outcome:
             f'EdgeLB pool "{name}" was deleted after it served and strategies.creation is "Once": '
             "it is not re-created; re-create it in EdgeLB or change the strategy",
         )
+    if record is None or not record.created_by_dklb:
+        return Fire(
+            "claim_pool",
+            reason="CreatingPool",
+            message=f'EdgeLB pool "{name}" does not exist: dklb creates it and owns its settings',
+            pool_created_by_dklb=True,
+        )
     empty = {"name": name, "haproxy": {"frontends": [], "backends": []}}
     composed = desired_pool(ctx, empty, pool=name, apply_settings=True)
     haproxy = composed.get("haproxy") or {}
@@ -86,9 +93,4 @@ def _create(ctx: Context, config: PoolConfig) -> Outcome:
         return Retry("EdgeLBRejectedPool", f'EdgeLB refused to create pool "{name}": {exc}')
     except EdgeLBError as exc:
         return Retry("EdgeLBUnavailable", f'creating EdgeLB pool "{name}" failed: {exc}')
-    return Fire(
-        "provisioned",
-        reason="PoolCreated",
-        message=f'EdgeLB pool "{name}" created',
-        pool_created_by_dklb=True,
-    )
+    return Fire("provisioned", reason="PoolCreated", message=f'EdgeLB pool "{name}" created')

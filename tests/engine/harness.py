@@ -17,7 +17,6 @@ from engine import lifecycle, migrate
 from engine.contract import Settings
 from engine.kube.port import FINALIZER
 from engine.reconciler import Reconciler
-from engine.store import Store, database_url
 from engine.translation import owner_of
 from states import observe
 from tests.fakes.edgelb import FakeEdgeLB
@@ -50,7 +49,6 @@ class World:
     ) -> None:
         self.directory = directory
         self.db = str(directory / "dklb.db")
-        migrate.upgrade(self.db)
         self.edgelb = edgelb if edgelb is not None else FakeEdgeLB(auto_metadata=True)
         self.kube = kube if kube is not None else FakeKube()
         self.settings = settings or Settings(cluster_name=CLUSTER)
@@ -64,7 +62,7 @@ class World:
         """A new controller process on the same database and the same cluster and EdgeLB."""
         if getattr(self, "store", None) is not None:
             self.store.close()
-        self.store = Store(database_url(self.db))
+        self.store = migrate.open_store(self.db)
         self.reconciler = Reconciler(
             store=self.store,
             lifecycle=self.lifecycle,

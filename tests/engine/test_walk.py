@@ -35,6 +35,7 @@ def test_the_seed_redis_example_walks_to_ready_and_back(world: World) -> None:
     assert history(world, "default/redis") == [
         (None, "Pending", "observed"),
         ("Pending", "Provisioning", "accept"),
+        ("Provisioning", "Provisioning", "claim_pool"),
         ("Provisioning", "AwaitingMetadata", "provisioned"),
         ("AwaitingMetadata", "Ready", "addresses_found"),
     ]
@@ -297,8 +298,9 @@ def test_edgelb_failures_are_retried_with_growing_persisted_backoff(world: World
     for _ in range(4):
         world.edgelb.fail_next("create_pool", Unavailable("boom", status=503))
     world.kube.apply(redis())
-    world.step()
-    world.step()
+    world.step()  # accept
+    world.step()  # claim the pool
+    world.step()  # first failed POST
     delays = []
     for _ in range(3):
         binding = world.binding("default/redis")
@@ -336,7 +338,10 @@ def test_pause_leaves_edgelb_alone_until_resumed(world: World) -> None:
     world.settle()
     assert world.binding("default/redis").state == "Paused"
     assert world.edgelb.calls == {}
-    assert "only that exact value pauses" in world.kube.events_for("default/redis", type="Warning")[-1]["message"]
+    assert (
+        "only that exact value pauses"
+        in world.kube.events_for("default/redis", type="Warning")[-1]["message"]
+    )
     world.kube.apply(redis(annotations={PAUSED_ANNOTATION: "True"}))
     world.settle()
     assert world.binding("default/redis").state == "Ready", 'only the exact string "true" pauses'

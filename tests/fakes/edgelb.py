@@ -25,6 +25,7 @@ from typing import Any
 
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable
 from engine.edgelb.schema import fill_defaults, validate_pool
+from engine.faults import checkpoint
 
 Pool = dict[str, Any]
 
@@ -103,6 +104,13 @@ class FakeEdgeLB:
         with self._lock:
             self._pools[pool["name"]] = fill_defaults(pool)
             self._save()
+
+    def drop(self, name: str) -> None:
+        """Delete a pool out of band (an operator's ``dcos edgelb delete``): no call counted, no fault."""
+        with self._lock:
+            self._pools.pop(name, None)
+            self._ready.discard(name)
+            self._persist()
 
     def stored(self, name: str) -> Pool | None:
         """The stored pool without counting a call (for assertions)."""
@@ -216,6 +224,11 @@ class FakeEdgeLB:
         return metadata
 
     def _save(self) -> None:
+        self._persist()
+        # Right after an EdgeLB write, before dklb records it: where a crash hurts most.
+        checkpoint("edgelb-write")
+
+    def _persist(self) -> None:
         if self._path is None:
             return
         state = json.dumps({"pools": self._pools, "ready": sorted(self._ready)}, indent=1, sort_keys=True)
