@@ -43,8 +43,6 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self._synced = threading.Event()
         self._stopping = threading.Event()
-        self._busy = 0
-        self._busy_lock = threading.Lock()
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -100,10 +98,6 @@ class Controller:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def idle(self) -> bool:
-        with self._busy_lock:
-            return self._busy == 0 and self.queue.idle()
-
     # ---- internals ---------------------------------------------------------------------------
 
     def _scan(self) -> None:
@@ -119,8 +113,6 @@ class Controller:
             key = self.queue.get(timeout=1.0)
             if key is None:
                 continue
-            with self._busy_lock:
-                self._busy += 1
             after: float | None = None
             try:
                 after = self.reconciler.reconcile(key)
@@ -129,8 +121,6 @@ class Controller:
                 after = 5.0
             finally:
                 self.queue.done(key)
-                with self._busy_lock:
-                    self._busy -= 1
             if self._stopping.is_set():
                 return
             if after is None:

@@ -9,6 +9,7 @@ the machine for ``dklb lifecycle``.
 from __future__ import annotations
 
 import importlib
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,8 +48,11 @@ class Backoff:
         they do not return as one burst.
         """
         exponent = max(0, attempt - 1)
-        # Cap the exponent before computing: factor**1000 would overflow a float.
-        raw = self.base * (self.factor ** min(exponent, 64))
+        if self.factor > 1:
+            # Past this exponent the cap applies anyway; stopping there keeps factor**exponent
+            # finite for any attempt count and any factor.
+            exponent = min(exponent, math.ceil(math.log(max(self.cap / self.base, 1.0), self.factor)) + 1)
+        raw = self.base * (self.factor**exponent)
         capped = min(self.cap, raw)
         spread = capped * self.jitter
         return max(0.0, capped + rng.uniform(-spread, spread))
@@ -79,16 +83,23 @@ class TransitionSpec:
 
 
 def _resolve(path: str) -> Any:
+    """The module ``path``, or the attribute ``path`` names in its parent module."""
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        if exc.name != path:
+            # The module exists but one of its own imports is missing: report that one.
+            raise LifecycleError(f"{path!r} cannot be imported: {exc}") from exc
     module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise LifecycleError(f"{path!r} cannot be imported: no module of that name")
     try:
-        module = importlib.import_module(path)
-        return module
-    except ModuleNotFoundError:
-        pass
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ModuleNotFoundError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
         raise LifecycleError(f"{path!r} cannot be imported: {exc}") from exc
+    if not hasattr(module, attr):
+        raise LifecycleError(f"{path!r} cannot be imported: {module_name} has no {attr!r}")
+    return getattr(module, attr)
 
 
 def _backoff(raw: dict[str, Any] | None, where: str) -> Backoff | None:

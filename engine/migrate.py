@@ -69,7 +69,10 @@ def downgrade(target: str, revision: str = "base") -> None:
 def check(target: str) -> None:
     """Refuse a database this dklb cannot read: missing, never migrated, or too new."""
     url = database_url(target)
-    found = current(url)
+    try:
+        found = current(url)
+    except StoreError as exc:
+        raise StoreError(f"{exc}: run `dklb migrate --database {target}` to create it") from exc
     if found is None:
         raise StoreError(f"database {target} has no dklb schema: run `dklb migrate --database {target}`")
     if found != head():

@@ -6,7 +6,8 @@ reference counts of the pools it leaves or joins, and a history row. A crash the
 either the old state or the new one, never a half-counted pool. The CLI reads the same tables.
 
 SQLite (WAL) is the default; any SQLAlchemy URL works. The schema is owned by Alembic
-(``migrations/``); ``Store`` refuses a database whose revision it does not know.
+(``migrations/``): open a store through ``engine.migrate`` (``open_store`` upgrades, ``check``
+refuses a database that is missing, unmigrated or newer than this dklb).
 """
 
 from __future__ import annotations

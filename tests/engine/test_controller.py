@@ -112,6 +112,9 @@ class Rig:
         states = self.states()
         return all(states.get(k) == "Ready" for k in keys)
 
+    def wake_job(self, key: str) -> Any:
+        return self.controller.scheduler.get_job(f"wake:{key}")
+
     def close(self) -> None:
         self.controller.stop()
         self.store.close()
@@ -139,12 +142,17 @@ def history(store: Store, key: str) -> list[tuple[str | None, str, str]]:
     return [(h.from_state, h.to_state, h.trigger) for h in reversed(store.history(key=key, limit=None))]
 
 
+CLAIM = ("Provisioning", "Provisioning", "claim_pool")
+# The walk of a binding whose pool dklb creates: it claims the pool before creating it.
 WALK = [
     (None, "Pending", "observed"),
     ("Pending", "Provisioning", "accept"),
+    CLAIM,
     ("Provisioning", "AwaitingMetadata", "provisioned"),
     ("AwaitingMetadata", "Ready", "addresses_found"),
 ]
+# The walk of a binding joining a pool another binding claimed.
+JOIN = [step for step in WALK if step != CLAIM]
 
 
 def test_observed_services_all_reach_ready(rigs: Callable[..., Rig]) -> None:
@@ -166,6 +174,8 @@ def test_observed_services_all_reach_ready(rigs: Callable[..., Rig]) -> None:
     keys.append(rig.apply(make_service("redis", config=REDIS)))
 
     wait_until(lambda: rig.all_ready(keys), "every binding to reach Ready")
+    # The worker schedules the resync right after its last commit.
+    wait_until(lambda: all(rig.wake_job(k) is not None for k in keys), "every resync to be scheduled")
 
     assert sorted(rig.states()) == sorted(keys)
     assert rig.edgelb.names() == ["dklb-redis", "own0", "own1", "own2", "shared"]
@@ -173,14 +183,19 @@ def test_observed_services_all_reach_ready(rigs: Callable[..., Rig]) -> None:
     pools = {p.name: p.ref_count for p in rig.store.pools()}
     assert pools == {"dklb-redis": 1, "own0": 1, "own1": 1, "own2": 1, "shared": 3}
     assert pools == rig.store.live_reference_counts()
+    walks = {key: history(rig.store, key) for key in keys}
+    for key, walk in walks.items():
+        assert walk in (WALK, JOIN), key
+        if "shared" not in key:
+            assert walk == WALK, f"{key} created its own pool"
+    assert sum(CLAIM in walk for walk in walks.values()) == 5, "each pool is claimed exactly once"
     for key in keys:
-        assert history(rig.store, key) == WALK, key
         service = rig.kube.get(key)
         assert service is not None
         assert service["status"]["loadBalancer"]["ingress"] == [{"ip": "127.0.0.1"}], key
         assert FINALIZER in service["metadata"]["finalizers"], key
         # Ready waits for its resync (5 min +/- 10 %) as an APScheduler date job.
-        job = rig.controller.scheduler.get_job(f"wake:{key}")
+        job = rig.wake_job(key)
         assert job is not None, key
         assert timedelta(minutes=4) < job.next_run_time - utcnow() < timedelta(minutes=6), key
     assert rig.edgelb.calls["POST"] == 5, "one pool creation per pool"
@@ -272,7 +287,8 @@ def test_a_wakeup_written_by_another_store_is_picked_up_by_the_scan(rigs: Callab
     ready = rig.store.get(key)
     assert ready is not None and ready.next_wakeup is not None
     assert ready.next_wakeup - utcnow() > timedelta(minutes=4), "the resync is minutes away"
-    job = rig.controller.scheduler.get_job(f"wake:{key}")
+    wait_until(lambda: rig.wake_job(key) is not None, "the resync to be scheduled")
+    job = rig.wake_job(key)
     assert job is not None and job.next_run_time - utcnow() > timedelta(minutes=4)
 
     # The pool disappears out of band; nothing would notice before the resync...

@@ -14,6 +14,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ ALLOWED: list[tuple[str, str, str]] = [
     ("Pending", "reject", "Rejected"),
     ("Provisioning", "reject", "Rejected"),
     ("Pending", "pause", "Paused"),
+    ("Provisioning", "claim_pool", "Provisioning"),
     ("Provisioning", "provisioned", "AwaitingMetadata"),
     ("AwaitingMetadata", "addresses_found", "Ready"),
     ("AwaitingMetadata", "drift", "Provisioning"),
@@ -122,6 +124,8 @@ FORBIDDEN: list[tuple[str, str]] = [
     ("Ready", "accept"),
     ("Rejected", "accept"),
     ("Pending", "provisioned"),
+    ("Pending", "claim_pool"),
+    ("Ready", "claim_pool"),
     ("Pending", "deleted"),
     ("Pending", "spec_changed"),
     ("Paused", "pause"),
@@ -170,6 +174,7 @@ EVENTS: list[tuple[str, str, str | None]] = [
     ("Ready", "delete", "DeletingLoadBalancer"),
     ("Deleting", "deleted", "DeletedLoadBalancer"),
     ("Ready", "drift", None),
+    ("Provisioning", "claim_pool", None),
     ("Pending", "reject", None),
 ]
 
@@ -188,6 +193,7 @@ MERMAID_TRANSITION_LINES = [
     "    Pending --> Rejected: reject",
     "    Provisioning --> Rejected: reject",
     "    Pending --> Paused: pause",
+    "    Provisioning --> Provisioning: claim_pool",
     "    Provisioning --> AwaitingMetadata: provisioned",
     "    AwaitingMetadata --> Ready: addresses_found",
     "    AwaitingMetadata --> Provisioning: drift",
@@ -309,15 +315,6 @@ def test_delay_is_finite_non_negative_and_within_the_capped_window(
     assert 0.0 <= delay <= min(cap, base * factor ** max(0, min(attempt - 1, 64))) * (1 + jitter) + 1e-9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason=(
-        "Backoff.delay caps the exponent at 64 but not the power: with a factor above ~65000 "
-        "(which the loader accepts, it only requires factor >= 1) factor ** 64 overflows a float "
-        "and delay raises OverflowError instead of returning the cap"
-    ),
-)
 def test_a_huge_attempt_with_a_large_factor_returns_the_cap() -> None:
     backoff = Backoff(base=1.0, factor=1e6, cap=60.0, jitter=0.0)
     assert backoff.delay(10**6, random.Random(0)) == 60.0
@@ -449,3 +446,29 @@ def test_first_run_resync_with_a_period_is_accepted() -> None:
     declaration["states"]["B"].update({"first_run": "resync", "resync": "5m"})
     machine = load(yaml.safe_dump(declaration))
     assert (machine.states["B"].first_run, machine.states["B"].resync) == ("resync", 300.0)
+
+
+def _with_handler(path: str) -> str:
+    declaration = copy.deepcopy(BASE)
+    declaration["states"]["A"]["handler"] = path
+    return yaml.safe_dump(declaration)
+
+
+def test_an_undotted_unknown_handler_is_a_lifecycle_error() -> None:
+    with pytest.raises(LifecycleError, match="'nosuchhandler' cannot be imported"):
+        load(_with_handler("nosuchhandler"))
+
+
+def test_a_handler_that_fails_to_import_reports_the_real_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "dklb_probe_handlers"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "broken.py").write_text(
+        "import dklb_no_such_dependency\n\n\ndef enter(ctx):\n    return None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LifecycleError) as caught:
+        load(_with_handler("dklb_probe_handlers.broken"))
+    assert "dklb_no_such_dependency" in str(caught.value)

@@ -226,14 +226,6 @@ def test_check_refuses_a_missing_database_without_creating_it(tmp_path: Path) ->
     assert not path.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine/migrate.py promises that a missing database is refused 'with a message that says "
-        "what to do', but check() on a missing file raises make_engine's bare "
-        "'database PATH does not exist' without the `dklb migrate --database PATH` hint"
-    ),
-)
 def test_check_on_a_missing_database_says_run_dklb_migrate(tmp_path: Path) -> None:
     path = tmp_path / "missing.db"
     with pytest.raises(StoreError, match=r"run `dklb migrate --database "):

@@ -121,6 +121,16 @@ def test_create_writes_the_binding_and_its_first_history_row(store: Store) -> No
     assert store.pools() == []
 
 
+def test_a_service_has_at_most_one_binding(store: Store) -> None:
+    create(store, "default/redis")
+    before = snapshot(store)
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match="UNIQUE constraint failed"):
+        create(store, "default/redis", now=at(5))
+    assert snapshot(store) == before, "neither a second binding nor a second history row"
+    create(store, "other/redis", now=at(6))
+    assert [b.key for b in store.bindings()] == ["default/redis", "other/redis"]
+
+
 def test_commit_writes_state_history_and_reference_counts_together(store: Store) -> None:
     binding = create(store, "default/redis")
     after = store.commit(
