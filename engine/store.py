@@ -16,10 +16,10 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -200,6 +200,7 @@ class HistoryEntry:
 
 
 _UNSET: Any = object()
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -294,53 +295,9 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     return engine
 
 
-def _binding(row: BindingRow) -> Binding:
-    return Binding(
-        id=row.id,
-        namespace=row.namespace,
-        name=row.name,
-        uid=row.uid,
-        state=row.state,
-        pool=row.pool,
-        config=row.config,
-        objects=row.objects,
-        fingerprint=row.fingerprint,
-        attempts=row.attempts,
-        next_wakeup=row.next_wakeup,
-        last_error=row.last_error,
-        state_since=row.state_since,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-def _pool(row: PoolRow) -> Pool:
-    return Pool(
-        name=row.name,
-        ref_count=row.ref_count,
-        created_by_dklb=row.created_by_dklb,
-        served=row.served,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-def _history(row: HistoryRow) -> HistoryEntry:
-    return HistoryEntry(
-        id=row.id,
-        binding_id=row.binding_id,
-        namespace=row.namespace,
-        name=row.name,
-        pool=row.pool,
-        from_state=row.from_state,
-        to_state=row.to_state,
-        trigger=row.trigger,
-        reason=row.reason,
-        message=row.message,
-        attempt=row.attempt,
-        at=row.at,
-        duration=row.duration,
-    )
+def _snapshot(cls: type[_T], row: Base) -> _T:
+    """A frozen dataclass copy of an ORM row: callers never hold a live session object."""
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -375,7 +332,7 @@ class Store:
             row = s.scalars(
                 select(BindingRow).where(BindingRow.namespace == namespace, BindingRow.name == name)
             ).first()
-            return None if row is None else _binding(row)
+            return None if row is None else _snapshot(Binding, row)
 
     def bindings(self, *, pool: str | None = None, states: Sequence[str] | None = None) -> list[Binding]:
         query = select(BindingRow).order_by(BindingRow.namespace, BindingRow.name)
@@ -384,16 +341,16 @@ class Store:
         if states is not None:
             query = query.where(BindingRow.state.in_(list(states)))
         with self.session() as s:
-            return [_binding(r) for r in s.scalars(query)]
+            return [_snapshot(Binding, r) for r in s.scalars(query)]
 
     def pool(self, name: str) -> Pool | None:
         with self.session() as s:
             row = s.get(PoolRow, name)
-            return None if row is None else _pool(row)
+            return None if row is None else _snapshot(Pool, row)
 
     def pools(self) -> list[Pool]:
         with self.session() as s:
-            return [_pool(r) for r in s.scalars(select(PoolRow).order_by(PoolRow.name))]
+            return [_snapshot(Pool, r) for r in s.scalars(select(PoolRow).order_by(PoolRow.name))]
 
     def due(self, now: datetime) -> list[Binding]:
         with self.session() as s:
@@ -402,7 +359,7 @@ class Store:
                 .where(BindingRow.next_wakeup.is_not(None), BindingRow.next_wakeup <= now)
                 .order_by(BindingRow.next_wakeup)
             )
-            return [_binding(r) for r in rows]
+            return [_snapshot(Binding, r) for r in rows]
 
     def history(
         self,
@@ -427,7 +384,7 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self.session() as s:
-            return [_history(r) for r in s.scalars(query)]
+            return [_snapshot(HistoryEntry, r) for r in s.scalars(query)]
 
     def live_reference_counts(self) -> dict[str, int]:
         """Bindings per pool counted from the bindings table: the truth ``ref_count`` must equal."""
@@ -484,7 +441,7 @@ class Store:
                     at=now,
                 )
             )
-            return _binding(row)
+            return _snapshot(Binding, row)
 
     def commit(self, change: Change, *, now: datetime | None = None) -> Binding | None:
         """Apply one transition atomically; returns the binding after it (None once removed).
@@ -546,7 +503,7 @@ class Store:
                 s.execute(update(PoolRow).where(PoolRow.name == pool_name).values(**values))
             if old_pool != new_pool and old_pool is not None:
                 self._adjust_pool(s, old_pool, -1, now)
-            return None if change.to_state is None else _binding(row)
+            return None if change.to_state is None else _snapshot(Binding, row)
 
     def _adjust_pool(self, s: Session, name: str, delta: int, now: datetime) -> None:
         row = s.get(PoolRow, name)
