@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--database", required=True, help="SQLite path or SQLAlchemy URL")
     mig.set_defaults(func=cmd_migrate)
 
+    from edgelb_local.command import add_parser as add_edgelb_local
+
+    add_edgelb_local(sub)
+
     life = sub.add_parser("lifecycle", help="print the declared binding lifecycle")
     life.add_argument("-o", "--output", choices=["mermaid", "yaml", "json"], default="mermaid")
     life.set_defaults(func=cmd_lifecycle)

@@ -312,7 +312,9 @@ def test_delay_is_finite_non_negative_and_within_the_capped_window(
 ) -> None:
     delay = Backoff(base=base, factor=factor, cap=cap, jitter=jitter).delay(attempt, random.Random(seed))
     assert math.isfinite(delay)
-    assert 0.0 <= delay <= min(cap, base * factor ** max(0, min(attempt - 1, 64))) * (1 + jitter) + 1e-9
+    # The un-jittered delay, computed in log space so that huge attempts cannot overflow here either.
+    exact = min(cap, base * math.exp(min(700.0, max(0, attempt - 1) * math.log(factor))))
+    assert 0.0 <= delay <= exact * (1 + jitter) + 1e-9
 
 
 def test_a_huge_attempt_with_a_large_factor_returns_the_cap() -> None:

@@ -1,0 +1,546 @@
+"""The API server of the local EdgeLB: the EdgeLB V2 API of shared/edgelb-api.md over HTTP.
+
+Where it sits in the data flow: dklb's EdgeLB client (``engine.edgelb.client``), the demo and the
+benchmarks talk HTTP to ``LocalEdgeLB``. Each request is read, given to the ``FaultInjector``
+(``edgelb_local.faults``) which may delay it, answer 503, hold it or reset the connection before it
+touches any state, and then routed:
+
+- reads answer from ``PoolState`` (``edgelb_local.state``; ``pools.json`` in the state directory);
+- writes (POST/PUT/DELETE) are serialized by one lock, like the real API: the body is validated with
+  ``engine.edgelb.schema.validate_pool`` (400), the pool with the server's defaults filled
+  (``fill_defaults``) is handed to the dataplane (``Dataplane.apply``: one real HAProxy per pool, or
+  bookkeeping with ``NullDataplane``; a ``DataplaneError`` is a 400, nothing is stored and the running
+  pool keeps serving), then persisted, then returned;
+- metadata answers 504 until the dataplane reports the pool running AND ``metadata_delay`` seconds
+  have passed since its configuration started (standing in for EdgeLB scheduling pool instances),
+  then reports the real ports the dataplane listens on.
+
+``serve`` hands the stored pools to ``Dataplane.recover`` before answering, so a restarted server
+adopts (or restarts) the load balancers of its previous run. Errors are JSON
+``{"code": <status>, "message": "<text>"}``; every request is logged as one line on the
+``edgelb_local`` logger (method, path, status, milliseconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import logging
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from edgelb_local.dataplane import Dataplane, DataplaneError, Running
+from edgelb_local.faults import NO_FAULT, FaultInjector
+from edgelb_local.state import PoolState
+from engine.edgelb.schema import fill_defaults, validate_pool
+
+log = logging.getLogger("edgelb_local")
+
+Pool = dict[str, Any]
+
+# Bodies are pools; nothing legitimate comes close. Bounds what one request can make the server buffer.
+MAX_BODY = 16 * 1024 * 1024
+# An idle keep-alive connection is dropped after this long, so vanished clients do not pin threads.
+IDLE_TIMEOUT = 300.0
+METADATA_NOT_READY = "pool metadata not available yet"
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, data: Any) -> Response:
+        return cls(status, json.dumps(data).encode())
+
+    @classmethod
+    def raw_json(cls, status: int, text: str) -> Response:
+        return cls(status, text.encode())
+
+    @classmethod
+    def text(cls, status: int, text: str) -> Response:
+        return cls(status, text.encode(), "text/plain; charset=utf-8")
+
+    @classmethod
+    def error(cls, status: int, message: str, **headers: str) -> Response:
+        return cls(status, json.dumps({"code": status, "message": message}).encode(), headers=headers)
+
+
+class HTTPError(Exception):
+    """Raised by a route to answer ``{"code": status, "message": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+Handler = Callable[[dict[str, str], bytes], Response]
+
+
+class LocalEdgeLB:
+    """The EdgeLB V2 API over one ``Dataplane``, with pools persisted in ``state_dir``."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        dataplane: Dataplane,
+        metadata_delay: float = 0.0,
+        faults: FaultInjector | None = None,
+        pool_address: str = "127.0.0.1",
+        version: str = "v1.5.1-local",
+    ) -> None:
+        self.state = PoolState(state_dir)
+        self.dataplane = dataplane
+        self.metadata_delay = metadata_delay
+        self.faults = faults
+        self.pool_address = pool_address
+        self.version = version
+        # One writer at a time, like the real API: apply + persist of one pool never interleave with
+        # another's, so the dataplane and pools.json always agree.
+        self._write_lock = threading.Lock()
+        # Set on shutdown: wakes requests sleeping an injected latency or holding an injected timeout.
+        self.stopping = threading.Event()
+        self._dataplane_stopped = False
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+            (re.compile(r"/ping"), {"GET": self._ping}),
+            (re.compile(r"/version"), {"GET": self._version}),
+            (re.compile(r"/v2/config"), {"GET": self._config}),
+            (re.compile(r"/v2/pools"), {"GET": self._list, "POST": self._create}),
+            (
+                re.compile(r"/v2/pools/(?P<name>[^/]+)"),
+                {"GET": self._get, "PUT": self._update, "DELETE": self._delete},
+            ),
+            (re.compile(r"/v2/pools/(?P<name>[^/]+)/metadata"), {"GET": self._metadata}),
+            (re.compile(r"/v2/pools/(?P<name>[^/]+)/lbconfig"), {"GET": self._lbconfig}),
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Listen on ``host:port`` (0 = a free port), recover the dataplane, answer in a background
+        thread; returns the address really bound."""
+        if self._httpd is not None:
+            raise RuntimeError("already serving")
+        server_class = _HTTPServer6 if ":" in host else _HTTPServer
+        httpd = server_class((host, port), _RequestHandler)
+        httpd.app = self
+        self.stopping.clear()
+        self._dataplane_stopped = False
+        # Bound before recovering: clients that connect meanwhile wait in the backlog instead of
+        # being refused, and get answers that already see the recovered dataplane.
+        with self._write_lock:
+            try:
+                self.dataplane.recover(self.state.list())
+            except Exception:
+                # A pool that cannot be brought back answers 504 on metadata; the API still serves.
+                log.exception("dataplane recovery failed")
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="edgelb-local", daemon=True
+        )
+        self._thread.start()
+        bound_host, bound_port = httpd.server_address[:2]
+        log.info(
+            "edgelb-local serving on http://%s:%d (%d pools)", bound_host, bound_port, len(self.state.names())
+        )
+        return str(bound_host), int(bound_port)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._httpd is None:
+            raise RuntimeError("not serving")
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{format_host(host)}:{port}"
+
+    def shutdown(self, stop_dataplane: bool = True) -> None:
+        """Stop answering (open connections are closed, held requests released); with
+        ``stop_dataplane`` also stop every load balancer. Idempotent."""
+        self.stopping.set()
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+            # Keep-alive connections would otherwise keep their handler threads (and the client's
+            # view of a live server) after the listener is gone; a stopped process drops them too.
+            with self._connections_lock:
+                connections = list(self._connections)
+            for conn in connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if stop_dataplane:
+            # Under the write lock: a write still in flight finishes before its HAProxy is stopped.
+            with self._write_lock:
+                if not self._dataplane_stopped:
+                    self._dataplane_stopped = True
+                    self.dataplane.stop_all()
+
+    # -- request handling (transport-independent) ---------------------------------------------------
+
+    def handle(self, method: str, path: str, body: bytes) -> Response:
+        """The answer to one (non-faulted) request; ``path`` without query string."""
+        path = path.rstrip("/") or "/"
+        for pattern, handlers in self._routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            handler = handlers.get(method)
+            if handler is None:
+                allowed = ", ".join(sorted(handlers))
+                return Response.error(405, f"method {method} not allowed on {path}", Allow=allowed)
+            params = {k: unquote(v) for k, v in match.groupdict().items()}
+            try:
+                return handler(params, body)
+            except HTTPError as exc:
+                return Response.error(exc.status, exc.message)
+            except Exception as exc:
+                log.exception("%s %s failed", method, path)
+                return Response.error(500, f"internal error: {exc}")
+        return Response.error(404, f"no route {path}")
+
+    def _ping(self, params: dict[str, str], body: bytes) -> Response:
+        return Response.text(200, "pong")
+
+    def _version(self, params: dict[str, str], body: bytes) -> Response:
+        return Response.text(200, self.version)
+
+    def _config(self, params: dict[str, str], body: bytes) -> Response:
+        return Response.raw_json(200, '{"pools":' + self.state.list_json() + "}")
+
+    def _list(self, params: dict[str, str], body: bytes) -> Response:
+        return Response.raw_json(200, self.state.list_json())
+
+    def _get(self, params: dict[str, str], body: bytes) -> Response:
+        text = self.state.pool_json(params["name"])
+        if text is None:
+            raise _not_found(params["name"])
+        return Response.raw_json(200, text)
+
+    def _create(self, params: dict[str, str], body: bytes) -> Response:
+        pool = _valid_pool(body)
+        with self._write_lock:
+            if self.state.pool_json(pool["name"]) is not None:
+                raise HTTPError(409, f"pool {pool['name']} already exists")
+            return self._store(pool)
+
+    def _update(self, params: dict[str, str], body: bytes) -> Response:
+        pool = _valid_pool(body)
+        if pool["name"] != params["name"]:
+            raise HTTPError(
+                400, f"pool name in path ({params['name']}) does not match name in body ({pool['name']})"
+            )
+        with self._write_lock:
+            if self.state.pool_json(pool["name"]) is None:
+                raise _not_found(pool["name"])
+            return self._store(pool)
+
+    def _store(self, pool: Pool) -> Response:
+        # Caller holds the write lock. The dataplane gets the pool as it will be stored (defaults
+        # filled: frontend names, bind addresses), and before it is stored: a refused configuration
+        # leaves both the running load balancer and pools.json as they were.
+        stored = fill_defaults(pool)
+        try:
+            running = self.dataplane.apply(stored)
+        except DataplaneError as exc:
+            raise HTTPError(400, str(exc)) from exc
+        self.state.put(stored, since=running.since)
+        return Response.raw_json(200, self.state.pool_json(stored["name"]) or "null")
+
+    def _delete(self, params: dict[str, str], body: bytes) -> Response:
+        name = params["name"]
+        with self._write_lock:
+            if self.state.pool_json(name) is None:
+                raise _not_found(name)
+            self.dataplane.remove(name)
+            self.state.delete(name)
+        return Response(204)
+
+    def _metadata(self, params: dict[str, str], body: bytes) -> Response:
+        name = params["name"]
+        pool = self.state.get(name)
+        if pool is None:
+            raise _not_found(name)
+        running = self.dataplane.status(name)
+        if (
+            running is None
+            or time.time() < self._config_since(name, running) + self.metadata_delay
+            or not _runs_frontends_of(pool, running)
+        ):
+            raise HTTPError(504, METADATA_NOT_READY)
+        return Response.json(200, self._build_metadata(pool, running))
+
+    def _config_since(self, name: str, running: Running) -> float:
+        # The dataplane's clock restarts when it recovers a pool after a server restart, but the pool's
+        # configuration did not change: like a real pool, whose instances keep running while the
+        # EdgeLB API restarts, its metadata stays available. The stored time covers that case.
+        stored = self.state.since(name)
+        return running.since if stored is None else min(stored, running.since)
+
+    def _build_metadata(self, pool: Pool, running: Running) -> dict[str, Any]:
+        def endpoint(port: int) -> dict[str, Any]:
+            return {"port": port, "private": [self.pool_address], "public": [self.pool_address]}
+
+        haproxy = pool.get("haproxy") or {}
+        frontends = [
+            {
+                "name": fe["name"],
+                "endpoints": [endpoint(running.frontends[fe["name"]])],
+            }
+            for fe in haproxy.get("frontends") or []
+        ]
+        metadata: dict[str, Any] = {
+            "name": pool["name"],
+            "frontends": frontends,
+            "stats": [endpoint(running.stats_port)],
+        }
+        elbs = ((pool.get("cloudProvider") or {}).get("aws") or {}).get("elbs") or []
+        if elbs:
+            metadata["aws"] = {
+                "elbs": [
+                    {
+                        "name": elb["name"],
+                        # Made up, but shaped like a DNS name so clients can put it into a Service status.
+                        "dns": f"{elb['name']}.elb.edgelb.local",
+                        "listeners": [
+                            {"port": listener["port"], "linkFrontend": listener["linkFrontend"]}
+                            for listener in elb.get("listeners") or []
+                        ],
+                    }
+                    for elb in elbs
+                ]
+            }
+        return metadata
+
+    def _lbconfig(self, params: dict[str, str], body: bytes) -> Response:
+        name = params["name"]
+        if self.state.pool_json(name) is None:
+            raise _not_found(name)
+        try:
+            return Response.text(200, self.dataplane.lbconfig(name))
+        except DataplaneError as exc:
+            raise HTTPError(500, str(exc)) from exc
+
+    # -- connection bookkeeping (for shutdown) ------------------------------------------------------
+
+    def _opened(self, conn: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(conn)
+
+    def _closed(self, conn: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(conn)
+
+
+def format_host(host: str) -> str:
+    """``host`` as it goes into a URL: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _runs_frontends_of(pool: Pool, running: Running) -> bool:
+    # Between a write's apply and its persist, or while a dataplane still runs an older configuration,
+    # the stored pool and the running one can name different frontends: that is "not ready yet", not
+    # a reason to report a port the pool does not listen on.
+    frontends = (pool.get("haproxy") or {}).get("frontends") or []
+    return all(fe.get("name") in running.frontends for fe in frontends)
+
+
+def _not_found(name: str) -> HTTPError:
+    return HTTPError(404, f"pool {name} not found")
+
+
+def _valid_pool(body: bytes) -> Pool:
+    try:
+        pool = json.loads(body) if body.strip() else None
+    except ValueError as exc:
+        raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
+    if pool is None:
+        raise HTTPError(400, "request body is empty: a pool (JSON object) is required")
+    errors = validate_pool(pool)  # also the message for a body that is JSON but not an object
+    if errors:
+        raise HTTPError(400, "; ".join(errors))
+    return pool
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    # Benchmarks open many connections at once; the default backlog of 5 would refuse some.
+    request_queue_size = 128
+    app: LocalEdgeLB
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+class _RequestHandler(http.server.BaseHTTPRequestHandler):
+    server: _HTTPServer
+    # HTTP/1.1 keep-alive: clients reuse connections, so every answer carries a Content-Length.
+    protocol_version = "HTTP/1.1"
+    server_version = "edgelb-local"
+    timeout = IDLE_TIMEOUT
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; with Nagle's algorithm the body would wait for
+        # the client's delayed ACK (~40 ms per request).
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.app._opened(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.app._closed(self.connection)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+
+    def _dispatch(self) -> None:
+        app = self.server.app
+        start = time.monotonic()
+        outcome: int | str = "-"
+        try:
+            body = self._read_body()
+            if body is None:
+                outcome = 400
+                return
+            path = urlsplit(self.path).path
+            # Decided before anything touches state: a faulted write changes nothing.
+            decision = app.faults.decide(self.command, path) if app.faults else NO_FAULT
+            if decision.latency > 0:
+                app.stopping.wait(decision.latency)
+            if decision.action == "reset":
+                outcome = "reset"
+                self._reset()
+                return
+            if decision.action == "timeout":
+                outcome = "timeout"
+                self.close_connection = True
+                # Bounded: the client sees no answer for `hold` seconds (or until shutdown), then EOF.
+                app.stopping.wait(decision.hold)
+                return
+            if decision.action == "5xx":
+                response = Response.error(503, "injected fault")
+            else:
+                response = app.handle(self.command, path, body)
+            outcome = response.status
+            self._send(response)
+        except (ConnectionError, TimeoutError) as exc:
+            outcome = f"{outcome} ({type(exc).__name__})"
+            self.close_connection = True
+        finally:
+            elapsed = (time.monotonic() - start) * 1000
+            log.info("%s %s %s %.1fms", self.command, self.path, outcome, elapsed)
+
+    def _read_body(self) -> bytes | None:
+        """The request body; None after answering 400/413 for a body that cannot be read."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        length_header = self.headers.get("Content-Length")
+        try:
+            length = int(length_header) if length_header else 0
+            if length < 0:
+                raise ValueError(length)
+        except ValueError:
+            self.close_connection = True
+            self._send(Response.error(400, f"bad Content-Length {length_header!r}"))
+            return None
+        if length > MAX_BODY:
+            self.close_connection = True
+            self._send(Response.error(413, f"request body larger than {MAX_BODY} bytes"))
+            return None
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(line, 16)
+            except ValueError:
+                self.close_connection = True
+                self._send(Response.error(400, "bad chunked encoding"))
+                return None
+            if size == 0:
+                # Trailers, up to the empty line.
+                while self.rfile.readline(1024).strip():
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY:
+                self.close_connection = True
+                self._send(Response.error(413, f"request body larger than {MAX_BODY} bytes"))
+                return None
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)  # the CRLF ending the chunk
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if response.status == 204:
+            self.end_headers()
+            return
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def _reset(self) -> None:
+        # SO_LINGER on with a zero timeout makes close() send RST instead of FIN: what a crashed
+        # process or a middlebox dropping the connection looks like to the client.
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # rfile holds a reference to the socket: the descriptor only closes once both are closed.
+        with contextlib.suppress(OSError):
+            self.rfile.close()
+        with contextlib.suppress(OSError):
+            self.connection.close()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # Errors the base class answers itself (bad request line, unknown method, header too long)
+        # get the same JSON shape as every other error.
+        self.close_connection = True
+        self._send(Response.error(code, message or explain or self.responses.get(code, ("error",))[0]))
+        log.info("%s %s %d", getattr(self, "command", None) or "-", getattr(self, "path", "-"), code)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # _dispatch logs one line per request itself (with the elapsed time).
+        pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - " + format, self.address_string(), *args)

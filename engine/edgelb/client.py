@@ -1,0 +1,381 @@
+"""The HTTP client of the EdgeLB V2 API: the production implementation of the EdgeLB port.
+
+Data flow: the reconciler hands state handlers an ``engine.edgelb.port.EdgeLB``; in production
+(and against the local EdgeLB of the demo) that is an ``EdgeLBClient`` built by
+``client_from_options`` from the command-line flags. Each call is one HTTP request (two when a
+401 makes it renew its token) to the API of ``/work/shared/edgelb-api.md``; every answer that
+is not a success becomes one of the typed errors of ``engine.edgelb.errors`` which the handlers
+branch on. The client never retries on its own (except that single re-login): the engine owns
+retries, with backoff persisted in its store, so a crash does not reset them.
+
+``on_response(method, route_template, status_or_0, seconds)`` is called after every HTTP
+request; it will feed Prometheus metrics, hence route templates (``/v2/pools/{name}``) rather
+than paths, which would make one time series per pool.
+
+Secrets: the bearer token travels only in the ``Authorization`` header; it is never logged,
+never part of an error message (server messages echoing it are scrubbed) and never in a repr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.auth import AuthBase
+
+from .auth import (
+    EnvToken,
+    FileToken,
+    LoginError,
+    ServiceAccountLogin,
+    TokenSource,
+    _scrub,
+    _server_detail,
+    _transport_reason,
+)
+from .errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable, Unexpected
+from .port import Pool
+
+log = logging.getLogger("dklb.edgelb")
+
+OnResponse = Callable[[str, str, int, float], None]
+
+#: The in-cluster address of EdgeLB's API in DC/OS (the Go dklb's ``--edgelb-host`` default).
+DEFAULT_IN_CLUSTER_HOST = "api.edgelb.marathon.l4lb.thisdcos.directory"
+
+_SCHEMES = ("http", "https")
+
+
+class _Bearer(AuthBase):
+    """Sets the bearer header. Passing it as ``auth=`` (not a plain header) also stops requests
+    from replacing it with credentials from a ``~/.netrc`` entry for the host."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self._token}"
+        return r
+
+    def __repr__(self) -> str:
+        return "_Bearer(<redacted>)"
+
+
+def _check_base_url(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    if parts.scheme.lower() not in _SCHEMES:
+        raise ValueError(f"the EdgeLB URL scheme must be http or https, not {parts.scheme or '(none)'!r}")
+    if not parts.hostname:
+        raise ValueError("the EdgeLB URL has no host")
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: the URL carries a credential. Tokens belong in a token source.
+        raise ValueError("the EdgeLB URL must not carry credentials; use a token file or a service account")
+    if parts.query or parts.fragment:
+        raise ValueError("the EdgeLB URL must not have a query or a fragment")
+    # Joining is plain concatenation (urljoin would drop a path prefix without trailing slash).
+    return base_url.rstrip("/")
+
+
+class EdgeLBClient:
+    """EdgeLB V2 API over HTTP(S); satisfies ``engine.edgelb.port.EdgeLB`` and adds the other calls."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: TokenSource | None = None,
+        verify: bool | str = True,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        on_response: OnResponse | None = None,
+    ) -> None:
+        self._base = _check_base_url(base_url)
+        self._token_source = token
+        self._verify = verify
+        self._timeout = (connect_timeout, read_timeout)
+        self._on_response = on_response
+        # Serializes renewals so concurrent 401s cause one re-login, not one per worker.
+        self._renew_lock = threading.Lock()
+        # Known token values, scrubbed from anything the server sends back into a message.
+        self._seen_tokens: set[str] = set()
+        # requests' default adapter does not retry (Retry(0, read=False)): exactly what we want.
+        self._session = requests.Session()
+        self._session.verify = verify
+        if verify is False:
+            log.warning("TLS certificate verification of the EdgeLB API at %s is disabled", self._base)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    @property
+    def verify(self) -> bool | str:
+        return self._verify
+
+    @property
+    def token_source(self) -> TokenSource | None:
+        return self._token_source
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> EdgeLBClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EdgeLBClient(base_url={self._base!r}, token={self._token_source!r}, verify={self._verify!r})"
+
+    def _scrub(self, text: str) -> str:
+        return _scrub(text, *self._seen_tokens)
+
+    def _get_token(self, renew: bool, stale: str | None) -> str | None:
+        source = self._token_source
+        if source is None:
+            return None
+        try:
+            if not renew:
+                value = source.token()
+            else:
+                with self._renew_lock:
+                    # Another thread may have renewed while we waited: use its token.
+                    current = source.token()
+                    value = current if current and current != stale else source.renew()
+        except EdgeLBError:
+            raise
+        except Exception as exc:
+            # The port promises EdgeLB errors only; the type is enough (the text could hold a secret).
+            raise LoginError(f"the EdgeLB token source failed: {type(exc).__name__}") from None
+        if value:
+            self._seen_tokens.add(value)
+        return value
+
+    def _report(self, method: str, route: str, path: str, status: int, started: float) -> None:
+        seconds = time.monotonic() - started
+        log.debug("%s %s -> %s in %.1f ms", method, path, status or "no answer", seconds * 1000)
+        if self._on_response is not None:
+            try:
+                self._on_response(method, route, status, seconds)
+            except Exception:
+                # Metrics must never turn a good EdgeLB answer into a failure.
+                log.exception("on_response callback failed for %s %s", method, route)
+
+    def _send(self, method: str, route: str, path: str, body: Any, token: str | None) -> requests.Response:
+        started = time.monotonic()
+        what = f"{method} {path}"
+        try:
+            resp = self._session.request(
+                method,
+                self._base + path,
+                json=body,
+                auth=_Bearer(token) if token else None,
+                timeout=self._timeout,
+                verify=self._verify,
+                # The API never redirects; following one could hand the token to another endpoint.
+                allow_redirects=False,
+            )
+        except requests.ConnectTimeout:
+            self._report(method, route, path, 0, started)
+            raise Unavailable(f"{what}: could not connect within {self._timeout[0]}s") from None
+        except requests.ReadTimeout:
+            self._report(method, route, path, 0, started)
+            raise Unavailable(f"{what}: no answer within the read timeout of {self._timeout[1]}s") from None
+        except requests.exceptions.SSLError as exc:
+            self._report(method, route, path, 0, started)
+            raise Unavailable(f"{what}: TLS error: {self._scrub(_transport_reason(exc))}") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            # Refused, reset, DNS failure, connection dropped mid-answer.
+            self._report(method, route, path, 0, started)
+            raise Unavailable(f"{what}: connection failed: {self._scrub(_transport_reason(exc))}") from None
+        except requests.RequestException as exc:
+            self._report(method, route, path, 0, started)
+            raise Unexpected(f"{what}: request failed: {self._scrub(_transport_reason(exc))}") from None
+        self._report(method, route, path, resp.status_code, started)
+        return resp
+
+    def _request(self, method: str, route: str, path: str, body: Any = None) -> requests.Response:
+        token = self._get_token(renew=False, stale=None)
+        resp = self._send(method, route, path, body, token)
+        if resp.status_code == 401 and self._token_source is not None:
+            # Tokens expire and rotate: log in again once, then give up (the engine retries later).
+            resp.close()
+            token = self._get_token(renew=True, stale=token)
+            resp = self._send(method, route, path, body, token)
+            if resp.status_code == 401:
+                raise Unexpected(
+                    f"{method} {path}: 401 authentication failed even after renewing the token", status=401
+                )
+        if 200 <= resp.status_code < 300:
+            return resp
+        raise self._error(method, path, resp)
+
+    def _error(self, method: str, path: str, resp: requests.Response) -> EdgeLBError:
+        status = resp.status_code
+        detail = self._scrub(_server_detail(resp))
+        message = f"{method} {path}: {status} {detail}".rstrip()
+        if status == 401:
+            return Unexpected(f"{message} (authentication failed: no token configured)", status=status)
+        cls: type[EdgeLBError]
+        if status == 404:
+            cls = NotFound
+        elif status == 409:
+            cls = Conflict
+        elif status == 400:
+            cls = Invalid
+        elif status >= 500:
+            cls = Unavailable
+        else:
+            cls = Unexpected
+        return cls(message, status=status)
+
+    @staticmethod
+    def _pool_path(name: object, suffix: str = "") -> str:
+        if not isinstance(name, str) or not name:
+            # An empty name would address the pool list: refuse before sending anything.
+            raise Invalid(f"a pool name must be a non-empty string, not {name!r}")
+        return f"/v2/pools/{quote(name, safe='')}{suffix}"
+
+    def _json(self, method: str, path: str, resp: requests.Response, kind: type) -> Any:
+        try:
+            value = resp.json()
+        except ValueError:
+            raise Unexpected(
+                f"{method} {path}: {resp.status_code} answer is not JSON", status=resp.status_code
+            ) from None
+        if not isinstance(value, kind):
+            raise Unexpected(
+                f"{method} {path}: {resp.status_code} answer is a JSON {type(value).__name__}, "
+                f"expected {kind.__name__}",
+                status=resp.status_code,
+            )
+        return value
+
+    @staticmethod
+    def _text(resp: requests.Response) -> str:
+        # Text answers (pong, version, haproxy.cfg) are UTF-8; requests would assume Latin-1 for a
+        # text/* type without charset.
+        if "charset" not in resp.headers.get("Content-Type", ""):
+            resp.encoding = "utf-8"
+        return resp.text
+
+    # --- the API ----------------------------------------------------------------------------
+
+    def ping(self) -> str:
+        return self._text(self._request("GET", "/ping", "/ping")).strip()
+
+    def version(self) -> str:
+        return self._text(self._request("GET", "/version", "/version")).strip()
+
+    def list_pools(self) -> list[Pool]:
+        path = "/v2/pools"
+        return self._json("GET", path, self._request("GET", path, path), list)
+
+    def get_pool(self, name: str) -> Pool:
+        path = self._pool_path(name)
+        return self._json("GET", path, self._request("GET", "/v2/pools/{name}", path), dict)
+
+    def create_pool(self, pool: Pool) -> Pool:
+        path = "/v2/pools"
+        return self._json("POST", path, self._request("POST", path, path, pool), dict)
+
+    def update_pool(self, pool: Pool) -> Pool:
+        path = self._pool_path(pool.get("name") if isinstance(pool, dict) else None)
+        return self._json("PUT", path, self._request("PUT", "/v2/pools/{name}", path, pool), dict)
+
+    def delete_pool(self, name: str) -> None:
+        path = self._pool_path(name)
+        self._request("DELETE", "/v2/pools/{name}", path).close()
+
+    def get_metadata(self, name: str) -> dict[str, Any]:
+        path = self._pool_path(name, "/metadata")
+        return self._json("GET", path, self._request("GET", "/v2/pools/{name}/metadata", path), dict)
+
+    def get_lbconfig(self, name: str) -> str:
+        path = self._pool_path(name, "/lbconfig")
+        return self._text(self._request("GET", "/v2/pools/{name}/lbconfig", path))
+
+    def get_config(self) -> dict[str, Any]:
+        path = "/v2/config"
+        return self._json("GET", path, self._request("GET", path, path), dict)
+
+
+def client_from_options(
+    *,
+    url: str | None = None,
+    host: str | None = None,
+    scheme: str = "http",
+    path: str = "",
+    token_file: str | None = None,
+    token_env: str = "DKLB_EDGELB_TOKEN",
+    service_account_secret_file: str | None = None,
+    ca_bundle: str | None = None,
+    insecure_skip_tls_verify: bool = False,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 30.0,
+    on_response: OnResponse | None = None,
+) -> EdgeLBClient:
+    """Build the client from command-line style options.
+
+    The base URL is ``url`` when given, else ``<scheme>://<host><path>`` (the Go dklb's
+    ``--edgelb-scheme``, ``--edgelb-host``, ``--edgelb-path``). The token source is the service
+    account when its secret file is given, else the token file, else the ``token_env`` variable
+    when it is set, else none (in-cluster EdgeLB needs no token). TLS is verified unless
+    ``insecure_skip_tls_verify``; ``ca_bundle`` names the CA file to verify against.
+    Raises ValueError for contradictory or malformed options, LoginError for an unusable
+    service-account secret.
+    """
+    if url:
+        base_url = url
+    else:
+        if not host:
+            raise ValueError(f"give the EdgeLB url or host (in DC/OS, usually {DEFAULT_IN_CLUSTER_HOST})")
+        scheme = scheme.lower()
+        if scheme not in _SCHEMES:
+            raise ValueError(f"the EdgeLB scheme must be http or https, not {scheme!r}")
+        if "/" in host or "@" in host:
+            raise ValueError(
+                "the EdgeLB host must be a host name with an optional port, without scheme or path"
+            )
+        prefix = path.strip("/")
+        base_url = f"{scheme}://{host}" + (f"/{prefix}" if prefix else "")
+
+    if insecure_skip_tls_verify and ca_bundle:
+        raise ValueError("a CA bundle and skipping TLS verification contradict each other: give only one")
+    verify: bool | str = True
+    if insecure_skip_tls_verify:
+        verify = False
+    elif ca_bundle:
+        if not os.path.isfile(ca_bundle) or not os.access(ca_bundle, os.R_OK):
+            raise ValueError(f"the CA bundle {ca_bundle} is not a readable file")
+        verify = ca_bundle
+
+    if service_account_secret_file and token_file:
+        raise ValueError("give either a token file or a service account secret file, not both")
+    token: TokenSource | None = None
+    if service_account_secret_file:
+        token = ServiceAccountLogin(
+            service_account_secret_file, verify=verify, timeout=connect_timeout + read_timeout
+        )
+    elif token_file:
+        token = FileToken(token_file)
+    elif token_env and os.environ.get(token_env):
+        token = EnvToken(token_env)
+
+    return EdgeLBClient(
+        base_url,
+        token=token,
+        verify=verify,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        on_response=on_response,
+    )

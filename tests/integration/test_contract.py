@@ -1,0 +1,197 @@
+"""The client against the local EdgeLB: every route and every error code of the contract.
+
+Both sides are ours, so this is where they must agree with shared/edgelb-api.md at once: the
+client's typed errors for each status, the server's defaults, the metadata shape. Then the
+engine itself runs against the local EdgeLB (no fakes between them): a Service reaches Ready
+and resyncs cause zero writes even though the server fills defaults into what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from edgelb_local.dataplane import NullDataplane
+from edgelb_local.faults import FaultInjector
+from edgelb_local.server import LocalEdgeLB
+from engine.edgelb.client import EdgeLBClient
+from engine.edgelb.errors import Conflict, Invalid, NotFound, Unavailable
+from tests.engine.harness import World
+from tests.fakes.kube import make_service
+
+
+def pool_body(name: str = "p1", port: int = 16379) -> dict:
+    return {
+        "name": name,
+        "haproxy": {
+            "frontends": [
+                {"name": "fe", "bindPort": port, "protocol": "TCP", "linkBackend": {"defaultBackend": "be"}}
+            ],
+            "backends": [{"name": "be", "protocol": "TCP", "services": []}],
+        },
+    }
+
+
+def wait_for(condition, *, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[tuple[LocalEdgeLB, EdgeLBClient]]:
+    server = LocalEdgeLB(state_dir=tmp_path / "edgelb", dataplane=NullDataplane(), metadata_delay=0.3)
+    host, port = server.serve("127.0.0.1", 0)
+    yield server, EdgeLBClient(f"http://{host}:{port}")
+    server.shutdown()
+
+
+def test_every_route_and_error_code(local: tuple[LocalEdgeLB, EdgeLBClient]) -> None:
+    _, client = local
+    assert client.ping() == "pong"
+    assert client.version()
+    assert client.list_pools() == []
+
+    created = client.create_pool(pool_body())
+    assert created["namespace"] == "dcos-edgelb/pools" and created["cpus"] == 0.9, "defaults filled"
+    assert created["haproxy"]["frontends"][0]["bindAddress"] == "0.0.0.0"
+    with pytest.raises(Conflict):
+        client.create_pool(pool_body())
+    with pytest.raises(Invalid) as invalid:
+        client.create_pool(pool_body("foo:bar"))
+    assert "pool.name: foo:bar invalid: did not match ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$" in str(invalid.value)
+
+    assert client.get_pool("p1")["name"] == "p1"
+    with pytest.raises(NotFound):
+        client.get_pool("nope")
+
+    updated = client.update_pool(pool_body(port=16380))
+    assert updated["haproxy"]["frontends"][0]["bindPort"] == 16380
+    with pytest.raises(NotFound):
+        client.update_pool(pool_body("nope"))
+    broken = pool_body()
+    broken["haproxy"]["frontends"][0]["protocol"] = "SCTP"
+    with pytest.raises(Invalid):
+        client.update_pool(broken)
+    assert client.get_pool("p1")["haproxy"]["frontends"][0]["bindPort"] == 16380, (
+        "a refused PUT changes nothing"
+    )
+
+    assert [p["name"] for p in client.get_config()["pools"]] == ["p1"]
+    assert isinstance(client.get_lbconfig("p1"), str)
+
+    with pytest.raises(NotFound):
+        client.get_metadata("nope")
+    metadata = wait_for(lambda: _metadata_or_none(client, "p1"))
+    assert metadata["frontends"][0]["name"] == "fe"
+    assert metadata["frontends"][0]["endpoints"][0]["port"] == 16380
+    assert metadata["frontends"][0]["endpoints"][0]["private"] == ["127.0.0.1"]
+
+    client.delete_pool("p1")
+    with pytest.raises(NotFound):
+        client.delete_pool("p1")
+    assert client.list_pools() == []
+
+
+def _metadata_or_none(client: EdgeLBClient, name: str) -> dict | None:
+    try:
+        return client.get_metadata(name)
+    except Unavailable as exc:
+        assert exc.status == 504, "metadata that is not ready yet is a 504"
+        return None
+
+
+def test_metadata_is_504_until_the_delay_has_passed(local: tuple[LocalEdgeLB, EdgeLBClient]) -> None:
+    _, client = local
+    client.create_pool(pool_body())
+    with pytest.raises(Unavailable) as not_yet:
+        client.get_metadata("p1")
+    assert not_yet.value.status == 504
+    wait_for(lambda: _metadata_or_none(client, "p1"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "status"),
+    [("POST /v2/pools:5xx=1", 503), ("POST /v2/pools:reset=1", None)],
+    ids=["an injected 5xx is Unavailable(503)", "a reset connection is Unavailable(None)"],
+)
+def test_injected_faults_are_typed_and_change_nothing(tmp_path: Path, spec: str, status: int | None) -> None:
+    server = LocalEdgeLB(
+        state_dir=tmp_path / "edgelb", dataplane=NullDataplane(), faults=FaultInjector.parse([spec], seed=1)
+    )
+    host, port = server.serve("127.0.0.1", 0)
+    try:
+        client = EdgeLBClient(f"http://{host}:{port}")
+        with pytest.raises(Unavailable) as failed:
+            client.create_pool(pool_body())
+        assert failed.value.status == status
+        assert client.list_pools() == []
+    finally:
+        server.shutdown()
+
+
+def test_a_timeout_is_unavailable(tmp_path: Path) -> None:
+    server = LocalEdgeLB(
+        state_dir=tmp_path / "edgelb",
+        dataplane=NullDataplane(),
+        faults=FaultInjector.parse(["GET /v2/pools:timeout=1"], seed=1, hold=1.0),
+    )
+    host, port = server.serve("127.0.0.1", 0)
+    try:
+        client = EdgeLBClient(f"http://{host}:{port}", read_timeout=0.2)
+        with pytest.raises(Unavailable):
+            client.list_pools()
+    finally:
+        server.shutdown()
+
+
+def test_the_engine_reaches_ready_against_the_local_edgelb_and_resyncs_without_writes(tmp_path: Path) -> None:
+    server = LocalEdgeLB(state_dir=tmp_path / "edgelb", dataplane=NullDataplane())
+    host, port = server.serve("127.0.0.1", 0)
+    writes: list[tuple[str, str, int]] = []
+
+    def count(method: str, route: str, status: int, seconds: float) -> None:
+        if method in ("POST", "PUT", "DELETE"):
+            writes.append((method, route, status))
+
+    try:
+        client = EdgeLBClient(f"http://{host}:{port}", on_response=count)
+        world = World(tmp_path, edgelb=client)  # type: ignore[arg-type]
+        world.kube.apply(
+            make_service("redis", config="name: dklb-redis\nfrontends:\n- port: 16379\n  servicePort: 6379\n")
+        )
+        world.kube.apply(make_service("a", ports=[(80, 30001)], config="name: shared\n"))
+        world.kube.apply(make_service("b", ports=[(81, 30002)], config="name: shared\n"))
+        world.settle()
+        assert set(world.states().values()) == {"Ready"}
+        assert world.kube.get("default/redis")["status"]["loadBalancer"]["ingress"] == [{"ip": "127.0.0.1"}]
+        settled = len(writes)
+        for _ in range(3):
+            world.advance(600)
+        assert all(b.state == "Ready" for b in world.store.bindings())
+        assert len(writes) == settled, f"resync wrote to EdgeLB: {writes[settled:]}"
+        world.kube.delete("default/redis")
+        world.kube.delete("default/a")
+        world.kube.delete("default/b")
+        world.settle()
+        assert client.list_pools() == []
+        world.store.close()
+    finally:
+        server.shutdown()
+
+
+def test_plain_http_errors_carry_code_and_message(local: tuple[LocalEdgeLB, EdgeLBClient]) -> None:
+    _server, client = local
+    base = client.base_url.rstrip("/")
+    answer = requests.get(f"{base}/v2/pools/nope", timeout=5)
+    assert answer.status_code == 404
+    assert set(answer.json()) >= {"code", "message"} and answer.json()["code"] == 404
