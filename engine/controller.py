@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from .fence import NotLeader
 from .reconciler import Reconciler
 from .store import utcnow
 from .workqueue import WorkQueue
@@ -30,8 +32,17 @@ log = logging.getLogger("dklb.controller")
 
 
 class Controller:
-    def __init__(self, reconciler: Reconciler, *, workers: int = 4, scan_interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        *,
+        workers: int = 4,
+        scan_interval: float = 2.0,
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.reconciler = reconciler
+        # False while another replica leads: workers then take no key.
+        self.active = active
         self.queue = WorkQueue()
         self.workers = workers
         self.scan_interval = scan_interval
@@ -55,6 +66,15 @@ class Controller:
 
     def enqueue(self, key: str) -> None:
         self.queue.add(key)
+
+    def enqueue_all(self) -> None:
+        """Every binding and every observed Service: on gaining leadership, or when Nodes change."""
+        if not self._synced.is_set():
+            return
+        for binding in self.reconciler.store.bindings():
+            self.queue.add(binding.key)
+        for key in self.reconciler.cache.keys():
+            self.queue.add(key)
 
     def enqueue_after(self, key: str, seconds: float) -> None:
         if seconds <= 0:
@@ -82,12 +102,9 @@ class Controller:
         """The cache holds every Service: reschedule every binding from the database and go."""
         if self._synced.is_set():
             return
-        for binding in self.reconciler.store.bindings():
-            self.queue.add(binding.key)
-        for key in self.reconciler.cache.keys():
-            self.queue.add(key)
-        self.scheduler.add_job(self._scan, "interval", seconds=self.scan_interval, id="scan-wakeups")
         self._synced.set()
+        self.enqueue_all()
+        self.scheduler.add_job(self._scan, "interval", seconds=self.scan_interval, id="scan-wakeups")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -110,12 +127,19 @@ class Controller:
     def _work(self) -> None:
         self._synced.wait()
         while not self._stopping.is_set():
+            if not self.active():
+                self._stopping.wait(0.2)
+                continue
             key = self.queue.get(timeout=1.0)
             if key is None:
                 continue
             after: float | None = None
             try:
                 after = self.reconciler.reconcile(key)
+            except NotLeader:
+                # Leadership was lost mid-way: nothing was committed; the next leader (or this
+                # replica, once it leads again) reconciles every key anew.
+                after = None
             except Exception:
                 log.exception("reconcile of %s failed; retrying in 5s", key)
                 after = 5.0

@@ -28,6 +28,7 @@ from states import observe
 from .contract import Context, Event, Fire, Outcome, Poll, Retry, Settings, Stay, warning
 from .edgelb.port import EdgeLB
 from .faults import checkpoint
+from .fence import NotLeader
 from .kube.port import Kube
 from .lifecycle import Lifecycle, StateSpec
 from .store import Binding, Change, StaleBinding, Store, utcnow
@@ -148,6 +149,7 @@ class Reconciler:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         node_addresses: Callable[[], tuple[str, ...]] = tuple,
+        may_write: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
         self.lifecycle = lifecycle
@@ -159,6 +161,7 @@ class Reconciler:
         self.clock = clock
         self.rng = rng or random.Random()
         self.node_addresses = node_addresses
+        self.may_write = may_write
         self.locks = PoolLocks()
         # Transitions committed, by (from, to); read by metrics and tests.
         self.transitions: dict[tuple[str, str], int] = {}
@@ -172,7 +175,7 @@ class Reconciler:
             now = self.clock()
             binding = self.store.get(key)
             service = self.cache.get(key)
-            trigger = observe.external_trigger(binding, service)
+            trigger = observe.external_trigger(binding, service, nodes=self.node_addresses())
             try:
                 if binding is None:
                     if trigger is None:
@@ -208,6 +211,8 @@ class Reconciler:
 
     def _create(self, key: str, service: dict[str, Any], now: datetime) -> None:
         namespace, name = key.split("/", 1)
+        if not self.may_write():
+            raise NotLeader("this replica does not lead: no binding is created")
         self.store.create(
             namespace=namespace,
             name=name,
@@ -251,6 +256,8 @@ class Reconciler:
             assert spec.handler is not None
             try:
                 outcome: Outcome = spec.handler(ctx)
+            except NotLeader:
+                raise
             except Exception as exc:
                 # A handler bug or an unexpected answer must not stop the controller: the binding
                 # records it and retries with backoff, visible in inspect and in history.
@@ -387,6 +394,8 @@ class Reconciler:
     def _commit(
         self, binding: Binding, change: Change, events: list[Event], service: dict[str, Any] | None
     ) -> Binding | None:
+        if not self.may_write():
+            raise NotLeader("this replica no longer leads: the transition is not committed")
         after = self.store.commit(change, now=self.clock())
         checkpoint(f"after-commit-{change.trigger}")
         if change.to_state != binding.state:
@@ -402,7 +411,9 @@ class Reconciler:
         if service is not None:
             for event in events:
                 try:
-                    self.kube.event(service, type=event.type, reason=event.reason, message=event.message)
+                    self._kube.event(service, type=event.type, reason=event.reason, message=event.message)
+                except NotLeader:
+                    break
                 except Exception:
                     log.warning("could not post event %s on %s", event.reason, binding.key, exc_info=True)
         return after

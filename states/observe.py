@@ -29,12 +29,15 @@ def has_finalizer(service: dict[str, Any]) -> bool:
     return FINALIZER in ((service.get("metadata") or {}).get("finalizers") or [])
 
 
-def fingerprint(service: dict[str, Any], *, annotation: str | None = _FROM_SERVICE) -> str:
+def fingerprint(
+    service: dict[str, Any], *, annotation: str | None = _FROM_SERVICE, nodes: tuple[str, ...] = ()
+) -> str:
     """A digest of every Service input a binding depends on.
 
     ``annotation`` overrides the dklb-config text: Pending records the fingerprint of the
     Service as it will be once the defaulted configuration is written back, so the watch event
-    caused by that write is recognised as nothing new.
+    caused by that write is recognised as nothing new. ``nodes`` are the Node addresses the
+    backends point at in the "address" backend mode (empty otherwise): a new Node is a change.
     """
     meta = service.get("metadata") or {}
     spec = service.get("spec") or {}
@@ -43,6 +46,7 @@ def fingerprint(service: dict[str, Any], *, annotation: str | None = _FROM_SERVI
         "uid": meta.get("uid", ""),
         "config": annotations.get(ANNOTATION) if annotation is _FROM_SERVICE else annotation,
         "paused": is_paused(annotations),
+        "nodes": list(nodes),
         "ports": [
             [p.get("port"), p.get("nodePort"), p.get("protocol", "TCP"), p.get("name", "")]
             for p in spec.get("ports") or []
@@ -51,7 +55,9 @@ def fingerprint(service: dict[str, Any], *, annotation: str | None = _FROM_SERVI
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def external_trigger(binding: Binding | None, service: dict[str, Any] | None) -> str | None:
+def external_trigger(
+    binding: Binding | None, service: dict[str, Any] | None, *, nodes: tuple[str, ...] = ()
+) -> str | None:
     """The trigger the world fires on this binding now, or None.
 
     ``observed`` creates a binding: for a LoadBalancer Service, and also for a Service that
@@ -69,6 +75,6 @@ def external_trigger(binding: Binding | None, service: dict[str, Any] | None) ->
     if binding.uid and uid and uid != binding.uid:
         # Same name, another object: the Service we served was deleted while we were away.
         return "delete"
-    if binding.state != "Pending" and fingerprint(service) != binding.fingerprint:
+    if binding.state != "Pending" and fingerprint(service, nodes=nodes) != binding.fingerprint:
         return "spec_changed"
     return None

@@ -20,7 +20,7 @@ def enter(ctx: Context) -> Outcome:
     assert service is not None, "Pending runs only for an observed LoadBalancer Service"
     meta = service.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    seen = fingerprint(service)
+    seen = fingerprint(service, nodes=ctx.node_addresses)
     if is_paused(annotations):
         return Fire(
             "pause",
@@ -58,7 +58,10 @@ def enter(ctx: Context) -> Outcome:
             "reject",
             reason="InvalidConfiguration",
             message=message,
-            events=(warning("InvalidConfiguration", message),),
+            events=(
+                warning("InvalidConfiguration", message),
+                *(warning("ConfigurationWarning", n) for n in port_warnings),
+            ),
             updates={"fingerprint": seen},
         )
 
@@ -87,7 +90,7 @@ def enter(ctx: Context) -> Outcome:
             "config": config.to_dict(),
             "pool": config.name,
             "objects": {"frontends": frontends, "backends": backends},
-            "fingerprint": fingerprint(service, annotation=written),
+            "fingerprint": fingerprint(service, annotation=written, nodes=ctx.node_addresses),
             "uid": meta.get("uid", ""),
         },
     )

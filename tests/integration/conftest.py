@@ -47,13 +47,13 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def start_redis(directory: Path) -> Iterator[RedisServer]:
-    """A redis-server on 127.0.0.1:<free port>, persistence off, stopped by PID on exit."""
+def start_redis(directory: Path, *, port: int | None = None) -> Iterator[RedisServer]:
+    """A redis-server on 127.0.0.1:<port, or a free one>, persistence off, stopped by PID on exit."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: `./dev test` installs it (apt-get install redis-server)")
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port if port is not None else free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         cwd=directory,

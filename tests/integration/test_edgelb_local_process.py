@@ -12,12 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,50 +23,9 @@ from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Invalid, Unavailable
 from engine.translation import ServicePort, new_pool, pool_settings, service_objects
 from tests.integration.conftest import RedisServer, free_port
+from tests.processes import EdgeLBProcess, alive, start_edgelb, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class EdgeLBProcess:
-    proc: subprocess.Popen[str]
-    url: str
-
-
-def start_edgelb(state_dir: Path) -> EdgeLBProcess:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "edgelb-local",
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            str(state_dir),
-            "--agent",
-            "kube-node-0=127.0.0.1",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, line
-    return EdgeLBProcess(proc=proc, url=line.strip().rsplit(" ", 1)[-1])
-
-
-def wait_for(condition, *, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.02)
 
 
 def redis_command(port: int, *args: str) -> bytes:
@@ -86,14 +41,6 @@ def metadata_port(client: EdgeLBClient, pool: str) -> int | None:
     except Unavailable:
         return None
     return int(metadata["frontends"][0]["endpoints"][0]["port"])
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture

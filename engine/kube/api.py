@@ -1,0 +1,137 @@
+"""The connection to the Kubernetes API server: one ``ApiClient`` shared by the adapter and watchers.
+
+``dklb run`` calls ``api_client`` once; the client it returns is handed to ``KubeAdapter`` (the
+writes state handlers make through the ``Kube`` port) and to the ``Watcher`` threads (the reads
+that feed ``Controller.observe``). Every request made through it is reported to ``on_request``
+(verb, resource, HTTP status, seconds), which is where the Prometheus metrics hook in.
+
+Everything dklb exchanges with the API server is plain JSON dicts: callers pass
+``_preload_content=False`` and decode the body themselves (``response_json``), so no generated
+model class ever stands between the API's JSON and the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client import ApiClient, CoreV1Api
+from urllib3.exceptions import InsecureRequestWarning
+
+log = logging.getLogger("dklb.kube")
+
+OnRequest = Callable[[str, str, int, float], None]
+
+# Status reported to ``on_request`` when no HTTP response arrived (connection refused, timeout).
+NO_RESPONSE = 0
+
+
+def api_client(kubeconfig: str | None = None, *, on_request: OnRequest | None = None) -> ApiClient:
+    """An API client configured from, in order: ``kubeconfig``, the in-cluster service account
+    (when ``KUBERNETES_SERVICE_HOST`` is set, i.e. inside a Pod), the default kubeconfig
+    (``$KUBECONFIG`` or ``~/.kube/config``)."""
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig:
+        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    else:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    if not configuration.verify_ssl:
+        # Only a kubeconfig saying insecure-skip-tls-verify gets here (the in-cluster config always
+        # verifies); the user asked for it, so do not warn on every request, and only for this host.
+        host = urlsplit(configuration.host).hostname or ""
+        warnings.filterwarnings(
+            "ignore",
+            message=rf"Unverified HTTPS request is being made to host '{re.escape(host)}'",
+            category=InsecureRequestWarning,
+        )
+    if on_request is None:
+        return ApiClient(configuration)
+    return _ObservedApiClient(configuration, on_request=on_request)
+
+
+def core_v1(api: ApiClient | CoreV1Api) -> CoreV1Api:
+    """Accept either an ``ApiClient`` or a ready ``CoreV1Api`` wherever an API is passed in."""
+    return api if isinstance(api, CoreV1Api) else CoreV1Api(api)
+
+
+def response_json(response: Any) -> dict[str, Any]:
+    """The body of a ``_preload_content=False`` response as the API's JSON."""
+    return json.loads(response.data)
+
+
+class _ObservedApiClient(ApiClient):
+    """An ``ApiClient`` that reports every request it makes.
+
+    ``call_api`` is the single place every generated API method goes through, and it sees the
+    HTTP response before the generated code turns a non-2xx status into an ``ApiException``.
+    For a streaming request (a watch) the time measured is the time to the response headers.
+    """
+
+    def __init__(self, configuration: kubernetes.client.Configuration, *, on_request: OnRequest) -> None:
+        super().__init__(configuration)
+        self._on_request = on_request
+
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        status = NO_RESPONSE
+        try:
+            response = super().call_api(method, url, *args, **kwargs)
+            status = int(response.status)
+            return response
+        except kubernetes.client.ApiException as e:
+            status = int(e.status or NO_RESPONSE)
+            raise
+        finally:
+            verb, resource = describe_request(method, url)
+            try:
+                self._on_request(verb, resource, status, time.monotonic() - start)
+            except Exception:
+                # Metrics must never break a request.
+                log.warning("on_request hook failed", exc_info=True)
+
+
+# Subresources of a namespace (``/api/v1/namespaces/{name}/status``), not namespaced collections.
+_NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+
+
+def describe_request(method: str, url: str) -> tuple[str, str]:
+    """The Kubernetes verb and resource of a request, as the API server's own metrics name them.
+
+    ``GET /api/v1/namespaces/a/services/b/status`` → ``("get", "services/status")``;
+    ``GET /api/v1/services?watch=true`` → ``("watch", "services")``.
+    """
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if segments[:1] == ["api"]:
+        rest = segments[2:]
+    elif segments[:1] == ["apis"]:
+        rest = segments[3:]
+    else:
+        return method.lower(), parts.path
+    if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in _NAMESPACE_SUBRESOURCES:
+        rest = rest[2:]
+    resource = rest[0] if rest else ""
+    if len(rest) >= 3:
+        resource = f"{resource}/{rest[2]}"
+    named = len(rest) >= 2
+    query = parse_qs(parts.query)
+    method = method.upper()
+    if method == "GET":
+        watching = query.get("watch", [""])[0] in ("true", "1")
+        verb = "watch" if watching else "get" if named else "list"
+    elif method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+    return verb, resource

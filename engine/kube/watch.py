@@ -1,0 +1,356 @@
+"""The eyes of the controller: LIST + WATCH of one resource, delivered as plain JSON dicts.
+
+Watch events arrive here from the API server; ``on_upsert``/``on_delete`` hand them on, for
+Services to ``Controller.observe`` / ``Controller.forget`` (which put them into the
+reconciler's ``ServiceCache`` and the work queue), for Nodes to whatever recomputes the
+``address`` backends (``node_addresses`` of ``Watcher.objects()``).
+
+The loop is client-go's reflector in small: LIST → deliver everything (and, for objects known
+before the LIST but missing from it, a delete: it happened while we were not watching) →
+``on_synced`` once, after the first complete LIST → WATCH from the LIST's resourceVersion,
+resuming from the last seen resourceVersion whenever the server ends a watch normally. A 410
+Gone (the resourceVersion is too old) re-LISTs at once; any other failure re-LISTs after a
+capped, jittered backoff. Every ``resync_period`` all known objects are delivered again: the
+engine's periodic resync trigger. All callbacks run on this one thread, in event order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from kubernetes.client import ApiClient, ApiException, CoreV1Api
+
+from .api import core_v1
+
+log = logging.getLogger("dklb.kube.watch")
+
+Object = dict[str, Any]
+
+# The kind and apiVersion of each watchable resource: LIST responses leave them out of the
+# items, watch events include them; consumers get them on every object either way.
+RESOURCES = {"services": ("Service", "v1"), "nodes": ("Node", "v1")}
+
+LIST_PAGE = 500
+
+
+class Gone(Exception):
+    """The resourceVersion we asked for is no longer available (HTTP 410): re-LIST."""
+
+
+def object_key(obj: Object) -> str:
+    """``namespace/name`` for namespaced objects, ``name`` for cluster-scoped ones."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta['name']}" if namespace else meta["name"]
+
+
+def node_addresses(nodes: Iterable[Object]) -> tuple[str, ...]:
+    """The sorted InternalIP addresses of the Ready Nodes (the ``address`` backend mode)."""
+    addresses: set[str] = set()
+    for node in nodes:
+        status = node.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+        if not ready:
+            continue
+        addresses.update(
+            a["address"]
+            for a in status.get("addresses") or []
+            if a.get("type") == "InternalIP" and a.get("address")
+        )
+    return tuple(sorted(addresses))
+
+
+class Watcher(threading.Thread):
+    def __init__(
+        self,
+        api: ApiClient | CoreV1Api,
+        *,
+        resource: str,
+        on_upsert: Callable[[Object], None],
+        on_delete: Callable[[Object], None],
+        on_synced: Callable[[], None] | None = None,
+        resync_period: float = 300.0,
+        watch_timeout: int = 300,
+        known: dict[str, Object] | None = None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        request_timeout: float = 30.0,
+    ) -> None:
+        """``known``: objects already delivered (by ``object_key``), e.g. from a previous
+        watcher; the first LIST reports those that are gone through ``on_delete``."""
+        if resource not in RESOURCES:
+            raise ValueError(f"cannot watch {resource!r}; one of {sorted(RESOURCES)}")
+        super().__init__(name=f"dklb-watch-{resource}", daemon=True)
+        self.core = core_v1(api)
+        self.resource = resource
+        self.on_upsert = on_upsert
+        self.on_delete = on_delete
+        self.on_synced = on_synced
+        self.resync_period = resync_period
+        self.watch_timeout = watch_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.request_timeout = request_timeout
+        self.known: dict[str, Object] = dict(known or {})
+        self.resource_version: str | None = None
+        # Set once the first LIST has been delivered (after on_synced ran).
+        self.synced = threading.Event()
+        # Counters, for metrics and tests.
+        self.lists = 0
+        self.watches = 0
+        self._known_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._response_lock = threading.Lock()
+        self._response: Any = None
+        self._rng = random.Random()
+        self._next_resync = 0.0
+        self._failures = 0
+        self._kind, self._api_version = RESOURCES[resource]
+
+    # ---- control -------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the loop: abort the request in flight and wait up to ``timeout`` seconds."""
+        self._stopping.set()
+        self._abort()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    def objects(self) -> list[Object]:
+        """A snapshot of the last known objects (safe from any thread)."""
+        with self._known_lock:
+            return list(self.known.values())
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._list()
+                self._watch()
+            except Gone:
+                log.info("%s: resourceVersion %s is gone; re-listing", self.resource, self.resource_version)
+            except Exception as e:
+                if self._stopping.is_set():
+                    break
+                self._failures += 1
+                delay = self._backoff(self._failures)
+                log.warning(
+                    "%s: list/watch failed (%s: %s); re-listing in %.1f s",
+                    self.resource,
+                    type(e).__name__,
+                    e,
+                    delay,
+                )
+                self._stopping.wait(delay)
+
+    def _backoff(self, failures: int) -> float:
+        # Full doubling, capped, with jitter so that replicas do not hammer a recovering server
+        # in lockstep.
+        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** min(failures - 1, 30))
+        return ceiling * self._rng.uniform(0.5, 1.0)
+
+    def _list(self) -> None:
+        items, resource_version = self._list_all()
+        seen: dict[str, Object] = {}
+        for item in items:
+            self._complete(item)
+            seen[object_key(item)] = item
+        with self._known_lock:
+            vanished = [obj for key, obj in self.known.items() if key not in seen]
+            self.known = seen
+        self.resource_version = resource_version
+        self.lists += 1
+        for item in items:
+            self._deliver(self.on_upsert, item)
+        for obj in vanished:
+            self._deliver(self.on_delete, obj)
+        self._next_resync = time.monotonic() + self.resync_period
+        if not self.synced.is_set():
+            if self.on_synced is not None:
+                try:
+                    self.on_synced()
+                except Exception:
+                    log.exception("%s: on_synced failed", self.resource)
+            self.synced.set()
+
+    def _watch(self) -> None:
+        """Watch from ``resource_version`` until stopped; returns to re-list (raises) only on
+        Gone or a failure. A watch the server ends normally is resumed where it stopped."""
+        while not self._stopping.is_set():
+            timeout = self.watch_timeout
+            if self.resync_period > 0:
+                until_resync = self._next_resync - time.monotonic()
+                if until_resync <= 0:
+                    self._resync()
+                    continue
+                # End the watch in time for the resync, so it happens on this thread.
+                timeout = max(1, min(timeout, math.ceil(until_resync)))
+            self.watches += 1
+            events = self._stream(self.resource_version or "", timeout)
+            try:
+                for event in events:
+                    if self._stopping.is_set():
+                        return
+                    self._handle(event)
+                    # The backoff resets only once a watch works: a LIST that succeeds while
+                    # every WATCH fails must not re-list in a tight loop.
+                    self._failures = 0
+                self._failures = 0
+            finally:
+                # Leaving early (Gone, stop): end the request now, not when garbage collected.
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
+
+    def _resync(self) -> None:
+        for obj in self.objects():
+            if self._stopping.is_set():
+                return
+            self._deliver(self.on_upsert, obj)
+        self._next_resync = time.monotonic() + self.resync_period
+
+    def _handle(self, event: Object) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            code = obj.get("code")
+            if code == 410:
+                raise Gone(obj.get("message", ""))
+            raise RuntimeError(f"watch error {code}: {obj.get('message', obj)}")
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind == "BOOKMARK":
+            # Only the resourceVersion is meaningful: resume from there after a timeout.
+            if version:
+                self.resource_version = version
+            return
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            log.warning("%s: ignoring watch event of type %r", self.resource, kind)
+            return
+        self._complete(obj)
+        key = object_key(obj)
+        with self._known_lock:
+            if kind == "DELETED":
+                self.known.pop(key, None)
+            else:
+                self.known[key] = obj
+        if version:
+            self.resource_version = version
+        self._deliver(self.on_delete if kind == "DELETED" else self.on_upsert, obj)
+
+    def _deliver(self, callback: Callable[[Object], None], obj: Object) -> None:
+        try:
+            callback(obj)
+        except Exception:
+            # A consumer's bug must not stop the watch (nor make it re-list in a loop).
+            log.exception("%s: callback failed for %s", self.resource, object_key(obj))
+
+    def _complete(self, obj: Object) -> None:
+        obj.setdefault("kind", self._kind)
+        obj.setdefault("apiVersion", self._api_version)
+
+    # ---- the API requests ----------------------------------------------------------------------
+
+    def _call(self, **kwargs: Any) -> Any:
+        if self.resource == "services":
+            return self.core.list_service_for_all_namespaces(**kwargs)
+        return self.core.list_node(**kwargs)
+
+    def _list_all(self) -> tuple[list[Object], str]:
+        """Every object and the LIST's resourceVersion, in pages (a consistent snapshot)."""
+        items: list[Object] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": LIST_PAGE}
+            if token:
+                kwargs["_continue"] = token
+            try:
+                response = self._open(**kwargs, _request_timeout=self.request_timeout)
+            except ApiException as e:
+                if e.status == 410 and token:
+                    # The continue token expired mid-way: the snapshot is lost, start over.
+                    items, token = [], None
+                    continue
+                raise
+            try:
+                page = json.loads(response.data)
+            finally:
+                self._release(response, complete=True)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items, (page.get("metadata") or {}).get("resourceVersion", "")
+
+    def _stream(self, resource_version: str, timeout: int) -> Iterator[Object]:
+        """The events of one watch request, decoded, until the server ends it."""
+        try:
+            response = self._open(
+                watch=True,
+                allow_watch_bookmarks=True,
+                resource_version=resource_version,
+                timeout_seconds=timeout,
+                # The server ends the watch after ``timeout``; the read timeout only guards
+                # against a connection that died silently.
+                _request_timeout=(self.request_timeout, timeout + self.request_timeout),
+            )
+        except ApiException as e:
+            if e.status == 410:
+                raise Gone(str(e.reason)) from e
+            raise
+        complete = False
+        try:
+            buffer = b""
+            # One JSON event per line; a chunk may hold several lines or part of one.
+            for chunk in response.stream(amt=None, decode_content=False):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if buffer.strip():
+                yield json.loads(buffer)
+            complete = True
+        finally:
+            self._release(response, complete=complete)
+
+    def _open(self, **kwargs: Any) -> Any:
+        response = self._call(_preload_content=False, **kwargs)
+        with self._response_lock:
+            self._response = response
+        if self._stopping.is_set():
+            # stop() ran between the request and its registration: abort it here.
+            self._abort()
+        return response
+
+    def _release(self, response: Any, *, complete: bool) -> None:
+        with self._response_lock:
+            if self._response is response:
+                self._response = None
+        if complete and not self._stopping.is_set():
+            # Fully read: the connection can serve the next request.
+            response.release_conn()
+        else:
+            # Unread bytes would corrupt the next request on this connection: drop it.
+            response.close()
+
+    def _abort(self) -> None:
+        with self._response_lock:
+            response = self._response
+        if response is None:
+            return
+        # shutdown() unblocks a read in progress on the watcher thread (close() alone would
+        # not); either may fail on a response that just ended, which is what we want anyway.
+        with contextlib.suppress(Exception):
+            response.shutdown()
+        with contextlib.suppress(Exception):
+            response.close()

@@ -1,0 +1,147 @@
+"""`dklb run` as operators deploy it: two replicas under leader election, Node-address backends,
+flags from the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import uuid
+from pathlib import Path
+
+import kubernetes
+
+import localcluster
+from tests.e2e.conftest import World
+from tests.integration.conftest import free_port
+from tests.processes import ControllerProcess, controller_args, wait_for
+
+
+def ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64) == b"+PONG\r\n"
+    except OSError:
+        return False
+
+
+def test_only_the_leader_writes_and_the_standby_takes_over_after_a_crash(
+    world: World, kube_cluster: localcluster.LocalCluster, tmp_path: Path
+) -> None:
+    world.controller.stop()
+    elect = [
+        "--leader-elect",
+        "true",
+        "--leader-elect-namespace",
+        world.namespace,
+        "--leader-elect-lease-duration",
+        "3s",
+        "--leader-elect-renew-deadline",
+        "2s",
+        "--leader-elect-retry-period",
+        "0.5s",
+        "--edgelb-request-timeout",
+        "0.8s",
+    ]
+    replicas = []
+    for i in range(2):
+        args = controller_args(
+            kubeconfig=kube_cluster.kubeconfig,
+            edgelb_url=world.edgelb.url,
+            database=tmp_path / "dklb.db",
+            resync_period="2s",
+        )
+        args = [a for a in args if a not in ("--leader-elect", "false")] + elect
+        replicas.append(ControllerProcess(args=args, log_path=tmp_path / f"replica-{i}.log").start())
+    try:
+        port = free_port()
+        service = world.create_service(
+            "a", config=f"name: pool-a\nfrontends:\n- {{port: {port}, servicePort: 6379}}\n"
+        )
+        world.redis_on_node_port(service)
+        wait_for(lambda: world.ingress("a"), what="a ready")
+        leaders = [r for r in replicas if "leading: this replica writes now" in r.log()]
+        assert len(leaders) == 1, "exactly one replica leads"
+        leader, standby = leaders[0], next(r for r in replicas if r is not leaders[0])
+        assert "pool-a" in leader.log() and "-> Provisioning" not in standby.log(), (
+            "the standby wrote nothing"
+        )
+
+        leader.kill()
+        port_b = free_port()
+        service_b = world.create_service(
+            "b", config=f"name: pool-b\nfrontends:\n- {{port: {port_b}, servicePort: 6379}}\n"
+        )
+        world.redis_on_node_port(service_b)
+        # lease duration (3 s) + 5 s, as an operator would expect of a takeover
+        wait_for(lambda: "leading: this replica writes now" in standby.log(), timeout=8, what="takeover")
+        wait_for(lambda: world.ingress("b"), what="b ready after the takeover")
+        assert ping(port) and ping(port_b)
+        assert world.pool_names() == ["pool-a", "pool-b"], "no pool provisioned twice"
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+def test_address_backend_mode_sends_traffic_to_node_addresses(world: World) -> None:
+    node = f"node-{uuid.uuid4().hex[:6]}"
+    world.core.create_node(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": node},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        },
+        _preload_content=False,
+    )
+    try:
+        world.restart_controller("--backend-mode", "address")
+        port = free_port()
+        service = world.create_service(
+            "web", config=f"name: addr\nfrontends:\n- {{port: {port}, servicePort: 6379}}\n"
+        )
+        world.redis_on_node_port(service)
+        wait_for(lambda: world.ingress("web"), what="ready")
+        backend = world.pool("addr")["haproxy"]["backends"][0]
+        endpoint = backend["services"][0]["endpoint"]
+        assert (endpoint["type"], endpoint["address"]) == ("ADDRESS", "127.0.0.1")
+        assert endpoint["port"] == service["spec"]["ports"][0]["nodePort"]
+        assert wait_for(lambda: ping(port), what="traffic through the ADDRESS backend")
+    finally:
+        with contextlib.suppress(kubernetes.client.ApiException):
+            world.core.delete_node(node, _preload_content=False)
+
+
+def test_every_flag_can_come_from_the_environment(
+    world: World, kube_cluster: localcluster.LocalCluster, tmp_path: Path
+) -> None:
+    world.controller.stop()
+    env_controller = ControllerProcess(
+        args=[],
+        log_path=tmp_path / "env.log",
+        env={
+            "DKLB_KUBECONFIG": str(kube_cluster.kubeconfig),
+            "DKLB_EDGELB_URL": world.edgelb.url,
+            "DKLB_DATABASE": str(tmp_path / "env.db"),
+            "DKLB_LEADER_ELECT": "false",
+            "DKLB_KUBERNETES_CLUSTER_FRAMEWORK_NAME": "/dev/kube01",
+            "DKLB_LOG_FORMAT": "json",
+        },
+    ).start()
+    try:
+        world.create_service("web", ports=[(free_port(), "TCP")])
+        wait_for(lambda: world.ingress("web"), what="ready")
+        pool = world.pool_names()[0]
+        assert pool.startswith("dev--kube01--"), pool
+        backend = world.pool(pool)["haproxy"]["backends"][0]
+        assert backend["name"].startswith(".dev.kube01:" + world.namespace + ":web:")
+        lines = [json.loads(line) for line in env_controller.log().splitlines() if line.startswith("{")]
+        assert any("dklb running" in line["message"] for line in lines), "JSON lines from DKLB_LOG_FORMAT"
+        assert (tmp_path / "env.db").exists()
+    finally:
+        env_controller.stop()

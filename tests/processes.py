@@ -1,0 +1,146 @@
+"""Processes the integration and end-to-end tests run for real, and how to wait on them.
+
+``dklb edgelb-local`` and ``dklb run`` are started as the operator would start them, on free
+loopback ports, and stopped by PID. ``wait_for`` polls a condition until a deadline: tests wait
+on what they need to be true, never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or 'condition'} not met within {timeout}s (last value {value!r})")
+        time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class EdgeLBProcess:
+    proc: subprocess.Popen[str]
+    url: str
+    state_dir: Path
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def stop_haproxies(self) -> None:
+        """HAProxy masters left behind by a SIGKILLed API, stopped by PID."""
+        for pid_file in self.state_dir.glob("haproxy/*/haproxy.pid"):
+            pid = int(pid_file.read_text().split()[0])
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+
+
+def start_edgelb(state_dir: Path, *, extra: Iterable[str] = ()) -> EdgeLBProcess:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "edgelb-local",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            str(state_dir),
+            "--agent",
+            "kube-node-0=127.0.0.1",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening on" in line, f"edgelb-local did not start: {line!r}"
+    return EdgeLBProcess(proc=proc, url=line.strip().rsplit(" ", 1)[-1], state_dir=state_dir)
+
+
+@dataclass
+class ControllerProcess:
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ControllerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "run", *self.args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        return self
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def controller_args(*, kubeconfig: Path, edgelb_url: str, database: Path, **flags: Any) -> list[str]:
+    args = [
+        "--kubeconfig",
+        str(kubeconfig),
+        "--edgelb-url",
+        edgelb_url,
+        "--database",
+        str(database),
+        "--leader-elect",
+        "false",
+        "--log-level",
+        "debug",
+    ]
+    for name, value in flags.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
