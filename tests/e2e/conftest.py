@@ -181,15 +181,14 @@ def world(
         controller=controller.start(),
         directory=tmp_path,
     )
-    try:
+    # Every clean-up step runs even when an earlier one fails: nothing may outlive the test.
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(lambda: [stack.close() for stack in w._redis])
+        cleanup.callback(edgelb.stop_haproxies)
+        cleanup.callback(edgelb.stop)
+        cleanup.callback(release_services, core)
+        cleanup.callback(lambda: w.controller.stop())
         yield w
-    finally:
-        controller.stop()
-        release_services(core)
-        edgelb.stop()
-        edgelb.stop_haproxies()
-        for stack in w._redis:
-            stack.close()
 
 
 def release_services(core: kubernetes.client.CoreV1Api) -> None:
