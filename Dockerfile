@@ -1,21 +1,44 @@
-# The dklb controller image. The database lives on the volume /var/lib/dklb (mount a
-# PersistentVolumeClaim there); the schema is migrated by the controller on start.
+# The dklb controller image: `dklb run` (see deploy/ for the Kubernetes manifests).
+#
+#   docker build -t dklb:0.1.0 .
+#
+# Stage 1 builds the dklb wheel and the wheels of all its dependencies; stage 2 installs them
+# from that directory only (no index), so the runtime image holds no compiler, no source tree
+# and no pip cache. The controller runs as uid/gid 65532 (non-root) and keeps its SQLite
+# database on the volume /var/lib/dklb: mount a PersistentVolumeClaim there. The schema is
+# migrated by the controller itself on start (`migrate.open_store`), so there is no separate
+# migration step. No HEALTHCHECK: under Kubernetes the Deployment's probes (/healthz, /readyz
+# on port 9420) do that job.
+
 FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md alembic.ini ./
+# Exactly the packages listed in pyproject.toml's [tool.setuptools] packages.
+COPY pyproject.toml ./
 COPY engine engine
 COPY states states
 COPY migrations migrations
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+COPY edgelb_local edgelb_local
+COPY localcluster localcluster
+RUN pip wheel --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --uid 65532 --user-group --no-create-home --home-dir /var/lib/dklb dklb \
- && mkdir -p /var/lib/dklb && chown dklb:dklb /var/lib/dklb && chmod 0700 /var/lib/dklb
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+RUN groupadd --gid 65532 dklb \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /var/lib/dklb \
+      --shell /usr/sbin/nologin dklb \
+ && mkdir -p /var/lib/dklb \
+ && chown 65532:65532 /var/lib/dklb \
+ && chmod 0700 /var/lib/dklb
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links /wheels dklb \
+ && dklb --help >/dev/null
 USER 65532:65532
 WORKDIR /var/lib/dklb
 VOLUME ["/var/lib/dklb"]
 ENV DKLB_DATABASE=/var/lib/dklb/dklb.db
+# /healthz, /readyz and /metrics (`dklb run --http-listen 0.0.0.0:9420`).
+EXPOSE 9420
 ENTRYPOINT ["dklb"]
-CMD ["--help"]
+CMD ["run"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, timedelta
 
@@ -39,8 +40,11 @@ class Controller:
         workers: int = 4,
         scan_interval: float = 2.0,
         active: Callable[[], bool] = lambda: True,
+        on_reconcile: Callable[[float, bool], None] | None = None,
     ) -> None:
         self.reconciler = reconciler
+        # Told (seconds, raised) after every reconcile call: the metrics hook.
+        self.on_reconcile = on_reconcile
         # False while another replica leads: workers then take no key.
         self.active = active
         self.queue = WorkQueue()
@@ -106,6 +110,21 @@ class Controller:
         self.enqueue_all()
         self.scheduler.add_job(self._scan, "interval", seconds=self.scan_interval, id="scan-wakeups")
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads (empty before ``start``); the liveness probe checks they are alive."""
+        return list(self._threads)
+
+    @property
+    def synced(self) -> bool:
+        """The Service cache has been filled (``mark_synced``) and the controller is not stopping."""
+        # stop() sets _synced too, to release workers waiting for it.
+        return self._synced.is_set() and not self._stopping.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         self._stopping.set()
         self._synced.set()
@@ -116,6 +135,15 @@ class Controller:
             thread.join(timeout=30)
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _report(self, seconds: float, failed: bool) -> None:
+        if self.on_reconcile is None:
+            return
+        try:
+            self.on_reconcile(seconds, failed)
+        except Exception:
+            # A metrics failure must not kill the worker thread.
+            log.warning("on_reconcile hook failed", exc_info=True)
 
     def _scan(self) -> None:
         try:
@@ -134,6 +162,8 @@ class Controller:
             if key is None:
                 continue
             after: float | None = None
+            failed = False
+            started = time.monotonic()
             try:
                 after = self.reconciler.reconcile(key)
             except NotLeader:
@@ -143,8 +173,10 @@ class Controller:
             except Exception:
                 log.exception("reconcile of %s failed; retrying in 5s", key)
                 after = 5.0
+                failed = True
             finally:
                 self.queue.done(key)
+            self._report(time.monotonic() - started, failed)
             if self._stopping.is_set():
                 return
             if after is None:

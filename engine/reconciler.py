@@ -150,6 +150,7 @@ class Reconciler:
         rng: random.Random | None = None,
         node_addresses: Callable[[], tuple[str, ...]] = tuple,
         may_write: Callable[[], bool] = lambda: True,
+        on_transition: Callable[[str | None, str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.lifecycle = lifecycle
@@ -163,9 +164,11 @@ class Reconciler:
         self.node_addresses = node_addresses
         self.may_write = may_write
         self.locks = PoolLocks()
-        # Transitions committed, by (from, to); read by metrics and tests.
+        # Transitions committed, by (from, to); read by tests.
         self.transitions: dict[tuple[str, str], int] = {}
         self._counter_lock = threading.Lock()
+        # Told (from or None, to, trigger) after each committed transition: the metrics hook.
+        self.on_transition = on_transition
 
     # ---- the contract ------------------------------------------------------------------------
 
@@ -223,7 +226,7 @@ class Reconciler:
             message="LoadBalancer Service observed",
             now=now,
         )
-        self._count(None, self.lifecycle.initial)
+        self._count(None, self.lifecycle.initial, "observed")
         checkpoint("after-create")
 
     def _fire_external(
@@ -399,7 +402,7 @@ class Reconciler:
         after = self.store.commit(change, now=self.clock())
         checkpoint(f"after-commit-{change.trigger}")
         if change.to_state != binding.state:
-            self._count(binding.state, change.to_state or self.lifecycle.final)
+            self._count(binding.state, change.to_state or self.lifecycle.final, change.trigger)
             log.info(
                 "%s: %s -> %s (%s) %s",
                 binding.key,
@@ -418,10 +421,16 @@ class Reconciler:
                     log.warning("could not post event %s on %s", event.reason, binding.key, exc_info=True)
         return after
 
-    def _count(self, source: str | None, dest: str) -> None:
+    def _count(self, source: str | None, dest: str, trigger: str) -> None:
         with self._counter_lock:
             key = (source or "", dest)
             self.transitions[key] = self.transitions.get(key, 0) + 1
+        if self.on_transition is not None:
+            try:
+                self.on_transition(source, dest, trigger)
+            except Exception:
+                # Runs after the commit: a metrics failure must not look like a failed transition.
+                log.warning("on_transition hook failed for %s -> %s", source, dest, exc_info=True)
 
 
 _BINDING_FIELDS = frozenset({"pool", "config", "objects", "fingerprint", "uid"})

@@ -5,6 +5,12 @@ calls ``Controller.mark_synced`` after its first complete list; workers run only
 replica leads (a Lease, when ``--leader-elect``), and every write to EdgeLB, to Kubernetes or to
 the database is fenced by that leadership. SIGTERM or SIGINT stop everything and release the
 lease, so another replica takes over at once.
+
+Observability: one ``engine.metrics.Metrics`` is fed by hooks in the EdgeLB client, the
+Kubernetes API client, the reconciler and the controller, and reads the database when scraped;
+``engine.health`` serves it on ``--http-listen`` with the ``/healthz`` and ``/readyz`` probes.
+In ``--log-format json`` every line the process writes is a JSON object: warnings and uncaught
+exceptions (main thread or any other) go through logging too.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from .durations import parse_duration
@@ -26,6 +34,9 @@ log = logging.getLogger("dklb.run")
 DEFAULT_EDGELB_HOST = "api.edgelb.marathon.l4lb.thisdcos.directory"
 IN_CLUSTER = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 CONTAINER_DATABASE = "/var/lib/dklb/dklb.db"
+# /metrics, /healthz, /readyz. Not 8080: the local EdgeLB of the demo listens there. Outside a
+# cluster only on loopback: nobody else needs a developer's metrics.
+HTTP_PORT = 9420
 
 
 def _env(flag: str) -> str:
@@ -51,6 +62,19 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _listen(text: str) -> tuple[str, int]:
+    from .health import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _default_listen() -> tuple[str, int]:
+    return ("0.0.0.0" if IN_CLUSTER else "127.0.0.1", HTTP_PORT)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -141,6 +165,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     flag("--leader-elect-lease-duration", type=_duration, default=15.0, help="lease duration (default 15s)")
     flag("--leader-elect-renew-deadline", type=_duration, default=10.0, help="renew deadline (default 10s)")
     flag("--leader-elect-retry-period", type=_duration, default=2.0, help="retry period (default 2s)")
+    flag(
+        "--http-listen",
+        type=_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and /readyz here; port 0 picks a free port "
+        f"(default: 0.0.0.0:{HTTP_PORT} in a cluster, else 127.0.0.1:{HTTP_PORT}; "
+        "the default address, unlike an explicit one, is skipped with a warning when in use)",
+    )
     flag(
         "--log-level",
         default="info",

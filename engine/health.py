@@ -1,0 +1,190 @@
+"""The HTTP side door of ``dklb run``: ``/metrics``, ``/healthz`` and ``/readyz``.
+
+Where it sits in the data flow: nothing the controller does goes through here; it only reads.
+Prometheus scrapes ``/metrics`` (the ``engine.metrics`` registry, rendered by prometheus-client);
+the kubelet probes ``/healthz`` (liveness: restart a process whose worker or watcher thread
+died) and ``/readyz`` (readiness: the Service cache has synced and the database answers). A
+standby replica under leader election is ready, since it serves probes and takes over at once,
+and says ``"leader": false``.
+
+``dklb run`` binds the socket first (a port already in use fails fast, before any thread
+starts), starts serving once the controller's threads run, and stops the server on shutdown.
+The server is stdlib ``ThreadingHTTPServer`` in a daemon thread: a slow scrape never blocks a
+probe, and nothing here can keep the process alive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+log = logging.getLogger("dklb.http")
+
+
+@dataclass(frozen=True)
+class Probes:
+    """What the probes look at, as callables evaluated on every request."""
+
+    # Threads that must be alive: the controller's workers and the watchers.
+    threads: Callable[[], Iterable[threading.Thread]]
+    # True once shutdown began: no longer alive nor ready.
+    stopping: Callable[[], bool]
+    # True once the Service cache holds the whole cluster.
+    synced: Callable[[], bool]
+    # Raises unless the database answers a trivial query.
+    database: Callable[[], None]
+    # True while this replica leads (always, without leader election).
+    leader: Callable[[], bool]
+
+
+def liveness(probes: Probes) -> tuple[int, dict[str, Any]]:
+    """200 while every checked thread is alive and the process is not stopping, else 500."""
+    dead = sorted(t.name for t in probes.threads() if not t.is_alive())
+    stopping = probes.stopping()
+    if not dead and not stopping:
+        return 200, {"alive": True}
+    reasons = []
+    if dead:
+        reasons.append("dead threads: " + ", ".join(dead))
+    if stopping:
+        reasons.append("the process is stopping")
+    return 500, {"alive": False, "dead": dead, "stopping": stopping, "reason": "; ".join(reasons)}
+
+
+def readiness(probes: Probes) -> tuple[int, dict[str, Any]]:
+    """200 once the Service cache synced and the database answers, else 503 with the reason."""
+    leader = bool(probes.leader())
+    reason = None
+    if probes.stopping():
+        reason = "the process is stopping"
+    elif not probes.synced():
+        reason = "the Service cache has not synced yet"
+    else:
+        try:
+            probes.database()
+        except Exception as exc:
+            reason = f"the database does not answer: {type(exc).__name__}: {exc}"
+    if reason is not None:
+        return 503, {"ready": False, "leader": leader, "reason": reason}
+    return 200, {"ready": True, "leader": leader}
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::]:9420`` for IPv6; port 0 = a free port) as a (host, port) pair."""
+    host, sep, port = text.strip().rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    host = host.strip("[]")
+    if not sep or not host or not 0 <= number <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (PORT 0..65535; 0 = a free port)")
+    return host, number
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    probes: Probes
+    registry: CollectorRegistry
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would resolve the host's FQDN, which can stall for seconds on
+        # a reverse DNS lookup; the name is never used.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "dklb"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                self._send(200, encoder(self.server.registry), content_type)
+            elif path == "/healthz":
+                self._json(*liveness(self.server.probes))
+            elif path == "/readyz":
+                self._json(*readiness(self.server.probes))
+            else:
+                self._json(404, {"error": f"no such path {path}; try /metrics, /healthz or /readyz"})
+        except Exception as exc:
+            log.exception("GET %s failed", path)
+            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        self._send(status, (json.dumps(body) + "\n").encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Through logging, never straight to stderr: in JSON mode every line must be JSON. Debug
+        # level: probes every few seconds would drown the transitions.
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class HealthServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on one address; bound on construction."""
+
+    def __init__(self, host: str, port: int, *, registry: CollectorRegistry, probes: Probes) -> None:
+        """Raises ``OSError`` when the address cannot be bound (in use, not local)."""
+        server_class = _Server6 if ":" in host else _Server
+        self._httpd = server_class((host, port), _Handler)
+        self._httpd.registry = registry
+        self._httpd.probes = probes
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address really bound (the kernel's pick for port 0)."""
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        return "http://" + format_address(*self.address)
+
+    def start(self) -> HealthServer:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name="dklb-http",
+                daemon=True,
+            )
+            self._thread.start()
+            log.info("http listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()

@@ -1,0 +1,207 @@
+"""Prometheus metrics of ``dklb run``: what the controller did, and what the database holds now.
+
+Where it sits in the data flow: ``dklb run`` builds one ``Metrics`` and hands its hooks to the
+parts it wires together:
+
+* ``EdgeLBClient(on_response=metrics.edgelb_response)``: every HTTP request to EdgeLB;
+* ``api_client(on_request=metrics.kubernetes_request)``: every request to the API server;
+* ``Reconciler(on_transition=metrics.transition)``: every committed state change;
+* ``Controller(on_reconcile=metrics.reconciled)``: every ``reconcile(key)`` call of a worker;
+* ``watch_store`` / ``watch_queue`` / ``watch_leader``: values read only when scraped.
+
+``engine.health`` serves ``registry`` on ``/metrics``. Everything lives in a dedicated
+``CollectorRegistry`` (never the process-global one), so tests can build as many as they like.
+
+Label values are bounded by construction: states and triggers come from the declared lifecycle,
+EdgeLB routes are templates (``/v2/pools/{name}``), Kubernetes resources are resource names
+(``services/status``): never a pool, Service or namespace name, which would make one time
+series per object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from .store import BindingRow, PoolRow, Store, make_engine
+
+log = logging.getLogger("dklb.metrics")
+
+# Seconds. The defaults of prometheus-client stop at 10 s; a reconcile that waits on EdgeLB
+# (read timeout up to 30 s, a 401 doubling a request) can take longer and must not all land in +Inf.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# The ``code`` label of a request that got no HTTP answer (refused, reset, timed out): the
+# hooks report status 0 for it. Same spelling idea as client-go's ``<error>``.
+NO_ANSWER = "error"
+
+
+def _code(status: int) -> str:
+    return str(status) if status else NO_ANSWER
+
+
+class StoreCollector(Collector):
+    """``dklb_bindings{state}`` and ``dklb_pools``, counted in the database at scrape time.
+
+    Counting at scrape time (rather than keeping gauges up to date on every commit) makes the
+    numbers right whoever wrote the database: another replica, ``dklb retry``, a restart.
+    One GROUP BY over the indexed ``state`` column and one COUNT, in one read transaction.
+
+    For a SQLite file the queries run on a read-only engine of their own: the store's engine
+    starts every transaction with ``BEGIN IMMEDIATE`` (a write lock), and a scrape must never
+    queue behind, or hold up, a worker's commit. WAL readers do neither.
+    """
+
+    def __init__(self, store: Store, *, states: Iterable[str] = ()) -> None:
+        self._store = store
+        # Declared states are always exported, 0 when empty: a dashboard sees "no Failed
+        # binding" as 0, not as a missing series.
+        self._states = tuple(states)
+        url = make_url(store.url)
+        file_backed = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+        self._engine: Engine = make_engine(store.url, read_only=True) if file_backed else store.engine
+        self._own_engine = file_backed
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only: without describe() a registry would run the queries just to register us.
+        yield GaugeMetricFamily("dklb_bindings", "", labels=["state"])
+        yield GaugeMetricFamily("dklb_pools", "")
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            by_state, pools = self.counts()
+        except Exception:
+            # The rest of /metrics stays useful; /readyz reports a database that does not answer.
+            log.warning("could not count bindings and pools for /metrics", exc_info=True)
+            return
+        bindings = GaugeMetricFamily(
+            "dklb_bindings", "Bindings (LoadBalancer Services handled by dklb) by state.", labels=["state"]
+        )
+        for state in sorted(set(self._states) | set(by_state)):
+            bindings.add_metric([state], by_state.get(state, 0))
+        yield bindings
+        yield GaugeMetricFamily("dklb_pools", "EdgeLB pools dklb keeps track of (pools table).", value=pools)
+
+    def counts(self) -> tuple[dict[str, int], int]:
+        """Bindings by state and the number of pools, read in one transaction."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(BindingRow.state, func.count()).group_by(BindingRow.state))
+            by_state = {str(state): int(n) for state, n in rows}
+            pools = int(conn.execute(select(func.count()).select_from(PoolRow)).scalar_one())
+        return by_state, pools
+
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (the readiness check).
+
+        It names a table, so SQLite has to read the file's schema: ``SELECT 1`` alone would
+        succeed without touching the file at all.
+        """
+        with self._engine.connect() as conn:
+            conn.execute(text("SELECT 1 FROM pools LIMIT 1")).all()
+
+    def close(self) -> None:
+        if self._own_engine:
+            self._engine.dispose()
+
+
+class Metrics:
+    """Every metric of one controller process, in its own registry, plus the hooks that feed them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.transitions = Counter(
+            "dklb_transitions",
+            'State transitions committed ("from" is empty for a binding just created).',
+            ["from", "to", "trigger"],
+            registry=r,
+        )
+        self.edgelb_requests = Counter(
+            "dklb_edgelb_requests",
+            f'HTTP requests to the EdgeLB API; code "{NO_ANSWER}" when no answer came.',
+            ["method", "route", "code"],
+            registry=r,
+        )
+        self.edgelb_duration = Histogram(
+            "dklb_edgelb_request_duration_seconds",
+            "Time to EdgeLB's answer (or to the failure), per route template.",
+            ["method", "route"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.kubernetes_requests = Counter(
+            "dklb_kubernetes_requests",
+            f'Requests to the Kubernetes API server; code "{NO_ANSWER}" when no answer came.',
+            ["verb", "resource", "code"],
+            registry=r,
+        )
+        self.kubernetes_duration = Histogram(
+            "dklb_kubernetes_request_duration_seconds",
+            "Time to the API server's answer (response headers, for a watch).",
+            ["verb", "resource"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "dklb_reconcile_duration_seconds",
+            "Duration of one reconcile(key) call by a worker.",
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "dklb_reconcile_errors",
+            "reconcile(key) calls that raised (retried after 5s); handler failures are transitions.",
+            registry=r,
+        )
+        self.workqueue_depth = Gauge(
+            "dklb_workqueue_depth", "Keys waiting in the work queue (not counting those in progress).", registry=r
+        )
+        self.leader = Gauge("dklb_leader", "1 while this replica leads (and may write), else 0.", registry=r)
+        self._store: StoreCollector | None = None
+
+    # ---- hooks (called from the client, adapter, reconciler and controller threads) -----------
+
+    def transition(self, source: str | None, dest: str, trigger: str) -> None:
+        self.transitions.labels(source or "", dest, trigger).inc()
+
+    def edgelb_response(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.edgelb_requests.labels(method, route, _code(status)).inc()
+        self.edgelb_duration.labels(method, route).observe(seconds)
+
+    def kubernetes_request(self, verb: str, resource: str, status: int, seconds: float) -> None:
+        self.kubernetes_requests.labels(verb, resource, _code(status)).inc()
+        self.kubernetes_duration.labels(verb, resource).observe(seconds)
+
+    def reconciled(self, seconds: float, failed: bool) -> None:
+        self.reconcile_duration.observe(seconds)
+        if failed:
+            self.reconcile_errors.inc()
+
+    # ---- values read at scrape time -----------------------------------------------------------
+
+    def watch_store(self, store: Store, *, states: Iterable[str] = ()) -> StoreCollector:
+        """Export ``dklb_bindings{state}`` and ``dklb_pools`` from ``store``; the collector is returned
+        for its ``ping`` (readiness) and ``close``."""
+        if self._store is not None:
+            raise RuntimeError("a store is already watched")
+        self._store = StoreCollector(store, states=states)
+        self.registry.register(self._store)
+        return self._store
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        self.workqueue_depth.set_function(lambda: float(depth()))
+
+    def watch_leader(self, leading: Callable[[], bool]) -> None:
+        self.leader.set_function(lambda: 1.0 if leading() else 0.0)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self.registry.unregister(self._store)
+            self._store.close()
+            self._store = None
