@@ -31,6 +31,8 @@ RUN groupadd --gid 65532 dklb \
  && mkdir -p /var/lib/dklb \
  && chown 65532:65532 /var/lib/dklb \
  && chmod 0700 /var/lib/dklb
+# The wheels are bind-mounted from the build stage (BuildKit, Docker's default builder since
+# 23.0), so they never become a layer of this image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links /wheels dklb \
  && dklb --help >/dev/null
@@ -38,7 +40,9 @@ USER 65532:65532
 WORKDIR /var/lib/dklb
 VOLUME ["/var/lib/dklb"]
 ENV DKLB_DATABASE=/var/lib/dklb/dklb.db
-# /healthz, /readyz and /metrics (`dklb run --http-listen 0.0.0.0:9420`).
+# /healthz, /readyz and /metrics on every interface, in or out of a Pod (outside a cluster
+# `dklb run` would default to the loopback interface, which nothing outside a container reaches).
+ENV DKLB_HTTP_LISTEN=0.0.0.0:9420
 EXPOSE 9420
 ENTRYPOINT ["dklb"]
 CMD ["run"]

@@ -347,6 +347,8 @@ def _walkthrough(cluster: Any, work: Path, processes: Processes, *, timeout: flo
             "false",
             "--resync-period",
             "30s",
+            "--http-listen",
+            "127.0.0.1:0",
         ],
         stdout=(work / "controller.log").open("ab"),
         stderr=subprocess.STDOUT,

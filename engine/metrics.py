@@ -160,7 +160,9 @@ class Metrics:
             registry=r,
         )
         self.workqueue_depth = Gauge(
-            "dklb_workqueue_depth", "Keys waiting in the work queue (not counting those in progress).", registry=r
+            "dklb_workqueue_depth",
+            "Keys waiting in the work queue (not counting those in progress).",
+            registry=r,
         )
         self.leader = Gauge("dklb_leader", "1 while this replica leads (and may write), else 0.", registry=r)
         self._store: StoreCollector | None = None

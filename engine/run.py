@@ -229,21 +229,69 @@ class Nodes:
             self._on_change()
 
 
+def _route_stray_output_through_logging() -> None:
+    """Warnings and uncaught exceptions would go to stderr as plain text, breaking JSON lines."""
+    logging.captureWarnings(True)
+
+    def thread_hook(hook: threading.ExceptHookArgs) -> None:
+        if hook.exc_type is SystemExit:
+            return  # what the default hook does too
+        name = hook.thread.name if hook.thread is not None else "?"
+        log.critical(
+            "uncaught exception in thread %s",
+            name,
+            exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback),
+        )
+
+    def main_hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        log.critical("uncaught exception", exc_info=(kind, value, tb))
+
+    def unraisable_hook(hook: Any) -> None:
+        # "Exception ignored in ...": errors in __del__ or finalizers, often at shutdown.
+        log.error(
+            "%s: %r",
+            hook.err_msg or "Exception ignored in",
+            hook.object,
+            exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback),
+        )
+
+    threading.excepthook = thread_hook
+    sys.excepthook = main_hook
+    sys.unraisablehook = unraisable_hook
+
+
 def run(args: argparse.Namespace) -> int:
+    from .logs import configure_logging
+    from .store import StoreError
+
+    configure_logging(level=args.log_level, fmt=args.log_format)
+    if args.log_format == "json":
+        _route_stray_output_through_logging()
+    try:
+        return _run(args)
+    except StoreError as exc:
+        if args.log_format != "json":
+            raise  # the command line prints it as "error: ..."
+        log.error("%s", exc)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     # Imported here: `dklb plan` and the other light commands should not pay for the
-    # Kubernetes client and the scheduler.
+    # Kubernetes client, the scheduler and prometheus-client.
     from . import lifecycle, migrate
     from .contract import Settings
     from .controller import Controller
     from .edgelb.client import client_from_options
     from .fence import Fence, FencedEdgeLB, FencedKube
+    from .health import HealthServer, Probes, format_address
     from .kube.adapter import KubeAdapter
     from .kube.api import api_client
     from .kube.watch import Watcher
-    from .logs import configure_logging
+    from .metrics import Metrics
     from .reconciler import Reconciler
 
-    configure_logging(level=args.log_level, fmt=args.log_format)
+    metrics = Metrics()
     store = migrate.open_store(args.database)
     edgelb = client_from_options(
         url=args.edgelb_url,
@@ -255,8 +303,9 @@ def run(args: argparse.Namespace) -> int:
         ca_bundle=args.edgelb_ca_bundle,
         insecure_skip_tls_verify=args.edgelb_insecure_skip_tls_verify,
         read_timeout=args.edgelb_request_timeout,
+        on_response=metrics.edgelb_response,
     )
-    api = api_client(args.kubeconfig)
+    api = api_client(args.kubeconfig, on_request=metrics.kubernetes_request)
     kube = KubeAdapter(api)
     settings = Settings(
         cluster_name=args.kubernetes_cluster_framework_name,
@@ -278,16 +327,20 @@ def run(args: argparse.Namespace) -> int:
     fence = Fence(is_leading)
     controller_box: list[Any] = []
     nodes = Nodes(on_change=lambda: controller_box and controller_box[0].enqueue_all())
+    machine = lifecycle.load()
     reconciler = Reconciler(
         store=store,
-        lifecycle=lifecycle.load(),
+        lifecycle=machine,
         edgelb=FencedEdgeLB(edgelb, fence),
         kube=FencedKube(kube, fence),
         settings=settings,
         node_addresses=nodes.addresses if args.backend_mode == "address" else tuple,
         may_write=is_leading,
+        on_transition=metrics.transition,
     )
-    controller = Controller(reconciler, workers=args.workers, active=is_leading)
+    controller = Controller(
+        reconciler, workers=args.workers, active=is_leading, on_reconcile=metrics.reconciled
+    )
     controller_box.append(controller)
     watchers = [
         Watcher(
@@ -301,6 +354,45 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.backend_mode == "address":
         watchers.append(Watcher(api, resource="nodes", on_upsert=nodes.upsert, on_delete=nodes.delete))
+
+    # The final state is never stored (the binding row is deleted), so it has no gauge.
+    database = metrics.watch_store(store, states=[s for s in machine.states if s != machine.final])
+    metrics.watch_queue(lambda: len(controller.queue))
+    metrics.watch_leader(is_leading)
+
+    done = threading.Event()
+    http: HealthServer | None = None
+    explicit = args.http_listen is not None
+    host, port = args.http_listen if explicit else _default_listen()
+    try:
+        # Bound before any thread starts: an address in use fails here, not half-way up.
+        http = HealthServer(
+            host,
+            port,
+            registry=metrics.registry,
+            probes=Probes(
+                threads=lambda: [*controller.threads, *watchers],
+                stopping=lambda: done.is_set() or controller.stopping,
+                synced=lambda: controller.synced,
+                database=database.ping,
+                leader=is_leading,
+            ),
+        )
+    except OSError as exc:
+        if explicit:
+            log.error(
+                "cannot listen on %s for --http-listen: %s", format_address(host, port), exc.strerror or exc
+            )
+            metrics.close()
+            store.close()
+            return 1
+        # The default address is a convenience: a second replica on one machine (or a test
+        # starting several) must still run. An explicit address is a promise, hence fatal above.
+        log.warning(
+            "cannot listen on %s (%s): /metrics, /healthz and /readyz are not served; set --http-listen",
+            format_address(host, port),
+            exc.strerror or exc,
+        )
 
     elector = None
     if args.leader_elect:
@@ -337,8 +429,6 @@ def run(args: argparse.Namespace) -> int:
                 margin,
             )
 
-    done = threading.Event()
-
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         done.set()
@@ -351,6 +441,9 @@ def run(args: argparse.Namespace) -> int:
         watcher.start()
     if elector is not None:
         elector.start()
+    if http is not None:
+        # Only now: a probe before the threads start would find them "dead".
+        http.start()
     log.info(
         "dklb running: cluster %s, EdgeLB %s, database %s",
         settings.cluster_name,
@@ -365,6 +458,10 @@ def run(args: argparse.Namespace) -> int:
     controller.stop()
     if elector is not None:
         elector.stop(release=True)
+    if http is not None:
+        # Last to go: probes answer "stopping" while the rest shuts down.
+        http.stop()
+    metrics.close()
     store.close()
     log.info("dklb stopped")
     return 0

@@ -167,11 +167,10 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    if "\n" in data:
-        # Trailing spaces on a line make PyYAML refuse block style; strip them instead of quoting.
-        text = "\n".join(line.rstrip() for line in data.splitlines())
-        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+    # Only a request: PyYAML falls back to quoting text a block cannot hold exactly (trailing
+    # spaces), so the value always loads back unchanged.
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
 _Dumper.add_representer(str, _str)

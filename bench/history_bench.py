@@ -1,0 +1,234 @@
+"""Benchmark: ``dklb history NAMESPACE/NAME --limit 50`` on a million history rows.
+
+Where it sits: the controller appends one history row per transition and never deletes any, so
+after months a busy cluster has millions; ``dklb history`` (``engine.ops``) must still answer
+at once. This script builds such a database (schema by ``engine.migrate``, rows bulk-inserted
+with ``executemany`` in a few transactions: ~2,000 Services on ~50 pools), then times the
+queries the CLI runs (``engine.ops.query_history``) — the query alone, and the whole command
+(schema check, read-only open, query, table) — median of N runs each, with the schema's indexes
+and again with them dropped, and prints one small table with each query's plan. A benchmark,
+not a test: it exits 0 and says whether the per-Service query met its 100 ms budget.
+
+    .venv/bin/python bench/history_bench.py [--rows 1000000] [--runs 20] [--keep PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from engine import migrate, ops
+from engine.store import Store, database_url
+from engine.tables import table
+
+BUDGET_MS = 100.0
+STATES = ("Pending", "Provisioning", "AwaitingMetadata", "Ready")
+# (from, to, trigger, reason): the transitions a Service goes through most, in order.
+CYCLE = (
+    (None, "Pending", "observed", "ServiceObserved"),
+    ("Pending", "Provisioning", "accept", "Accepted"),
+    ("Provisioning", "Provisioning", "failed", "EdgeLBUnavailable"),
+    ("Provisioning", "AwaitingMetadata", "provisioned", "PoolUpdated"),
+    ("AwaitingMetadata", "AwaitingMetadata", "poll", "MetadataNotReady"),
+    ("AwaitingMetadata", "Ready", "addresses_found", "AddressesFound"),
+    ("Ready", "Provisioning", "drift", "PoolChanged"),
+)
+INDEXES = ("ix_history_service_at", "ix_history_pool_at", "ix_history_state_at", "ix_history_at")
+# How SQLAlchemy's DateTime stores a (naive UTC) time in SQLite: rows written here must compare
+# exactly like rows the controller writes.
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+SECONDS_PER_ROW = 30
+
+
+def populate(path: Path, *, rows: int, services: int, pools: int, batches: int = 10) -> float:
+    """Create the schema and ``rows`` history rows; returns the seconds the inserts took."""
+    migrate.upgrade(str(path))
+    rng = random.Random(20261128)
+    start = START.replace(tzinfo=None)
+    keys = [(f"ns-{i % 40:02d}", f"svc-{i:04d}", f"pool-{i % pools:02d}") for i in range(services)]
+    step = rng.choice  # bound once: the generator below runs a million times
+    conn = sqlite3.connect(path)
+    began = time.perf_counter()
+    try:
+        per_batch = -(-rows // batches)
+        written = 0
+        counters = [0] * services
+        while written < rows:
+            n = min(per_batch, rows - written)
+
+            def batch(first: int, count: int) -> Iterator[tuple[Any, ...]]:
+                for i in range(first, first + count):
+                    s = rng.randrange(services)
+                    namespace, name, pool = keys[s]
+                    from_state, to_state, trigger, reason = CYCLE[counters[s] % len(CYCLE)]
+                    counters[s] += 1
+                    # Append-only: time only moves forward (about 30 s between rows on average).
+                    at = start + timedelta(seconds=i * SECONDS_PER_ROW + rng.random())
+                    yield (
+                        s + 1,
+                        namespace,
+                        name,
+                        None if to_state == "Pending" else pool,
+                        from_state,
+                        to_state,
+                        trigger,
+                        reason,
+                        step(("", "EdgeLB pool updated", "creating EdgeLB pool failed: 503 boom")),
+                        counters[s] % 7,
+                        at.strftime(SQLITE_TIME),
+                        rng.random() * 60,
+                    )
+
+            with conn:  # one transaction per batch
+                conn.executemany(
+                    "INSERT INTO history (binding_id, namespace, name, pool, from_state, to_state, "
+                    '"trigger", reason, message, attempt, at, duration) '
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    batch(written, n),
+                )
+            written += n
+    finally:
+        conn.close()
+    return time.perf_counter() - began
+
+
+def timed(func: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
+    times: list[float] = []
+    result: Any = None
+    for _ in range(runs):
+        began = time.perf_counter()
+        result = func()
+        times.append((time.perf_counter() - began) * 1000)
+    return times, result
+
+
+def plan_of(store: Store, call: Callable[[], Any]) -> str:
+    """The plan SQLite chose for the history query ``call`` makes through ``store``."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    statement, parameters = next((s, p) for s, p in seen if "FROM history" in s)
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()
+    return "; ".join(str(r[-1]) for r in rows)
+
+
+def measure(
+    path: Path, *, runs: int, indexed: str, rng: random.Random, services: int, rows: int
+) -> list[list[Any]]:
+    # The newest tenth of the history: what `--since` asks for after an incident.
+    since = START + timedelta(seconds=rows * SECONDS_PER_ROW * 0.9)
+    store = Store(database_url(str(path)), read_only=True)
+    keys = [f"ns-{s % 40:02d}/svc-{s:04d}" for s in (rng.randrange(services) for _ in range(runs))]
+    results: list[list[Any]] = []
+    try:
+        picks = itertools.cycle(keys)
+
+        def per_service() -> Any:
+            return ops.query_history(store, key=next(picks), limit=50)
+
+        def per_pool() -> Any:
+            return ops.query_history(store, pool=f"pool-{rng.randrange(50):02d}", limit=50)
+
+        def per_state() -> Any:
+            return ops.query_history(store, state="Provisioning", limit=50)
+
+        def per_service_since() -> Any:
+            return ops.query_history(store, key=next(picks), since=since, limit=50)
+
+        def per_service_state() -> Any:
+            return ops.query_history(store, key=next(picks), state="Provisioning", limit=50)
+
+        cases: list[tuple[str, Callable[[], Any]]] = [
+            ("history ns/name --limit 50 (query)", per_service),
+            ("history ns/name --since T --limit 50", per_service_since),
+            ("history ns/name --state Provisioning --limit 50", per_service_state),
+            ("history --pool P --limit 50", per_pool),
+            ("history --state Provisioning --limit 50", per_state),
+        ]
+        for label, call in cases:
+            plan = plan_of(store, call)
+            times, result = timed(call, runs)
+            results.append([label, indexed, *stats(times), len(result), plan])
+    finally:
+        store.close()
+
+    # The whole command as an operator runs it: schema check, read-only open, query, table.
+    whole = itertools.cycle(keys)
+
+    def command() -> int:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return ops.main_for_tests(["history", next(whole), "--limit", "50", "--database", str(path)])
+
+    times, code = timed(command, runs)
+    assert code == 0, "dklb history failed"
+    results.insert(1, ["dklb history ns/name --limit 50 (whole command)", indexed, *stats(times), "-", "-"])
+    return results
+
+
+def stats(times: list[float]) -> list[str]:
+    return [f"{statistics.median(times):.2f}", f"{min(times):.2f}", f"{max(times):.2f}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--services", type=int, default=2_000)
+    parser.add_argument("--pools", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=20, help="runs per query; the median is reported")
+    parser.add_argument("--keep", type=Path, default=None, help="build the database here and keep it")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="dklb-bench-") as tmp:
+        path = args.keep or Path(tmp) / "history.db"
+        if path.exists():
+            path.unlink()
+        print(f"building {path}: {args.rows:,} history rows, {args.services:,} services, {args.pools} pools")
+        seconds = populate(path, rows=args.rows, services=args.services, pools=args.pools)
+        size = path.stat().st_size / 1e6
+        print(f"inserted in {seconds:.1f}s ({args.rows / seconds:,.0f} rows/s), {size:.0f} MB")
+
+        shape = {"runs": args.runs, "services": args.services, "rows": args.rows}
+        rows = measure(path, indexed="yes", rng=random.Random(1), **shape)
+        per_service_ms = float(rows[0][2])
+        conn = sqlite3.connect(path)
+        with conn:
+            for name in INDEXES:
+                conn.execute(f"DROP INDEX {name}")
+        conn.close()
+        rows += measure(path, indexed="no", rng=random.Random(1), **shape)
+
+    headers = ("QUERY", "INDEXES", "MEDIAN MS", "MIN MS", "MAX MS", "ROWS", "PLAN")
+    print()
+    print(table(headers, rows, right=(2, 3, 4, 5)))
+    verdict = "within" if per_service_ms < BUDGET_MS else "OVER"
+    print(f"\nper-Service query: median {per_service_ms:.2f} ms, {verdict} the {BUDGET_MS:.0f} ms budget")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

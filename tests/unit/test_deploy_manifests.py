@@ -1,0 +1,434 @@
+"""The deployment as files: ``Dockerfile``, ``.dockerignore`` and the manifests in ``deploy/``.
+
+No container engine and no cluster here: every manifest is parsed and checked for what the
+controller needs and nothing more (kinds, names, namespaces; the exact RBAC rules; one replica
+with strategy Recreate on a ReadWriteOnce volume; probes on the port ``--http-listen`` serves;
+the database on the mounted volume; non-root and a read-only root filesystem), and every flag and
+``DKLB_*`` variable the Deployment sets is one that ``dklb run`` accepts. The Dockerfile is parsed
+the same way: the build context holds every path it copies, the wheel is built from every package
+pyproject.toml lists, and the final stage runs ``dklb run`` as uid 65532 with the database on the
+volume. ``tests/e2e/test_rbac.py`` applies the RBAC manifests to a real API server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import shlex
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from engine import cli, run
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+NAMESPACE = "dklb"
+UID = 65532
+HTTP_PORT = 9420
+DATA_DIR = "/var/lib/dklb"
+
+Obj = dict[str, Any]
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def load(name: str) -> list[Obj]:
+    with (DEPLOY / name).open(encoding="utf-8") as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc is not None]
+
+
+def kustomization() -> Obj:
+    (doc,) = load("kustomization.yaml")
+    return doc
+
+
+def manifests() -> Iterator[tuple[str, Obj]]:
+    """(file, object) for every object of every resource the kustomization lists."""
+    for name in kustomization()["resources"]:
+        for obj in load(name):
+            yield name, obj
+
+
+def find(kind: str, name: str) -> Obj:
+    found = [obj for _, obj in manifests() if obj["kind"] == kind and obj["metadata"]["name"] == name]
+    assert len(found) == 1, f"exactly one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def deployment() -> Obj:
+    return find("Deployment", "dklb")
+
+
+def container() -> Obj:
+    (only,) = deployment()["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def env() -> dict[str, Obj]:
+    return {item["name"]: item for item in container()["env"]}
+
+
+# ---- the manifests ------------------------------------------------------------------------------
+
+EXPECTED = {
+    # (kind, name): (file, namespace or None for cluster-scoped, apiVersion)
+    ("Namespace", "dklb"): ("namespace.yaml", None, "v1"),
+    ("ServiceAccount", "dklb"): ("serviceaccount.yaml", NAMESPACE, "v1"),
+    ("ClusterRole", "dklb"): ("rbac.yaml", None, "rbac.authorization.k8s.io/v1"),
+    ("ClusterRoleBinding", "dklb"): ("rbac.yaml", None, "rbac.authorization.k8s.io/v1"),
+    ("Role", "dklb-leader-election"): ("rbac.yaml", NAMESPACE, "rbac.authorization.k8s.io/v1"),
+    ("RoleBinding", "dklb-leader-election"): ("rbac.yaml", NAMESPACE, "rbac.authorization.k8s.io/v1"),
+    ("PersistentVolumeClaim", "dklb-data"): ("pvc.yaml", NAMESPACE, "v1"),
+    ("Deployment", "dklb"): ("deployment.yaml", NAMESPACE, "apps/v1"),
+}
+
+
+def test_the_kustomization_lists_every_manifest_in_deploy_and_nothing_else() -> None:
+    on_disk = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+    listed = kustomization()["resources"]
+    assert sorted(listed) == sorted(on_disk) and len(listed) == len(set(listed))
+    # Namespace and RBAC first: `kubectl apply -f` in this order never refers to a missing object.
+    assert listed.index("namespace.yaml") < min(listed.index(n) for n in on_disk - {"namespace.yaml"})
+
+
+def test_every_object_has_the_expected_kind_name_namespace_and_api_version() -> None:
+    found = {}
+    for file, obj in manifests():
+        key = (obj["kind"], obj["metadata"]["name"])
+        assert key not in found, f"{key} defined twice"
+        found[key] = (file, obj["metadata"].get("namespace"), obj["apiVersion"])
+        assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "dklb", key
+    assert found == EXPECTED
+
+
+# The exact permissions of `dklb run`: its adapter (Service GET and PATCH, status PATCH, Events
+# create/patch), its watchers (LIST + WATCH of Services, and of Nodes in --backend-mode address)
+# and its leader election (one Lease in its own namespace: GET, create, PUT). Nothing else.
+CLUSTER_RULES = {
+    # (apiGroup, resource, resourceNames): verbs
+    ("", "services", ()): {"get", "list", "watch", "patch"},
+    ("", "services/status", ()): {"patch"},
+    ("", "events", ()): {"create", "patch"},
+    ("", "nodes", ()): {"list", "watch"},
+}
+LEADER_RULES = {
+    ("coordination.k8s.io", "leases", ()): {"create"},
+    ("coordination.k8s.io", "leases", ("dklb",)): {"get", "update"},
+}
+
+
+def rule_table(rules: list[Obj]) -> dict[tuple[str, str, tuple[str, ...]], set[str]]:
+    table: dict[tuple[str, str, tuple[str, ...]], set[str]] = {}
+    for rule in rules:
+        assert set(rule) <= {"apiGroups", "resources", "resourceNames", "verbs"}, rule
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        names = tuple(rule.get("resourceNames") or ())
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                table.setdefault((group, resource, names), set()).update(rule["verbs"])
+    return table
+
+
+def test_the_cluster_role_grants_exactly_what_the_controller_calls() -> None:
+    role = find("ClusterRole", "dklb")
+    assert "aggregationRule" not in role
+    assert rule_table(role["rules"]) == CLUSTER_RULES
+
+
+def test_the_leader_election_role_grants_one_lease_in_the_controllers_namespace() -> None:
+    role = find("Role", "dklb-leader-election")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rule_table(role["rules"]) == LEADER_RULES
+    # The Lease the Role names is the one `dklb run` elects on by default.
+    assert run_parser().get_default("leader_elect_lease_name") == "dklb"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "role_kind", "role_name"),
+    [
+        ("ClusterRoleBinding", "dklb", "ClusterRole", "dklb"),
+        ("RoleBinding", "dklb-leader-election", "Role", "dklb-leader-election"),
+    ],
+)
+def test_each_binding_grants_its_role_to_the_service_account_only(
+    kind: str, name: str, role_kind: str, role_name: str
+) -> None:
+    binding = find(kind, name)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": role_kind,
+        "name": role_name,
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dklb", "namespace": NAMESPACE}]
+
+
+def test_the_pod_runs_as_the_bound_service_account() -> None:
+    spec = deployment()["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "dklb"
+    assert spec.get("automountServiceAccountToken", True) is True
+    assert find("ServiceAccount", "dklb").get("automountServiceAccountToken", True) is True
+
+
+def test_one_replica_replaced_by_recreate_because_the_volume_is_read_write_once() -> None:
+    spec = deployment()["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    claim = find("PersistentVolumeClaim", "dklb-data")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+
+
+def named_port(port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    (match,) = [p["containerPort"] for p in container()["ports"] if p["name"] == port]
+    return int(match)
+
+
+@pytest.mark.parametrize(
+    ("probe", "path"),
+    [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")],
+)
+def test_probes_ask_the_http_listener_of_dklb_run(probe: str, path: str) -> None:
+    get = container()[probe]["httpGet"]
+    assert get["path"] == path
+    assert named_port(get["port"]) == HTTP_PORT
+    assert get.get("scheme", "HTTP") == "HTTP"
+    assert f"--http-listen=0.0.0.0:{HTTP_PORT}" in container()["args"]
+    assert run.HTTP_PORT == HTTP_PORT
+
+
+def test_the_database_lives_on_the_mounted_claim() -> None:
+    database = PurePosixPath(env()["DKLB_DATABASE"]["value"])
+    mounts = {m["name"]: m for m in container()["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment()["spec"]["template"]["spec"]["volumes"]}
+    (data,) = [name for name, v in volumes.items() if "persistentVolumeClaim" in v]
+    assert volumes[data]["persistentVolumeClaim"]["claimName"] == "dklb-data"
+    assert mounts[data]["mountPath"] == str(database.parent) == DATA_DIR
+    assert not mounts[data].get("readOnly", False)
+    # The same path as the image's ENV and VOLUME and the controller's in-cluster default.
+    assert str(database) == run.CONTAINER_DATABASE == dockerfile_env()["DKLB_DATABASE"]
+    # Every writable path is a volume: the root filesystem is read-only.
+    assert {m["mountPath"] for m in mounts.values()} == {DATA_DIR, "/tmp"}
+
+
+def test_the_pod_runs_non_root_read_only_without_capabilities() -> None:
+    pod = deployment()["spec"]["template"]["spec"]["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] == pod["runAsGroup"] == UID
+    assert pod["fsGroup"] == UID, "the claim must be writable for the image's user"
+    sc = container()["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == UID
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc.get("privileged", False) is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert dockerfile_final_stage()["USER"][-1] == f"{UID}:{UID}"
+
+
+def test_resources_are_requested_and_limited() -> None:
+    resources = container()["resources"]
+    assert set(resources) == {"requests", "limits"}
+    for key in ("requests", "limits"):
+        assert set(resources[key]) == {"cpu", "memory"}, key
+
+
+def test_leader_election_is_on_in_the_pods_own_namespace() -> None:
+    args = container()["args"]
+    assert args[0] == "run", "replaces the image's CMD; the ENTRYPOINT is dklb"
+    assert "--leader-elect=true" in args
+    assert "--leader-elect-namespace=$(POD_NAMESPACE)" in args
+    assert env()["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # Kubernetes expands $(VAR) only for variables defined before their use: the env list does.
+    assert list(env()).index("POD_NAMESPACE") == 0
+
+
+def test_edgelb_and_the_cluster_name_are_set_explicitly() -> None:
+    values = {name: item.get("value") for name, item in env().items()}
+    assert values["DKLB_KUBERNETES_CLUSTER_FRAMEWORK_NAME"] == "kubernetes-cluster"
+    assert values["DKLB_EDGELB_HOST"] == run.DEFAULT_EDGELB_HOST
+    assert values["DKLB_EDGELB_SCHEME"] == "http"
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices["run"]
+
+
+def test_every_flag_and_variable_the_deployment_sets_is_one_dklb_run_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parser = run_parser()
+    flags = {option for action in parser._actions for option in action.option_strings}
+    variables = {"DKLB_" + f.lstrip("-").replace("-", "_").upper() for f in flags if f.startswith("--")}
+    for name in env():
+        assert name == "POD_NAMESPACE" or name in variables, f"{name} is no dklb run variable"
+    # The arguments and the variables together parse, as the container would run them.
+    for name, item in env().items():
+        if "value" in item:
+            monkeypatch.setenv(name, item["value"])
+    monkeypatch.setenv("POD_NAMESPACE", "dklb")
+    args = [a.replace("$(POD_NAMESPACE)", "dklb") for a in container()["args"]]
+    parsed = cli.build_parser().parse_args(args)
+    assert parsed.leader_elect is True and parsed.leader_elect_namespace == "dklb"
+    assert parsed.http_listen == ("0.0.0.0", HTTP_PORT)
+    assert parsed.database == f"{DATA_DIR}/dklb.db"
+    assert parsed.kubernetes_cluster_framework_name == "kubernetes-cluster"
+    assert parsed.kubeconfig is None, "in a Pod: the ServiceAccount's in-cluster config"
+
+
+def test_kustomize_builds_every_object_with_the_image_it_sets() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    built = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    objects = [doc for doc in yaml.safe_load_all(built) if doc is not None]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in objects) == sorted(EXPECTED)
+    (built_deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    entry = kustomization()["images"][0]
+    image = built_deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"{entry['newName']}:{entry['newTag']}"
+
+
+def test_the_image_is_the_one_kustomize_sets() -> None:
+    with (REPO / "pyproject.toml").open("rb") as stream:
+        version = tomllib.load(stream)["project"]["version"]
+    image, tag = container()["image"].rsplit(":", 1)
+    (entry,) = kustomization()["images"]
+    assert entry["name"] == image
+    assert tag == entry["newTag"] == version
+
+
+# ---- the Dockerfile ---------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, comments dropped and continuation lines joined."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for line in (REPO / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        text = pending + stripped
+        pending = ""
+        keyword, _, rest = text.partition(" ")
+        result.append((keyword.upper(), rest.strip()))
+    assert not pending, "the Dockerfile ends in a continuation"
+    return result
+
+
+def dockerfile_stages() -> list[dict[str, list[str]]]:
+    stages: list[dict[str, list[str]]] = []
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "FROM":
+            stages.append({})
+        stages[-1].setdefault(keyword, []).append(rest)
+    return stages
+
+
+def dockerfile_final_stage() -> dict[str, list[str]]:
+    return dockerfile_stages()[-1]
+
+
+def dockerfile_env() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for rest in dockerfile_final_stage().get("ENV", []):
+        for word in shlex.split(rest):
+            key, _, value = word.partition("=")
+            values[key] = value
+    return values
+
+
+def copy_sources(rest: str) -> list[str]:
+    words = shlex.split(rest)
+    options = [w for w in words if w.startswith("--")]
+    paths = [w for w in words if not w.startswith("--")]
+    if any(o.startswith("--from") for o in options):
+        return []
+    return paths[:-1]
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    verdict = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        glob = pattern.lstrip("!").rstrip("/")
+        candidates = [glob, glob.removeprefix("**/")]
+        if any(fnmatch.fnmatch(path, c) for c in candidates):
+            verdict = not negate
+    return verdict
+
+
+def test_the_dockerfile_has_two_python_311_slim_stages() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) == 2
+    assert stages[0]["FROM"] == ["python:3.11-slim AS build"]
+    assert stages[1]["FROM"] == ["python:3.11-slim"]
+
+
+def test_every_path_the_dockerfile_copies_is_in_the_build_context() -> None:
+    patterns = dockerignore_patterns()
+    sources = [
+        s for stage in dockerfile_stages() for rest in stage.get("COPY", []) for s in copy_sources(rest)
+    ]
+    assert sources
+    for source in sources:
+        assert (REPO / source).exists(), f"COPY {source}: no such path"
+        assert not ignored(source, patterns), f"COPY {source}: excluded by .dockerignore"
+
+
+def test_the_wheel_is_built_from_every_package_pyproject_lists() -> None:
+    with (REPO / "pyproject.toml").open("rb") as stream:
+        project = tomllib.load(stream)
+    top_level = {p.split(".")[0] for p in project["tool"]["setuptools"]["packages"]}
+    build = dockerfile_stages()[0]
+    copied = {s for rest in build["COPY"] for s in copy_sources(rest)}
+    assert top_level | {"pyproject.toml"} <= copied
+    assert project["project"]["scripts"]["dklb"] == "engine.cli:main"
+    assert any("pip wheel" in r for r in build["RUN"])
+
+
+def test_the_final_stage_runs_dklb_run_as_uid_65532_with_the_database_on_the_volume() -> None:
+    final = dockerfile_final_stage()
+    assert final["USER"] == [f"{UID}:{UID}"]
+    assert [json.loads(v) for v in final["VOLUME"]] == [[DATA_DIR]]
+    assert dockerfile_env()["DKLB_DATABASE"] == f"{DATA_DIR}/dklb.db"
+    assert final["EXPOSE"] == [str(HTTP_PORT)]
+    assert dockerfile_env()["DKLB_HTTP_LISTEN"] == f"0.0.0.0:{HTTP_PORT}"
+    assert [json.loads(v) for v in final["ENTRYPOINT"]] == [["dklb"]]
+    assert [json.loads(v) for v in final["CMD"]] == [["run"]]
+    assert "HEALTHCHECK" not in final, "the Deployment's probes do that"
+    assert any("pip install" in r and "--no-index" in r for r in final["RUN"]), "only the built wheels"
+    assert any(f"--uid {UID}" in r and DATA_DIR in r for r in final["RUN"]), "the user owns the volume"
+
+
+def test_the_dockerignore_keeps_local_state_out_of_the_context() -> None:
+    patterns = dockerignore_patterns()
+    for path in (".git", ".venv", ".pytest_cache", ".ruff_cache", ".hypothesis", "dklb.egg-info", "dklb.db"):
+        assert ignored(path, patterns), path
+    assert ignored("engine/__pycache__", patterns)
