@@ -292,7 +292,7 @@ def test_every_flag_and_variable_the_deployment_sets_is_one_dklb_run_accepts(
 def test_kustomize_builds_every_object_with_the_image_it_sets() -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+        pytest.fail("kubectl is not installed: `./dev test` installs it (apt-get install kubernetes-client)")
     built = subprocess.run(
         [kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, check=True, timeout=60
     ).stdout
