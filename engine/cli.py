@@ -183,10 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     from edgelb_local.command import add_parser as add_edgelb_local
 
     from .demo import add_parser as add_demo
+    from .ops import add_parsers as add_ops
     from .run import add_parser as add_run
 
     add_run(sub)
     add_demo(sub)
+    add_ops(sub)
     add_edgelb_local(sub)
 
     life = sub.add_parser("lifecycle", help="print the declared binding lifecycle")
