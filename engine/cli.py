@@ -120,6 +120,20 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
     if args.output == "mermaid":
         print(machine.mermaid())
         return 0
+    if args.output == "table":
+        from .tables import table
+
+        rows = [
+            (
+                t.trigger,
+                ", ".join(t.sources),
+                t.dest,
+                ", ".join(p.rpartition(".")[2] for p in t.guard_paths) or "-",
+            )
+            for t in machine.transitions
+        ]
+        print(table(["TRIGGER", "FROM", "TO", "GUARDS"], rows))
+        return 0
     data = {
         "initial": machine.initial,
         "final": machine.final,
@@ -191,8 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_ops(sub)
     add_edgelb_local(sub)
 
-    life = sub.add_parser("lifecycle", help="print the declared binding lifecycle")
-    life.add_argument("-o", "--output", choices=["mermaid", "yaml", "json"], default="mermaid")
+    life = sub.add_parser(
+        "lifecycle",
+        help="print the declared binding lifecycle",
+        epilog="examples:\n  dklb lifecycle              # a Mermaid state diagram\n"
+        "  dklb lifecycle -o table     # one row per transition",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    life.add_argument("-o", "--output", choices=["mermaid", "table", "yaml", "json"], default="mermaid")
     life.set_defaults(func=cmd_lifecycle)
     return parser
 

@@ -236,3 +236,13 @@ def test_a_sub_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main([])
     assert caught.value.code == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_lifecycle_as_a_table_has_one_row_per_transition(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine import lifecycle as lifecycle_module
+
+    assert cli.main(["lifecycle", "-o", "table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["TRIGGER", "FROM", "TO", "GUARDS"]
+    assert len(lines) == 1 + len(lifecycle_module.load().transitions)
+    assert any(line.split()[:3] == ["accept", "Pending", "Provisioning"] for line in lines)
