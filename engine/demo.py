@@ -14,19 +14,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from . import processes
 
 T = TypeVar("T")
 FRONTEND_PORT = 16379
@@ -110,14 +109,7 @@ def shell(command: str, output: str = "") -> None:
 
 
 def wait_for(condition: Callable[[], T], *, timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
+    return processes.wait_for(condition, timeout=timeout, interval=0.1, what=what, error=DemoFailed)
 
 
 def redis(port: int, *args: str) -> str:
@@ -156,29 +148,7 @@ class Processes:
         for name in ["controller", "edgelb", "redis"]:
             pid = self.pids.get(name)
             if pid:
-                _terminate(pid)
-
-
-def _terminate(pid: int, timeout: float = 30.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return False
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+                processes.terminate(pid)
 
 
 def _kubectl_get_svc(service: dict[str, Any]) -> str:
@@ -287,7 +257,7 @@ def _stop(work: Path) -> int:
     pids = json.loads((work / "pids.json").read_text()) if (work / "pids.json").exists() else {}
     for name in ["controller", "edgelb", "redis"]:
         if pids.get(name):
-            _terminate(int(pids[name]))
+            processes.terminate(int(pids[name]))
     subprocess.run(["bash", str(localcluster.HERE / "stop.sh"), str(work / "kube")], check=False)
     say(f"stopped the demo in {work}")
     return 0

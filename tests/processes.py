@@ -11,11 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from engine import processes
+from engine.processes import alive
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -24,22 +26,7 @@ T = TypeVar("T")
 def wait_for(
     condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
 ) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what or 'condition'} not met within {timeout}s (last value {value!r})")
-        time.sleep(interval)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return processes.wait_for(condition, timeout=timeout, interval=interval, what=what, error=AssertionError)
 
 
 @dataclass
