@@ -14,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import DatabaseError
 
 import migrations
 
@@ -39,6 +40,11 @@ def current(url: str, *, read_only: bool = True) -> str | None:
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+    except DatabaseError as exc:
+        # A corrupted or foreign file: say so and stop, before anything writes to it.
+        raise StoreError(
+            f"{url} is not a usable dklb database ({exc.orig}); restore it or remove it"
+        ) from exc
     finally:
         engine.dispose()
 

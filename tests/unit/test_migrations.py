@@ -244,3 +244,16 @@ def test_dklb_migrate_prints_the_revision(tmp_path: Path, capsys: pytest.Capture
 
     assert cli.main(["migrate", "--database", str(db)]) == 0, "a second run is a no-op"
     assert capsys.readouterr().out == f"database {db} is at revision {migrate.head()}\n"
+
+
+def test_a_corrupted_database_is_refused_with_a_clear_error_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "dklb.db"
+    garbage = b"this is not sqlite\x00" * 512
+    path.write_bytes(garbage)
+    with pytest.raises(StoreError) as refused:
+        migrate.upgrade(str(path))
+    assert "not a usable dklb database" in str(refused.value) and "file is not a database" in str(
+        refused.value
+    )
+    assert path.read_bytes() == garbage, "nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dklb.db"], "no WAL or journal file was created"
