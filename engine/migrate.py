@@ -42,8 +42,9 @@ def current(url: str, *, read_only: bool = True) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     except DatabaseError as exc:
         # A corrupted or foreign file: say so and stop, before anything writes to it.
+        where = url.removeprefix("sqlite:///")
         raise StoreError(
-            f"{url} is not a usable dklb database ({exc.orig}); restore it or remove it"
+            f"{where} is not a usable dklb database ({exc.orig}); restore it or remove it"
         ) from exc
     finally:
         engine.dispose()

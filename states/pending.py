@@ -9,9 +9,10 @@ by the sharing rules), ``reject`` or ``pause``. Nothing in EdgeLB is touched her
 
 from __future__ import annotations
 
-from engine.config import ANNOTATION, PoolConfig, check_transition, is_paused, parse_config
+from engine.checks import check_service
+from engine.config import PoolConfig, is_paused
 from engine.contract import Context, Fire, Outcome, warning
-from engine.translation import exposed_ports, service_objects
+from engine.translation import service_objects
 from states.observe import fingerprint
 
 
@@ -37,35 +38,27 @@ def enter(ctx: Context) -> Outcome:
             updates={"fingerprint": seen},
         )
 
-    ports, port_warnings = exposed_ports(service)
-    text = annotations.get(ANNOTATION)
-    result = parse_config(
-        text,
-        service_ports=[p.port for p in ports],
+    check = check_service(
+        service,
+        previous=PoolConfig.from_dict(ctx.binding.config) if ctx.binding.config is not None else None,
         cluster_name=ctx.settings.cluster_name,
         default_size=ctx.settings.default_pool_size,
         rng=ctx.rng,
     )
-    errors = list(result.errors)
-    if not ports:
-        errors.append("the Service has no TCP port to expose")
-    if ctx.binding.config is not None:
-        previous = PoolConfig.from_dict(ctx.binding.config)
-        errors += check_transition(previous, result.config, annotation_present=bool(text))
-    if errors or result.config is None:
-        message = "; ".join(errors)
+    config = check.config
+    if config is None:
         return Fire(
             "reject",
             reason="InvalidConfiguration",
-            message=message,
+            message=check.message,
             events=(
-                warning("InvalidConfiguration", message),
-                *(warning("ConfigurationWarning", n) for n in port_warnings),
+                warning("InvalidConfiguration", check.message),
+                *(warning("ConfigurationWarning", n) for n in check.port_warnings),
             ),
             updates={"fingerprint": seen},
         )
 
-    config = result.config
+    text = check.text
     ctx.kube.add_finalizer(service)
     written = config.to_annotation()
     if text != written:
@@ -74,18 +67,17 @@ def enter(ctx: Context) -> Outcome:
         cluster=ctx.settings.cluster_name,
         namespace=meta["namespace"],
         service=meta["name"],
-        ports=ports,
+        ports=check.ports,
         bind_ports={f.service_port: f.port for f in config.frontends},
         dynamic_ports=config.cloud_provider_configuration is not None,
         backend_mode=ctx.settings.backend_mode,
         node_addresses=ctx.node_addresses,
     )
-    notes = (*result.warnings, *port_warnings)
     return Fire(
         "accept",
         reason="Accepted",
         message=f"EdgeLB pool {config.name}",
-        events=tuple(warning("ConfigurationWarning", n) for n in notes),
+        events=tuple(warning("ConfigurationWarning", n) for n in check.warnings),
         updates={
             "config": config.to_dict(),
             "pool": config.name,

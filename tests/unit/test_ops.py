@@ -731,7 +731,7 @@ def broken(kind: str, path: Path, good: Path) -> Path:
         ("missing", "does not exist: run `dklb migrate --database {path}` to create it"),
         ("too new", "is at revision ffffffffffff, newer than this dklb (head "),
         ("unmigrated", "has no dklb schema: run `dklb migrate --database {path}`"),
-        ("not a database", "cannot read the database {path}: file is not a database"),
+        ("not a database", "{path} is not a usable dklb database (file is not a database)"),
     ],
 )
 @pytest.mark.parametrize("argv", ALL_COMMANDS)

@@ -1,0 +1,338 @@
+"""The admission webhook's decisions: AdmissionReview in, AdmissionReview response out (pure).
+
+Where it sits in the data flow: the API server sends every CREATE and UPDATE of a Service to
+``engine.admission_server``, which decodes the body and calls ``review`` here, first with
+``mutate=True`` (path ``/mutate``), then, on the object the mutations produced, with
+``mutate=False`` (path ``/validate``). Only afterwards is the Service stored, watched, and
+handed to the controller's Pending handler. Nothing here performs I/O: no EdgeLB, no Kubernetes
+(and no uniqueness loop for the random pool name): an answer takes microseconds.
+
+* Mutating: writes the fully defaulted configuration object into the
+  ``kubernetes.dcos.io/dklb-config`` annotation, so the random default pool name is fixed when
+  the Service is created, before any controller runs, and the user sees every default. It never
+  refuses: an invalid configuration is left alone and the validating webhook says why, so that
+  every error message is produced in one place.
+* Validating: refuses what the controller would reject (``check_service``, the very functions
+  Pending calls, so the messages are identical) and the forbidden transitions of an UPDATE
+  (name, role, network changed, annotation removed), compared with the old object's annotation.
+
+The old object's annotation stands in for the configuration the controller recorded: once the
+webhooks are in place, every annotation a LoadBalancer Service holds passed through them, and
+the controller writes back exactly what it records.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from engine.checks import ConfigCheck, check_service
+from engine.config import ANNOTATION, PoolConfig, parse_config
+from engine.translation import exposed_ports
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+LOAD_BALANCER = "LoadBalancer"
+CREATE, UPDATE = "CREATE", "UPDATE"
+
+FORBIDDEN = 403  # a request the rules refuse
+BAD_REQUEST = 400  # a request whose Service is not shaped like a Service
+
+
+@dataclass(frozen=True)
+class AdmissionSettings:
+    """What the defaults depend on; must equal the controller's, or the two would disagree."""
+
+    cluster_name: str = "kubernetes-cluster"
+    default_pool_size: int = 1
+
+
+class InvalidReview(ValueError):
+    """The document is no ``admission.k8s.io/v1`` AdmissionReview request: there is nobody to answer."""
+
+
+# --- the review ----------------------------------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """A Service the API server would never send; answered 400 rather than guessed at."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    allowed: bool = True
+    code: int | None = None
+    message: str = ""
+    patch: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+_ALLOW = _Answer()
+
+
+def review(
+    review: dict[str, Any],
+    *,
+    settings: AdmissionSettings,
+    mutate: bool,
+    rng: random.Random | None = None,
+) -> dict[str, Any]:
+    """The AdmissionReview answering ``review``; ``mutate`` picks the mutating or validating webhook.
+
+    ``rng`` draws the random default pool name (a system RNG when None). Raises ``InvalidReview``
+    when ``review`` is not an AdmissionReview v1 request with a uid (the server answers HTTP 400);
+    any other input, however odd, gets a well-formed answer.
+    """
+    request = _request(review)
+    try:
+        answer = _decide(request, settings=settings, mutate=mutate, rng=rng)
+    except _Malformed as e:
+        answer = _Answer(allowed=False, code=BAD_REQUEST, message=f"malformed Service: {e}")
+    return _response(request["uid"], answer)
+
+
+def _request(review: Any) -> dict[str, Any]:
+    if not isinstance(review, dict):
+        raise InvalidReview(f"expected a JSON object, got {type(review).__name__}")
+    if review.get("apiVersion") != API_VERSION or review.get("kind") != KIND:
+        raise InvalidReview(
+            f"expected apiVersion {API_VERSION} and kind {KIND}, "
+            f"got {review.get('apiVersion')!r} and {review.get('kind')!r}"
+        )
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise InvalidReview("the AdmissionReview has no request")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise InvalidReview("the AdmissionReview's request has no uid")
+    return request
+
+
+def _decide(
+    request: dict[str, Any], *, settings: AdmissionSettings, mutate: bool, rng: random.Random | None
+) -> _Answer:
+    operation = request.get("operation")
+    if operation not in (CREATE, UPDATE) or not _is_service(request):
+        # DELETE and CONNECT carry no configuration; other kinds are a registration mistake,
+        # which must not block them.
+        return _ALLOW
+    new = request.get("object")
+    if not isinstance(new, dict):
+        raise _Malformed(f"the {operation} request has no object")
+    if not _wants_load_balancer(new):
+        # Not ours (or no longer, or being deleted: the finalizer's removal must always pass).
+        return _ALLOW
+    old = request.get("oldObject")
+    if operation == UPDATE and not isinstance(old, dict):
+        # Without it the forbidden transitions could not be checked: refuse rather than let them by.
+        raise _Malformed("the UPDATE request has no oldObject")
+    old_lb = operation == UPDATE and _wants_load_balancer(old)
+    _check_shape(new, "object")
+    if old_lb:
+        _check_shape(old, "oldObject")
+    previous = _recorded(old, settings) if old_lb else None
+    if mutate:
+        return _mutate(new, previous, settings, rng)
+    return _validate(new, old if old_lb else None, previous, settings, rng)
+
+
+def _mutate(
+    new: dict[str, Any], previous: PoolConfig | None, settings: AdmissionSettings, rng: random.Random | None
+) -> _Answer:
+    text = _annotations(new).get(ANNOTATION)
+    if previous is not None and not text:
+        # A removal: re-injecting would silently move the Service to a new random pool; the
+        # validating webhook refuses it instead.
+        return _ALLOW
+    check = _check(new, previous, settings, rng)
+    if previous is not None and check.result.defaulted_name and check.result.config is not None:
+        # A partial re-apply ("kubectl apply" of a manifest that never had the name): keep the
+        # pool the Service is on instead of drawing a new random name the transition check refuses.
+        candidate = _with_annotation(new, _with_name(text, previous.name))
+        check = _check(candidate, previous, settings, rng)
+    if check.config is None:
+        return _ALLOW  # invalid: one place for the error, the validating webhook
+    written = check.config.to_annotation()
+    if written == text:
+        return _ALLOW
+    # The patched text no longer shows what the warnings are about (a misspelt field, a stale
+    # frontend), so the validating webhook will not repeat them: say them here. Port warnings are
+    # about the Service's spec, which the validating webhook still sees.
+    return _Answer(patch=_annotation_patch(new, written), warnings=check.result.warnings)
+
+
+def _validate(
+    new: dict[str, Any],
+    old: dict[str, Any] | None,
+    previous: PoolConfig | None,
+    settings: AdmissionSettings,
+    rng: random.Random | None,
+) -> _Answer:
+    check = _check(new, previous, settings, rng)
+    if not check.errors:
+        return _Answer(warnings=check.warnings)
+    if old is not None and _inputs(old) == _inputs(new):
+        # An update leaving the configuration's inputs as they were cannot make them worse.
+        # Refusing it would block the controller's own writes (finalizer, pause) and every label
+        # change on a Service that became invalid before the webhook was installed.
+        note = (
+            f"the Service's configuration is invalid ({check.message}); allowed: the update leaves it as is"
+        )
+        return _Answer(warnings=(*check.warnings, note))
+    return _Answer(allowed=False, code=FORBIDDEN, message=check.message, warnings=check.warnings)
+
+
+def _check(
+    service: Mapping[str, Any],
+    previous: PoolConfig | None,
+    settings: AdmissionSettings,
+    rng: random.Random | None,
+) -> ConfigCheck:
+    return check_service(
+        service,
+        previous=previous,
+        cluster_name=settings.cluster_name,
+        default_size=settings.default_pool_size,
+        rng=rng,
+    )
+
+
+def _recorded(old: dict[str, Any], settings: AdmissionSettings) -> PoolConfig | None:
+    """The configuration in force on the old object: its annotation, if valid and naming its pool.
+
+    A nameless annotation fixes no pool (parsing it would draw a random name, and comparing with
+    that would be meaningless); an invalid one was never accepted.
+    """
+    text = _annotations(old).get(ANNOTATION)
+    if not text:
+        return None
+    ports, _ = exposed_ports(old)
+    result = parse_config(
+        text,
+        service_ports=[p.port for p in ports],
+        cluster_name=settings.cluster_name,
+        default_size=settings.default_pool_size,
+        rng=random.Random(0),  # never drawn from (the name is given); keeps the caller's rng untouched
+    )
+    if result.config is None or result.defaulted_name:
+        return None
+    return result.config
+
+
+def _with_name(text: str | None, name: str) -> str:
+    """``text`` (a valid, nameless configuration object) with ``name: <name>`` first."""
+    # Valid text loads to a mapping (None for a stream of comments only), duplicates excluded.
+    data = yaml.safe_load(text or "") or {}
+    return yaml.safe_dump({"name": name, **data}, sort_keys=False)
+
+
+def _inputs(service: dict[str, Any]) -> tuple[str | None, tuple[int, ...]]:
+    """What the configuration's validity depends on: the annotation's text and the TCP ports."""
+    ports, _ = exposed_ports(service)
+    return _annotations(service).get(ANNOTATION), tuple(p.port for p in ports)
+
+
+# --- reading and patching the Service ------------------------------------------------------------
+
+
+def _is_service(request: dict[str, Any]) -> bool:
+    kind = request.get("kind")
+    if isinstance(kind, dict):
+        return kind.get("group", "") == "" and kind.get("kind") == "Service"
+    obj = request.get("object")
+    return isinstance(obj, dict) and obj.get("kind") == "Service" and obj.get("apiVersion") == "v1"
+
+
+def _mapping(parent: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Malformed(f"{where}.{key} is not an object")
+    return value
+
+
+def _wants_load_balancer(service: Any) -> bool:
+    """The controller's own test (``states.observe.wants_load_balancer``): LB and not being deleted."""
+    if not isinstance(service, dict):
+        return False
+    spec = _mapping(service, "spec", "")
+    metadata = _mapping(service, "metadata", "")
+    return spec.get("type") == LOAD_BALANCER and not metadata.get("deletionTimestamp")
+
+
+def _check_shape(service: dict[str, Any], where: str) -> None:
+    """What ``exposed_ports`` and the annotation lookup rely on, checked rather than crashed on."""
+    annotations = _mapping(_mapping(service, "metadata", where), "annotations", f"{where}.metadata")
+    text = annotations.get(ANNOTATION)
+    if text is not None and not isinstance(text, str):
+        raise _Malformed(f"{where}.metadata.annotations[{ANNOTATION!r}] is not a string")
+    ports = _mapping(service, "spec", where).get("ports")
+    if ports is None:
+        return
+    if not isinstance(ports, list):
+        raise _Malformed(f"{where}.spec.ports is not a list")
+    for i, entry in enumerate(ports):
+        if not isinstance(entry, dict):
+            raise _Malformed(f"{where}.spec.ports[{i}] is not an object")
+        port = entry.get("port")
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise _Malformed(f"{where}.spec.ports[{i}].port is not an integer")
+        protocol = entry.get("protocol")
+        if protocol is not None and not isinstance(protocol, str):
+            raise _Malformed(f"{where}.spec.ports[{i}].protocol is not a string")
+        node_port = entry.get("nodePort")
+        if node_port is not None and (not isinstance(node_port, int) or isinstance(node_port, bool)):
+            raise _Malformed(f"{where}.spec.ports[{i}].nodePort is not an integer")
+
+
+def _annotations(service: Mapping[str, Any]) -> dict[str, Any]:
+    return (service.get("metadata") or {}).get("annotations") or {}
+
+
+def _with_annotation(service: dict[str, Any], text: str) -> dict[str, Any]:
+    """A copy of ``service`` whose annotation is ``text``; ``service`` itself is left alone."""
+    metadata = dict(service.get("metadata") or {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), ANNOTATION: text}
+    return {**service, "metadata": metadata}
+
+
+def _pointer(*tokens: str) -> str:
+    """An RFC 6901 JSON pointer: "~" is "~0" and "/" is "~1" inside a token."""
+    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
+
+
+def _annotation_patch(service: dict[str, Any], text: str) -> tuple[dict[str, Any], ...]:
+    """The RFC 6902 operations setting the annotation to ``text``."""
+    metadata = service.get("metadata")
+    if not isinstance(metadata, dict):
+        return ({"op": "add", "path": "/metadata", "value": {"annotations": {ANNOTATION: text}}},)
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, dict):
+        # "add" on an existing member replaces it, which covers an explicit null.
+        return ({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: text}},)
+    op = "replace" if ANNOTATION in annotations else "add"
+    return ({"op": op, "path": _pointer("metadata", "annotations", ANNOTATION), "value": text},)
+
+
+def _response(uid: str, answer: _Answer) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": answer.allowed}
+    if not answer.allowed:
+        response["status"] = {"code": answer.code or FORBIDDEN, "message": answer.message}
+    if answer.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(list(answer.patch)).encode()).decode("ascii")
+    warnings = _unique(answer.warnings)
+    if warnings:
+        response["warnings"] = warnings
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
+
+
+def _unique(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,75 @@
+"""How a Service's configuration is judged: by the Pending handler and by the admission webhook.
+
+Both call ``check_service`` with the Service and the configuration in force, so a change the
+webhook refuses at ``kubectl apply`` time is refused with the same message by the controller
+when the webhook is not there (failure policy Ignore, or no webhook at all).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ANNOTATION, ParseResult, PoolConfig, check_transition, parse_config
+from .translation import ServicePort, exposed_ports
+
+NO_TCP_PORT = "the Service has no TCP port to expose"
+
+
+def _annotations(service: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (service.get("metadata") or {}).get("annotations") or {}
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    """The outcome of checking a Service's configuration exactly as the Pending handler does."""
+
+    text: str | None  # the annotation's value, as given
+    result: ParseResult
+    ports: tuple[ServicePort, ...]  # the exposed (TCP) ports
+    port_warnings: tuple[str, ...]  # ports that are not exposed (UDP, SCTP)
+    errors: tuple[str, ...]  # in Pending's order: parse errors, no TCP port, forbidden transitions
+
+    @property
+    def config(self) -> PoolConfig | None:
+        return self.result.config if not self.errors else None
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.errors)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return (*self.result.warnings, *self.port_warnings)
+
+
+def check_service(
+    service: Mapping[str, Any],
+    *,
+    previous: PoolConfig | None,
+    cluster_name: str,
+    default_size: int,
+    rng: random.Random | None = None,
+) -> ConfigCheck:
+    """Parse, default and validate a LoadBalancer Service's configuration, as ``states.pending`` does.
+
+    ``previous`` is the configuration in force (None for a new Service): the fields that cannot
+    change are checked against it. The admission webhook calls it too: one place decides, one set of messages.
+    """
+    ports, port_warnings = exposed_ports(dict(service))
+    text = _annotations(service).get(ANNOTATION)
+    result = parse_config(
+        text,
+        service_ports=[p.port for p in ports],
+        cluster_name=cluster_name,
+        default_size=default_size,
+        rng=rng,
+    )
+    errors = list(result.errors)
+    if not ports:
+        errors.append(NO_TCP_PORT)
+    if previous is not None:
+        errors += check_transition(previous, result.config, annotation_present=bool(text))
+    return ConfigCheck(text, result, tuple(ports), tuple(port_warnings), tuple(errors))
