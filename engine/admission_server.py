@@ -10,7 +10,7 @@ The API server only speaks HTTPS to webhooks, so the server does TLS itself (1.2
 certificate usually comes from a mounted Secret that a rotation replaces on disk:
 ``reload_certificates`` swaps in a new TLS context, used from the next connection on.
 ``generate_self_signed`` makes a CA and a serving certificate for tests, the demo and
-``--admission-self-signed``.
+``--admission-self-signed-dir``.
 
 The server is stdlib ``ThreadingHTTPServer`` in a daemon thread. TLS handshakes happen in the
 per-connection threads, so a client that connects and says nothing never blocks the accept loop,

@@ -33,8 +33,8 @@ import yaml
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import flags, migrate
 from . import lifecycle as lifecycle_module
-from . import migrate
 from .config import ANNOTATION, PAUSED_ANNOTATION, PoolConfig
 from .durations import format_duration, parse_duration
 from .edgelb.errors import EdgeLBError, NotFound
@@ -89,9 +89,7 @@ class OpsError(Exception):
 def default_database() -> str:
     """``$DKLB_DATABASE``, else where ``dklb run`` puts it (``/var/lib/dklb/dklb.db`` in its
     container, ``dklb.db`` elsewhere): ``kubectl exec`` into the controller then needs no flag."""
-    from .run import _default_database
-
-    return os.environ.get("DKLB_DATABASE") or _default_database()
+    return os.environ.get("DKLB_DATABASE") or flags.default_database()
 
 
 def open_read_only(target: str) -> Store:
@@ -102,23 +100,7 @@ def open_read_only(target: str) -> Store:
 
 def _env_bool(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name)
-    return default if raw is None else _bool(raw)
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return default if raw is None else flags.boolean(raw)
 
 
 def _instant(text: str) -> datetime:
@@ -265,14 +247,14 @@ def _add_edgelb_flags(parser: argparse.ArgumentParser) -> None:
         metavar="BOOL",
         nargs="?",
         const=True,
-        type=_bool,
+        type=flags.boolean,
         default=_env_bool("DKLB_EDGELB_INSECURE_SKIP_TLS_VERIFY"),
         help="do not verify EdgeLB's certificate",
     )
     group.add_argument(
         "--edgelb-request-timeout",
         metavar="DURATION",
-        type=_duration,
+        type=flags.duration,
         default=10.0,
         help="how long to wait for EdgeLB's answer (default 10s)",
     )
@@ -957,7 +939,7 @@ def add_parsers(subparsers: Any) -> None:
     )
     inspect.add_argument(
         "--older-than",
-        type=_duration,
+        type=flags.duration,
         default=None,
         metavar="DURATION",
         help="with --stuck (implies it): state entered longer ago than this (default 5m)",

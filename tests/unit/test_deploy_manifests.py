@@ -3,7 +3,9 @@
 No container engine and no cluster here: every manifest is parsed and checked for what the
 controller needs and nothing more (kinds, names, namespaces; the exact RBAC rules; one replica
 with strategy Recreate on a ReadWriteOnce volume; probes on the port ``--http-listen`` serves;
-the database on the mounted volume; non-root and a read-only root filesystem), and every flag and
+the database on the mounted volume; non-root and a read-only root filesystem; the admission
+webhook served behind the Service dklb-webhook with the certificate of a read-only Secret, and
+registered under the one name RBAC grants), and every flag and
 ``DKLB_*`` variable the Deployment sets is one that ``dklb run`` accepts. The Dockerfile is parsed
 the same way: the build context holds every path it copies, the wheel is built from every package
 pyproject.toml lists, and the final stage runs ``dklb run`` as uid 65532 with the database on the
@@ -26,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from engine import cli, run
+from engine import cli, flags, run
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -88,6 +90,7 @@ EXPECTED = {
     ("Role", "dklb-leader-election"): ("rbac.yaml", NAMESPACE, "rbac.authorization.k8s.io/v1"),
     ("RoleBinding", "dklb-leader-election"): ("rbac.yaml", NAMESPACE, "rbac.authorization.k8s.io/v1"),
     ("PersistentVolumeClaim", "dklb-data"): ("pvc.yaml", NAMESPACE, "v1"),
+    ("Service", "dklb-webhook"): ("webhook.yaml", NAMESPACE, "v1"),
     ("Deployment", "dklb"): ("deployment.yaml", NAMESPACE, "apps/v1"),
 }
 
@@ -111,14 +114,19 @@ def test_every_object_has_the_expected_kind_name_namespace_and_api_version() -> 
 
 
 # The exact permissions of `dklb run`: its adapter (Service GET and PATCH, status PATCH, Events
-# create/patch), its watchers (LIST + WATCH of Services, and of Nodes in --backend-mode address)
-# and its leader election (one Lease in its own namespace: GET, create, PUT). Nothing else.
+# create/patch), its watchers (LIST + WATCH of Services, and of Nodes in --backend-mode address),
+# its leader election (one Lease in its own namespace: GET, create, PUT) and its webhook
+# registration (create, then GET and PUT of the two configurations named "dklb"). Nothing else.
+ADMISSION = "admissionregistration.k8s.io"
+WEBHOOK_CONFIGURATIONS = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
 CLUSTER_RULES = {
     # (apiGroup, resource, resourceNames): verbs
     ("", "services", ()): {"get", "list", "watch", "patch"},
     ("", "services/status", ()): {"patch"},
     ("", "events", ()): {"create", "patch"},
     ("", "nodes", ()): {"list", "watch"},
+    **{(ADMISSION, resource, ()): {"create"} for resource in WEBHOOK_CONFIGURATIONS},
+    **{(ADMISSION, resource, ("dklb",)): {"get", "update"} for resource in WEBHOOK_CONFIGURATIONS},
 }
 LEADER_RULES = {
     ("coordination.k8s.io", "leases", ()): {"create"},
@@ -218,9 +226,10 @@ def test_the_database_lives_on_the_mounted_claim() -> None:
     assert mounts[data]["mountPath"] == str(database.parent) == DATA_DIR
     assert not mounts[data].get("readOnly", False)
     # The same path as the image's ENV and VOLUME and the controller's in-cluster default.
-    assert str(database) == run.CONTAINER_DATABASE == dockerfile_env()["DKLB_DATABASE"]
-    # Every writable path is a volume: the root filesystem is read-only.
-    assert {m["mountPath"] for m in mounts.values()} == {DATA_DIR, "/tmp"}
+    assert str(database) == flags.CONTAINER_DATABASE == dockerfile_env()["DKLB_DATABASE"]
+    # Every writable path is a volume: the root filesystem is read-only. (The other mounts,
+    # the webhook's certificate, are read-only.)
+    assert {m["mountPath"] for m in mounts.values() if not m.get("readOnly")} == {DATA_DIR, "/tmp"}
 
 
 def test_the_pod_runs_non_root_read_only_without_capabilities() -> None:
@@ -287,6 +296,90 @@ def test_every_flag_and_variable_the_deployment_sets_is_one_dklb_run_accepts(
     assert parsed.database == f"{DATA_DIR}/dklb.db"
     assert parsed.kubernetes_cluster_framework_name == "kubernetes-cluster"
     assert parsed.kubeconfig is None, "in a Pod: the ServiceAccount's in-cluster config"
+
+
+# ---- the admission webhook ------------------------------------------------------------------------
+
+WEBHOOK_PORT = 8443
+WEBHOOK_SECRET = "dklb-webhook-tls"
+
+
+def admission_plan(monkeypatch: pytest.MonkeyPatch) -> run.AdmissionPlan:
+    """The Deployment's webhook flags as `dklb run` checks them at start-up in the container."""
+    for name, item in env().items():
+        if "value" in item:
+            monkeypatch.setenv(name, item["value"])
+    args = [a.replace("$(POD_NAMESPACE)", NAMESPACE) for a in container()["args"]]
+    parsed = cli.build_parser().parse_args(args)
+    # The certificate files exist only in the Pod (the mounted Secret).
+    monkeypatch.setattr(run.os, "access", lambda path, mode: True)
+    return run.admission_plan(parsed)
+
+
+def test_the_webhook_service_reaches_the_pods_admission_listener() -> None:
+    service = find("Service", "dklb-webhook")
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "only the API server calls it"
+    pod_labels = deployment()["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 443 and port.get("protocol", "TCP") == "TCP"
+    assert named_port(port["targetPort"]) == WEBHOOK_PORT
+    assert f"--admission-listen=0.0.0.0:{WEBHOOK_PORT}" in container()["args"]
+
+
+def test_the_deployment_serves_and_registers_the_webhook_through_that_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan = admission_plan(monkeypatch)
+    assert plan.listen == ("0.0.0.0", WEBHOOK_PORT)
+    assert plan.register is True
+    service = find("Service", "dklb-webhook")
+    assert plan.service == (service["metadata"]["namespace"], service["metadata"]["name"], 443)
+    assert plan.url is None and plan.self_signed_dir is None
+    assert plan.failure_policy == "Ignore", "the Go dklb's default: Services are accepted while dklb is down"
+    assert plan.namespace_selector is None
+    # The name the ClusterRole lets it GET and update is the one it registers.
+    (named,) = [r for r in find("ClusterRole", "dklb")["rules"] if r.get("resourceNames")]
+    assert named["resourceNames"] == [plan.name] == [run.ADMISSION_WEBHOOK_NAME]
+    assert run_parser().get_default("admission_webhook_name") == run.ADMISSION_WEBHOOK_NAME
+
+
+def test_the_webhook_certificate_is_the_secrets_mounted_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = admission_plan(monkeypatch)
+    volumes = {v["name"]: v for v in deployment()["spec"]["template"]["spec"]["volumes"]}
+    (name,) = [n for n, v in volumes.items() if "secret" in v]
+    secret = volumes[name]["secret"]
+    assert secret["secretName"] == WEBHOOK_SECRET
+    # Group-readable for the fsGroup (the image's dklb group), nothing for others.
+    assert secret["defaultMode"] == 0o440
+    assert not secret.get("items"), "every key of the Secret: ca.crt, tls.crt, tls.key"
+    (mount,) = [m for m in container()["volumeMounts"] if m["name"] == name]
+    assert mount["readOnly"] is True
+    directory = PurePosixPath(mount["mountPath"])
+    # The key names of a cert-manager Certificate's Secret (and of the openssl recipe).
+    assert PurePosixPath(plan.cert_file or "") == directory / "tls.crt"
+    assert PurePosixPath(plan.key_file or "") == directory / "tls.key"
+    assert PurePosixPath(plan.ca_bundle_file or "") == directory / "ca.crt"
+    assert WEBHOOK_SECRET in (DEPLOY / "webhook.yaml").read_text(), "the recipe names the Secret"
+
+
+def test_the_webhook_configurations_it_would_register_call_the_service() -> None:
+    from engine.admission_register import webhook_configurations
+
+    ca = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    for obj, path in zip(
+        webhook_configurations(ca_bundle=ca, service=(NAMESPACE, "dklb-webhook", 443)),
+        ("/mutate", "/validate"),
+        strict=True,
+    ):
+        assert obj["metadata"]["name"] == run.ADMISSION_WEBHOOK_NAME
+        (hook,) = obj["webhooks"]
+        assert hook["clientConfig"]["service"] == {
+            "namespace": NAMESPACE,
+            "name": "dklb-webhook",
+            "port": 443,
+            "path": path,
+        }
 
 
 def test_kustomize_builds_every_object_with_the_image_it_sets() -> None:
