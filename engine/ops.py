@@ -333,14 +333,7 @@ def _history_doc(h: HistoryEntry) -> dict[str, Any]:
 
 
 def _pool_doc(p: Pool) -> dict[str, Any]:
-    return {
-        "name": p.name,
-        "ref_count": p.ref_count,
-        "created_by_dklb": p.created_by_dklb,
-        "served": p.served,
-        "created_at": p.created_at,
-        "updated_at": p.updated_at,
-    }
+    return dataclasses.asdict(p)
 
 
 def _transition(h: HistoryEntry) -> str:
