@@ -1,12 +1,14 @@
 """Service + configuration -> EdgeLB pool objects, pool composition and status (pure).
 
 Where it sits in the data flow: the Pending handler calls ``exposed_ports`` on the Service read from
-Kubernetes (its warnings become Warning Events). The Provisioning handler calls ``service_objects`` for
-the Service's frontends/backends, then ``new_pool`` (pool absent: the result goes to EdgeLB POST) or
-``compose_pool`` with the pool GET returned (the result goes to EdgeLB PUT, unless ``same_pool`` says
-nothing changed). The Deleting handler calls ``remove_owner`` and ``is_empty`` (PUT, or DELETE when
-nothing is left). The AwaitingMetadata handler feeds the metadata GET into ``ingress_from_metadata``;
-the result is patched into ``status.loadBalancer.ingress``.
+Kubernetes (its warnings become Warning Events) and ``service_objects`` for the Service's
+frontends/backends, which are recorded on the binding. The Provisioning and Deleting handlers give
+every binding's recorded objects to ``compose_pool`` (through ``states.pool.desired_pool``) with
+the pool GET returned; the result goes to EdgeLB PUT unless ``same_pool`` says nothing changed,
+to POST via ``new_pool`` when the pool is absent, and Deleting DELETEs a pool that ``is_empty``.
+Ready compares ``owned_part`` of the pool with the recorded objects. The AwaitingMetadata handler
+feeds the metadata GET into ``ingress_from_metadata``; the result is patched into
+``status.loadBalancer.ingress``.
 
 Frontends and backends are named ``<cluster, "/" -> ".">:<namespace>:<service>:<servicePort>``: that
 name is the only record of ownership inside a (possibly shared, possibly pre-existing) pool, so every
