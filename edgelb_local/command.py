@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from typing import Any
 
 from edgelb_local.dataplane import Dataplane, NullDataplane
 from edgelb_local.faults import FaultInjector
-from edgelb_local.server import LocalEdgeLB, format_host
+from edgelb_local.server import LocalEdgeLB
 from edgelb_local.state import StateError
 from engine.durations import parse_duration
 
@@ -129,6 +130,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="the address metadata reports for pool endpoints (default %(default)s)",
     )
+    parser.add_argument(
+        "--tls-cert-file", type=Path, default=None, metavar="FILE", help="serve HTTPS with this certificate"
+    )
+    parser.add_argument(
+        "--tls-key-file", type=Path, default=None, metavar="FILE", help="the certificate's private key"
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -148,6 +155,17 @@ def _write_pid(path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(f"{os.getpid()}\n")
     os.replace(tmp, path)
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_cert_file is None and args.tls_key_file is None:
+        return None
+    if args.tls_cert_file is None or args.tls_key_file is None:
+        raise OSError("--tls-cert-file and --tls-key-file go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(args.tls_cert_file, args.tls_key_file)
+    return context
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,15 +194,16 @@ def run(args: argparse.Namespace) -> int:
                 metadata_delay=args.metadata_delay,
                 faults=faults,
                 pool_address=args.pool_address,
+                tls=_tls_context(args),
             )
-            host, port = edgelb.serve(*args.listen)
+            edgelb.serve(*args.listen)
         except (OSError, StateError) as exc:
             print(f"edgelb-local: {exc}", file=sys.stderr)
             return 1
         pid_file = state_dir / PID_FILE
         try:
             _write_pid(pid_file)
-            print(f"edgelb-local listening on http://{format_host(host)}:{port}", flush=True)
+            print(f"edgelb-local listening on {edgelb.url}", flush=True)
             # A timed wait: the signal handler runs between waits even where a blocking wait
             # would not be interrupted.
             while not stop.wait(0.5):

@@ -29,6 +29,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -102,8 +103,12 @@ class LocalEdgeLB:
         faults: FaultInjector | None = None,
         pool_address: str = "127.0.0.1",
         version: str = "v1.5.1-local",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.state = PoolState(state_dir)
+        # Serve HTTPS with this context (as EdgeLB behind Admin Router does): lets tests prove the
+        # client verifies certificates by default.
+        self.tls = tls
         self.dataplane = dataplane
         self.metadata_delay = metadata_delay
         self.faults = faults
@@ -141,6 +146,10 @@ class LocalEdgeLB:
             raise RuntimeError("already serving")
         server_class = _HTTPServer6 if ":" in host else _HTTPServer
         httpd = server_class((host, port), _RequestHandler)
+        if self.tls is not None:
+            # The handshake happens in each request's thread, on first read: a silent client
+            # cannot stall the accept loop.
+            httpd.socket = self.tls.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         httpd.app = self
         self.stopping.clear()
         self._dataplane_stopped = False
@@ -158,9 +167,7 @@ class LocalEdgeLB:
         )
         self._thread.start()
         bound_host, bound_port = httpd.server_address[:2]
-        log.info(
-            "edgelb-local serving on http://%s:%d (%d pools)", bound_host, bound_port, len(self.state.names())
-        )
+        log.info("edgelb-local serving on %s (%d pools)", self.url, len(self.state.names()))
         return str(bound_host), int(bound_port)
 
     @property
@@ -173,7 +180,7 @@ class LocalEdgeLB:
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"http://{format_host(host)}:{port}"
+        return f"{'https' if self.tls is not None else 'http'}://{format_host(host)}:{port}"
 
     def shutdown(self, stop_dataplane: bool = True) -> None:
         """Stop answering (open connections are closed, held requests released); with

@@ -195,3 +195,25 @@ def test_plain_http_errors_carry_code_and_message(local: tuple[LocalEdgeLB, Edge
     answer = requests.get(f"{base}/v2/pools/nope", timeout=5)
     assert answer.status_code == 404
     assert set(answer.json()) >= {"code", "message"} and answer.json()["code"] == 404
+
+
+def test_tls_is_verified_by_default_against_a_self_signed_local_edgelb(tmp_path: Path) -> None:
+    import ssl
+
+    from engine.admission_server import generate_self_signed
+    from engine.edgelb.client import client_from_options
+
+    ca, cert, key = generate_self_signed(tmp_path / "certs", hosts=["127.0.0.1"])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = LocalEdgeLB(state_dir=tmp_path / "edgelb", dataplane=NullDataplane(), tls=context)
+    server.serve("127.0.0.1", 0)
+    try:
+        assert server.url.startswith("https://")
+        with pytest.raises(Unavailable) as refused:
+            client_from_options(url=server.url).ping()
+        assert "certificate" in str(refused.value).lower(), refused.value
+        assert client_from_options(url=server.url, ca_bundle=str(ca)).ping() == "pong"
+        assert client_from_options(url=server.url, insecure_skip_tls_verify=True).ping() == "pong"
+    finally:
+        server.shutdown()
