@@ -31,6 +31,7 @@ import re
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -399,6 +400,14 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     # Benchmarks open many connections at once; the default backlog of 5 would refuse some.
     request_queue_size = 128
     app: LocalEdgeLB
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that refuses our certificate or hangs up is its business, not a server error.
+        error = sys.exc_info()[1]
+        if isinstance(error, ssl.SSLError | ConnectionError):
+            log.debug("connection from %s ended: %s", client_address[0], error)
+            return
+        super().handle_error(request, client_address)
 
 
 class _HTTPServer6(_HTTPServer):
