@@ -35,6 +35,26 @@ STATE_FILE = "pools.json"
 FORMAT_VERSION = 1
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash at any moment leaves the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The rename itself must reach the disk too, or a power cut can bring the old file back.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 class StateError(Exception):
     """The state file exists but cannot be used; the message names the file and the problem."""
 
@@ -136,20 +156,4 @@ class PoolState:
 
     def _write(self, entries: dict[str, str]) -> None:
         lines = ",\n".join(f"{json.dumps(name)}:{entries[name]}" for name in sorted(entries))
-        text = f'{{"version":{FORMAT_VERSION},"pools":{{\n{lines}}}}}\n'
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{STATE_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        # The rename itself must reach the disk too, or a power cut can bring the old file back.
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write_text(self.path, f'{{"version":{FORMAT_VERSION},"pools":{{\n{lines}}}}}\n')

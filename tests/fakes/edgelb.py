@@ -18,11 +18,11 @@ import collections
 import copy
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from edgelb_local.state import atomic_write_text
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable
 from engine.edgelb.schema import fill_defaults, validate_pool
 from engine.faults import checkpoint
@@ -232,17 +232,7 @@ class FakeEdgeLB:
         if self._path is None:
             return
         state = json.dumps({"pools": self._pools, "ready": sorted(self._ready)}, indent=1, sort_keys=True)
-        # tmp + fsync + os.replace: a process killed mid-write leaves the old file or the new one.
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(state)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self._path, state)
 
 
 _STATUS: dict[type[EdgeLBError], int] = {NotFound: 404, Conflict: 409, Invalid: 400, Unavailable: 503}

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edgelb_local.state import atomic_write_text
 from engine.config import ANNOTATION
 from engine.faults import checkpoint
 from engine.kube.port import FINALIZER
@@ -196,9 +197,7 @@ class FakeKube:
             "next_uid": self._next_uid,
             "version": self._version,
         }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(data))
 
 
 def _key(service: Service) -> str:
