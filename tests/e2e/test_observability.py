@@ -87,9 +87,11 @@ def test_metrics_and_probes_of_a_running_controller(world: World) -> None:
     wait_for(lambda: world.ingress("redis"), what="status.loadBalancer.ingress")
 
     def bound() -> dict[str, list[Any]] | None:
-        # The ingress is written just before the commit to Ready: wait for the commit.
+        # The ingress is written just before the commit to Ready, and the transition is counted
+        # just after it: wait for both.
         metrics = scrape(url)
-        return metrics if sample(metrics, "dklb_bindings", state="Ready") == 1 else None
+        committed = sample(metrics, "dklb_bindings", state="Ready") == 1
+        return metrics if committed and sample(metrics, "dklb_transitions_total", to="Ready") else None
 
     metrics = wait_for(bound, what='dklb_bindings{state="Ready"} 1')
 
