@@ -97,7 +97,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         dynamic_ports=config.cloud_provider_configuration is not None,
     )
     pool = new_pool(
-        settings=pool_settings(config), pool_group=args.pool_group, frontends=frontends, backends=backends
+        settings=pool_settings(config),
+        pool_group=args.pool_group,
+        frontends=frontends,
+        backends=backends,
+        created_by=args.cluster_name,
     )
     plan: dict[str, Any] = {"configuration": config.to_dict(), "pool": pool}
     warnings = [*result.warnings, *notes]

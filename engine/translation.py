@@ -13,6 +13,9 @@ feeds the metadata GET into ``ingress_from_metadata``; the result is patched int
 Frontends and backends are named ``<cluster, "/" -> ".">:<namespace>:<service>:<servicePort>``: that
 name is the only record of ownership inside a (possibly shared, possibly pre-existing) pool, so every
 function that edits a pool touches only objects whose names parse to one of the given owners.
+A pool dklb creates carries ``environmentVariables.DKLB_CREATED_BY = <cluster>`` (``new_pool``): the
+record, inside EdgeLB, that its settings are dklb's, so a controller that lost its database still
+knows which pools it may resize (``created_by_dklb``) and never touches the settings of any other pool.
 Nothing here does I/O or mutates its arguments.
 """
 
@@ -32,6 +35,8 @@ Owner = tuple[str, str]  # (namespace, service name)
 Object = dict[str, Any]  # a frontend or a backend
 
 BIND_ADDRESS = "0.0.0.0"
+# Set in every pool dklb creates, to the cluster name: "dklb created this pool, its settings are dklb's".
+CREATED_BY_VARIABLE = "DKLB_CREATED_BY"
 KUBE_NODE_TASK_PATTERN = "^kube-node-.*$"
 BACKEND_MODES = ("mesos", "address")
 
@@ -81,7 +86,12 @@ def pool_settings(config: PoolConfig) -> PoolSettings:
 
 
 def exposed_ports(service: dict[str, Any]) -> tuple[list[ServicePort], list[str]]:
-    """The Service's TCP ports, and a warning for each port that is not exposed."""
+    """The Service's TCP ports, and a warning for each port that is not exposed.
+
+    The API server refuses a port outside 1-65535 and a (port, protocol) listed twice; a Service
+    read from elsewhere may have them, and they are warned about rather than exposed: a port
+    listed twice would make two objects of the same name, which EdgeLB refuses for ever.
+    """
     ports: list[ServicePort] = []
     warnings: list[str] = []
     for entry in (service.get("spec") or {}).get("ports") or []:
@@ -90,6 +100,13 @@ def exposed_ports(service: dict[str, Any]) -> tuple[list[ServicePort], list[str]
         protocol = entry.get("protocol") or "TCP"
         if protocol != "TCP":
             warnings.append(f"port {entry.get('port')}/{protocol} is not exposed: dklb supports TCP only")
+            continue
+        number = entry.get("port")
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
+            warnings.append(f"port {number!r}/{protocol} is not exposed: it is not a valid port number")
+            continue
+        if any(p.port == number for p in ports):
+            warnings.append(f"port {number}/{protocol} is listed twice: only its first entry is exposed")
             continue
         ports.append(
             ServicePort(
@@ -198,9 +215,17 @@ def service_objects(
 
 
 def new_pool(
-    *, settings: PoolSettings, pool_group: str, frontends: list[Object], backends: list[Object]
+    *,
+    settings: PoolSettings,
+    pool_group: str,
+    frontends: list[Object],
+    backends: list[Object],
+    created_by: str | None = None,
 ) -> Pool:
-    """The pool dklb creates (POST) for the Service(s) whose objects are given."""
+    """The pool dklb creates (POST) for the Service(s) whose objects are given.
+
+    ``created_by`` (the cluster name) marks the pool as dklb's: see ``created_by_dklb``.
+    """
     pool: Pool = {
         "name": settings.name,
         "namespace": pool_group,
@@ -221,7 +246,18 @@ def new_pool(
         pool["constraints"] = settings.constraints
     if settings.cloud_provider is not None:
         pool["cloudProvider"] = link_listeners(settings.cloud_provider, frontends)
+    if created_by is not None:
+        pool["environmentVariables"] = {CREATED_BY_VARIABLE: created_by}
     return pool
+
+
+def created_by_dklb(pool: Pool, *, cluster: str) -> bool:
+    """True when ``pool`` carries the mark ``new_pool`` gives the pools dklb creates for ``cluster``.
+
+    A pool someone else made (or dklb of another cluster) has no such mark, or another value.
+    """
+    variables = pool.get("environmentVariables")
+    return isinstance(variables, dict) and variables.get(CREATED_BY_VARIABLE) == cluster
 
 
 def link_listeners(cloud_provider: dict[str, Any], frontends: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 Runs under the pool's lock. Reads the pool; when it is missing, creates it (unless the
 creation strategy forbids it); when it exists, composes the desired pool (every binding's
-objects, every foreign object kept) and PUTs it only if it differs after normalization. Every
+objects, every foreign object kept) and PUTs it only if it differs after normalization. The
+pool-level settings (cpus, memory, size...) are applied only to a pool dklb created: the pools
+table says so, or, after a lost database, the mark dklb put into the pool when it created it
+(``engine.translation.created_by_dklb``), which is then recorded again. Every
 step is safe to repeat after a crash: a re-run reads the pool again and writes only what is
 still missing. Fires ``provisioned``, or ``reject`` when the pool itself refuses this Service
 (a frontend port a foreign object already binds); EdgeLB failures are retried with backoff.
@@ -13,7 +16,7 @@ from __future__ import annotations
 from engine.config import PoolConfig
 from engine.contract import Context, Fire, Outcome, Retry, warning
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound
-from engine.translation import new_pool, pool_settings, same_pool
+from engine.translation import created_by_dklb, new_pool, pool_settings, same_pool
 from states.pool import desired_pool, frontend_port_clash
 
 
@@ -33,14 +36,24 @@ def enter(ctx: Context) -> Outcome:
         return _create(ctx, config)
 
     record = ctx.store.pool(name)
-    desired = desired_pool(ctx, actual, pool=name, apply_settings=bool(record and record.created_by_dklb))
+    recorded = bool(record and record.created_by_dklb)
+    # Not recorded, yet marked as made by dklb for this cluster: the database was lost (or never
+    # saw the creation commit); the pool is dklb's again, and the provisioned commit says so.
+    adopted = not recorded and created_by_dklb(actual, cluster=ctx.settings.cluster_name)
+    mine = True if adopted else None
+    desired = desired_pool(ctx, actual, pool=name, apply_settings=recorded or adopted)
     clash = frontend_port_clash(desired, owned={fe["name"] for fe in binding.objects["frontends"]})
     if clash:
         return Fire(
             "reject", reason="FrontendPortInUse", message=clash, events=(warning("FrontendPortInUse", clash),)
         )
     if same_pool(actual, desired):
-        return Fire("provisioned", reason="PoolUpToDate", message=f'EdgeLB pool "{name}" already up to date')
+        return Fire(
+            "provisioned",
+            reason="PoolUpToDate",
+            message=f'EdgeLB pool "{name}" already up to date',
+            pool_created_by_dklb=mine,
+        )
     try:
         ctx.edgelb.update_pool(desired)
     except NotFound:
@@ -51,7 +64,8 @@ def enter(ctx: Context) -> Outcome:
         return Retry("EdgeLBRejectedPool", f'EdgeLB refused the update of pool "{name}": {exc}')
     except EdgeLBError as exc:
         return Retry("EdgeLBUnavailable", f'updating EdgeLB pool "{name}" failed: {exc}')
-    return Fire("provisioned", reason="PoolUpdated", message=f'EdgeLB pool "{name}" updated')
+    message = f'EdgeLB pool "{name}" updated'
+    return Fire("provisioned", reason="PoolUpdated", message=message, pool_created_by_dklb=mine)
 
 
 def _create(ctx: Context, config: PoolConfig) -> Outcome:
@@ -84,6 +98,7 @@ def _create(ctx: Context, config: PoolConfig) -> Outcome:
         pool_group=ctx.settings.pool_group,
         frontends=haproxy.get("frontends") or [],
         backends=haproxy.get("backends") or [],
+        created_by=ctx.settings.cluster_name,
     )
     try:
         ctx.edgelb.create_pool(body)

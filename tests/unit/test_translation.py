@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 
 from engine.edgelb.schema import fill_defaults, validate_pool
 from engine.translation import (
+    CREATED_BY_VARIABLE,
     PoolSettings,
     ServicePort,
     compose_pool,
+    created_by_dklb,
     exposed_ports,
     ingress_from_metadata,
     is_empty,
@@ -361,6 +363,49 @@ def test_new_pool_settings(settings: PoolSettings, expected: dict) -> None:
     assert top == expected
     assert pool["name"] == settings.name and pool["namespace"] == "my/group"
     assert validate_pool(pool) == []
+
+
+def test_new_pool_marks_the_pools_dklb_creates() -> None:
+    frontends, backends = objects("redis", (6379, 32213, 16379))
+    pool = new_pool(
+        settings=REDIS_SETTINGS, pool_group=GROUP, frontends=frontends, backends=backends, created_by=CLUSTER
+    )
+    assert pool["environmentVariables"] == {CREATED_BY_VARIABLE: CLUSTER} == {"DKLB_CREATED_BY": CLUSTER}
+    assert validate_pool(pool) == []
+    assert created_by_dklb(pool, cluster=CLUSTER) and created_by_dklb(fill_defaults(pool), cluster=CLUSTER)
+    assert "environmentVariables" not in redis_pool(), "no mark unless asked (dklb plan, dklb pools)"
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({CREATED_BY_VARIABLE: CLUSTER}, True),
+        ({"OTHER": "x", CREATED_BY_VARIABLE: CLUSTER}, True),
+        ({CREATED_BY_VARIABLE: "other-cluster"}, False),
+        ({CREATED_BY_VARIABLE: ""}, False),
+        ({"OTHER": CLUSTER}, False),
+        ({}, False),
+        (None, False),
+        ([CREATED_BY_VARIABLE, CLUSTER], False),
+        ("DKLB_CREATED_BY=kubernetes-cluster", False),
+    ],
+)
+def test_created_by_dklb_reads_the_mark_of_this_cluster_only(variables: object, expected: bool) -> None:
+    pool = {"name": "p"} if variables is None else {"name": "p", "environmentVariables": variables}
+    assert created_by_dklb(pool, cluster=CLUSTER) is expected
+
+
+def test_compose_keeps_the_mark_whether_or_not_settings_are_applied() -> None:
+    frontends, backends = objects("redis", (6379, 32213, 16379))
+    created = new_pool(
+        settings=REDIS_SETTINGS, pool_group=GROUP, frontends=frontends, backends=backends, created_by=CLUSTER
+    )
+    base = fill_defaults(created)
+    for settings in (None, REDIS_SETTINGS):
+        composed = compose_pool(
+            base, cluster=CLUSTER, owners=[("default", "redis")], frontends=[], backends=[], settings=settings
+        )
+        assert created_by_dklb(composed, cluster=CLUSTER)
 
 
 def test_new_pool_does_not_share_objects_with_caller() -> None:
