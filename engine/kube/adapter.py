@@ -133,10 +133,25 @@ class KubeAdapter:
         return after
 
     def set_config_annotation(self, service: Service, text: str) -> Service | None:
+        # ``text`` is derived from the annotation of ``service``. If the user has changed the
+        # annotation since, their change wins: writing ours would silently undo it, and the
+        # binding would settle on the old configuration. Their version reaches the binding as a
+        # spec change instead. Hence the resourceVersion precondition: a lost race re-reads, and
+        # writes only if the annotation is still the one ``text`` was derived from.
+        seen = (service["metadata"].get("annotations") or {}).get(ANNOTATION)
+
         def patch(current: Service) -> Body | None:
-            if (current["metadata"].get("annotations") or {}).get(ANNOTATION) == text:
+            meta = current["metadata"]
+            now = (meta.get("annotations") or {}).get(ANNOTATION)
+            if now == text or now != seen:
                 return None
-            return {"metadata": {"uid": current["metadata"]["uid"], "annotations": {ANNOTATION: text}}}
+            return {
+                "metadata": {
+                    "uid": meta["uid"],
+                    "resourceVersion": meta["resourceVersion"],
+                    "annotations": {ANNOTATION: text},
+                }
+            }
 
         return self._write(service, patch, content_type=MERGE_PATCH, retry_invalid=False)
 

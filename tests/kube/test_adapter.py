@@ -226,6 +226,19 @@ def test_set_config_annotation(core, kube, namespace):
     assert changed is not None and changed["metadata"]["annotations"][ANNOTATION] == "name: pool\nsize: 3\n"
 
 
+def test_set_config_annotation_never_undoes_a_newer_user_edit(core, kube, namespace):
+    # The controller derived its text from the annotation it read; the user edited it since.
+    read = create_service(core, namespace, "redis", annotations={ANNOTATION: "name: pool\n"})
+    core.patch_namespaced_service(
+        "redis", namespace, {"metadata": {"annotations": {ANNOTATION: "name: pool\nsize: 5\n"}}}
+    )
+
+    kube.set_config_annotation(read, "name: pool\nsize: 1\n")
+
+    stored = read_service(core, namespace, "redis")
+    assert stored["metadata"]["annotations"][ANNOTATION] == "name: pool\nsize: 5\n", "the user's edit wins"
+
+
 def test_ingress_is_set_and_cleared_through_the_status_subresource(core, kube, namespace, requests):
     created = create_service(core, namespace, "redis")
     ingress = [{"hostname": "lb.example.com"}, {"ip": "10.0.0.1"}, {"ip": "203.0.113.7"}]
