@@ -8,7 +8,9 @@ the binding's ``next_wakeup`` column, so on start every binding is rescheduled f
 database, and a periodic scan picks up wake-ups written by another process (``dklb retry``).
 
 Workers start only once ``mark_synced`` says the Service cache holds the whole cluster: a
-binding reconciled against an empty cache would look deleted.
+binding reconciled against an empty cache would look deleted. From then on the controller
+tracks the first pass over every binding and key it knew of (the start-up re-verification) and
+reports, once, how long it took (``on_verified``): the figure a restart is judged by.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Controller:
         scan_interval: float = 2.0,
         active: Callable[[], bool] = lambda: True,
         on_reconcile: Callable[[float, bool], None] | None = None,
+        on_verified: Callable[[float], None] | None = None,
     ) -> None:
         self.reconciler = reconciler
         # Told (seconds, raised) after every reconcile call: the metrics hook.
@@ -55,6 +58,12 @@ class Controller:
             executors={"default": ThreadPoolExecutor(2)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
         )
+        # Told the seconds once every key known at mark_synced has been reconciled once.
+        self.on_verified = on_verified
+        self._unverified: set[str] | None = None
+        self._verify_started = 0.0
+        self._verify_total = 0
+        self._verify_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._synced = threading.Event()
         self._stopping = threading.Event()
@@ -107,7 +116,11 @@ class Controller:
         if self._synced.is_set():
             return
         self._synced.set()
+        keys = {b.key for b in self.reconciler.store.bindings()} | set(self.reconciler.cache.keys())
+        with self._verify_lock:
+            self._unverified, self._verify_started, self._verify_total = keys, time.monotonic(), len(keys)
         self.enqueue_all()
+        self._verified(None)
         self.scheduler.add_job(self._scan, "interval", seconds=self.scan_interval, id="scan-wakeups")
 
     @property
@@ -145,6 +158,19 @@ class Controller:
             # A metrics failure must not kill the worker thread.
             log.warning("on_reconcile hook failed", exc_info=True)
 
+    def _verified(self, key: str | None) -> None:
+        with self._verify_lock:
+            if self._unverified is None:
+                return
+            self._unverified.discard(key)  # type: ignore[arg-type]
+            if self._unverified:
+                return
+            self._unverified = None
+            seconds = time.monotonic() - self._verify_started
+        log.info("start-up verification done: %d keys reconciled once in %.2fs", self._verify_total, seconds)
+        if self.on_verified is not None:
+            self.on_verified(seconds)
+
     def _scan(self) -> None:
         try:
             for binding in self.reconciler.store.due(utcnow()):
@@ -177,6 +203,8 @@ class Controller:
             finally:
                 self.queue.done(key)
             self._report(time.monotonic() - started, failed)
+            if not failed:
+                self._verified(key)
             if self._stopping.is_set():
                 return
             if after is None:

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
@@ -72,6 +72,7 @@ class StoreCollector(Collector):
         # Names only: without describe() a registry would run the queries just to register us.
         yield GaugeMetricFamily("dklb_bindings", "", labels=["state"])
         yield GaugeMetricFamily("dklb_pools", "")
+        yield CounterMetricFamily("dklb_store_write_transactions", "")
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -87,6 +88,11 @@ class StoreCollector(Collector):
             bindings.add_metric([state], by_state.get(state, 0))
         yield bindings
         yield GaugeMetricFamily("dklb_pools", "EdgeLB pools dklb keeps track of (pools table).", value=pools)
+        yield CounterMetricFamily(
+            "dklb_store_write_transactions",
+            "Write transactions this process committed to the database (one per transition).",
+            value=self._store.write_transactions,
+        )
 
     def counts(self) -> tuple[dict[str, int], int]:
         """Bindings by state and the number of pools, read in one transaction."""
@@ -164,6 +170,11 @@ class Metrics:
             "Keys waiting in the work queue (not counting those in progress).",
             registry=r,
         )
+        self.verification_seconds = Gauge(
+            "dklb_startup_verification_seconds",
+            "Seconds from the first complete list to every known binding reconciled once (0 until then).",
+            registry=r,
+        )
         self.leader = Gauge("dklb_leader", "1 while this replica leads (and may write), else 0.", registry=r)
         self._store: StoreCollector | None = None
 
@@ -179,6 +190,9 @@ class Metrics:
     def kubernetes_request(self, verb: str, resource: str, status: int, seconds: float) -> None:
         self.kubernetes_requests.labels(verb, resource, _code(status)).inc()
         self.kubernetes_duration.labels(verb, resource).observe(seconds)
+
+    def verified(self, seconds: float) -> None:
+        self.verification_seconds.set(seconds)
 
     def reconciled(self, seconds: float, failed: bool) -> None:
         self.reconcile_duration.observe(seconds)

@@ -683,7 +683,11 @@ def _run(args: argparse.Namespace) -> int:
         on_transition=metrics.transition,
     )
     controller = Controller(
-        reconciler, workers=args.workers, active=is_leading, on_reconcile=metrics.reconciled
+        reconciler,
+        workers=args.workers,
+        active=is_leading,
+        on_reconcile=metrics.reconciled,
+        on_verified=metrics.verified,
     )
     controller_box.append(controller)
     watchers = [

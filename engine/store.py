@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -315,6 +316,9 @@ class Store:
         self.read_only = read_only
         self.engine = make_engine(url, read_only=read_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Write transactions committed by this process: what /metrics and the benchmark count.
+        self.write_transactions = 0
+        self._writes_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -323,6 +327,13 @@ class Store:
     def session(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self.session() as session:
+            yield session
+        with self._writes_lock:
+            self.write_transactions += 1
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -412,7 +423,7 @@ class Store:
     ) -> Binding:
         """A new binding and its first history row (from nothing to ``state``)."""
         now = now or utcnow()
-        with self.session() as s:
+        with self._write() as s:
             row = BindingRow(
                 namespace=namespace,
                 name=name,
@@ -450,7 +461,7 @@ class Store:
         caller's view is out of date and nothing is written.
         """
         now = now or utcnow()
-        with self.session() as s:
+        with self._write() as s:
             row = s.get(BindingRow, change.binding_id)
             if row is None or row.state != change.expected_state:
                 found = None if row is None else row.state
@@ -521,7 +532,7 @@ class Store:
     def set_wakeup(self, key: str, at: datetime) -> bool:
         """Wake a binding at ``at`` (``dklb retry``); a running controller's scan picks it up."""
         namespace, name = split_key(key)
-        with self.session() as s:
+        with self._write() as s:
             result = s.execute(
                 update(BindingRow)
                 .where(BindingRow.namespace == namespace, BindingRow.name == name)

@@ -6,6 +6,9 @@ once (about 6 minutes on 2 cores) into a cache outside the checkout (``~/.cache/
 ``DKLB_KUBE_PREFIX``) and installs etcd from ``etcd-server``; later calls cost nothing.
 ``start`` runs etcd and the API server on free loopback ports in a state directory (on
 /dev/shm when available: etcd fsyncs a lot) and returns a kubeconfig; ``stop`` ends both by PID.
+``restart_apiserver`` (or ``stop_apiserver`` then ``start_apiserver``) ends the API server alone
+by PID and starts it again on the same port and etcd, optionally with more flags: the fault tests
+take the API server away under a running controller.
 No kubelet, no kube-proxy: a Service's node port is whatever listens on 127.0.0.1 at that port.
 """
 
@@ -16,8 +19,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.processes import terminate
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "test-admin-token"
@@ -52,22 +58,14 @@ class LocalCluster:
     kubeconfig: Path
     server: str
     token: str = TOKEN
+    # etcd's client URL (http://127.0.0.1:PORT), for tests that talk to etcd directly.
+    etcd: str = ""
 
 
-def start(state_dir: Path | None = None) -> LocalCluster:
-    binary = ensure_installed()
-    if state_dir is None:
-        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        state_dir = Path(tempfile.mkdtemp(prefix="dklb-kube-", dir=base))
-    api_port = _free_port()
-    env = {
-        **os.environ,
-        "ETCD_PORT": str(_free_port()),
-        "ETCD_PEER_PORT": str(_free_port()),
-        "API_PORT": str(api_port),
-    }
+def _start_script(state_dir: Path, env: dict[str, str], apiserver_args: Sequence[str]) -> None:
+    env = {**os.environ, **env, "APISERVER_EXTRA_ARGS": " ".join(apiserver_args)}
     result = subprocess.run(
-        ["bash", str(HERE / "start.sh"), str(state_dir), str(binary)],
+        ["bash", str(HERE / "start.sh"), str(state_dir), str(ensure_installed())],
         env=env,
         capture_output=True,
         text=True,
@@ -76,9 +74,49 @@ def start(state_dir: Path | None = None) -> LocalCluster:
     if result.returncode != 0:
         subprocess.run(["bash", str(HERE / "stop.sh"), str(state_dir)], check=False)
         raise RuntimeError(f"kube-apiserver did not start:\n{result.stdout}\n{result.stderr}")
+
+
+def start(state_dir: Path | None = None, *, apiserver_args: Sequence[str] = ()) -> LocalCluster:
+    """etcd and kube-apiserver on free loopback ports; ``apiserver_args``: more API server flags."""
+    ensure_installed()
+    if state_dir is None:
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        state_dir = Path(tempfile.mkdtemp(prefix="dklb-kube-", dir=base))
+    api_port, etcd_port = _free_port(), _free_port()
+    env = {"ETCD_PORT": str(etcd_port), "ETCD_PEER_PORT": str(_free_port()), "API_PORT": str(api_port)}
+    _start_script(state_dir, env, apiserver_args)
     return LocalCluster(
-        state_dir=state_dir, kubeconfig=state_dir / "kubeconfig", server=f"https://127.0.0.1:{api_port}"
+        state_dir=state_dir,
+        kubeconfig=state_dir / "kubeconfig",
+        server=f"https://127.0.0.1:{api_port}",
+        etcd=f"http://127.0.0.1:{etcd_port}",
     )
+
+
+def stop_apiserver(cluster: LocalCluster) -> None:
+    """End the API server alone, by PID (SIGTERM, SIGKILL after 30 s); etcd keeps running."""
+    pid_file = cluster.state_dir / "apiserver.pid"
+    if pid_file.exists():
+        terminate(int(pid_file.read_text().strip()))
+        pid_file.unlink()
+
+
+def start_apiserver(cluster: LocalCluster, *, apiserver_args: Sequence[str] = ()) -> None:
+    """Start the API server again on its port and etcd; returns once it is ready."""
+    if not cluster.etcd:
+        raise ValueError("this LocalCluster does not know its etcd (not made by start())")
+    env = {
+        "APISERVER_ONLY": "1",
+        "ETCD_PORT": cluster.etcd.rsplit(":", 1)[1],
+        "API_PORT": cluster.server.rsplit(":", 1)[1],
+    }
+    _start_script(cluster.state_dir, env, apiserver_args)
+
+
+def restart_apiserver(cluster: LocalCluster, *, apiserver_args: Sequence[str] = ()) -> None:
+    """Stop the API server by PID and start it again (same port, same etcd), waiting until ready."""
+    stop_apiserver(cluster)
+    start_apiserver(cluster, apiserver_args=apiserver_args)
 
 
 def stop(cluster: LocalCluster, *, remove: bool = True) -> None:

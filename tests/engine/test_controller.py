@@ -352,3 +352,32 @@ def test_stop_returns_promptly_and_stops_the_scheduler(
     controller.observe(rig.kube.apply(make_service("late", ports=[(81, 30081)])))
     assert len(controller.queue) == 0, "a stopped controller queues nothing"
     assert len(rig.reconciler.finished()) == finished
+
+
+def test_the_start_up_verification_is_reported_once_every_known_key_was_reconciled(
+    rigs: Callable[..., Rig],
+) -> None:
+    first = rigs()
+    first.controller.start()
+    first.controller.mark_synced()
+    keys = [first.apply(make_service(f"svc-{i}", ports=[(6379, 30000 + i)])) for i in range(5)]
+    wait_until(lambda: first.all_ready(keys), "5 Services Ready")
+    first.close()
+
+    # A restart: the new process knows the 5 bindings from the database.
+    second = rigs()
+    reported: list[float] = []
+    second.controller.on_verified = reported.append
+    for key in keys:
+        second.reconciler.cache.put(second.kube.get(key))
+    second.controller.start()
+    second.controller.mark_synced()
+
+    wait_until(lambda: bool(reported), "the verification report")
+    reconciled = {key for key, _ in second.reconciler.finished()}
+    assert set(keys) <= reconciled, "reported only after every binding was reconciled"
+    assert len(reported) == 1 and reported[0] >= 0
+    before = len(second.reconciler.finished())
+    second.controller.enqueue_all()
+    wait_until(lambda: len(second.reconciler.finished()) >= before + 5, "a second pass")
+    assert len(reported) == 1, "reported once, not on every later pass"
