@@ -164,6 +164,15 @@ def test_redis_example_pool() -> None:
                 "port 9899/SCTP is not exposed: dklb supports TCP only",
             ],
         ),
+        (
+            [{"port": 80, "nodePort": 30080}, {"port": 80, "nodePort": 30081, "name": "again"}],
+            [ServicePort(80, 30080)],
+            ["port 80/TCP is listed twice: only its first entry is exposed"],
+        ),
+        ([{"port": 0}], [], ["port 0/TCP is not exposed: it is not a valid port number"]),
+        ([{"port": 70000}], [], ["port 70000/TCP is not exposed: it is not a valid port number"]),
+        ([{"name": "no-port"}], [], ["port None/TCP is not exposed: it is not a valid port number"]),
+        ([{"port": True}], [], ["port True/TCP is not exposed: it is not a valid port number"]),
         ([], [], []),
     ],
 )
