@@ -7,6 +7,7 @@ parts it wires together:
 * ``api_client(on_request=metrics.kubernetes_request)``: every request to the API server;
 * ``Reconciler(on_transition=metrics.transition)``: every committed state change;
 * ``Controller(on_reconcile=metrics.reconciled)``: every ``reconcile(key)`` call of a worker;
+* ``OrphanSweeper(on_deleted=metrics.orphan_pool_deleted)``: every orphaned pool deleted;
 * ``watch_store`` / ``watch_queue`` / ``watch_leader``: values read only when scraped.
 
 ``engine.health`` serves ``registry`` on ``/metrics``. Everything lives in a dedicated
@@ -176,6 +177,11 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("dklb_leader", "1 while this replica leads (and may write), else 0.", registry=r)
+        self.orphan_pools_deleted = Counter(
+            "dklb_orphan_pools_deleted",
+            "EdgeLB pools dklb created that no Service used any more, deleted (engine.orphans).",
+            registry=r,
+        )
         self._store: StoreCollector | None = None
 
     # ---- hooks (called from the client, adapter, reconciler and controller threads) -----------
@@ -193,6 +199,10 @@ class Metrics:
 
     def verified(self, seconds: float) -> None:
         self.verification_seconds.set(seconds)
+
+    def orphan_pool_deleted(self, _pool: str) -> None:
+        # The pool name is not a label: one time series per pool would grow without bound.
+        self.orphan_pools_deleted.inc()
 
     def reconciled(self, seconds: float, failed: bool) -> None:
         self.reconcile_duration.observe(seconds)

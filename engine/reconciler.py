@@ -11,6 +11,10 @@ Work for one key is sequential (the work queue never hands a key to two workers)
 pool is serialized by ``PoolLocks`` for the states declared ``serialize: pool`` and for the
 guards of a transition, which run under the lock of the pool they judge, right before the
 commit.
+
+A handler that raises is a retry with backoff, never a crash: ``KubernetesUnavailable`` (one
+WARNING line, no Event) when the Kubernetes API server did not answer or answered 5xx/429
+(``kubernetes_unavailable``), ``HandlerError`` with its traceback for anything else (a bug).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .contract import Context, Event, Fire, Outcome, Poll, Retry, Settings, Stay
 from .edgelb.port import EdgeLB
 from .faults import checkpoint
 from .fence import NotLeader
+from .kube.errors import KUBERNETES_UNAVAILABLE, kubernetes_unavailable
 from .kube.port import Kube
 from .lifecycle import Lifecycle, StateSpec
 from .store import Binding, Change, StaleBinding, Store, utcnow
@@ -262,10 +267,17 @@ class Reconciler:
             except NotLeader:
                 raise
             except Exception as exc:
-                # A handler bug or an unexpected answer must not stop the controller: the binding
-                # records it and retries with backoff, visible in inspect and in history.
-                log.exception("handler of %s failed for %s", binding.state, binding.key)
-                outcome = Retry("HandlerError", f"{type(exc).__name__}: {exc}")
+                unavailable = kubernetes_unavailable(exc)
+                if unavailable is not None:
+                    # An outage, not a bug: one line per failure, the traceback only in debug.
+                    log.warning("handler of %s for %s: %s; retrying", binding.state, binding.key, unavailable)
+                    log.debug("handler of %s failed for %s", binding.state, binding.key, exc_info=True)
+                    outcome = Retry(KUBERNETES_UNAVAILABLE, unavailable)
+                else:
+                    # A handler bug or an unexpected answer must not stop the controller: the
+                    # binding records it and retries with backoff, visible in inspect and history.
+                    log.exception("handler of %s failed for %s", binding.state, binding.key)
+                    outcome = Retry("HandlerError", f"{type(exc).__name__}: {exc}")
             checkpoint(f"after-handler-{binding.state}")
             if isinstance(outcome, Fire):
                 transition = self.lifecycle.transition(binding.state, outcome.trigger)
@@ -338,7 +350,11 @@ class Reconciler:
             attempt = binding.attempts + 1
             backoff = spec.retry or spec.poll
             delay = backoff.delay(attempt, self.rng) if backoff else 60.0
-            events = list(outcome.events) or [warning(outcome.reason, outcome.message)]
+            events = list(outcome.events)
+            # No Event about the API server not answering, posted to that API server: history,
+            # last_error and the log say it.
+            if not events and outcome.reason != KUBERNETES_UNAVAILABLE:
+                events = [warning(outcome.reason, outcome.message)]
             change = Change(
                 **common,
                 trigger="failed",
@@ -417,8 +433,14 @@ class Reconciler:
                     self._kube.event(service, type=event.type, reason=event.reason, message=event.message)
                 except NotLeader:
                     break
-                except Exception:
-                    log.warning("could not post event %s on %s", event.reason, binding.key, exc_info=True)
+                except Exception as exc:
+                    unavailable = kubernetes_unavailable(exc)
+                    if unavailable is None:
+                        log.warning("could not post event %s on %s", event.reason, binding.key, exc_info=True)
+                        continue
+                    log.warning("could not post event %s on %s: %s", event.reason, binding.key, unavailable)
+                    # The others would wait for the same API server.
+                    break
         return after
 
     def _count(self, source: str | None, dest: str, trigger: str) -> None:

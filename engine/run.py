@@ -4,7 +4,8 @@ Start-up order matters: the database is migrated first; the Service watcher fill
 calls ``Controller.mark_synced`` after its first complete list; workers run only while this
 replica leads (a Lease, when ``--leader-elect``), and every write to EdgeLB, to Kubernetes or to
 the database is fenced by that leadership. SIGTERM or SIGINT stop everything and release the
-lease, so another replica takes over at once.
+lease, so another replica takes over at once. Every resync period the leader, once its start-up
+verification is done, sweeps the pools it created that nothing uses any more (``engine.orphans``).
 
 Observability: one ``engine.metrics.Metrics`` is fed by hooks in the EdgeLB client, the
 Kubernetes API client, the reconciler and the controller, and reads the database when scraped;
@@ -615,6 +616,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     # Imported here: `dklb plan` and the other light commands should not pay for the
     # Kubernetes client, the scheduler and prometheus-client.
+    from apscheduler.executors.pool import ThreadPoolExecutor
+
     from . import lifecycle, migrate
     from .contract import Settings
     from .controller import Controller
@@ -625,6 +628,7 @@ def _run(args: argparse.Namespace) -> int:
     from .kube.api import api_client
     from .kube.watch import Watcher
     from .metrics import Metrics
+    from .orphans import OrphanSweeper
     from .reconciler import Reconciler
 
     try:
@@ -682,14 +686,36 @@ def _run(args: argparse.Namespace) -> int:
         may_write=is_leading,
         on_transition=metrics.transition,
     )
+    # Set once every key known at start has been reconciled once (after a lost database: every
+    # Service re-adopted). Before that the orphan sweeper must not judge any pool.
+    verified = threading.Event()
+
+    def on_verified(seconds: float) -> None:
+        metrics.verified(seconds)
+        verified.set()
+
     controller = Controller(
         reconciler,
         workers=args.workers,
         active=is_leading,
         on_reconcile=metrics.reconciled,
-        on_verified=metrics.verified,
+        on_verified=on_verified,
     )
     controller_box.append(controller)
+    sweeper = OrphanSweeper(
+        edgelb=reconciler.edgelb,
+        store=store,
+        cache=reconciler.cache,
+        locks=reconciler.locks,
+        cluster=settings.cluster_name,
+        may_sweep=lambda: verified.is_set() and is_leading() and not controller.stopping,
+        on_deleted=metrics.orphan_pool_deleted,
+    )
+    # Its own thread: a sweep waiting on EdgeLB must not delay the wake-up jobs.
+    controller.scheduler.add_executor(ThreadPoolExecutor(1), alias="orphans")
+    controller.scheduler.add_job(
+        sweeper.run, "interval", seconds=max(args.resync_period, 1.0), id="sweep-orphans", executor="orphans"
+    )
     watchers = [
         Watcher(
             api,

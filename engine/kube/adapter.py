@@ -29,6 +29,7 @@ from kubernetes.client import ApiClient, ApiException, CoreV1Api
 from engine.config import ANNOTATION
 
 from .api import core_v1, response_json
+from .errors import kubernetes_unavailable
 from .port import FINALIZER, Service
 
 log = logging.getLogger("dklb.kube")
@@ -174,16 +175,19 @@ class KubeAdapter:
     def event(self, service: Service, *, type: str, reason: str, message: str) -> None:
         try:
             self._event(service, type=type, reason=reason, message=message)
-        except Exception:
-            # An Event is a courtesy to the user; losing one must never fail a transition.
+        except Exception as exc:
+            # An Event is a courtesy to the user; losing one must never fail a transition. An API
+            # server that does not answer is one line, not a traceback per Event.
             meta = service.get("metadata") or {}
+            unavailable = kubernetes_unavailable(exc)
             log.warning(
-                "could not record %s Event %s on Service %s/%s",
+                "could not record %s Event %s on Service %s/%s%s",
                 type,
                 reason,
                 meta.get("namespace"),
                 meta.get("name"),
-                exc_info=True,
+                f": {unavailable}" if unavailable else "",
+                exc_info=unavailable is None,
             )
 
     # ---- reads ---------------------------------------------------------------------------------

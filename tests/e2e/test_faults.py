@@ -13,8 +13,8 @@ database, its log, its /metrics).
   bounds the wait for the longest backoff; the slow variant never ends it. One pool's metadata
   always fails, so its binding retries: the delays are measured against ``states/lifecycle.yaml``.
 - Lost create answers: every pool POST is applied but answered after the controller gave up; no
-  pool is created twice. A create landing after its Service was deleted leaves an orphan pool:
-  a product bug, kept as a strict xfail.
+  pool is created twice. A create landing after its Service was deleted leaves a pool nothing
+  uses: the orphan sweeper (``engine.orphans``) deletes it within two resync periods.
 - kube-apiserver restarted mid-workload (a dedicated cluster, so the session's API server is
   not disturbed): the controller re-lists, re-watches and converges; a Service deleted right
   after the restart loses its pool.
@@ -519,12 +519,6 @@ def test_lost_create_answers_make_no_duplicate_pool(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: a pool POST whose answer was lost can land after the Service was deleted; "
-    "Deleting saw no pool (404), removed the binding, and the pool that appears later is orphaned",
-)
 def test_a_create_landing_after_the_delete_leaves_no_orphan(
     kube_cluster: localcluster.LocalCluster, core: kubernetes.client.CoreV1Api, tmp_path: Path
 ) -> None:
@@ -545,7 +539,7 @@ def test_a_create_landing_after_the_delete_leaves_no_orphan(
         wait_for(lambda: r.world.service("late") is None, what="the Service released (Deleting saw no pool)")
         wait_for(lambda: "POST /v2/pools 200" in r.edgelb_log.read_text(), what="the POST landing")
         assert "late" not in r.bindings()
-        # A fix would notice the pool dklb created for nobody and delete it.
+        # The sweeper notices the pool dklb created for nobody and deletes it.
         wait_for(lambda: "late-pool" not in r.world.pool_names(), timeout=6, what="the orphan pool gone")
 
 
