@@ -12,6 +12,7 @@ listens; for benchmarks with thousands of pools).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import time
@@ -62,10 +63,16 @@ class NullDataplane:
         self._lock = threading.Lock()
         self._ports = itertools.count(first_dynamic_port)
         self._running: dict[str, Running] = {}
+        self._applied: dict[str, Pool] = {}
 
     def apply(self, pool: Pool) -> Running:
         with self._lock:
             previous = self._running.get(pool["name"])
+            if previous is not None and self._applied.get(pool["name"]) == pool:
+                # Like HAProxyDataplane (same config: no reload, same `since`) and a real pool, whose
+                # instances keep serving through a PUT that changes nothing: metadata stays available.
+                return previous
+            self._applied[pool["name"]] = copy.deepcopy(pool)
             haproxy = pool.get("haproxy") or {}
             frontends = {}
             for fe in haproxy.get("frontends") or []:
@@ -83,6 +90,7 @@ class NullDataplane:
     def remove(self, name: str) -> None:
         with self._lock:
             self._running.pop(name, None)
+            self._applied.pop(name, None)
 
     def status(self, name: str) -> Running | None:
         with self._lock:
@@ -98,3 +106,4 @@ class NullDataplane:
     def stop_all(self) -> None:
         with self._lock:
             self._running.clear()
+            self._applied.clear()

@@ -19,6 +19,15 @@ touches any state, and then routed:
 adopts (or restarts) the load balancers of its previous run. Errors are JSON
 ``{"code": <status>, "message": "<text>"}``; every request is logged as one line on the
 ``edgelb_local`` logger (method, path, status, milliseconds).
+
+Local-only endpoint, not part of the EdgeLB contract: ``GET /_local/requests`` answers how many
+requests this server has answered since it started, as
+``{"requests": [{"method": "PUT", "route": "/v2/pools/{name}", "code": "200", "count": 3}, ...]}``.
+Routes are templates (never a pool name), ``other`` for a path no route knows; ``code`` is the HTTP
+status, or ``reset``/``timeout`` for an injected fault that sent none, or ``error`` when the client
+went away mid-request. Injected faults count like any answer; ``/_local/*`` requests are not counted
+(nor faulted). The benchmarks (``bench.measure.edgelb_requests``) and tests read it to count what a
+controller asked of EdgeLB without trusting the controller's own numbers.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import struct
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +64,10 @@ MAX_BODY = 16 * 1024 * 1024
 # An idle keep-alive connection is dropped after this long, so vanished clients do not pin threads.
 IDLE_TIMEOUT = 300.0
 METADATA_NOT_READY = "pool metadata not available yet"
+# Paths under this prefix are the local server's own (request counts): never counted or faulted.
+LOCAL_PREFIX = "/_local/"
+# The route label of a path that matches no route: raw paths would make the counts unbounded.
+OTHER_ROUTE = "other"
 
 
 @dataclass
@@ -125,17 +139,16 @@ class LocalEdgeLB:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-            (re.compile(r"/ping"), {"GET": self._ping}),
-            (re.compile(r"/version"), {"GET": self._version}),
-            (re.compile(r"/v2/config"), {"GET": self._config}),
-            (re.compile(r"/v2/pools"), {"GET": self._list, "POST": self._create}),
-            (
-                re.compile(r"/v2/pools/(?P<name>[^/]+)"),
-                {"GET": self._get, "PUT": self._update, "DELETE": self._delete},
-            ),
-            (re.compile(r"/v2/pools/(?P<name>[^/]+)/metadata"), {"GET": self._metadata}),
-            (re.compile(r"/v2/pools/(?P<name>[^/]+)/lbconfig"), {"GET": self._lbconfig}),
+        self.requests = RequestCounts()
+        # (template, pattern, handlers): the template names the route in the request counts.
+        self._routes: list[tuple[str, re.Pattern[str], dict[str, Handler]]] = [
+            _route("/ping", {"GET": self._ping}),
+            _route("/version", {"GET": self._version}),
+            _route("/v2/config", {"GET": self._config}),
+            _route("/v2/pools", {"GET": self._list, "POST": self._create}),
+            _route("/v2/pools/{name}", {"GET": self._get, "PUT": self._update, "DELETE": self._delete}),
+            _route("/v2/pools/{name}/metadata", {"GET": self._metadata}),
+            _route("/v2/pools/{name}/lbconfig", {"GET": self._lbconfig}),
         ]
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -213,7 +226,7 @@ class LocalEdgeLB:
     def handle(self, method: str, path: str, body: bytes) -> Response:
         """The answer to one (non-faulted) request; ``path`` without query string."""
         path = path.rstrip("/") or "/"
-        for pattern, handlers in self._routes:
+        for _template, pattern, handlers in self._routes:
             match = pattern.fullmatch(path)
             if match is None:
                 continue
@@ -230,6 +243,23 @@ class LocalEdgeLB:
                 log.exception("%s %s failed", method, path)
                 return Response.error(500, f"internal error: {exc}")
         return Response.error(404, f"no route {path}")
+
+    def route_of(self, path: str) -> str:
+        """The template of the route ``path`` goes to (``/v2/pools/{name}``), or ``other``."""
+        path = path.rstrip("/") or "/"
+        for template, pattern, _handlers in self._routes:
+            if pattern.fullmatch(path):
+                return template
+        return OTHER_ROUTE
+
+    def handle_local(self, method: str, path: str) -> Response:
+        """The answer to a request under ``/_local/`` (the server's own endpoints)."""
+        path = path.rstrip("/")
+        if path != "/_local/requests":
+            return Response.error(404, f"no route {path}")
+        if method != "GET":
+            return Response.error(405, f"method {method} not allowed on {path}", Allow="GET")
+        return Response.json(200, {"requests": self.requests.snapshot()})
 
     def _ping(self, params: dict[str, str], body: bytes) -> Response:
         return Response.text(200, "pong")
@@ -364,6 +394,34 @@ class LocalEdgeLB:
             self._connections.discard(conn)
 
 
+class RequestCounts:
+    """Requests answered, by (method, route template, code); thread-safe (one handler thread per
+    connection)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, method: str, route: str, code: int | str) -> None:
+        with self._lock:
+            self._counts[(method, route, str(code))] += 1
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            items = sorted(self._counts.items())
+        return [{"method": m, "route": r, "code": c, "count": n} for (m, r, c), n in items]
+
+
+def _route(template: str, handlers: dict[str, Handler]) -> tuple[str, re.Pattern[str], dict[str, Handler]]:
+    # "{name}" is one path segment, percent-encoded or not; handlers get it unquoted.
+    pattern = re.escape(template).replace(r"\{name\}", "(?P<name>[^/]+)")
+    return template, re.compile(pattern), handlers
+
+
+def _ignore_status(status: int) -> None:
+    pass
+
+
 def format_host(host: str) -> str:
     """``host`` as it goes into a URL: IPv6 addresses in brackets."""
     return f"[{host}]" if ":" in host else host
@@ -420,6 +478,9 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "edgelb-local"
     timeout = IDLE_TIMEOUT
+    _sent_status = 0
+    # Told the status of every answer just before it is sent; _dispatch points it at its counter.
+    _answering: Callable[[int], None] = staticmethod(_ignore_status)
 
     def setup(self) -> None:
         super().setup()
@@ -444,22 +505,41 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         app = self.server.app
         start = time.monotonic()
         outcome: int | str = "-"
+        path = urlsplit(self.path).path
+        # Counted once, as soon as the outcome is decided and BEFORE the answer goes out (``_send``
+        # calls ``_answering``): a client reading /_local/requests right after its answer finds its
+        # request already counted.
+        counted = path.startswith(LOCAL_PREFIX)
+
+        def count(code: int | str) -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                app.requests.add(self.command, app.route_of(path), code)
+
+        self._answering = count
         try:
             body = self._read_body()
             if body is None:
-                outcome = 400
+                outcome = self._sent_status  # 400 or 413, already answered
                 return
-            path = urlsplit(self.path).path
+            if path.startswith(LOCAL_PREFIX):
+                response = app.handle_local(self.command, path)
+                outcome = response.status
+                self._send(response)
+                return
             # Decided before anything touches state: a faulted write changes nothing.
             decision = app.faults.decide(self.command, path) if app.faults else NO_FAULT
             if decision.latency > 0:
                 app.stopping.wait(decision.latency)
             if decision.action == "reset":
                 outcome = "reset"
+                count(outcome)
                 self._reset()
                 return
             if decision.action == "timeout":
                 outcome = "timeout"
+                count(outcome)
                 self.close_connection = True
                 # Bounded: the client sees no answer for `hold` seconds (or until shutdown), then EOF.
                 app.stopping.wait(decision.hold)
@@ -474,6 +554,8 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             outcome = f"{outcome} ({type(exc).__name__})"
             self.close_connection = True
         finally:
+            self._answering = _ignore_status
+            count("error")  # no-op once counted: here only if the client went away before an outcome
             elapsed = (time.monotonic() - start) * 1000
             log.info("%s %s %s %.1fms", self.command, self.path, outcome, elapsed)
 
@@ -521,6 +603,8 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             self.rfile.readline(1024)  # the CRLF ending the chunk
 
     def _send(self, response: Response) -> None:
+        self._sent_status = response.status
+        self._answering(response.status)
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
@@ -552,7 +636,11 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         # get the same JSON shape as every other error.
         self.close_connection = True
         self._send(Response.error(code, message or explain or self.responses.get(code, ("error",))[0]))
-        log.info("%s %s %d", getattr(self, "command", None) or "-", getattr(self, "path", "-"), code)
+        method, path = getattr(self, "command", None) or "-", getattr(self, "path", None) or "-"
+        if not urlsplit(path).path.startswith(LOCAL_PREFIX):
+            # Answered by the base class before _dispatch (bad request line, unknown method): counted here.
+            self.server.app.requests.add(method, self.server.app.route_of(urlsplit(path).path), code)
+        log.info("%s %s %d", method, path, code)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # _dispatch logs one line per request itself (with the elapsed time).

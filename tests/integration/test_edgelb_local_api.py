@@ -13,6 +13,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -672,6 +673,74 @@ def test_one_log_line_per_request(server: Server, caplog: pytest.LogCaptureFixtu
         strict=True,
     ):
         assert line.startswith(f"{method} {path} {status} ") and line.endswith("ms")
+
+
+# -- request counts (/_local/requests, a local-only endpoint) --------------------------------------
+
+
+def request_counts(server: Server) -> dict[tuple[str, str, str], int]:
+    response = server.get("/_local/requests")
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    rows = response.json()["requests"]
+    assert all(set(row) == {"method", "route", "code", "count"} for row in rows)
+    return {(row["method"], row["route"], row["code"]): row["count"] for row in rows}
+
+
+def test_requests_are_counted_by_method_route_template_and_code(start: StartServer) -> None:
+    server = start(metadata_delay=3600.0)
+    assert request_counts(server) == {}
+    with requests.Session() as session:  # keep-alive: one handler answers many requests
+        for method, path, body, status in [
+            ("GET", "/ping", None, 200),
+            ("POST", "/v2/pools", redis_pool("a", port=1), 200),
+            ("POST", "/v2/pools/", redis_pool("b", port=2), 200),
+            ("POST", "/v2/pools", redis_pool("a", port=1), 409),
+            ("GET", "/v2/pools/a", None, 200),
+            ("GET", "/v2/pools/b?x=1", None, 200),
+            ("GET", "/v2/pools/nope", None, 404),
+            ("GET", "/v2/pools/a/metadata", None, 504),
+            ("PUT", "/v2/pools/a", redis_pool("a", port=3), 200),
+            ("DELETE", "/v2/pools/b", None, 204),
+            ("PATCH", "/v2/pools", {}, 405),
+            ("GET", "/v2/nothing/here", None, 404),
+        ]:
+            response = session.request(method, server.url + path, json=body, timeout=TIMEOUT)
+            assert response.status_code == status, (method, path, response.text)
+    # Counted before the answer is sent: no wait needed. Reading the counts is not counted itself.
+    expected = {
+        ("GET", "/ping", "200"): 1,
+        ("POST", "/v2/pools", "200"): 2,
+        ("POST", "/v2/pools", "409"): 1,
+        ("GET", "/v2/pools/{name}", "200"): 2,
+        ("GET", "/v2/pools/{name}", "404"): 1,
+        ("GET", "/v2/pools/{name}/metadata", "504"): 1,
+        ("PUT", "/v2/pools/{name}", "200"): 1,
+        ("DELETE", "/v2/pools/{name}", "204"): 1,
+        ("PATCH", "/v2/pools", "405"): 1,
+        ("GET", "other", "404"): 1,
+    }
+    assert request_counts(server) == expected
+    assert request_counts(server) == expected
+
+
+def test_injected_faults_are_counted_and_local_paths_never_are(start: StartServer) -> None:
+    server = start(faults=FaultInjector.parse(["POST /v2/pools:5xx=1", "PUT /v2/pools/*:reset=1"], seed=1))
+    assert_error(server.post("/v2/pools", json=redis_pool()), 503, "injected fault")
+    with pytest.raises(requests.ConnectionError):
+        server.put("/v2/pools/dklb-redis", json=redis_pool())
+    # A body that cannot be read is answered 400 before any route runs; still counted on its route.
+    host, port = server.edgelb.address
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"POST /v2/pools HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+        assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 400 ")
+    assert_error(server.post("/_local/requests"), 405)
+    assert_error(server.get("/_local/nothing"), 404)
+    assert request_counts(server) == {
+        ("POST", "/v2/pools", "503"): 1,
+        ("POST", "/v2/pools", "400"): 1,
+        ("PUT", "/v2/pools/{name}", "reset"): 1,
+    }
 
 
 # -- the CLI ----------------------------------------------------------------------------------------

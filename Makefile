@@ -1,0 +1,7 @@
+bench:
+	./dev bench
+
+bench-quick:
+	./dev bench --quick
+
+.PHONY: bench bench-quick
