@@ -10,7 +10,9 @@ database, and a periodic scan picks up wake-ups written by another process (``dk
 Workers start only once ``mark_synced`` says the Service cache holds the whole cluster: a
 binding reconciled against an empty cache would look deleted. From then on the controller
 tracks the first pass over every binding and key it knew of (the start-up re-verification) and
-reports, once, how long it took (``on_verified``): the figure a restart is judged by.
+reports, once, how long it took (``on_verified``): the figure a restart is judged by. In that
+pass every binding's handler runs whatever its wake-up says (``Reconciler.verify``): what
+EdgeLB and Kubernetes held before the restart is not trusted until read again.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Controller:
             return
         self._synced.set()
         keys = {b.key for b in self.reconciler.store.bindings()} | set(self.reconciler.cache.keys())
+        self.reconciler.verify(keys)
         with self._verify_lock:
             self._unverified, self._verify_started, self._verify_total = keys, time.monotonic(), len(keys)
         self.enqueue_all()

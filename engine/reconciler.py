@@ -174,8 +174,23 @@ class Reconciler:
         self._counter_lock = threading.Lock()
         # Told (from or None, to, trigger) after each committed transition: the metrics hook.
         self.on_transition = on_transition
+        # Keys whose handler runs at their next reconcile even if their wake-up is later: after a
+        # start, nothing seen before the crash is trusted until checked again (``verify``).
+        self._unverified: set[str] = set()
 
     # ---- the contract ------------------------------------------------------------------------
+
+    def verify(self, keys: set[str]) -> None:
+        """Run the handler of each of ``keys`` at its next reconcile, whatever its wake-up says."""
+        with self._counter_lock:
+            self._unverified |= keys
+
+    def _take_unverified(self, key: str) -> bool:
+        with self._counter_lock:
+            if key in self._unverified:
+                self._unverified.discard(key)
+                return True
+            return False
 
     def reconcile(self, key: str) -> float | None:
         """Drive one binding as far as it can go now; seconds until it wants to run again."""
@@ -197,7 +212,7 @@ class Reconciler:
                 spec = self.lifecycle.states[binding.state]
                 if spec.handler is None or binding.next_wakeup is None:
                     return None
-                if binding.next_wakeup > now:
+                if binding.next_wakeup > now and not self._take_unverified(key):
                     return (binding.next_wakeup - now).total_seconds()
                 after = self._run_handler(binding, spec, service, now)
             except StaleBinding:

@@ -33,6 +33,7 @@ from engine.edgelb.errors import Unavailable
 from engine.kube.port import FINALIZER
 from engine.reconciler import Reconciler
 from engine.store import Store, database_url, utcnow
+from tests.fakes.edgelb import GET as GET_POOL
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube, make_service
 
@@ -354,7 +355,7 @@ def test_stop_returns_promptly_and_stops_the_scheduler(
     assert len(rig.reconciler.finished()) == finished
 
 
-def test_the_start_up_verification_is_reported_once_every_known_key_was_reconciled(
+def test_on_start_every_binding_is_verified_once_and_that_is_reported_once(
     rigs: Callable[..., Rig],
 ) -> None:
     first = rigs()
@@ -368,6 +369,7 @@ def test_the_start_up_verification_is_reported_once_every_known_key_was_reconcil
     second = rigs()
     reported: list[float] = []
     second.controller.on_verified = reported.append
+    reads, writes = second.edgelb.calls[GET_POOL], second.edgelb.writes()
     for key in keys:
         second.reconciler.cache.put(second.kube.get(key))
     second.controller.start()
@@ -377,6 +379,9 @@ def test_the_start_up_verification_is_reported_once_every_known_key_was_reconcil
     reconciled = {key for key, _ in second.reconciler.finished()}
     assert set(keys) <= reconciled, "reported only after every binding was reconciled"
     assert len(reported) == 1 and reported[0] >= 0
+    # Verified for real: each Ready binding read its pool again, though its resync was minutes away.
+    assert second.edgelb.calls[GET_POOL] >= reads + 5
+    assert second.edgelb.writes() == writes, "verifying writes nothing"
     before = len(second.reconciler.finished())
     second.controller.enqueue_all()
     wait_until(lambda: len(second.reconciler.finished()) >= before + 5, "a second pass")
