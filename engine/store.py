@@ -17,13 +17,14 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -38,6 +39,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
     select,
     update,
 )
@@ -144,6 +146,11 @@ class HistoryRow(Base):
     duration: Mapped[float | None] = mapped_column(Float)
 
 
+BINDINGS = BindingRow.__table__
+POOLS = PoolRow.__table__
+HISTORY = HistoryRow.__table__
+
+
 @dataclass(frozen=True)
 class Binding:
     """A read-only snapshot of one Service↔pool binding."""
@@ -201,7 +208,6 @@ class HistoryEntry:
 
 
 _UNSET: Any = object()
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -253,11 +259,12 @@ def _sqlite_path(url: str) -> Path | None:
     return None if rest in ("", ":memory:") else Path(rest)
 
 
-def make_engine(url: str, *, read_only: bool = False) -> Engine:
+def make_engine(url: str, *, read_only: bool = False, deferred: bool = False) -> Engine:
     """An engine configured for this workload: WAL, immediate write locks, a busy timeout.
 
     ``read_only`` opens SQLite with ``mode=ro`` so the CLI can never write beside a live
-    controller, and never creates a missing file.
+    controller, and never creates a missing file. ``deferred``: transactions start with a plain
+    BEGIN (the store's reads: a WAL reader needs no lock and never waits for a writer).
     """
     path = _sqlite_path(url)
     if path is None:
@@ -291,14 +298,9 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if read_only or deferred else "BEGIN IMMEDIATE")
 
     return engine
-
-
-def _snapshot(cls: type[_T], row: Base) -> _T:
-    """A frozen dataclass copy of an ORM row: callers never hold a live session object."""
-    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -316,22 +318,38 @@ class Store:
         self.read_only = read_only
         self.engine = make_engine(url, read_only=read_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads on an engine of their own whose transactions take no write lock, so readers never
+        # queue behind a worker's commit (only for a file: another engine on :memory: is another
+        # database).
+        separate = not read_only and _sqlite_path(url) is not None
+        self._reader = make_engine(url, deferred=True) if separate else self.engine
+        self._read_sessions = sessionmaker(self._reader, expire_on_commit=False)
         # Write transactions committed by this process: what /metrics and the benchmark count.
         self.write_transactions = 0
         self._writes_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
+        self._reader.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+        """An ORM read transaction (a snapshot of the last commit), for ad-hoc queries."""
+        with self._read_sessions() as session, session.begin():
             yield session
 
+    # The controller's own reads and writes go through SQLAlchemy Core on plain connections:
+    # the ORM's unit of work cost more CPU than everything else a reconcile does.
+
     @contextmanager
-    def _write(self) -> Iterator[Session]:
-        with self.session() as session:
-            yield session
+    def _read(self) -> Iterator[Connection]:
+        with self._reader.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
         with self._writes_lock:
             self.write_transactions += 1
 
@@ -339,38 +357,38 @@ class Store:
 
     def get(self, key: str) -> Binding | None:
         namespace, name = split_key(key)
-        with self.session() as s:
-            row = s.scalars(
-                select(BindingRow).where(BindingRow.namespace == namespace, BindingRow.name == name)
+        with self._read() as conn:
+            row = conn.execute(
+                select(BINDINGS).where(BINDINGS.c.namespace == namespace, BINDINGS.c.name == name)
             ).first()
-            return None if row is None else _snapshot(Binding, row)
+        return None if row is None else Binding(**row._mapping)
 
     def bindings(self, *, pool: str | None = None, states: Sequence[str] | None = None) -> list[Binding]:
-        query = select(BindingRow).order_by(BindingRow.namespace, BindingRow.name)
+        query = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name)
         if pool is not None:
-            query = query.where(BindingRow.pool == pool)
+            query = query.where(BINDINGS.c.pool == pool)
         if states is not None:
-            query = query.where(BindingRow.state.in_(list(states)))
-        with self.session() as s:
-            return [_snapshot(Binding, r) for r in s.scalars(query)]
+            query = query.where(BINDINGS.c.state.in_(list(states)))
+        with self._read() as conn:
+            return [Binding(**r._mapping) for r in conn.execute(query)]
 
     def pool(self, name: str) -> Pool | None:
-        with self.session() as s:
-            row = s.get(PoolRow, name)
-            return None if row is None else _snapshot(Pool, row)
+        with self._read() as conn:
+            row = conn.execute(select(POOLS).where(POOLS.c.name == name)).first()
+        return None if row is None else Pool(**row._mapping)
 
     def pools(self) -> list[Pool]:
-        with self.session() as s:
-            return [_snapshot(Pool, r) for r in s.scalars(select(PoolRow).order_by(PoolRow.name))]
+        with self._read() as conn:
+            return [Pool(**r._mapping) for r in conn.execute(select(POOLS).order_by(POOLS.c.name))]
 
     def due(self, now: datetime) -> list[Binding]:
-        with self.session() as s:
-            rows = s.scalars(
-                select(BindingRow)
-                .where(BindingRow.next_wakeup.is_not(None), BindingRow.next_wakeup <= now)
-                .order_by(BindingRow.next_wakeup)
-            )
-            return [_snapshot(Binding, r) for r in rows]
+        query = (
+            select(BINDINGS)
+            .where(BINDINGS.c.next_wakeup.is_not(None), BINDINGS.c.next_wakeup <= now)
+            .order_by(BINDINGS.c.next_wakeup)
+        )
+        with self._read() as conn:
+            return [Binding(**r._mapping) for r in conn.execute(query)]
 
     def history(
         self,
@@ -382,28 +400,28 @@ class Store:
         limit: int | None = 50,
     ) -> list[HistoryEntry]:
         """Newest first."""
-        query = select(HistoryRow).order_by(HistoryRow.at.desc(), HistoryRow.id.desc())
+        query = select(HISTORY).order_by(HISTORY.c.at.desc(), HISTORY.c.id.desc())
         if key is not None:
             namespace, name = split_key(key)
-            query = query.where(HistoryRow.namespace == namespace, HistoryRow.name == name)
+            query = query.where(HISTORY.c.namespace == namespace, HISTORY.c.name == name)
         if pool is not None:
-            query = query.where(HistoryRow.pool == pool)
+            query = query.where(HISTORY.c.pool == pool)
         if since is not None:
-            query = query.where(HistoryRow.at >= since)
+            query = query.where(HISTORY.c.at >= since)
         if state is not None:
-            query = query.where(HistoryRow.to_state == state)
+            query = query.where(HISTORY.c.to_state == state)
         if limit is not None:
             query = query.limit(limit)
-        with self.session() as s:
-            return [_snapshot(HistoryEntry, r) for r in s.scalars(query)]
+        with self._read() as conn:
+            return [HistoryEntry(**r._mapping) for r in conn.execute(query)]
 
     def live_reference_counts(self) -> dict[str, int]:
         """Bindings per pool counted from the bindings table: the truth ``ref_count`` must equal."""
-        with self.session() as s:
-            rows = s.execute(
-                select(BindingRow.pool, func.count())
-                .where(BindingRow.pool.is_not(None))
-                .group_by(BindingRow.pool)
+        with self._read() as conn:
+            rows = conn.execute(
+                select(BINDINGS.c.pool, func.count())
+                .where(BINDINGS.c.pool.is_not(None))
+                .group_by(BINDINGS.c.pool)
             )
             return {str(p): int(n) for p, n in rows}
 
@@ -423,23 +441,27 @@ class Store:
     ) -> Binding:
         """A new binding and its first history row (from nothing to ``state``)."""
         now = now or utcnow()
-        with self._write() as s:
-            row = BindingRow(
-                namespace=namespace,
-                name=name,
-                uid=uid,
-                state=state,
-                attempts=0,
-                next_wakeup=now,
-                state_since=now,
-                created_at=now,
-                updated_at=now,
-            )
-            s.add(row)
-            s.flush()
-            s.add(
-                HistoryRow(
-                    binding_id=row.id,
+        values: dict[str, Any] = {
+            "namespace": namespace,
+            "name": name,
+            "uid": uid,
+            "state": state,
+            "pool": None,
+            "config": None,
+            "objects": None,
+            "fingerprint": None,
+            "attempts": 0,
+            "next_wakeup": now,
+            "last_error": None,
+            "state_since": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self._write() as conn:
+            binding_id = conn.execute(insert(BINDINGS).values(**values)).inserted_primary_key[0]
+            conn.execute(
+                insert(HISTORY).values(
+                    binding_id=binding_id,
                     namespace=namespace,
                     name=name,
                     pool=None,
@@ -452,7 +474,7 @@ class Store:
                     at=now,
                 )
             )
-            return _snapshot(Binding, row)
+        return Binding(id=binding_id, **values)
 
     def commit(self, change: Change, *, now: datetime | None = None) -> Binding | None:
         """Apply one transition atomically; returns the binding after it (None once removed).
@@ -461,81 +483,87 @@ class Store:
         caller's view is out of date and nothing is written.
         """
         now = now or utcnow()
-        with self._write() as s:
-            row = s.get(BindingRow, change.binding_id)
-            if row is None or row.state != change.expected_state:
-                found = None if row is None else row.state
+        with self._write() as conn:
+            found = conn.execute(select(BINDINGS).where(BINDINGS.c.id == change.binding_id)).first()
+            if found is None or found.state != change.expected_state:
+                state = None if found is None else found.state
                 raise StaleBinding(
-                    f"binding {change.binding_id} is {found}, expected {change.expected_state}"
+                    f"binding {change.binding_id} is {state}, expected {change.expected_state}"
                 )
-            old_pool = row.pool
+            row = dict(found._mapping)
+            old_pool = row["pool"]
             updates = change.updates()
             new_pool = updates.get("pool", old_pool) if change.to_state is not None else None
             if old_pool != new_pool and new_pool is not None:
                 # A pool row exists exactly while bindings refer to it; the bindings' foreign key
                 # needs it before the binding row points at it.
-                self._adjust_pool(s, new_pool, +1, now)
-                s.flush()
+                self._adjust_pool(conn, new_pool, +1, now)
             if change.record:
-                s.add(
-                    HistoryRow(
-                        binding_id=row.id,
-                        namespace=row.namespace,
-                        name=row.name,
+                conn.execute(
+                    insert(HISTORY).values(
+                        binding_id=row["id"],
+                        namespace=row["namespace"],
+                        name=row["name"],
                         pool=new_pool if new_pool is not None else old_pool,
-                        from_state=row.state,
+                        from_state=row["state"],
                         to_state=change.to_state or "Removed",
                         trigger=change.trigger,
                         reason=change.reason,
                         message=change.message,
-                        attempt=updates.get("attempts", row.attempts),
+                        attempt=updates.get("attempts", row["attempts"]),
                         at=now,
-                        duration=(now - row.state_since).total_seconds(),
+                        duration=(now - row["state_since"]).total_seconds(),
                     )
                 )
             if change.to_state is None:
-                s.delete(row)
-                s.flush()
+                conn.execute(delete(BINDINGS).where(BINDINGS.c.id == row["id"]))
             else:
-                for name, value in updates.items():
-                    setattr(row, name, value)
-                if change.to_state != row.state:
-                    row.state = change.to_state
-                    row.state_since = now
-                row.updated_at = now
-                s.flush()
+                values = {**updates, "updated_at": now}
+                if change.to_state != row["state"]:
+                    values.update(state=change.to_state, state_since=now)
+                conn.execute(update(BINDINGS).where(BINDINGS.c.id == row["id"]).values(**values))
+                row.update(values)
             pool_name = new_pool if new_pool is not None else old_pool
             if pool_name is not None and (change.pool_created_by_dklb is not None or change.pool_served):
-                values: dict[str, Any] = {"updated_at": now}
+                flags: dict[str, Any] = {"updated_at": now}
                 if change.pool_created_by_dklb is not None:
-                    values["created_by_dklb"] = change.pool_created_by_dklb
+                    flags["created_by_dklb"] = change.pool_created_by_dklb
                 if change.pool_served:
-                    values["served"] = True
-                s.execute(update(PoolRow).where(PoolRow.name == pool_name).values(**values))
+                    flags["served"] = True
+                conn.execute(update(POOLS).where(POOLS.c.name == pool_name).values(**flags))
             if old_pool != new_pool and old_pool is not None:
-                self._adjust_pool(s, old_pool, -1, now)
-            return None if change.to_state is None else _snapshot(Binding, row)
+                self._adjust_pool(conn, old_pool, -1, now)
+        return None if change.to_state is None else Binding(**row)
 
-    def _adjust_pool(self, s: Session, name: str, delta: int, now: datetime) -> None:
-        row = s.get(PoolRow, name)
-        if row is None:
+    def _adjust_pool(self, conn: Connection, name: str, delta: int, now: datetime) -> None:
+        found = conn.execute(select(POOLS.c.ref_count).where(POOLS.c.name == name)).first()
+        if found is None:
             if delta < 0:
                 raise StoreError(f"reference count of unknown pool {name!r} cannot drop")
-            row = PoolRow(name=name, ref_count=0, created_by_dklb=False, served=False, created_at=now)
-            s.add(row)
-        row.ref_count += delta
-        row.updated_at = now
-        if row.ref_count <= 0:
-            s.flush()
-            s.execute(delete(PoolRow).where(PoolRow.name == name))
+            conn.execute(
+                insert(POOLS).values(
+                    name=name,
+                    ref_count=delta,
+                    created_by_dklb=False,
+                    served=False,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return
+        count = found.ref_count + delta
+        if count <= 0:
+            conn.execute(delete(POOLS).where(POOLS.c.name == name))
+        else:
+            conn.execute(update(POOLS).where(POOLS.c.name == name).values(ref_count=count, updated_at=now))
 
     def set_wakeup(self, key: str, at: datetime) -> bool:
         """Wake a binding at ``at`` (``dklb retry``); a running controller's scan picks it up."""
         namespace, name = split_key(key)
-        with self._write() as s:
-            result = s.execute(
-                update(BindingRow)
-                .where(BindingRow.namespace == namespace, BindingRow.name == name)
+        with self._write() as conn:
+            result = conn.execute(
+                update(BINDINGS)
+                .where(BINDINGS.c.namespace == namespace, BINDINGS.c.name == name)
                 .values(next_wakeup=at)
             )
             return bool(result.rowcount)

@@ -59,7 +59,9 @@ def enter(ctx: Context) -> Outcome:
         )
 
     text = check.text
-    ctx.kube.add_finalizer(service)
+    # The next write's precondition names the version this one produced: the old copy would
+    # always lose the race against our own finalizer (a 409, a GET and a second PATCH).
+    service = ctx.kube.add_finalizer(service) or service
     written = config.to_annotation()
     if text != written:
         ctx.kube.set_config_annotation(service, written)

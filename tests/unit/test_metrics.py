@@ -283,6 +283,9 @@ class _StubReconciler:
         self.store = _StubStore()
         self.cache = ServiceCache()
 
+    def verify(self, keys: set[str]) -> None:
+        pass
+
     def reconcile(self, key: str) -> float | None:
         if key == "ns/bad":
             raise RuntimeError("boom")
