@@ -386,4 +386,3 @@ def test_on_start_every_binding_is_verified_once_and_that_is_reported_once(
     second.controller.enqueue_all()
     wait_until(lambda: len(second.reconciler.finished()) >= before + 5, "a second pass")
     assert len(reported) == 1, "reported once, not on every later pass"
-
