@@ -24,6 +24,7 @@ import urllib3
 
 import localcluster
 from bench.measure import controller_metrics
+from edgelb_local import process as edgelb_process
 from engine.processes import terminate, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,35 +53,14 @@ def start_servers(work: Path, *, metadata_delay: str) -> Servers:
     work.mkdir(parents=True, exist_ok=True)
     cluster = localcluster.start()
     try:
-        edgelb = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "engine.cli",
-                "edgelb-local",
-                "--listen",
-                "127.0.0.1:0",
-                "--state-dir",
-                str(work / "edgelb"),
-                "--no-dataplane",
-                "--metadata-delay",
-                metadata_delay,
-                "--agent",
-                "kube-node-0=127.0.0.1",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=(work / "edgelb.log").open("ab"),
-            text=True,
-        )
-        assert edgelb.stdout is not None
-        line = edgelb.stdout.readline()
-        if "listening on" not in line:
-            raise RuntimeError(f"edgelb-local did not start: {line!r}")
+        with (work / "edgelb.log").open("ab") as log:
+            edgelb, url = edgelb_process.start(
+                work / "edgelb", extra=["--no-dataplane", "--metadata-delay", metadata_delay], stderr=log
+            )
     except BaseException:
         localcluster.stop(cluster)
         raise
-    return Servers(cluster=cluster, edgelb=edgelb, edgelb_url=line.strip().rsplit(" ", 1)[-1], work=work)
+    return Servers(cluster=cluster, edgelb=edgelb, edgelb_url=url, work=work)
 
 
 @dataclass

@@ -266,38 +266,21 @@ def _stop(work: Path) -> int:
 def _walkthrough(cluster: Any, work: Path, processes: Processes, *, timeout: float, keep: bool) -> None:
     import kubernetes
 
+    from edgelb_local import process as edgelb_process
+
     from .edgelb.client import EdgeLBClient
     from .edgelb.errors import EdgeLBError, NotFound
     from .kube.api import api_client
 
     say(f"# a real kube-apiserver v1.20.2 + etcd is serving at {cluster.server}")
     edgelb_log = (work / "edgelb.log").open("ab")
-    edgelb = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "edgelb-local",
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            str(work / "edgelb"),
-            "--agent",
-            "kube-node-0=127.0.0.1",
-            "--metadata-delay",
-            "2s",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=edgelb_log,
-        text=True,
-        start_new_session=True,
-    )
+    try:
+        edgelb, url = edgelb_process.start(
+            work / "edgelb", extra=["--metadata-delay", "2s"], stderr=edgelb_log, new_session=True
+        )
+    except RuntimeError as exc:
+        raise DemoFailed(str(exc)) from exc
     processes.started("edgelb", edgelb.pid)
-    assert edgelb.stdout is not None
-    line = edgelb.stdout.readline()
-    if "listening on" not in line:
-        raise DemoFailed(f"the local EdgeLB did not start: {line!r}")
-    url = line.strip().rsplit(" ", 1)[-1]
     (work / "edgelb.url").write_text(url + "\n")
     say(f"# the local EdgeLB (V2 API, one real HAProxy per pool) is serving at {url}")
 

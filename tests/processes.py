@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgelb_local import process as edgelb_process
 from engine import processes
 from engine.processes import alive
 
@@ -27,6 +31,26 @@ def wait_for(
     condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
 ) -> T:
     return processes.wait_for(condition, timeout=timeout, interval=interval, what=what, error=AssertionError)
+
+
+Samples = dict[str, list[Any]]
+
+
+def scrape(url: str, **headers: str) -> Samples:
+    """A Prometheus endpoint (dklb's or the kube-apiserver's /metrics) as {sample name: [samples]}."""
+    # verify=False: the local kube-apiserver's self-signed certificate; a read of counters on loopback.
+    answer = requests.get(url, timeout=10, headers=headers, verify=False)
+    answer.raise_for_status()
+    found: Samples = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append(sample)
+    return found
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels`` (0 when there is none)."""
+    return float(sum(s.value for s in samples.get(name, []) if labels.items() <= s.labels.items()))
 
 
 @dataclass
@@ -52,30 +76,16 @@ class EdgeLBProcess:
                 os.kill(pid, signal.SIGTERM)
 
 
-def start_edgelb(state_dir: Path, *, extra: Iterable[str] = ()) -> EdgeLBProcess:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "edgelb-local",
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            str(state_dir),
-            "--agent",
-            "kube-node-0=127.0.0.1",
-            *extra,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, f"edgelb-local did not start: {line!r}"
-    return EdgeLBProcess(proc=proc, url=line.strip().rsplit(" ", 1)[-1], state_dir=state_dir)
+def start_edgelb(
+    state_dir: Path, *, extra: Iterable[str] = (), log_path: Path | None = None, listen: str = "127.0.0.1:0"
+) -> EdgeLBProcess:
+    """``dklb edgelb-local`` on a free loopback port; its request log goes to ``log_path`` if given."""
+    if log_path is None:
+        proc, url = edgelb_process.start(state_dir, extra=extra, listen=listen)
+    else:
+        with log_path.open("ab") as log:
+            proc, url = edgelb_process.start(state_dir, extra=extra, listen=listen, stderr=log)
+    return EdgeLBProcess(proc=proc, url=url, state_dir=state_dir)
 
 
 @dataclass

@@ -24,9 +24,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from engine.checks import NO_TCP_PORT
 from engine.config import ANNOTATION
@@ -35,7 +33,7 @@ from engine.store import Store, database_url
 from tests.e2e.conftest import World
 from tests.e2e.invariants import settled, violations
 from tests.integration.conftest import free_port
-from tests.processes import wait_for
+from tests.processes import scrape, total, wait_for
 
 LISTENING = re.compile(r"http listening on (http://\S+)")
 WRITES = ("POST", "PUT", "DELETE")
@@ -104,15 +102,9 @@ def metrics_url(world: World, offset: int) -> str:
 
 def edgelb_requests(url: str) -> dict[str, float]:
     """dklb_edgelb_requests_total summed by method, every route and code."""
-    answer = requests.get(url + "/metrics", timeout=5)
-    answer.raise_for_status()
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            if sample.name == "dklb_edgelb_requests_total":
-                method = sample.labels["method"]
-                counts[method] = counts.get(method, 0.0) + sample.value
-    return counts
+    metrics = scrape(url + "/metrics")
+    methods = {s.labels["method"] for s in metrics.get("dklb_edgelb_requests_total", [])}
+    return {m: total(metrics, "dklb_edgelb_requests_total", method=m) for m in methods}
 
 
 def edgelb_writes(url: str) -> float:

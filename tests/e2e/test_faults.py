@@ -35,8 +35,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -50,7 +48,6 @@ import kubernetes
 import pytest
 import requests
 import urllib3
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import SQLAlchemyError
 
 import localcluster
@@ -60,7 +57,7 @@ from engine.edgelb.errors import Unavailable
 from engine.store import Binding, HistoryEntry, Store, StoreError, database_url
 from tests.e2e.conftest import World
 from tests.e2e.invariants import settled, violations
-from tests.processes import ROOT, ControllerProcess, EdgeLBProcess, controller_args, wait_for
+from tests.processes import ControllerProcess, controller_args, scrape, start_edgelb, total, wait_for
 
 T = TypeVar("T")
 
@@ -80,38 +77,6 @@ urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
 # ---- processes ---------------------------------------------------------------------------------
-
-
-def start_edgelb_logged(
-    state_dir: Path, log_path: Path, *extra: str, listen: str = "127.0.0.1:0"
-) -> EdgeLBProcess:
-    """``dklb edgelb-local --no-dataplane`` with its request log (one line per request, with the
-    injected fault as outcome) in ``log_path``: ``tests.processes.start_edgelb`` discards it."""
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "engine.cli",
-                "edgelb-local",
-                "--listen",
-                listen,
-                "--state-dir",
-                str(state_dir),
-                "--agent",
-                "kube-node-0=127.0.0.1",
-                "--no-dataplane",
-                *extra,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, f"edgelb-local did not start: {line!r}"
-    return EdgeLBProcess(proc=proc, url=line.strip().rsplit(" ", 1)[-1], state_dir=state_dir)
 
 
 class SteadyClient(EdgeLBClient):
@@ -168,7 +133,9 @@ class Rig:
         old = self.world.edgelb
         old.stop()
         listen = old.url.split("://", 1)[1]
-        self.world.edgelb = start_edgelb_logged(old.state_dir, self.edgelb_log, *edgelb_args, listen=listen)
+        self.world.edgelb = start_edgelb(
+            old.state_dir, extra=["--no-dataplane", *edgelb_args], log_path=self.edgelb_log, listen=listen
+        )
 
 
 @contextlib.contextmanager
@@ -183,7 +150,9 @@ def rig(
     new namespace; on the way out stop the controller, release the Services, stop EdgeLB."""
     with contextlib.ExitStack() as cleanup:
         edgelb_log = directory / "edgelb.log"
-        edgelb = start_edgelb_logged(directory / "edgelb", edgelb_log, *edgelb_args)
+        edgelb = start_edgelb(
+            directory / "edgelb", extra=["--no-dataplane", *edgelb_args], log_path=edgelb_log
+        )
         database = directory / "dklb.db"
         args = controller_args(kubeconfig=kubeconfig, edgelb_url=edgelb.url, database=database, **flags)
         world = World(
@@ -280,20 +249,6 @@ def edgelb_outcomes(log_text: str) -> list[tuple[str, str, str, float]]:
         if match:
             found.append((match.group(1), match.group(2), match.group(3), float(match.group(4))))
     return found
-
-
-def scrape(url: str, **headers: str) -> dict[str, list[Any]]:
-    answer = requests.get(url, timeout=10, headers=headers, verify=False)
-    answer.raise_for_status()
-    samples: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append(sample)
-    return samples
-
-
-def total(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
-    return sum(s.value for s in samples.get(name, []) if labels.items() <= s.labels.items())
 
 
 def seconds(a: datetime, b: datetime) -> float:

@@ -31,7 +31,6 @@ import kubernetes
 import pytest
 import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 import localcluster
 from engine.config import ANNOTATION
@@ -40,7 +39,7 @@ from engine.store import Binding, Store, database_url
 from engine.translation import CREATED_BY_VARIABLE
 from tests.e2e.conftest import World, release_services
 from tests.e2e.invariants import settled, violations
-from tests.processes import ControllerProcess, controller_args, start_edgelb, wait_for
+from tests.processes import ControllerProcess, controller_args, scrape, start_edgelb, total, wait_for
 
 TIMEOUT = 5.0
 LISTENING = re.compile(r"http listening on (http://[^\s\"]+)")
@@ -114,21 +113,9 @@ def start_controller(world: World) -> str:
     return base
 
 
-def scrape(url: str) -> dict[str, list[Any]]:
-    answer = requests.get(url + "/metrics", timeout=TIMEOUT)
-    answer.raise_for_status()
-    found: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append(sample)
-    return found
-
-
-def total(metrics: dict[str, list[Any]], name: str, **labels: str) -> float:
-    return sum(s.value for s in metrics.get(name, []) if labels.items() <= s.labels.items())
-
-
-def edgelb_writes(metrics: dict[str, list[Any]]) -> dict[str, float]:
+def edgelb_writes(url: str) -> dict[str, float]:
+    """EdgeLB writes by method, as the controller at ``url`` counted them."""
+    metrics = scrape(url + "/metrics")
     return {m: total(metrics, "dklb_edgelb_requests_total", method=m) for m in EDGELB_WRITES}
 
 
@@ -247,7 +234,7 @@ def run_lost_database(world: World, *, dedicated: int, shared_pools: int, per_po
     assert pools == sorted(expected_refs)
     marks = {p["name"]: p["environmentVariables"].get(CREATED_BY_VARIABLE) for p in world.client.list_pools()}
     assert marks == dict.fromkeys(pools, CLUSTER), "dklb marks the pools it creates"
-    first_writes = edgelb_writes(scrape(url))
+    first_writes = edgelb_writes(url)
     assert first_writes["POST"] == len(pools) and first_writes["DELETE"] == 0
 
     # ---- lose the database, start again on the same path ----
@@ -260,7 +247,7 @@ def run_lost_database(world: World, *, dedicated: int, shared_pools: int, per_po
     # Every binding went through AwaitingMetadata once (one metadata GET each); wait for as many
     # Ready re-verifications again, so that the zero-write claim covers the settled state too.
     def resynced() -> dict[str, list[Any]] | None:
-        metrics = scrape(url)
+        metrics = scrape(url + "/metrics")
         reads = total(metrics, "dklb_edgelb_requests_total", method="GET", route="/v2/pools/{name}/metadata")
         return metrics if reads >= 2 * count else None
 
@@ -268,7 +255,7 @@ def run_lost_database(world: World, *, dedicated: int, shared_pools: int, per_po
     writes = kube_writes(metrics)
     service_writes = {k: v for k, v in writes.items() if k[1] in SERVICE_RESOURCES}
     other_writes = {f"{verb} {resource}": int(v) for (verb, resource), v in sorted(writes.items())}
-    assert edgelb_writes(metrics) == dict.fromkeys(EDGELB_WRITES, 0.0), "adoption writes nothing to EdgeLB"
+    assert edgelb_writes(url) == dict.fromkeys(EDGELB_WRITES, 0.0), "adoption writes nothing to EdgeLB"
     assert service_writes == {}, f"adoption writes nothing to Services: {service_writes}"
     assert {resource for _, resource in writes} <= {"events"}, f"only Events are written: {writes}"
     assert pools_raw(world) == before, "every pool is byte-identical"
@@ -292,7 +279,7 @@ def run_lost_database(world: World, *, dedicated: int, shared_pools: int, per_po
     )
     assert world.pool_names() == sorted(set(pools) - gone)
     assert broken(world) == []
-    after_delete = edgelb_writes(scrape(url))
+    after_delete = edgelb_writes(url)
     assert (after_delete["POST"], after_delete["DELETE"]) == (0, 2)
 
     # ---- a settings change of an adopted Service reaches the pool dklb created ----
@@ -362,7 +349,7 @@ def test_after_a_lost_database_only_the_pools_dklb_created_take_settings_changes
     url = start_controller(rig)
     wait_for(lambda: all_ready(rig, 2), interval=0.25, what="both Services re-adopted")
     assert pool_records(rig) == records, "adopted: dklb's pool by its mark, the other one not"
-    assert edgelb_writes(scrape(url)) == dict.fromkeys(EDGELB_WRITES, 0.0)
+    assert edgelb_writes(url) == dict.fromkeys(EDGELB_WRITES, 0.0)
 
     set_cpus(rig, "guest", 0.7)
     set_cpus(rig, "owner", 0.7)
@@ -379,7 +366,7 @@ def test_after_a_lost_database_only_the_pools_dklb_created_take_settings_changes
         f"{CLUSTER}:{rig.namespace}:guest:9000",
         FOREIGN_FRONTEND,
     ]
-    assert edgelb_writes(scrape(url)) == {"POST": 0, "PUT": 1, "DELETE": 0}, "one PUT: pool owned"
+    assert edgelb_writes(url) == {"POST": 0, "PUT": 1, "DELETE": 0}, "one PUT: pool owned"
     assert broken(rig, {PREEXISTING}) == []
 
     # The guest leaves: its objects go, the pre-existing pool and the operator's objects stay.

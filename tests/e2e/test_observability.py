@@ -15,11 +15,10 @@ import re
 from typing import Any
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import World
 from tests.integration.conftest import free_port
-from tests.processes import wait_for
+from tests.processes import scrape, wait_for
 
 TIMEOUT = 5.0
 LISTENING = re.compile(r"http listening on (http://\S+)")
@@ -47,17 +46,6 @@ def get(url: str) -> requests.Response | None:
         return requests.get(url, timeout=TIMEOUT)
     except requests.ConnectionError:
         return None
-
-
-def scrape(url: str) -> dict[str, list[Any]]:
-    """/metrics as {sample name: [samples]}."""
-    answer = requests.get(url + "/metrics", timeout=TIMEOUT)
-    answer.raise_for_status()
-    found: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append(sample)
-    return found
 
 
 def sample(metrics: dict[str, list[Any]], name: str, **labels: str) -> float | None:
@@ -89,7 +77,7 @@ def test_metrics_and_probes_of_a_running_controller(world: World) -> None:
     def bound() -> dict[str, list[Any]] | None:
         # The ingress is written just before the commit to Ready, and the transition is counted
         # just after it: wait for both.
-        metrics = scrape(url)
+        metrics = scrape(url + "/metrics")
         committed = sample(metrics, "dklb_bindings", state="Ready") == 1
         return metrics if committed and sample(metrics, "dklb_transitions_total", to="Ready") else None
 
