@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     options = scenarios.Options(metadata_delay=args.metadata_delay)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    idle_n, shared_n, transitions = args.idle_services, args.shared_services, 20000
+    idle_n, shared_n, transitions = args.idle_services, args.shared_services, 5000
     if args.quick:
         options = scenarios.Options(
             metadata_delay="1s", dklb_resync="5s", baseline_resync="10s", idle_periods=2, timeout=300
@@ -68,16 +68,28 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    out = args.out / "quick" if args.quick else args.out  # a smoke run never replaces the real figures
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        # After every suite: a failure late in a long run keeps what was measured before it.
+        results["targets"] = report.targets(results)
+        (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / "latest.md").write_text(report.markdown(results))
+
     try:
         say("store: transitions per second vs raw sqlite3 ...")
         results["store"] = store_bench.run(work / "store", transitions=transitions)
+        save()
         for n in sizes:
             for mode in ("dklb", "baseline"):
                 say(f"{mode}: {n} Services (burst, restart, churn, idle) ...")
                 results["suites"].append(scenarios.suite(mode, n, work / f"{mode}-{n}", options))
+                save()
         for mode in ("dklb", "baseline"):
             say(f"{mode}: {shared_n} Services in shared pools ...")
             results["shared"].append(scenarios.shared(mode, shared_n, work / f"{mode}-shared", options))
+            save()
         if idle_n:
             say(f"dklb: {idle_n} Services (burst, restart, idle) ...")
             results["suites"].append(
@@ -86,13 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    results["targets"] = report.targets(results)
-    out = args.out / "quick" if args.quick else args.out  # a smoke run never replaces the real figures
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = report.markdown(results)
-    (out / "latest.md").write_text(table)
-    print(table)
+    save()
+    print(report.markdown(results))
     return 0
 
 

@@ -51,7 +51,8 @@ class Servers:
 
 def start_servers(work: Path, *, metadata_delay: str) -> Servers:
     work.mkdir(parents=True, exist_ok=True)
-    cluster = localcluster.start()
+    # One node port per LoadBalancer Service: the default range (2,768 ports) cannot hold 5,000.
+    cluster = localcluster.start(apiserver_args=["--service-node-port-range=30000-39999"])
     try:
         with (work / "edgelb.log").open("ab") as log:
             edgelb, url = edgelb_process.start(
