@@ -85,7 +85,8 @@ def _annotated_pool(service: Mapping[str, Any]) -> str | None:
         return None
     try:
         parsed = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
+        # The user's text, whatever it is: an annotation that does not parse names no pool.
         return None
     name = parsed.get("name") if isinstance(parsed, dict) else None
     return name if isinstance(name, str) else None

@@ -26,7 +26,7 @@ from engine.edgelb.errors import Unavailable
 from engine.fence import Fence, FencedEdgeLB
 from engine.kube.port import FINALIZER
 from engine.metrics import Metrics
-from engine.orphans import OrphanSweeper, decide, sweep
+from engine.orphans import OrphanSweeper, _annotated_pool, decide, sweep
 from engine.reconciler import PoolLocks
 from engine.translation import CREATED_BY_VARIABLE, object_name
 from tests.engine.harness import CLUSTER, World
@@ -414,3 +414,19 @@ def test_sweep_reports_what_it_deleted_and_what_it_remembers(tmp_path: Path) -> 
     assert first.deleted == [] and first.candidates == {POOL}
     second = sweep(**common, seen=first.candidates)
     assert second.deleted == [POOL] and second.candidates == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("text", "pool"),
+    [
+        ("name: p1\n", "p1"),
+        ("size: 2\n", None),
+        ("[" * 3000 + "]" * 3000, None),  # nested too deeply for the parser: names nothing
+        ("name: [unclosed", None),
+        ("- a list\n", None),
+        ("name: 5\n", None),
+    ],
+)
+def test_the_pool_an_annotation_names(text: str, pool: str | None) -> None:
+    service = {"metadata": {"annotations": {ANNOTATION: text}}}
+    assert _annotated_pool(service) == pool
