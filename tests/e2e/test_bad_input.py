@@ -20,7 +20,6 @@ here a table of them (distinct from ``test_controller.INVALID``) goes through th
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +32,7 @@ from engine.store import Store, database_url
 from tests.e2e.conftest import World
 from tests.e2e.invariants import settled, violations
 from tests.integration.conftest import free_port
+from tests.integration.conftest import redis_ping as ping
 from tests.processes import scrape, total, wait_for
 
 LISTENING = re.compile(r"http listening on (http://\S+)")
@@ -120,15 +120,6 @@ def states(world: World) -> dict[str, tuple[str, str | None]]:
         store.close()
 
 
-def redis_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64) == b"+PONG\r\n"
-    except OSError:
-        return False
-
-
 def no_violations(world: World) -> None:
     database = world.directory / "dklb.db"
     wait_for(lambda: settled(core=world.core, namespace=world.namespace, database=database), what="settled")
@@ -196,7 +187,7 @@ def test_a_serving_service_edited_to_an_invalid_annotation_keeps_serving(world: 
     world.redis_on_node_port(service)
     wait_for(lambda: world.ingress("redis"), what="ready")
     wait_for(lambda: states(world).get("redis", ("",))[0] == "Ready", what="the binding Ready")
-    assert redis_ping(port)
+    assert ping(port)
     written = world.service("redis")["metadata"]["annotations"][ANNOTATION]
     pool, address = world.pool("dklb-redis"), world.ingress("redis")
     writes = edgelb_writes(url)
@@ -208,11 +199,11 @@ def test_a_serving_service_edited_to_an_invalid_annotation_keeps_serving(world: 
         wait_for(lambda: states(world)["redis"][0] == "Rejected", what="the binding Rejected")
         assert world.pool("dklb-redis") == pool, "the pool is untouched"
         assert world.ingress("redis") == address, "the Service keeps its address"
-        assert redis_ping(port), "traffic still flows through the pool"
+        assert ping(port), "traffic still flows through the pool"
         assert edgelb_writes(url) == writes
 
         world.set_config("redis", written)
         wait_for(lambda: states(world)["redis"][0] == "Ready", what="Ready again once fixed")
         assert world.pool("dklb-redis") == pool and edgelb_writes(url) == writes, "fixing it writes nothing"
-        assert redis_ping(port)
+        assert ping(port)
     no_violations(world)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import time
 import uuid
 from datetime import datetime
@@ -17,6 +16,7 @@ import kubernetes
 import localcluster
 from tests.e2e.conftest import World
 from tests.integration.conftest import free_port
+from tests.integration.conftest import redis_ping as ping
 from tests.processes import ControllerProcess, controller_args, wait_for
 
 LEADING = "leading: this replica writes now"
@@ -28,15 +28,6 @@ def logged_at(log: str, needle: str) -> float | None:
         if needle in line:
             return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     return None
-
-
-def ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64) == b"+PONG\r\n"
-    except OSError:
-        return False
 
 
 def test_only_the_leader_writes_and_the_standby_takes_over_after_a_crash(

@@ -78,3 +78,13 @@ def start_redis(directory: Path, *, port: int | None = None) -> Iterator[RedisSe
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     with start_redis(tmp_path / "redis") as server:
         yield server
+
+
+def redis_ping(port: int) -> bool:
+    """True when a redis server answers PING on 127.0.0.1:``port`` (directly or through HAProxy)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64) == b"+PONG\r\n"
+    except OSError:
+        return False
