@@ -123,7 +123,7 @@ class PoolConfig:
         )
 
     def to_annotation(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.dump(self.to_dict(), Dumper=_SafeDumper, sort_keys=False)
 
     def shared_settings(self) -> dict[str, Any]:
         """What every Service sharing the pool must agree on (the pool has only one of each)."""
@@ -227,15 +227,22 @@ def parse_config(
     )
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader refusing duplicate keys, which PyYAML would otherwise resolve as last-one-wins."""
+# libyaml's emitter and parser when PyYAML was built with them: every Service's annotation is parsed
+# and written back, and the pure-Python ones cost more CPU than the rest of Pending. A text libyaml
+# refuses is parsed again by PyYAML's own parser, whose messages say more about what is wrong.
+_FastSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _NoDuplicateKeys:
+    """Refuses duplicate keys, which PyYAML would otherwise resolve as last-one-wins."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # merge keys ("<<") are allowed to repeat and to be overridden
-            key = self.construct_object(key_node, deep=True)
+            key = self.construct_object(key_node, deep=True)  # type: ignore[attr-defined]
             try:
                 duplicate = key in seen
             except TypeError:
@@ -245,7 +252,15 @@ class _StrictLoader(yaml.SafeLoader):
                     None, None, f"found duplicate key {_show(key)}", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[misc]
+
+
+class _StrictLoader(_NoDuplicateKeys, yaml.SafeLoader):
+    pass
+
+
+class _FastStrictLoader(_NoDuplicateKeys, _FastSafeLoader):  # type: ignore[misc]
+    pass
 
 
 def _load(text: str | None, report: _Report) -> dict[Any, Any] | None:
@@ -268,7 +283,16 @@ def _load(text: str | None, report: _Report) -> dict[Any, Any] | None:
 
 def _load_yaml(text: str) -> Any:
     """One YAML document; a stream holding no document (only comments) means "nothing given"."""
-    loader = _StrictLoader(text)
+    try:
+        return _load_with(_FastStrictLoader, text)
+    except yaml.YAMLError:
+        if _FastSafeLoader is yaml.SafeLoader:
+            raise
+        return _load_with(_StrictLoader, text)
+
+
+def _load_with(loader_class: Any, text: str) -> Any:
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         return {} if node is None else loader.construct_document(node)

@@ -194,9 +194,10 @@ class Reconciler:
 
     def reconcile(self, key: str) -> float | None:
         """Drive one binding as far as it can go now; seconds until it wants to run again."""
+        # Each step goes on from the binding its commit returned: the row as stored, no re-read.
+        binding = self.store.get(key)
         for _ in range(MAX_STEPS):
             now = self.clock()
-            binding = self.store.get(key)
             service = self.cache.get(key)
             trigger = observe.external_trigger(binding, service, nodes=self.node_addresses())
             try:
@@ -204,10 +205,10 @@ class Reconciler:
                     if trigger is None:
                         return None
                     assert service is not None
-                    self._create(key, service, now)
+                    binding = self._create(key, service, now)
                     continue
                 if trigger is not None:
-                    self._fire_external(binding, trigger, service, now)
+                    binding = self._fire_external(binding, trigger, service, now)
                     continue
                 spec = self.lifecycle.states[binding.state]
                 if spec.handler is None or binding.next_wakeup is None:
@@ -217,6 +218,7 @@ class Reconciler:
                 after = self._run_handler(binding, spec, service, now)
             except StaleBinding:
                 # Someone committed first; start over from what is stored now.
+                binding = self.store.get(key)
                 continue
             if after is None:
                 return None
@@ -228,15 +230,16 @@ class Reconciler:
                 )
             if self.lifecycle.states[after.state].first_run == "queued":
                 return 0.0
+            binding = after
         return 0.0
 
     # ---- steps -------------------------------------------------------------------------------
 
-    def _create(self, key: str, service: dict[str, Any], now: datetime) -> None:
+    def _create(self, key: str, service: dict[str, Any], now: datetime) -> Binding:
         namespace, name = key.split("/", 1)
         if not self.may_write():
             raise NotLeader("this replica does not lead: no binding is created")
-        self.store.create(
+        binding = self.store.create(
             namespace=namespace,
             name=name,
             uid=(service.get("metadata") or {}).get("uid", ""),
@@ -248,17 +251,18 @@ class Reconciler:
         )
         self._count(None, self.lifecycle.initial, "observed")
         checkpoint("after-create")
+        return binding
 
     def _fire_external(
         self, binding: Binding, trigger: str, service: dict[str, Any] | None, now: datetime
-    ) -> None:
+    ) -> Binding | None:
         fire = Fire(
             trigger,
             reason=_EXTERNAL_REASONS.get(trigger, trigger),
             message=_external_message(trigger, service),
         )
         change, events = self._fire_change(binding, fire, now)
-        self._commit(binding, change, events, service)
+        return self._commit(binding, change, events, service)
 
     def _run_handler(
         self, binding: Binding, spec: StateSpec, service: dict[str, Any] | None, now: datetime

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -150,6 +151,27 @@ BINDINGS = BindingRow.__table__
 POOLS = PoolRow.__table__
 HISTORY = HistoryRow.__table__
 
+# The controller's statements, built once and run with parameters: building a statement (coercing
+# every value into the expression tree and keying the compiled cache on it) cost more CPU than
+# SQLite spent running it. An UPDATE sets the columns its parameters name.
+_BINDING_BY_ID = select(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
+_BINDING_BY_KEY = select(BINDINGS).where(
+    BINDINGS.c.namespace == bindparam("_namespace"), BINDINGS.c.name == bindparam("_name")
+)
+_BINDINGS_IN_POOL = (
+    select(BINDINGS)
+    .where(BINDINGS.c.pool == bindparam("_pool"))
+    .order_by(BINDINGS.c.namespace, BINDINGS.c.name)
+)
+_INSERT_BINDING = insert(BINDINGS)
+_UPDATE_BINDING = update(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
+_DELETE_BINDING = delete(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
+_INSERT_HISTORY = insert(HISTORY)
+_POOL_BY_NAME = select(POOLS).where(POOLS.c.name == bindparam("_name"))
+_INSERT_POOL = insert(POOLS)
+_UPDATE_POOL = update(POOLS).where(POOLS.c.name == bindparam("_name"))
+_DELETE_POOL = delete(POOLS).where(POOLS.c.name == bindparam("_name"))
+
 
 @dataclass(frozen=True)
 class Binding:
@@ -259,6 +281,10 @@ def _sqlite_path(url: str) -> Path | None:
     return None if rest in ("", ":memory:") else Path(rest)
 
 
+# Execution option of a connection that runs one read-only statement (``Store._read``).
+SINGLE_STATEMENT = "dklb_single_statement"
+
+
 def make_engine(url: str, *, read_only: bool = False, deferred: bool = False) -> Engine:
     """An engine configured for this workload: WAL, immediate write locks, a busy timeout.
 
@@ -298,6 +324,9 @@ def make_engine(url: str, *, read_only: bool = False, deferred: bool = False) ->
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(SINGLE_STATEMENT):
+            # One SELECT is a consistent snapshot on its own: no BEGIN and COMMIT around it.
+            return
         conn.exec_driver_sql("BEGIN" if read_only or deferred else "BEGIN IMMEDIATE")
 
     return engine
@@ -324,6 +353,9 @@ class Store:
         separate = not read_only and _sqlite_path(url) is not None
         self._reader = make_engine(url, deferred=True) if separate else self.engine
         self._read_sessions = sessionmaker(self._reader, expire_on_commit=False)
+        # Writers queue here rather than in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms
+        # between attempts and so leaves the lock idle; other processes still meet the handler.
+        self._writer = threading.Lock()
         # Write transactions committed by this process: what /metrics and the benchmark count.
         self.write_transactions = 0
         self._writes_lock = threading.Lock()
@@ -343,12 +375,13 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._reader.begin() as conn:
-            yield conn
+        """A connection for ONE statement (each read below is one)."""
+        with self._reader.connect() as conn:
+            yield conn.execution_options(**{SINGLE_STATEMENT: True})
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        with self._writer, self.engine.begin() as conn:
             yield conn
         with self._writes_lock:
             self.write_transactions += 1
@@ -358,23 +391,25 @@ class Store:
     def get(self, key: str) -> Binding | None:
         namespace, name = split_key(key)
         with self._read() as conn:
-            row = conn.execute(
-                select(BINDINGS).where(BINDINGS.c.namespace == namespace, BINDINGS.c.name == name)
-            ).first()
+            row = conn.execute(_BINDING_BY_KEY, {"_namespace": namespace, "_name": name}).first()
         return None if row is None else Binding(**row._mapping)
 
     def bindings(self, *, pool: str | None = None, states: Sequence[str] | None = None) -> list[Binding]:
-        query = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name)
-        if pool is not None:
-            query = query.where(BINDINGS.c.pool == pool)
-        if states is not None:
-            query = query.where(BINDINGS.c.state.in_(list(states)))
+        if pool is not None and states is None:
+            # The guards' question on every transition into a pool.
+            query, params = _BINDINGS_IN_POOL, {"_pool": pool}
+        else:
+            query, params = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name), {}
+            if pool is not None:
+                query = query.where(BINDINGS.c.pool == pool)
+            if states is not None:
+                query = query.where(BINDINGS.c.state.in_(list(states)))
         with self._read() as conn:
-            return [Binding(**r._mapping) for r in conn.execute(query)]
+            return [Binding(**r._mapping) for r in conn.execute(query, params)]
 
     def pool(self, name: str) -> Pool | None:
         with self._read() as conn:
-            row = conn.execute(select(POOLS).where(POOLS.c.name == name)).first()
+            row = conn.execute(_POOL_BY_NAME, {"_name": name}).first()
         return None if row is None else Pool(**row._mapping)
 
     def pools(self) -> list[Pool]:
@@ -458,21 +493,23 @@ class Store:
             "updated_at": now,
         }
         with self._write() as conn:
-            binding_id = conn.execute(insert(BINDINGS).values(**values)).inserted_primary_key[0]
+            binding_id = conn.execute(_INSERT_BINDING, values).inserted_primary_key[0]
             conn.execute(
-                insert(HISTORY).values(
-                    binding_id=binding_id,
-                    namespace=namespace,
-                    name=name,
-                    pool=None,
-                    from_state=None,
-                    to_state=state,
-                    trigger=trigger,
-                    reason=reason,
-                    message=message,
-                    attempt=0,
-                    at=now,
-                )
+                _INSERT_HISTORY,
+                {
+                    "binding_id": binding_id,
+                    "namespace": namespace,
+                    "name": name,
+                    "pool": None,
+                    "from_state": None,
+                    "to_state": state,
+                    "trigger": trigger,
+                    "reason": reason,
+                    "message": message,
+                    "attempt": 0,
+                    "at": now,
+                    "duration": None,
+                },
             )
         return Binding(id=binding_id, **values)
 
@@ -484,7 +521,7 @@ class Store:
         """
         now = now or utcnow()
         with self._write() as conn:
-            found = conn.execute(select(BINDINGS).where(BINDINGS.c.id == change.binding_id)).first()
+            found = conn.execute(_BINDING_BY_ID, {"_id": change.binding_id}).first()
             if found is None or found.state != change.expected_state:
                 state = None if found is None else found.state
                 raise StaleBinding(
@@ -500,28 +537,29 @@ class Store:
                 self._adjust_pool(conn, new_pool, +1, now)
             if change.record:
                 conn.execute(
-                    insert(HISTORY).values(
-                        binding_id=row["id"],
-                        namespace=row["namespace"],
-                        name=row["name"],
-                        pool=new_pool if new_pool is not None else old_pool,
-                        from_state=row["state"],
-                        to_state=change.to_state or "Removed",
-                        trigger=change.trigger,
-                        reason=change.reason,
-                        message=change.message,
-                        attempt=updates.get("attempts", row["attempts"]),
-                        at=now,
-                        duration=(now - row["state_since"]).total_seconds(),
-                    )
+                    _INSERT_HISTORY,
+                    {
+                        "binding_id": row["id"],
+                        "namespace": row["namespace"],
+                        "name": row["name"],
+                        "pool": new_pool if new_pool is not None else old_pool,
+                        "from_state": row["state"],
+                        "to_state": change.to_state or "Removed",
+                        "trigger": change.trigger,
+                        "reason": change.reason,
+                        "message": change.message,
+                        "attempt": updates.get("attempts", row["attempts"]),
+                        "at": now,
+                        "duration": (now - row["state_since"]).total_seconds(),
+                    },
                 )
             if change.to_state is None:
-                conn.execute(delete(BINDINGS).where(BINDINGS.c.id == row["id"]))
+                conn.execute(_DELETE_BINDING, {"_id": row["id"]})
             else:
                 values = {**updates, "updated_at": now}
                 if change.to_state != row["state"]:
                     values.update(state=change.to_state, state_since=now)
-                conn.execute(update(BINDINGS).where(BINDINGS.c.id == row["id"]).values(**values))
+                conn.execute(_UPDATE_BINDING, {"_id": row["id"], **values})
                 row.update(values)
             pool_name = new_pool if new_pool is not None else old_pool
             if pool_name is not None and (change.pool_created_by_dklb is not None or change.pool_served):
@@ -530,32 +568,33 @@ class Store:
                     flags["created_by_dklb"] = change.pool_created_by_dklb
                 if change.pool_served:
                     flags["served"] = True
-                conn.execute(update(POOLS).where(POOLS.c.name == pool_name).values(**flags))
+                conn.execute(_UPDATE_POOL, {"_name": pool_name, **flags})
             if old_pool != new_pool and old_pool is not None:
                 self._adjust_pool(conn, old_pool, -1, now)
         return None if change.to_state is None else Binding(**row)
 
     def _adjust_pool(self, conn: Connection, name: str, delta: int, now: datetime) -> None:
-        found = conn.execute(select(POOLS.c.ref_count).where(POOLS.c.name == name)).first()
+        found = conn.execute(_POOL_BY_NAME, {"_name": name}).first()
         if found is None:
             if delta < 0:
                 raise StoreError(f"reference count of unknown pool {name!r} cannot drop")
             conn.execute(
-                insert(POOLS).values(
-                    name=name,
-                    ref_count=delta,
-                    created_by_dklb=False,
-                    served=False,
-                    created_at=now,
-                    updated_at=now,
-                )
+                _INSERT_POOL,
+                {
+                    "name": name,
+                    "ref_count": delta,
+                    "created_by_dklb": False,
+                    "served": False,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
             return
         count = found.ref_count + delta
         if count <= 0:
-            conn.execute(delete(POOLS).where(POOLS.c.name == name))
+            conn.execute(_DELETE_POOL, {"_name": name})
         else:
-            conn.execute(update(POOLS).where(POOLS.c.name == name).values(ref_count=count, updated_at=now))
+            conn.execute(_UPDATE_POOL, {"_name": name, "ref_count": count, "updated_at": now})
 
     def set_wakeup(self, key: str, at: datetime) -> bool:
         """Wake a binding at ``at`` (``dklb retry``); a running controller's scan picks it up."""

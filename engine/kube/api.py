@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -46,6 +47,9 @@ def api_client(kubeconfig: str | None = None, *, on_request: OnRequest | None = 
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     else:
         kubernetes.config.load_kube_config(client_configuration=configuration)
+    hook = configuration.refresh_api_key_hook
+    if hook is not None:
+        configuration.refresh_api_key_hook = _at_most_every(REFRESH_SECONDS, hook)
     if not configuration.verify_ssl:
         # Only a kubeconfig saying insecure-skip-tls-verify gets here (the in-cluster config always
         # verifies); the user asked for it, so do not warn on every request, and only for this host.
@@ -58,6 +62,29 @@ def api_client(kubeconfig: str | None = None, *, on_request: OnRequest | None = 
     if on_request is None:
         return ApiClient(configuration)
     return _ObservedApiClient(configuration, on_request=on_request)
+
+
+# The kubeconfig loader's credential hook runs before every request and re-applies the whole
+# configuration, re-reading the proxy environment: more CPU than the request. Credentials expire in
+# minutes; checking them once a second is as good.
+REFRESH_SECONDS = 1.0
+
+
+def _at_most_every(seconds: float, hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    lock = threading.Lock()
+    last = [-seconds]
+
+    def throttled(configuration: Any) -> None:
+        now = time.monotonic()
+        with lock:
+            if now - last[0] < seconds:
+                return
+            last[0] = now
+        hook(configuration)
+        # The kubeconfig loader's hook installs itself again each time it runs.
+        configuration.refresh_api_key_hook = throttled
+
+    return throttled
 
 
 def core_v1(api: ApiClient | CoreV1Api) -> CoreV1Api:

@@ -401,3 +401,42 @@ def test_api_client_prefers_in_cluster_config_without_a_kubeconfig(monkeypatch):
 
     assert loaded == ["in-cluster"]
     assert client.configuration.host == "https://10.96.0.1:443"
+
+
+def test_the_kubeconfig_credential_hook_runs_at_most_once_a_second(tmp_path, monkeypatch):
+    # The kubeconfig loader's hook re-applies the whole configuration (and re-reads the proxy
+    # environment) before every request, and installs itself again each time it runs.
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "sentinel-token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    now = [1000.0]
+    monkeypatch.setattr(kube_api.time, "monotonic", lambda: now[0])
+    configuration = api_client(str(kubeconfig)).configuration
+    assert configuration.refresh_api_key_hook is not None
+    runs = []
+    spied = type(configuration).__setattr__
+
+    def count(self: Any, name: str, value: Any) -> None:
+        # The hook re-applies the host, among others: one host per run.
+        if name == "host":
+            runs.append(value)
+        spied(self, name, value)
+
+    monkeypatch.setattr(type(configuration), "__setattr__", count)
+    for _ in range(5):
+        assert configuration.get_api_key_with_prefix("BearerToken") == "Bearer sentinel-token"
+    assert len(runs) == 1
+    now[0] += kube_api.REFRESH_SECONDS
+    for _ in range(5):
+        configuration.get_api_key_with_prefix("BearerToken")
+    assert len(runs) == 2

@@ -431,9 +431,41 @@ def test_timeouts_are_passed_per_call(stub, monkeypatch):
         return original(self, method, url, **kwargs)
 
     monkeypatch.setattr(requests.Session, "request", spy)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     stub.script("GET", "/ping", Reply(200, "pong"))
     EdgeLBClient(stub.url, connect_timeout=1.5, read_timeout=7.0).ping()
     assert seen == [((1.5, 7.0), True, False)]
+
+
+@pytest.mark.parametrize(
+    ("env", "verify", "expected_verify", "expected_proxies"),
+    [
+        ({}, True, True, {}),
+        ({"REQUESTS_CA_BUNDLE": "/etc/bundle.pem"}, True, "/etc/bundle.pem", {}),
+        ({"CURL_CA_BUNDLE": "/etc/curl.pem"}, True, "/etc/curl.pem", {}),
+        ({"REQUESTS_CA_BUNDLE": "/etc/bundle.pem"}, "/etc/mine.pem", "/etc/mine.pem", {}),
+        ({"REQUESTS_CA_BUNDLE": "/etc/bundle.pem"}, False, False, {}),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, True, True, {"https": "http://proxy:3128"}),
+        ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "edgelb.example"}, True, True, {}),
+    ],
+)
+def test_the_environment_is_read_once_as_requests_would_read_it(
+    monkeypatch, env, verify, expected_verify, expected_proxies
+):
+    # requests scans the environment on every request unless told not to; the client reads it
+    # once, with the same meaning: a CA bundle only when verification is on and left to the default.
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    client = EdgeLBClient("https://edgelb.example", verify=verify)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/changed/later.pem")
+    assert client._session.trust_env is False
+    assert client._session.verify == expected_verify
+    assert client._session.proxies == expected_proxies
+    assert client.verify == verify
 
 
 # --- tokens and 401 ------------------------------------------------------------------------------
@@ -669,6 +701,8 @@ def test_options_choose_the_verify_value(tmp_path, stub, monkeypatch):
         return original(self, method, url, **kwargs)
 
     monkeypatch.setattr(requests.Session, "request", spy)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     stub.script("GET", "/ping", Reply(200, "pong"))
     for options in [{}, {"insecure_skip_tls_verify": True}]:
         client_from_options(url=stub.url, **options).ping()
