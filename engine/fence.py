@@ -89,17 +89,13 @@ class FencedKube:
         self._kube = kube
         self._fence = fence
 
-    def add_finalizer(self, service: Service) -> Service | None:
+    def add_finalizer(self, service: Service, *, annotation: str | None = None) -> Service | None:
         self._fence.check()
-        return self._kube.add_finalizer(service)
+        return self._kube.add_finalizer(service, annotation=annotation)
 
     def remove_finalizer(self, service: Service) -> Service | None:
         self._fence.check()
         return self._kube.remove_finalizer(service)
-
-    def set_config_annotation(self, service: Service, text: str) -> Service | None:
-        self._fence.check()
-        return self._kube.set_config_annotation(service, text)
 
     def set_ingress(self, service: Service, ingress: list[dict[str, str]]) -> Service | None:
         self._fence.check()

@@ -104,14 +104,13 @@ class _WriteThrough:
         self._kube = kube
         self._cache = cache
 
-    def add_finalizer(self, service: dict[str, Any]) -> dict[str, Any] | None:
-        return self._keep(service, self._kube.add_finalizer(service))
+    def add_finalizer(
+        self, service: dict[str, Any], *, annotation: str | None = None
+    ) -> dict[str, Any] | None:
+        return self._keep(service, self._kube.add_finalizer(service, annotation=annotation))
 
     def remove_finalizer(self, service: dict[str, Any]) -> dict[str, Any] | None:
         return self._keep(service, self._kube.remove_finalizer(service))
-
-    def set_config_annotation(self, service: dict[str, Any], text: str) -> dict[str, Any] | None:
-        return self._keep(service, self._kube.set_config_annotation(service, text))
 
     def set_ingress(self, service: dict[str, Any], ingress: list[dict[str, str]]) -> dict[str, Any] | None:
         return self._keep(service, self._kube.set_ingress(service, ingress))

@@ -2,8 +2,8 @@
 
 Entered when a LoadBalancer Service is first seen and whenever its inputs change. Parses,
 defaults and validates the ``kubernetes.dcos.io/dklb-config`` annotation, checks the fields
-that cannot change, then (in this order, so a crash between any two is harmless) adds the
-finalizer and writes the defaulted object back into the annotation. Fires ``accept`` (guarded
+that cannot change, then adds the finalizer and writes the defaulted object back into the
+annotation in one write (repeating it after a crash changes nothing). Fires ``accept`` (guarded
 by the sharing rules), ``reject`` or ``pause``. Nothing in EdgeLB is touched here.
 """
 
@@ -58,13 +58,10 @@ def enter(ctx: Context) -> Outcome:
             updates={"fingerprint": seen},
         )
 
-    text = check.text
-    # The next write's precondition names the version this one produced: the old copy would
-    # always lose the race against our own finalizer (a 409, a GET and a second PATCH).
-    service = ctx.kube.add_finalizer(service) or service
+    # One write: the finalizer, and the defaulted object unless the annotation already says it.
     written = config.to_annotation()
-    if text != written:
-        ctx.kube.set_config_annotation(service, written)
+    annotation = written if check.text != written else None
+    service = ctx.kube.add_finalizer(service, annotation=annotation) or service
     frontends, backends = service_objects(
         cluster=ctx.settings.cluster_name,
         namespace=meta["namespace"],

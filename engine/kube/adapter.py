@@ -84,25 +84,40 @@ class KubeAdapter:
 
     # ---- the port ------------------------------------------------------------------------------
 
-    def add_finalizer(self, service: Service) -> Service | None:
+    def add_finalizer(self, service: Service, *, annotation: str | None = None) -> Service | None:
+        # ``annotation`` is derived from the annotation of ``service``. If the user has changed it
+        # since, their change wins: writing ours would silently undo it, and the binding would
+        # settle on the old configuration. Their version reaches the binding as a spec change.
+        seen = _config_annotation(service)
+
         def patch(current: Service) -> Body | None:
             meta = current["metadata"]
             finalizers = meta.get("finalizers") or []
-            if FINALIZER in finalizers:
+            now = _config_annotation(current)
+            annotate = annotation is not None and now == seen and now != annotation
+            finalize = FINALIZER not in finalizers
+            if not (annotate or finalize):
                 return None
             ops: list[dict[str, Any]] = [_test("/metadata/uid", meta["uid"])]
-            if finalizers:
-                # The list must be the one we looked at: appending to a list we have not seen
-                # could duplicate our entry (a stale copy); a mismatch re-reads and retries.
-                ops.append(_test("/metadata/finalizers", finalizers))
-                ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
-            else:
-                # "add" of the whole list replaces whatever list the server holds, so make sure
-                # it holds none: the object must be exactly the version we looked at.
+            if annotate or not finalizers:
+                # Exactly the version we looked at: the annotation is still the one ours was
+                # derived from, and an "add" of the whole finalizer list replaces no other list.
                 ops.append(_test("/metadata/resourceVersion", meta["resourceVersion"]))
+            elif finalize:
+                # Appending to a list we have not seen could duplicate our entry (a stale copy).
+                ops.append(_test("/metadata/finalizers", finalizers))
+            if finalize and finalizers:
+                ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
+            elif finalize:
                 ops.append({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+            if annotate and meta.get("annotations") is not None:
+                path = f"/metadata/annotations/{_pointer(ANNOTATION)}"
+                ops.append({"op": "add", "path": path, "value": annotation})
+            elif annotate:
+                ops.append({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: annotation}})
             return ops
 
+        # A lost race is a failed test (422): re-read and derive the write again.
         return self._write(service, patch, content_type=JSON_PATCH, retry_invalid=True)
 
     def remove_finalizer(self, service: Service) -> Service | None:
@@ -132,29 +147,6 @@ class KubeAdapter:
             # finalizer; the PATCH response is its final state.
             return None
         return after
-
-    def set_config_annotation(self, service: Service, text: str) -> Service | None:
-        # ``text`` is derived from the annotation of ``service``. If the user has changed the
-        # annotation since, their change wins: writing ours would silently undo it, and the
-        # binding would settle on the old configuration. Their version reaches the binding as a
-        # spec change instead. Hence the resourceVersion precondition: a lost race re-reads, and
-        # writes only if the annotation is still the one ``text`` was derived from.
-        seen = (service["metadata"].get("annotations") or {}).get(ANNOTATION)
-
-        def patch(current: Service) -> Body | None:
-            meta = current["metadata"]
-            now = (meta.get("annotations") or {}).get(ANNOTATION)
-            if now == text or now != seen:
-                return None
-            return {
-                "metadata": {
-                    "uid": meta["uid"],
-                    "resourceVersion": meta["resourceVersion"],
-                    "annotations": {ANNOTATION: text},
-                }
-            }
-
-        return self._write(service, patch, content_type=MERGE_PATCH, retry_invalid=False)
 
     def set_ingress(self, service: Service, ingress: list[dict[str, str]]) -> Service | None:
         wanted = [dict(entry) for entry in ingress]
@@ -335,6 +327,15 @@ class KubeAdapter:
 
 def _test(path: str, value: Any) -> dict[str, Any]:
     return {"op": "test", "path": path, "value": value}
+
+
+def _pointer(key: str) -> str:
+    """``key`` as one JSON-pointer segment (RFC 6901: "~" is "~0", "/" is "~1")."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _config_annotation(service: Service) -> str | None:
+    return (service["metadata"].get("annotations") or {}).get(ANNOTATION)
 
 
 def _addresses(ingress: list[dict[str, Any]]) -> list[tuple[str, str]]:

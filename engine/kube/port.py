@@ -18,13 +18,13 @@ FINALIZER = "kubernetes.dcos.io/dklb"
 
 
 class Kube(Protocol):
-    def add_finalizer(self, service: Service) -> Service | None: ...
+    def add_finalizer(self, service: Service, *, annotation: str | None = None) -> Service | None:
+        """Add dklb's finalizer and, in the same write, put ``annotation`` (the defaulted
+        configuration object) into the dklb-config annotation, unless the user has changed that
+        annotation since ``service`` was read: their newer edit wins."""
+        ...
 
     def remove_finalizer(self, service: Service) -> Service | None: ...
-
-    def set_config_annotation(self, service: Service, text: str) -> Service | None:
-        """Write the defaulted configuration object into the dklb-config annotation."""
-        ...
 
     def set_ingress(self, service: Service, ingress: list[dict[str, str]]) -> Service | None:
         """Replace ``status.loadBalancer.ingress`` (an empty list clears it)."""

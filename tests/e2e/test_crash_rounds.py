@@ -16,7 +16,7 @@ equal the live bindings.
 
 That last check ("the update landed") found a lost update that needs no crash: the regression
 test at the end races a second user update against the controller writing the defaulted
-annotation back (fixed in ``engine.kube.adapter.KubeAdapter.set_config_annotation``).
+annotation back (fixed in ``engine.kube.adapter.KubeAdapter.add_finalizer``).
 """
 
 from __future__ import annotations

@@ -42,13 +42,9 @@ class DownKube(FakeKube):
             self.refused += 1
             raise self.error
 
-    def add_finalizer(self, service: Any) -> Any:
+    def add_finalizer(self, service: Any, *, annotation: str | None = None) -> Any:
         self._fail()
-        return super().add_finalizer(service)
-
-    def set_config_annotation(self, service: Any, text: str) -> Any:
-        self._fail()
-        return super().set_config_annotation(service, text)
+        return super().add_finalizer(service, annotation=annotation)
 
     def event(self, service: Any, *, type: str, reason: str, message: str) -> None:
         self._fail(event=True)

@@ -117,8 +117,18 @@ class FakeKube:
 
     # ---- the port ------------------------------------------------------------------------------
 
-    def add_finalizer(self, service: Service) -> Service | None:
-        return self._mutate(service, lambda s: _add(s["metadata"].setdefault("finalizers", []), FINALIZER))
+    def add_finalizer(self, service: Service, *, annotation: str | None = None) -> Service | None:
+        seen = (service["metadata"].get("annotations") or {}).get(ANNOTATION)
+
+        def write(s: Service) -> bool:
+            added = _add(s["metadata"].setdefault("finalizers", []), FINALIZER)
+            notes = s["metadata"].setdefault("annotations", {})
+            if annotation is None or notes.get(ANNOTATION) != seen or seen == annotation:
+                return added
+            notes[ANNOTATION] = annotation
+            return True
+
+        return self._mutate(service, write)
 
     def remove_finalizer(self, service: Service) -> Service | None:
         key = _key(service)
@@ -139,16 +149,6 @@ class FakeKube:
                 result = copy.deepcopy(current)
         checkpoint("kube-remove-finalizer")
         return result
-
-    def set_config_annotation(self, service: Service, text: str) -> Service | None:
-        def write(s: Service) -> bool:
-            notes = s["metadata"].setdefault("annotations", {})
-            if notes.get(ANNOTATION) == text:
-                return False
-            notes[ANNOTATION] = text
-            return True
-
-        return self._mutate(service, write)
 
     def set_ingress(self, service: Service, ingress: list[dict[str, str]]) -> Service | None:
         def write(s: Service) -> bool:

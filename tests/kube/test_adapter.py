@@ -206,37 +206,55 @@ def test_the_uid_test_protects_a_recreated_service(core, kube, namespace):
 
     assert kube.remove_finalizer(old) is None
     assert kube.add_finalizer(stale_without_finalizer) is None
-    assert kube.set_config_annotation(old, "name: other") is None
+    assert kube.add_finalizer(stale_without_finalizer, annotation="name: other") is None
     assert kube.set_ingress(old, [{"ip": "10.0.0.9"}]) is None
 
     assert read_service(core, namespace, "redis") == new
 
 
-def test_set_config_annotation(core, kube, namespace):
+def test_add_finalizer_writes_the_annotation_in_the_same_request(core, kube, namespace):
     created = create_service(core, namespace, "redis", annotations={"keep": "me"})
 
-    written = kube.set_config_annotation(created, "name: pool\nsize: 2\n")
+    written = kube.add_finalizer(created, annotation="name: pool\nsize: 2\n")
 
     assert written is not None
     stored = read_service(core, namespace, "redis")
     assert stored == written
+    assert version(written) == version(created) + 1, "one write"
+    assert finalizers(stored) == [FINALIZER]
     assert stored["metadata"]["annotations"] == {"keep": "me", ANNOTATION: "name: pool\nsize: 2\n"}
-    assert kube.set_config_annotation(written, "name: pool\nsize: 2\n") is written
-    changed = kube.set_config_annotation(written, "name: pool\nsize: 3\n")
+    assert kube.add_finalizer(written, annotation="name: pool\nsize: 2\n") is written
+    changed = kube.add_finalizer(written, annotation="name: pool\nsize: 3\n")
     assert changed is not None and changed["metadata"]["annotations"][ANNOTATION] == "name: pool\nsize: 3\n"
 
 
-def test_set_config_annotation_never_undoes_a_newer_user_edit(core, kube, namespace):
+@pytest.mark.parametrize("other_finalizers", [[], [OTHER]])
+def test_add_finalizer_creates_the_annotations_of_a_service_without_any(
+    core, kube, namespace, other_finalizers
+):
+    created = create_service(core, namespace, "redis", finalizers=other_finalizers)
+    assert not created["metadata"].get("annotations")
+
+    written = kube.add_finalizer(created, annotation="name: pool\n")
+
+    assert written is not None
+    assert finalizers(written) == [*other_finalizers, FINALIZER]
+    assert written["metadata"]["annotations"] == {ANNOTATION: "name: pool\n"}
+
+
+def test_add_finalizer_never_undoes_a_newer_user_edit_of_the_annotation(core, kube, namespace):
     # The controller derived its text from the annotation it read; the user edited it since.
     read = create_service(core, namespace, "redis", annotations={ANNOTATION: "name: pool\n"})
     core.patch_namespaced_service(
         "redis", namespace, {"metadata": {"annotations": {ANNOTATION: "name: pool\nsize: 5\n"}}}
     )
 
-    kube.set_config_annotation(read, "name: pool\nsize: 1\n")
+    after = kube.add_finalizer(read, annotation="name: pool\nsize: 1\n")
 
     stored = read_service(core, namespace, "redis")
     assert stored["metadata"]["annotations"][ANNOTATION] == "name: pool\nsize: 5\n", "the user's edit wins"
+    assert finalizers(stored) == [FINALIZER], "the finalizer is added all the same"
+    assert after == stored
 
 
 def test_ingress_is_set_and_cleared_through_the_status_subresource(core, kube, namespace, requests):
@@ -347,7 +365,7 @@ def test_every_write_on_a_missing_service_returns_none(core, kube, namespace):
     assert kube.add_finalizer(gone) is None
     held = {**gone, "metadata": {**gone["metadata"], "finalizers": [FINALIZER]}}
     assert kube.remove_finalizer(held) is None
-    assert kube.set_config_annotation(gone, "name: p") is None
+    assert kube.add_finalizer(gone, annotation="name: p") is None
     assert kube.set_ingress(gone, [{"ip": "10.0.0.1"}]) is None
     kube.event(gone, type="Normal", reason="DeletedLoadBalancer", message="gone")
     assert kube.get(namespace, "redis") is None

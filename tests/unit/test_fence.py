@@ -32,7 +32,7 @@ POOL = {
 
 EDGELB_READS = {"list_pools", "get_pool", "get_metadata"}
 EDGELB_WRITES = {"create_pool", "update_pool", "delete_pool"}
-KUBE_WRITES = {"add_finalizer", "remove_finalizer", "set_config_annotation", "set_ingress", "event"}
+KUBE_WRITES = {"add_finalizer", "remove_finalizer", "set_ingress", "event"}
 
 
 def protocol_methods(protocol: type) -> set[str]:
@@ -83,7 +83,6 @@ def kube_calls(service: dict[str, Any]) -> dict[str, Callable[[FencedKube], Any]
     return {
         "add_finalizer": lambda f: f.add_finalizer(service),
         "remove_finalizer": lambda f: f.remove_finalizer(service),
-        "set_config_annotation": lambda f: f.set_config_annotation(service, "{}"),
         "set_ingress": lambda f: f.set_ingress(service, [{"ip": "10.0.0.1"}]),
         "event": lambda f: f.event(service, type="Normal", reason="Test", message="hello"),
     }
