@@ -654,7 +654,7 @@ def _run(args: argparse.Namespace) -> int:
         on_response=metrics.edgelb_response,
     )
     api = api_client(args.kubeconfig, on_request=metrics.kubernetes_request)
-    kube = KubeAdapter(api)
+    kube = KubeAdapter(api, background_events=True)
     settings = Settings(
         cluster_name=args.kubernetes_cluster_framework_name,
         pool_group=args.edgelb_pool_group,
@@ -846,6 +846,7 @@ def _run(args: argparse.Namespace) -> int:
         watcher.stop()
     leading.clear()
     controller.stop()
+    kube.close()
     if elector is not None:
         elector.stop(release=True)
     if webhook is not None:

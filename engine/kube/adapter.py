@@ -10,6 +10,10 @@ Every write names the object by namespace/name *and* uid: a JSON patch ``test`` 
 the immutable uid with 422). So a handler acting on a deleted Service never touches a new one
 that was created with the same name. A write that finds no such object (404, or another uid
 after a conflict) returns None: the object is gone, and for the engine that means done.
+
+Events are folded like client-go's recorder does (the same Event within ten minutes is counted
+into one object); in ``dklb run`` they are posted by a ``BackgroundRecorder`` thread
+(``engine.kube.recorder``), so a transition never waits for one.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from engine.config import ANNOTATION
 from .api import core_v1, response_json
 from .errors import kubernetes_unavailable
 from .port import FINALIZER, Service
+from .recorder import BackgroundRecorder
 
 log = logging.getLogger("dklb.kube")
 
@@ -48,6 +53,17 @@ EVENT_WINDOW = timedelta(minutes=10)
 EVENT_CACHE_SIZE = 4096
 
 Body = dict[str, Any] | list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An Event as the reconciler asked for it, at the time it asked."""
+
+    service: Service
+    type: str
+    reason: str
+    message: str
+    at: datetime
 
 
 @dataclass
@@ -71,7 +87,10 @@ class KubeAdapter:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         event_window: timedelta = EVENT_WINDOW,
         event_cache_size: int = EVENT_CACHE_SIZE,
+        background_events: bool = False,
     ) -> None:
+        """``background_events``: Events are posted by a thread of their own (``dklb run``), so a
+        transition never waits for one; otherwise before ``event`` returns."""
         self.core = core_v1(api)
         self.component = component
         self.instance = instance if instance is not None else socket.gethostname()
@@ -81,6 +100,7 @@ class KubeAdapter:
         self.event_cache_size = event_cache_size
         self._events_lock = threading.Lock()
         self._recent: OrderedDict[tuple[str, str, str, str], _Recent] = OrderedDict()
+        self._recorder = BackgroundRecorder(self._record) if background_events else None
 
     # ---- the port ------------------------------------------------------------------------------
 
@@ -165,8 +185,25 @@ class KubeAdapter:
         return self._write(service, patch, content_type=MERGE_PATCH, retry_invalid=False, status=True)
 
     def event(self, service: Service, *, type: str, reason: str, message: str) -> None:
+        event = _Pending(service, type, reason, message, self.clock())
+        if self._recorder is None:
+            self._record(event)
+        else:
+            self._recorder.record(event)
+
+    def flush_events(self, timeout: float) -> bool:
+        """Wait until the Events recorded so far are posted; False when ``timeout`` passed first."""
+        return True if self._recorder is None else self._recorder.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Post the Events still queued (up to ``timeout``); later ones are ignored."""
+        if self._recorder is not None:
+            self._recorder.stop(timeout)
+
+    def _record(self, event: _Pending) -> None:
+        service, type, reason = event.service, event.type, event.reason
         try:
-            self._event(service, type=type, reason=reason, message=message)
+            self._event(service, type=type, reason=reason, message=event.message, now=event.at)
         except Exception as exc:
             # An Event is a courtesy to the user; losing one must never fail a transition. An API
             # server that does not answer is one line, not a traceback per Event.
@@ -260,11 +297,10 @@ class KubeAdapter:
         )
         return response_json(response)
 
-    def _event(self, service: Service, *, type: str, reason: str, message: str) -> None:
+    def _event(self, service: Service, *, type: str, reason: str, message: str, now: datetime) -> None:
         meta = service["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
         key = (uid, type, reason, message)
-        now = self.clock()
         with self._events_lock:
             recent = self._recent.get(key)
             if recent is not None and now - recent.last <= self.event_window:

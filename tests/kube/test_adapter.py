@@ -345,6 +345,26 @@ def test_a_counted_event_that_expired_is_created_again(core, kube, namespace):
     assert second["count"] == 1
 
 
+def test_background_events_keep_their_time_and_fold_in_order(client, core, namespace, clock):
+    kube = KubeAdapter(client, clock=clock, instance="test-instance", background_events=True)
+    service = create_service(core, namespace, "redis")
+    recorded_at = clock.now
+    try:
+        kube.event(service, type="Normal", reason="EnsuringLoadBalancer", message="pool p")
+        clock.now += timedelta(minutes=1)
+        kube.event(service, type="Normal", reason="EnsuringLoadBalancer", message="pool p")
+        kube.event(service, type="Normal", reason="EnsuredLoadBalancer", message="pool p ready")
+        assert kube.flush_events(timeout=30)
+    finally:
+        kube.close()
+
+    stored = {e["reason"]: e for e in events(core, namespace)}
+    assert set(stored) == {"EnsuringLoadBalancer", "EnsuredLoadBalancer"}
+    assert stored["EnsuringLoadBalancer"]["count"] == 2
+    assert stored["EnsuringLoadBalancer"]["firstTimestamp"] == recorded_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert stored["EnsuringLoadBalancer"]["lastTimestamp"] == "2026-01-02T03:05:05Z"
+
+
 def test_event_failures_are_logged_never_raised(core, kube, caplog):
     absent = unique("absent")
     service = {"metadata": {"namespace": absent, "name": "redis", "uid": "u", "resourceVersion": "1"}}
