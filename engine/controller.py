@@ -13,6 +13,10 @@ tracks the first pass over every binding and key it knew of (the start-up re-ver
 reports, once, how long it took (``on_verified``): the figure a restart is judged by. In that
 pass every binding's handler runs whatever its wake-up says (``Reconciler.verify``): what
 EdgeLB and Kubernetes held before the restart is not trusted until read again.
+
+Where only keys are needed (every binding at ``mark_synced`` and ``enqueue_all``, the due ones at
+each scan) only keys are read (``binding_keys``): a whole ``Binding`` carries its decoded
+configuration and EdgeLB objects, tens of MB for thousands of bindings at once.
 """
 
 from __future__ import annotations
@@ -22,18 +26,33 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
 
 from .fence import NotLeader
 from .reconciler import Reconciler
-from .store import utcnow
+from .store import BINDINGS, Store, utcnow
 from .workqueue import WorkQueue
 
 log = logging.getLogger("dklb.controller")
+
+
+def binding_keys(store: Store, *, due: datetime | None = None) -> list[str]:
+    """The keys of the stored bindings, as ``Store.bindings`` orders them; with ``due``, of those
+    whose wake-up is at or before it, earliest first (as ``Store.due``). Only two columns are read."""
+    query = select(BINDINGS.c.namespace, BINDINGS.c.name)
+    if due is None:
+        query = query.order_by(BINDINGS.c.namespace, BINDINGS.c.name)
+    else:
+        query = query.where(BINDINGS.c.next_wakeup.is_not(None), BINDINGS.c.next_wakeup <= due).order_by(
+            BINDINGS.c.next_wakeup
+        )
+    with store.session() as session:
+        return [f"{namespace}/{name}" for namespace, name in session.execute(query)]
 
 
 class Controller:
@@ -86,8 +105,8 @@ class Controller:
         """Every binding and every observed Service: on gaining leadership, or when Nodes change."""
         if not self._synced.is_set():
             return
-        for binding in self.reconciler.store.bindings():
-            self.queue.add(binding.key)
+        for key in binding_keys(self.reconciler.store):
+            self.queue.add(key)
         for key in self.reconciler.cache.keys():
             self.queue.add(key)
 
@@ -118,7 +137,7 @@ class Controller:
         if self._synced.is_set():
             return
         self._synced.set()
-        keys = {b.key for b in self.reconciler.store.bindings()} | set(self.reconciler.cache.keys())
+        keys = set(binding_keys(self.reconciler.store)) | set(self.reconciler.cache.keys())
         self.reconciler.verify(keys)
         with self._verify_lock:
             self._unverified, self._verify_started, self._verify_total = keys, time.monotonic(), len(keys)
@@ -176,8 +195,8 @@ class Controller:
 
     def _scan(self) -> None:
         try:
-            for binding in self.reconciler.store.due(utcnow()):
-                self.queue.add(binding.key)
+            for key in binding_keys(self.reconciler.store, due=utcnow()):
+                self.queue.add(key)
         except Exception:
             log.warning("wake-up scan failed", exc_info=True)
 

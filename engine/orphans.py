@@ -26,19 +26,22 @@ The sweeper runs only while ``may_sweep()`` (``dklb run``: this replica leads AN
 verification is done, so a controller that lost its database has re-adopted every Service
 first). A replica that stops leading forgets its candidates: after a takeover every orphan is
 seen twice again before it goes. The decision (``decide``/``judge``) is pure; ``sweep`` does the
-I/O.
+I/O. It reads the bindings and the cached Services one at a time, and keeps of each only what
+the decision needs (``_bindings``, ``Uses``): thousands of whole ``Binding`` objects (with their
+decoded EdgeLB objects) or decoded Services at once would be tens of MB, every resync period.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
 import yaml
+from sqlalchemy import select
 
 from .config import ANNOTATION
 from .edgelb.errors import EdgeLBError, NotFound
@@ -46,7 +49,7 @@ from .edgelb.port import EdgeLB, Pool
 from .fence import NotLeader
 from .kube.port import FINALIZER
 from .reconciler import PoolLocks, ServiceCache
-from .store import Store
+from .store import BINDINGS, Store
 from .translation import Owner, created_by_dklb, owner_of
 
 log = logging.getLogger("dklb.orphans")
@@ -80,7 +83,11 @@ def _key(service: Mapping[str, Any]) -> str:
 
 def _annotated_pool(service: Mapping[str, Any]) -> str | None:
     """The pool name the Service's configuration annotation asks for, if it names one."""
-    text = ((service.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION)
+    return _pool_named(((service.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION))
+
+
+def _pool_named(text: str | None) -> str | None:
+    """The pool name a configuration annotation's text asks for, if it names one."""
     if not text:
         return None
     try:
@@ -104,21 +111,26 @@ class Uses:
             name = (b.config or {}).get("name")
             if isinstance(name, str):
                 self.configured.setdefault(name, b.key)
-        self._services = [s for s in services if handled(s)]
         self.live: set[Owner] = set()
-        for service in self._services:
+        # (key, configuration annotation) of each handled Service: all ``annotated`` needs, and
+        # ``services`` is read once, so the Services themselves are not all held at once.
+        self._annotations: list[tuple[str, str | None]] = []
+        for service in services:
+            if not handled(service):
+                continue
             meta = service.get("metadata") or {}
             self.live.add((str(meta.get("namespace")), str(meta.get("name"))))
+            self._annotations.append((_key(service), (meta.get("annotations") or {}).get(ANNOTATION)))
 
     @cached_property
     def annotated(self) -> dict[str, str]:
         """pool -> a handled Service whose annotation names it. Parsed only when a pool got this far
         (orphans are rare; thousands of annotations are not parsed on every sweep for nothing)."""
         found: dict[str, str] = {}
-        for service in self._services:
-            name = _annotated_pool(service)
+        for key, text in self._annotations:
+            name = _pool_named(text)
             if name is not None:
-                found.setdefault(name, _key(service))
+                found.setdefault(name, key)
         return found
 
 
@@ -185,8 +197,37 @@ class Sweep:
     candidates: frozenset[str]  # to remember until the next sweep
 
 
-def _services(cache: ServiceCache) -> list[dict[str, Any]]:
-    return [s for s in (cache.get(k) for k in cache.keys()) if s is not None]
+@dataclass(frozen=True)
+class _Binding:
+    """A binding as the sweep reads it (a ``BindingView``)."""
+
+    namespace: str
+    name: str
+    pool: str | None
+    config: dict[str, Any] | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def _bindings(store: Store) -> Iterator[_Binding]:
+    """Every binding, as the decision reads it (in ``Store.bindings``'s order): one row at a time,
+    four columns."""
+    query = select(BINDINGS.c.namespace, BINDINGS.c.name, BINDINGS.c.pool, BINDINGS.c.config).order_by(
+        BINDINGS.c.namespace, BINDINGS.c.name
+    )
+    with store.session() as session:
+        for namespace, name, pool, config in session.execute(query):
+            yield _Binding(namespace=namespace, name=name, pool=pool, config=config)
+
+
+def _services(cache: ServiceCache) -> Iterator[dict[str, Any]]:
+    """The cached Services, decoded one at a time (``ServiceCache.get`` returns fresh copies)."""
+    for key in cache.keys():
+        service = cache.get(key)
+        if service is not None:
+            yield service
 
 
 def sweep(
@@ -205,7 +246,7 @@ def sweep(
     refused by the fence; a failure on one pool only keeps that pool for the next sweep.
     """
     pools = edgelb.list_pools()
-    decision = decide(pools, cluster=cluster, bindings=store.bindings(), services=_services(cache), seen=seen)
+    decision = decide(pools, cluster=cluster, bindings=_bindings(store), services=_services(cache), seen=seen)
     for name in sorted(decision.candidates - set(decision.delete)):
         log.info(
             'EdgeLB pool "%s" was created by dklb and nothing uses it: deleted at the next sweep if still so',
@@ -227,7 +268,7 @@ def sweep(
             if store.bindings(pool=name):
                 candidates.discard(name)
                 continue
-            reason = judge(fresh, cluster=cluster, uses=Uses(store.bindings(), _services(cache)))
+            reason = judge(fresh, cluster=cluster, uses=Uses(_bindings(store), _services(cache)))
             if reason is not None:
                 log.info('EdgeLB pool "%s" is no orphan after all: %s', name, reason)
                 candidates.discard(name)

@@ -34,6 +34,7 @@ from .edgelb.port import EdgeLB
 from .faults import checkpoint
 from .fence import NotLeader
 from .kube.errors import KUBERNETES_UNAVAILABLE, kubernetes_unavailable
+from .kube.objects import compact, decode, encode
 from .kube.port import Kube
 from .lifecycle import Lifecycle, StateSpec
 from .store import Binding, Change, StaleBinding, Store, utcnow
@@ -64,24 +65,38 @@ class PoolLocks:
 
 
 class ServiceCache:
-    """The Services as last observed, by ``namespace/name``; fed by the Kubernetes adapter."""
+    """The Services as last observed, by ``namespace/name``; fed by the watch and by our own writes.
+
+    At thousands of Services this cache would be most of the controller's memory, so each one is
+    kept encoded (``engine.kube.objects``: without managedFields, one ``bytes`` value of about a
+    KB instead of some hundred small objects), beside its uid and resourceVersion; ``get``
+    decodes it, so every call returns a fresh dict.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._services: dict[str, dict[str, Any]] = {}
+        # key -> (uid, resourceVersion, the Service encoded)
+        self._services: dict[str, tuple[Any, Any, bytes]] = {}
 
     def put(self, service: dict[str, Any]) -> str:
-        """Keep ``service`` unless the cache already holds a newer version of the same object.
+        """Keep ``service`` unless the cache already holds this version of the same object or a newer one.
 
         Our own writes and the watch race: a watch event older than the response to our write
-        must not roll the cache back.
+        must not roll the cache back. The same version again (the watch event of our own write,
+        a resync) is the same object: the one held stays, and ``service`` is not encoded again.
         """
         meta = service["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
         with self._lock:
             held = self._services.get(key)
-            if held is None or not _newer(held, service):
-                self._services[key] = service
+            if held is not None and _covers(held, uid, version):
+                return key
+        blob = encode(compact(service))
+        with self._lock:
+            held = self._services.get(key)
+            if held is None or not _covers(held, uid, version):
+                self._services[key] = (uid, version, blob)
         return key
 
     def remove(self, key: str) -> None:
@@ -89,8 +104,10 @@ class ServiceCache:
             self._services.pop(key, None)
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The Service as last observed (a fresh dict), or None."""
         with self._lock:
-            return self._services.get(key)
+            held = self._services.get(key)
+        return None if held is None else decode(held[2])
 
     def keys(self) -> list[str]:
         with self._lock:
@@ -129,14 +146,15 @@ class _WriteThrough:
         return after
 
 
-def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """True when ``a`` is a later version of the same object than ``b``."""
-    ma, mb = a.get("metadata") or {}, b.get("metadata") or {}
-    if ma.get("uid") != mb.get("uid"):
+def _covers(held: tuple[Any, Any, bytes], uid: Any, version: Any) -> bool:
+    """True when ``held`` is the same version (``uid``, ``version``) of the same object, or a later one."""
+    held_uid, held_version, _ = held
+    if held_uid != uid:
         return False
     try:
-        return int(ma.get("resourceVersion", "")) > int(mb.get("resourceVersion", ""))
-    except ValueError:
+        return int(held_version) >= int(version)
+    except (TypeError, ValueError):
+        # No resourceVersion (or not a number): nothing says which is newer; the new one wins.
         return False
 
 

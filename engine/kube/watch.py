@@ -5,13 +5,20 @@ Services to ``Controller.observe`` / ``Controller.forget`` (which put them into 
 reconciler's ``ServiceCache`` and the work queue), for Nodes to whatever recomputes the
 ``address`` backends (``node_addresses`` of ``Watcher.objects()``).
 
-The loop is client-go's reflector in small: LIST → deliver everything (and, for objects known
-before the LIST but missing from it, a delete: it happened while we were not watching) →
-``on_synced`` once, after the first complete LIST → WATCH from the LIST's resourceVersion,
-resuming from the last seen resourceVersion whenever the server ends a watch normally. A 410
-Gone (the resourceVersion is too old) re-LISTs at once; any other failure re-LISTs after a
-capped, jittered backoff. Every ``resync_period`` all known objects are delivered again: the
-engine's periodic resync trigger. All callbacks run on this one thread, in event order.
+The loop is client-go's reflector in small: LIST (in pages of ``LIST_PAGE`` objects, one
+consistent snapshot) → deliver everything (and, for objects known before the LIST but missing
+from it, a delete: it happened while we were not watching) → ``on_synced`` once, after the first
+complete LIST → WATCH from the LIST's resourceVersion, resuming from the last seen
+resourceVersion whenever the server ends a watch normally. A 410 Gone (the resourceVersion is
+too old) re-LISTs at once; any other failure re-LISTs after a capped, jittered backoff. Every
+``resync_period`` all known objects are delivered again: the engine's periodic resync trigger.
+All callbacks run on this one thread, in event order.
+
+Memory: what the watcher last saw of each object (``known``, a ``Known``) is kept encoded, one
+``bytes`` value per object, and decoded only when it is delivered again (resync, or a delete
+found by a re-LIST); a LIST is held that way too while its pages arrive, so only one page is
+ever decoded at once. Objects are delivered compact (``engine.kube.objects.compact``): without
+``metadata.managedFields``, which nothing in dklb reads and which are half of a Service's size.
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from .api import core_v1
+from .objects import compact, decode, encode
 
 log = logging.getLogger("dklb.kube.watch")
 
@@ -70,6 +78,38 @@ def node_addresses(nodes: Iterable[Object]) -> tuple[str, ...]:
     return tuple(sorted(addresses))
 
 
+class Known(Mapping[str, Object]):
+    """What a watcher last saw of each object, by ``object_key``: a read-only mapping whose
+    values are kept encoded (``engine.kube.objects.encode``) and decoded on every access, so
+    reading one gives a fresh dict. Built from any mapping of objects, or from another
+    ``Known`` (without decoding it)."""
+
+    def __init__(self, objects: Mapping[str, Object] | None = None) -> None:
+        if isinstance(objects, Known):
+            self._blobs: dict[str, bytes] = dict(objects._blobs)
+        else:
+            self._blobs = {key: encode(compact(obj)) for key, obj in (objects or {}).items()}
+
+    @classmethod
+    def _of(cls, blobs: dict[str, bytes]) -> Known:
+        """The objects ``blobs`` holds encoded (taken as they are, not copied)."""
+        known = cls()
+        known._blobs = blobs
+        return known
+
+    def __getitem__(self, key: str) -> Object:
+        return decode(self._blobs[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._blobs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._blobs)
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+
 class Watcher(threading.Thread):
     def __init__(
         self,
@@ -81,7 +121,7 @@ class Watcher(threading.Thread):
         on_synced: Callable[[], None] | None = None,
         resync_period: float = 300.0,
         watch_timeout: int = 300,
-        known: dict[str, Object] | None = None,
+        known: Mapping[str, Object] | None = None,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         request_timeout: float = 30.0,
@@ -101,7 +141,7 @@ class Watcher(threading.Thread):
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.request_timeout = request_timeout
-        self.known: dict[str, Object] = dict(known or {})
+        self.known = Known(known)
         self.resource_version: str | None = None
         # Set once the first LIST has been delivered (after on_synced ran).
         self.synced = threading.Event()
@@ -127,9 +167,10 @@ class Watcher(threading.Thread):
             self.join(timeout)
 
     def objects(self) -> list[Object]:
-        """A snapshot of the last known objects (safe from any thread)."""
+        """A snapshot of the last known objects, fresh dicts (safe from any thread)."""
         with self._known_lock:
-            return list(self.known.values())
+            blobs = list(self.known._blobs.values())
+        return [decode(blob) for blob in blobs]
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -161,20 +202,16 @@ class Watcher(threading.Thread):
         return ceiling * self._rng.uniform(0.5, 1.0)
 
     def _list(self) -> None:
-        items, resource_version = self._list_all()
-        seen: dict[str, Object] = {}
-        for item in items:
-            self._complete(item)
-            seen[object_key(item)] = item
+        listed, resource_version = self._list_all()
         with self._known_lock:
-            vanished = [obj for key, obj in self.known.items() if key not in seen]
-            self.known = seen
+            vanished = [blob for key, blob in self.known._blobs.items() if key not in listed]
+            self.known = Known._of(listed)
         self.resource_version = resource_version
         self.lists += 1
-        for item in items:
-            self._deliver(self.on_upsert, item)
-        for obj in vanished:
-            self._deliver(self.on_delete, obj)
+        for blob in listed.values():
+            self._deliver(self.on_upsert, decode(blob))
+        for blob in vanished:
+            self._deliver(self.on_delete, decode(blob))
         self._next_resync = time.monotonic() + self.resync_period
         if not self.synced.is_set():
             if self.on_synced is not None:
@@ -214,10 +251,12 @@ class Watcher(threading.Thread):
                     close()
 
     def _resync(self) -> None:
-        for obj in self.objects():
+        with self._known_lock:
+            blobs = list(self.known._blobs.values())
+        for blob in blobs:
             if self._stopping.is_set():
                 return
-            self._deliver(self.on_upsert, obj)
+            self._deliver(self.on_upsert, decode(blob))
         self._next_resync = time.monotonic() + self.resync_period
 
     def _handle(self, event: Object) -> None:
@@ -237,13 +276,13 @@ class Watcher(threading.Thread):
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             log.warning("%s: ignoring watch event of type %r", self.resource, kind)
             return
-        self._complete(obj)
+        obj = self._compact(obj)
         key = object_key(obj)
         with self._known_lock:
             if kind == "DELETED":
-                self.known.pop(key, None)
+                self.known._blobs.pop(key, None)
             else:
-                self.known[key] = obj
+                self.known._blobs[key] = encode(obj)
         if version:
             self.resource_version = version
         self._deliver(self.on_delete if kind == "DELETED" else self.on_upsert, obj)
@@ -255,9 +294,12 @@ class Watcher(threading.Thread):
             # A consumer's bug must not stop the watch (nor make it re-list in a loop).
             log.exception("%s: callback failed for %s", self.resource, object_key(obj))
 
-    def _complete(self, obj: Object) -> None:
+    def _compact(self, obj: Object) -> Object:
+        """``obj`` compact, with its kind and apiVersion (which LIST items lack)."""
+        obj = compact(obj)
         obj.setdefault("kind", self._kind)
         obj.setdefault("apiVersion", self._api_version)
+        return obj
 
     # ---- the API requests ----------------------------------------------------------------------
 
@@ -266,9 +308,10 @@ class Watcher(threading.Thread):
             return self.core.list_service_for_all_namespaces(**kwargs)
         return self.core.list_node(**kwargs)
 
-    def _list_all(self) -> tuple[list[Object], str]:
-        """Every object and the LIST's resourceVersion, in pages (a consistent snapshot)."""
-        items: list[Object] = []
+    def _list_all(self) -> tuple[dict[str, bytes], str]:
+        """Every object (compact, encoded, by ``object_key``, in the LIST's order) and the LIST's
+        resourceVersion, in pages (a consistent snapshot): one page is decoded at a time."""
+        listed: dict[str, bytes] = {}
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": LIST_PAGE}
@@ -279,17 +322,19 @@ class Watcher(threading.Thread):
             except ApiException as e:
                 if e.status == 410 and token:
                     # The continue token expired mid-way: the snapshot is lost, start over.
-                    items, token = [], None
+                    listed, token = {}, None
                     continue
                 raise
             try:
                 page = json.loads(response.data)
             finally:
                 self._release(response, complete=True)
-            items.extend(page.get("items") or [])
+            for item in page.get("items") or []:
+                obj = self._compact(item)
+                listed[object_key(obj)] = encode(obj)
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                return items, (page.get("metadata") or {}).get("resourceVersion", "")
+                return listed, (page.get("metadata") or {}).get("resourceVersion", "")
 
     def _stream(self, resource_version: str, timeout: int) -> Iterator[Object]:
         """The events of one watch request, decoded, until the server ends it."""

@@ -26,7 +26,7 @@ from engine.edgelb.errors import Unavailable
 from engine.fence import Fence, FencedEdgeLB
 from engine.kube.port import FINALIZER
 from engine.metrics import Metrics
-from engine.orphans import OrphanSweeper, _annotated_pool, decide, sweep
+from engine.orphans import OrphanSweeper, _annotated_pool, _bindings, decide, sweep
 from engine.reconciler import PoolLocks
 from engine.translation import CREATED_BY_VARIABLE, object_name
 from tests.engine.harness import CLUSTER, World
@@ -167,7 +167,8 @@ ROWS = [
 def test_decide(
     body: dict[str, Any], bindings: list[B], services: list[dict], seen: set[str], verdict: str
 ) -> None:
-    decision = decide([body], cluster=CLUSTER, bindings=bindings, services=services, seen=seen)
+    # One-shot iterators, as a sweep passes them (read row by row): each is read once.
+    decision = decide([body], cluster=CLUSTER, bindings=iter(bindings), services=iter(services), seen=seen)
     if verdict == "delete":
         assert decision.delete == (POOL,) and decision.candidates == {POOL} and not decision.kept
     elif verdict == "candidate":
@@ -276,6 +277,20 @@ def test_pools_in_use_and_foreign_pools_survive_any_number_of_sweeps(tmp_path: P
         assert s.run() == []
     assert world.edgelb.names() == pools and s.seen == frozenset()
     world.assert_invariants()
+
+
+def test_the_sweep_reads_of_each_binding_what_the_store_holds(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.kube.apply(make_service("b", config="name: shared\n"))
+    world.kube.apply(make_service("a", ports=[(6380, 32214)], config="name: shared\n"))
+    world.kube.apply(make_service("c"))
+    world.settle()
+
+    read = [(b.key, b.pool, b.config) for b in _bindings(world.store)]
+
+    assert read == [(b.key, b.pool, b.config) for b in world.store.bindings()]
+    assert [key for key, _, _ in read] == ["default/a", "default/b", "default/c"]
+    assert all(pool and config for _, pool, config in read)
 
 
 def test_sweeping_stops_and_forgets_while_it_may_not(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
+from engine.kube import watch
 from engine.kube.api import api_client
 from engine.kube.watch import Watcher, node_addresses, object_key
 from tests.kube import (
@@ -122,6 +123,110 @@ def test_a_delete_missed_while_stopped_is_delivered_by_the_next_list(client, cor
     assert recorder.names("upsert") == ["stays"]
     # The delete is known before the engine is told the cache is complete.
     assert [kind for kind, _ in recorder.calls][-1] == "synced"
+
+
+def test_objects_are_delivered_and_kept_without_managed_fields(client, core, namespace, watchers):
+    created = create_service(core, namespace, "redis")
+    assert created["metadata"].get("managedFields"), "the API server sends them"
+    recorder = Recorder(namespace)
+    watcher = watchers(client, recorder)
+    wait_until(watcher.synced.is_set, what="the first list")
+
+    patch_service(core, namespace, "redis", {"metadata": {"annotations": {"x": "1"}}})
+
+    wait_until(lambda: len(recorder.seen("upsert", "redis")) == 2, what="the watch event")
+    listed, watched = (obj for _, obj in recorder.seen("upsert", "redis"))
+    for obj in (listed, watched):
+        assert obj is not None and "managedFields" not in obj["metadata"]
+        assert obj["kind"] == "Service" and obj["apiVersion"] == "v1"
+    assert listed["metadata"]["uid"] == created["metadata"]["uid"]
+    kept = watcher.known[f"{namespace}/redis"]
+    assert kept == watched
+    # Kept encoded: every read decodes a fresh copy.
+    assert watcher.known[f"{namespace}/redis"] is not kept
+
+
+def list_requests(watcher: Watcher) -> list[dict[str, Any]]:
+    """Record the keyword arguments of the watcher's LIST requests (not its watches)."""
+    requests: list[dict[str, Any]] = []
+    original = watcher._call
+
+    def call(**kwargs: Any) -> Any:
+        if not kwargs.get("watch"):
+            requests.append(kwargs)
+        return original(**kwargs)
+
+    watcher._call = call  # type: ignore[method-assign]
+    return requests
+
+
+def test_a_paged_list_delivers_every_object_and_finds_deletes_on_any_page(
+    client, core, namespace, watchers, monkeypatch
+):
+    monkeypatch.setattr(watch, "LIST_PAGE", 2)
+    names = [f"s{i}" for i in range(5)]
+    for name in names:
+        create_service(core, namespace, name)
+    first_recorder = Recorder(namespace)
+    first = Watcher(
+        client, resource="services", on_upsert=first_recorder.upsert, on_delete=first_recorder.delete
+    )
+    pages = list_requests(first)
+    first.start()
+    try:
+        wait_until(first.synced.is_set, what="the first list")
+    finally:
+        first.stop()
+    assert sorted(first_recorder.names("upsert")) == names
+    assert first.lists == 1 and len(pages) >= 3, "one LIST of at least three pages"
+    assert all(page["limit"] == 2 for page in pages)
+    assert "_continue" not in pages[0] and all(page.get("_continue") for page in pages[1:])
+    assert {f"{namespace}/{name}" for name in names} <= set(first.known)
+
+    delete_service(core, namespace, "s0")
+    delete_service(core, namespace, "s4")
+    recorder = Recorder(namespace)
+    second = watchers(client, recorder, known=first.known)
+
+    wait_until(second.synced.is_set, what="the second watcher's list")
+    assert sorted(recorder.names("delete")) == ["s0", "s4"]
+    assert sorted(recorder.names("upsert")) == ["s1", "s2", "s3"]
+    assert [kind for kind, _ in recorder.calls][-1] == "synced"
+    assert f"{namespace}/s0" not in second.known and f"{namespace}/s1" in second.known
+
+
+def test_an_expired_continue_token_starts_the_list_over(client, core, namespace, monkeypatch):
+    monkeypatch.setattr(watch, "LIST_PAGE", 2)
+    names = [f"s{i}" for i in range(5)]
+    for name in names:
+        create_service(core, namespace, name)
+    recorder = Recorder(namespace)
+    watcher = Watcher(
+        client,
+        resource="services",
+        on_upsert=recorder.upsert,
+        on_delete=recorder.delete,
+        on_synced=recorder.synced,
+    )
+    original = watcher._call
+    expired: list[str] = []
+
+    def call(**kwargs: Any) -> Any:
+        if kwargs.get("_continue") and not expired:
+            expired.append(kwargs["_continue"])
+            raise ApiException(status=410, reason="Expired")
+        return original(**kwargs)
+
+    watcher._call = call  # type: ignore[method-assign]
+    watcher.start()
+    try:
+        wait_until(watcher.synced.is_set, what="the list")
+    finally:
+        watcher.stop()
+    assert expired
+    # Each object once: the pages before the expired token are not delivered twice.
+    assert sorted(recorder.names("upsert")) == names
+    assert watcher.lists == 1 and recorder.names("delete") == []
 
 
 def test_a_410_relists_and_loses_nothing(client, core, namespace, watchers):

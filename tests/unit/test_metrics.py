@@ -34,6 +34,7 @@ from sqlalchemy.exc import OperationalError
 
 from edgelb_local.dataplane import NullDataplane
 from edgelb_local.server import LocalEdgeLB
+from engine import migrate
 from engine.config import PAUSED_ANNOTATION
 from engine.controller import Controller
 from engine.edgelb.client import EdgeLBClient
@@ -42,6 +43,7 @@ from engine.health import HealthServer, Probes, parse_listen
 from engine.metrics import NO_ANSWER, Metrics
 from engine.reconciler import ServiceCache
 from engine.run import HTTP_PORT
+from engine.store import Store
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
 from tests.processes import ROOT, wait_for
@@ -268,19 +270,12 @@ def test_the_request_hooks_called_directly() -> None:
 # ---- reconcile calls, work queue, leadership ----------------------------------------------------
 
 
-class _StubStore:
-    def bindings(self) -> list[Any]:
-        return []
-
-    def due(self, now: Any) -> list[Any]:
-        return []
-
-
 class _StubReconciler:
-    """Just enough of a Reconciler for the Controller: ``ns/bad`` raises, anything else works."""
+    """Just enough of a Reconciler for the Controller (over an empty store): ``ns/bad`` raises,
+    anything else works."""
 
-    def __init__(self) -> None:
-        self.store = _StubStore()
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.cache = ServiceCache()
 
     def verify(self, keys: set[str]) -> None:
@@ -292,8 +287,11 @@ class _StubReconciler:
         return None
 
 
-def test_reconcile_duration_and_errors_are_observed_by_the_controller_workers(metrics: Metrics) -> None:
-    controller = Controller(_StubReconciler(), workers=2, on_reconcile=metrics.reconciled)  # type: ignore[arg-type]
+def test_reconcile_duration_and_errors_are_observed_by_the_controller_workers(
+    tmp_path: Path, metrics: Metrics
+) -> None:
+    store = migrate.open_store(str(tmp_path / "dklb.db"))
+    controller = Controller(_StubReconciler(store), workers=2, on_reconcile=metrics.reconciled)  # type: ignore[arg-type]
     metrics.watch_queue(lambda: len(controller.queue))
     controller.enqueue("ns/a")
     controller.enqueue("ns/bad")
@@ -312,6 +310,7 @@ def test_reconcile_duration_and_errors_are_observed_by_the_controller_workers(me
         assert value(metrics, "dklb_workqueue_depth") == 0
     finally:
         controller.stop()
+        store.close()
 
 
 def test_the_leader_gauge_follows_leadership(metrics: Metrics) -> None:
