@@ -15,7 +15,7 @@ pass every binding's handler runs whatever its wake-up says (``Reconciler.verify
 EdgeLB and Kubernetes held before the restart is not trusted until read again.
 
 Where only keys are needed (every binding at ``mark_synced`` and ``enqueue_all``, the due ones at
-each scan) only keys are read (``binding_keys``): a whole ``Binding`` carries its decoded
+each scan) only keys are read (``Store.keys``): a whole ``Binding`` carries its decoded
 configuration and EdgeLB objects, tens of MB for thousands of bindings at once.
 """
 
@@ -26,33 +26,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import select
 
 from .fence import NotLeader
 from .reconciler import Reconciler
-from .store import BINDINGS, Store, utcnow
+from .store import utcnow
 from .workqueue import WorkQueue
 
 log = logging.getLogger("dklb.controller")
-
-
-def binding_keys(store: Store, *, due: datetime | None = None) -> list[str]:
-    """The keys of the stored bindings, as ``Store.bindings`` orders them; with ``due``, of those
-    whose wake-up is at or before it, earliest first (as ``Store.due``). Only two columns are read."""
-    query = select(BINDINGS.c.namespace, BINDINGS.c.name)
-    if due is None:
-        query = query.order_by(BINDINGS.c.namespace, BINDINGS.c.name)
-    else:
-        query = query.where(BINDINGS.c.next_wakeup.is_not(None), BINDINGS.c.next_wakeup <= due).order_by(
-            BINDINGS.c.next_wakeup
-        )
-    with store.session() as session:
-        return [f"{namespace}/{name}" for namespace, name in session.execute(query)]
 
 
 class Controller:
@@ -105,7 +90,7 @@ class Controller:
         """Every binding and every observed Service: on gaining leadership, or when Nodes change."""
         if not self._synced.is_set():
             return
-        for key in binding_keys(self.reconciler.store):
+        for key in self.reconciler.store.keys():
             self.queue.add(key)
         for key in self.reconciler.cache.keys():
             self.queue.add(key)
@@ -137,7 +122,7 @@ class Controller:
         if self._synced.is_set():
             return
         self._synced.set()
-        keys = set(binding_keys(self.reconciler.store)) | set(self.reconciler.cache.keys())
+        keys = set(self.reconciler.store.keys()) | set(self.reconciler.cache.keys())
         self.reconciler.verify(keys)
         with self._verify_lock:
             self._unverified, self._verify_started, self._verify_total = keys, time.monotonic(), len(keys)
@@ -195,7 +180,7 @@ class Controller:
 
     def _scan(self) -> None:
         try:
-            for key in binding_keys(self.reconciler.store, due=utcnow()):
+            for key in self.reconciler.store.keys(due=utcnow()):
                 self.queue.add(key)
         except Exception:
             log.warning("wake-up scan failed", exc_info=True)

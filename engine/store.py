@@ -416,6 +416,19 @@ class Store:
         with self._read() as conn:
             return [Pool(**r._mapping) for r in conn.execute(select(POOLS).order_by(POOLS.c.name))]
 
+    def keys(self, *, due: datetime | None = None) -> list[str]:
+        """The keys of the bindings, in ``bindings()``'s order; with ``due``, of those whose
+        wake-up is at or before it, earliest first (``due()``'s order). Two columns only: a whole
+        ``Binding`` carries its decoded configuration and EdgeLB objects."""
+        query = select(BINDINGS.c.namespace, BINDINGS.c.name)
+        if due is None:
+            query = query.order_by(BINDINGS.c.namespace, BINDINGS.c.name)
+        else:
+            query = query.where(BINDINGS.c.next_wakeup.is_not(None), BINDINGS.c.next_wakeup <= due)
+            query = query.order_by(BINDINGS.c.next_wakeup)
+        with self._read() as conn:
+            return [f"{namespace}/{name}" for namespace, name in conn.execute(query)]
+
     def due(self, now: datetime) -> list[Binding]:
         query = (
             select(BINDINGS)

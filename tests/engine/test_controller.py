@@ -8,7 +8,7 @@ are retried through scheduler wake-ups; that nothing is reconciled before ``mark
 binding whose Service is not yet in the cache survives a restart (and, as a control, is cleaned
 up once the synced cache really lacks it); that a wake-up written into the database by another
 ``Store`` (as ``dklb retry`` does) is acted on through the periodic scan; that ``stop``
-returns promptly and stops the scheduler; and that ``binding_keys`` reads the keys that
+returns promptly and stops the scheduler; and that ``Store.keys`` (what it reads) gives the keys that
 ``Store.bindings`` and ``Store.due`` would give, in their order.
 
 Waiting is always for a condition, polled every 20 ms up to a deadline; never a fixed sleep.
@@ -29,7 +29,7 @@ import pytest
 
 from engine import lifecycle, migrate
 from engine.contract import Settings
-from engine.controller import Controller, binding_keys
+from engine.controller import Controller
 from engine.edgelb.errors import Unavailable
 from engine.kube.port import FINALIZER
 from engine.reconciler import Reconciler
@@ -389,7 +389,7 @@ def test_on_start_every_binding_is_verified_once_and_that_is_reported_once(
     assert len(reported) == 1, "reported once, not on every later pass"
 
 
-def test_binding_keys_are_the_keys_of_bindings_and_of_due_in_their_order(tmp_path: Path) -> None:
+def test_store_keys_are_the_keys_of_bindings_and_of_due_in_their_order(tmp_path: Path) -> None:
     db = tmp_path / "keys.db"
     migrate.upgrade(str(db))
     store = Store(database_url(str(db)))
@@ -403,9 +403,9 @@ def test_binding_keys_are_the_keys_of_bindings_and_of_due_in_their_order(tmp_pat
             )
             store.set_wakeup(key, now + timedelta(seconds=seconds))
 
-        assert binding_keys(store) == [b.key for b in store.bindings()]
-        assert binding_keys(store) == ["aa/z", "ns/a", "ns/b", "ns/c", "ns/d"]
-        assert binding_keys(store, due=now) == [b.key for b in store.due(now)]
-        assert binding_keys(store, due=now) == ["ns/c", "ns/a", "ns/d"]
+        assert store.keys() == [b.key for b in store.bindings()]
+        assert store.keys() == ["aa/z", "ns/a", "ns/b", "ns/c", "ns/d"]
+        assert store.keys(due=now) == [b.key for b in store.due(now)]
+        assert store.keys(due=now) == ["ns/c", "ns/a", "ns/d"]
     finally:
         store.close()

@@ -160,13 +160,18 @@ def list_requests(watcher: Watcher) -> list[dict[str, Any]]:
     return requests
 
 
-def test_a_paged_list_delivers_every_object_and_finds_deletes_on_any_page(
-    client, core, namespace, watchers, monkeypatch
-):
+def five_services_in_pages_of_two(core: Any, namespace: str, monkeypatch: Any) -> list[str]:
     monkeypatch.setattr(watch, "LIST_PAGE", 2)
     names = [f"s{i}" for i in range(5)]
     for name in names:
         create_service(core, namespace, name)
+    return names
+
+
+def test_a_paged_list_delivers_every_object_and_finds_deletes_on_any_page(
+    client, core, namespace, watchers, monkeypatch
+):
+    names = five_services_in_pages_of_two(core, namespace, monkeypatch)
     first_recorder = Recorder(namespace)
     first = Watcher(
         client, resource="services", on_upsert=first_recorder.upsert, on_delete=first_recorder.delete
@@ -196,10 +201,7 @@ def test_a_paged_list_delivers_every_object_and_finds_deletes_on_any_page(
 
 
 def test_an_expired_continue_token_starts_the_list_over(client, core, namespace, monkeypatch):
-    monkeypatch.setattr(watch, "LIST_PAGE", 2)
-    names = [f"s{i}" for i in range(5)]
-    for name in names:
-        create_service(core, namespace, name)
+    names = five_services_in_pages_of_two(core, namespace, monkeypatch)
     recorder = Recorder(namespace)
     watcher = Watcher(
         client,

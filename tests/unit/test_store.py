@@ -620,6 +620,7 @@ NAIVE_USES: list[tuple[str, Callable[[Store, Binding], object]]] = [
     ("create-now", lambda s, b: create(s, "ns/naive", now=NAIVE)),
     ("set_wakeup", lambda s, b: s.set_wakeup(b.key, NAIVE)),
     ("due", lambda s, b: s.due(NAIVE)),
+    ("keys-due", lambda s, b: s.keys(due=NAIVE)),
     ("history-since", lambda s, b: s.history(since=NAIVE)),
     (
         "commit-next_wakeup",
