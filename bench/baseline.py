@@ -50,15 +50,15 @@ from collections.abc import Callable, Hashable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, cast
 
-from engine.config import ANNOTATION, parse_config
-from engine.durations import parse_duration
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.edgelb.port import EdgeLB
 from engine.kube.adapter import KubeAdapter
 from engine.kube.api import api_client, core_v1
 from engine.kube.watch import Watcher, object_key
-from engine.translation import (
+from engine.model.config import ANNOTATION, parse_config
+from engine.model.durations import parse_duration
+from engine.model.translation import (
     compose_pool,
     exposed_ports,
     ingress_from_metadata,

@@ -31,9 +31,9 @@ from typing import Any
 
 from sqlalchemy import event
 
-from engine import migrate, ops
-from engine.store import Store, database_url
-from engine.tables import table
+from engine.cli import ops
+from engine.cli.output import table
+from engine.store import Store, database_url, migrate
 
 BUDGET_MS = 100.0
 STATES = ("Pending", "Provisioning", "AwaitingMetadata", "Ready")

@@ -23,9 +23,9 @@ from typing import Any
 from bench import measure
 from bench.servers import ControllerProc, Servers, baseline_controller, dklb_controller, start_servers
 from bench.workload import EdgeLBPoller, Kube, ReadyWatcher, Spec, frontend_ports, in_parallel, specs
-from engine.durations import parse_duration
-from engine.processes import wait_for
-from engine.translation import object_name
+from engine.model.durations import parse_duration
+from engine.model.translation import object_name
+from localcluster.processes import wait_for
 
 CLUSTER = "kubernetes-cluster"
 POLL = 0.25

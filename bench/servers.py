@@ -25,7 +25,7 @@ import urllib3
 import localcluster
 from bench.measure import controller_metrics
 from edgelb_local import process as edgelb_process
-from engine.processes import terminate, wait_for
+from localcluster.processes import terminate, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(r"http listening on (http://\S+)")

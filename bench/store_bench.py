@@ -35,9 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine import migrate
-from engine.store import Change, Store
-from engine.tables import table
+from engine.cli.output import table
+from engine.store import Change, Store, migrate
 
 # (from, to, trigger, reason, extra Change fields); "pool" is filled in per binding.
 CYCLE: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (

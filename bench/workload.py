@@ -19,9 +19,9 @@ from typing import Any
 
 import requests
 
-from engine.config import ANNOTATION
 from engine.kube.api import api_client
 from engine.kube.watch import Watcher
+from engine.model.config import ANNOTATION
 
 SHARED_POOL_SIZE = 10
 THREADS = 8

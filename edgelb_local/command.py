@@ -31,7 +31,7 @@ from edgelb_local.dataplane import Dataplane, NullDataplane
 from edgelb_local.faults import FaultInjector
 from edgelb_local.server import LocalEdgeLB
 from edgelb_local.state import StateError
-from engine.durations import parse_duration
+from engine.model.durations import parse_duration
 
 log = logging.getLogger("edgelb_local")
 

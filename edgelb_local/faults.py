@@ -41,7 +41,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from engine.durations import parse_duration
+from engine.model.durations import parse_duration
 
 KINDS = ("latency", "5xx", "timeout", "reset", "hold")
 # The order in which a rule's probabilities are drawn: the most disruptive first.

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .edgelb.port import EdgeLB
-from .kube.port import Kube
-from .store import Binding, Store
+from engine.edgelb.port import EdgeLB
+from engine.kube.port import Kube
+from engine.store import Binding, Store
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.processes import terminate
+from localcluster.processes import terminate
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "test-admin-token"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from engine.contract import Context, Fire, Outcome, Poll, Retry
 from engine.edgelb.errors import EdgeLBError, NotFound, Unavailable
-from engine.translation import ingress_from_metadata
+from engine.model.translation import ingress_from_metadata
 
 
 def enter(ctx: Context) -> Outcome:

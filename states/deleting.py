@@ -10,10 +10,10 @@ stays.
 
 from __future__ import annotations
 
-from engine.config import ANNOTATION, parse_config
 from engine.contract import Context, Fire, Outcome, Retry
 from engine.edgelb.errors import EdgeLBError, NotFound
-from engine.translation import is_empty, same_pool
+from engine.model.config import ANNOTATION, parse_config
+from engine.model.translation import is_empty, same_pool
 from states.pool import desired_pool
 
 

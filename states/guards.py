@@ -8,8 +8,8 @@ Service is rejected and the pool's settings never flip.
 
 from __future__ import annotations
 
-from engine.config import PoolConfig
 from engine.contract import Context, Fire
+from engine.model.config import PoolConfig
 from engine.store import Binding
 
 

@@ -12,8 +12,8 @@ import hashlib
 import json
 from typing import Any
 
-from engine.config import ANNOTATION, is_paused
 from engine.kube.port import FINALIZER
+from engine.model.config import ANNOTATION, is_paused
 from engine.store import Binding
 
 _FROM_SERVICE: Any = object()

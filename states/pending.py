@@ -9,10 +9,10 @@ by the sharing rules), ``reject`` or ``pause``. Nothing in EdgeLB is touched her
 
 from __future__ import annotations
 
-from engine.checks import check_service
-from engine.config import PoolConfig, is_paused
 from engine.contract import Context, Fire, Outcome, warning
-from engine.translation import service_objects
+from engine.model.checks import check_service
+from engine.model.config import PoolConfig, is_paused
+from engine.model.translation import service_objects
 from states.observe import fingerprint
 
 

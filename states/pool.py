@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.config import PoolConfig
 from engine.contract import Context
-from engine.translation import compose_pool, pool_settings
+from engine.model.config import PoolConfig
+from engine.model.translation import compose_pool, pool_settings
 
 
 def desired_pool(ctx: Context, base: dict[str, Any], *, pool: str, apply_settings: bool) -> dict[str, Any]:

@@ -13,10 +13,10 @@ still missing. Fires ``provisioned``, or ``reject`` when the pool itself refuses
 
 from __future__ import annotations
 
-from engine.config import PoolConfig
 from engine.contract import Context, Fire, Outcome, Retry, warning
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound
-from engine.translation import created_by_dklb, new_pool, pool_settings, same_pool
+from engine.model.config import PoolConfig
+from engine.model.translation import created_by_dklb, new_pool, pool_settings, same_pool
 from states.pool import desired_pool, frontend_port_clash
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.contract import Context, Fire, Outcome, Retry, Stay
 from engine.edgelb.errors import EdgeLBError, NotFound
-from engine.translation import ingress_from_metadata, normalized_objects, owned_part
+from engine.model.translation import ingress_from_metadata, normalized_objects, owned_part
 
 
 def enter(ctx: Context) -> Outcome:

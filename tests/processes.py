@@ -20,8 +20,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgelb_local import process as edgelb_process
-from engine import processes
-from engine.processes import alive
+from localcluster import processes
+from localcluster.processes import alive
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")

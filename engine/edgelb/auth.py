@@ -34,7 +34,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from .errors import EdgeLBError, Unavailable
+from engine.edgelb.errors import EdgeLBError, Unavailable
 
 log = logging.getLogger("dklb.edgelb")
 

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.auth import AuthBase
 
-from .auth import (
+from engine.edgelb.auth import (
     EnvToken,
     FileToken,
     LoginError,
@@ -39,8 +39,8 @@ from .auth import (
     _server_detail,
     _transport_reason,
 )
-from .errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable, Unexpected
-from .port import Pool
+from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable, Unexpected
+from engine.edgelb.port import Pool
 
 log = logging.getLogger("dklb.edgelb")
 

@@ -30,12 +30,11 @@ from typing import Any
 
 from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
-from engine.config import ANNOTATION
-
-from .api import core_v1, response_json
-from .errors import kubernetes_unavailable
-from .port import FINALIZER, Service
-from .recorder import BackgroundRecorder
+from engine.kube.api import core_v1, response_json
+from engine.kube.errors import kubernetes_unavailable
+from engine.kube.port import FINALIZER, Service
+from engine.kube.recorder import BackgroundRecorder
+from engine.model.config import ANNOTATION
 
 log = logging.getLogger("dklb.kube")
 

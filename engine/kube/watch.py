@@ -35,8 +35,8 @@ from typing import Any
 
 from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
-from .api import core_v1
-from .objects import compact, decode, encode
+from engine.kube.api import core_v1
+from engine.kube.objects import compact, decode, encode
 
 log = logging.getLogger("dklb.kube.watch")
 

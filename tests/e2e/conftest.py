@@ -20,9 +20,9 @@ import kubernetes
 import pytest
 
 import localcluster
-from engine.config import ANNOTATION
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import NotFound
+from engine.model.config import ANNOTATION
 from tests.integration.conftest import RedisServer, start_redis
 from tests.processes import ControllerProcess, EdgeLBProcess, controller_args, start_edgelb, wait_for
 

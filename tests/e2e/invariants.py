@@ -17,8 +17,8 @@ import kubernetes
 
 from engine.edgelb.client import EdgeLBClient
 from engine.kube.port import FINALIZER
+from engine.model.translation import owner_of
 from engine.store import Store, database_url
-from engine.translation import owner_of
 from states import observe
 
 SETTLED = {"Ready", "Rejected", "Paused"}

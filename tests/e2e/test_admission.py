@@ -24,9 +24,9 @@ import kubernetes
 import pytest
 import yaml
 
-from engine.admission_register import register, unregister
-from engine.checks import check_service
-from engine.config import ANNOTATION
+from engine.admission.register import register, unregister
+from engine.model.checks import check_service
+from engine.model.config import ANNOTATION
 from tests.e2e.conftest import World
 from tests.e2e.test_controller import REDIS, frontend_ports, redis_command
 from tests.integration.conftest import free_port

@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from engine.checks import NO_TCP_PORT
-from engine.config import ANNOTATION
 from engine.kube.port import FINALIZER
+from engine.model.checks import NO_TCP_PORT
+from engine.model.config import ANNOTATION
 from engine.store import Store, database_url
 from tests.e2e.conftest import World
 from tests.e2e.invariants import settled, violations

@@ -13,8 +13,8 @@ import socket
 import pytest
 import yaml
 
-from engine.config import ANNOTATION
 from engine.kube.port import FINALIZER
+from engine.model.config import ANNOTATION
 from tests.e2e.conftest import World
 from tests.integration.conftest import free_port
 from tests.processes import wait_for

@@ -40,10 +40,10 @@ import pytest
 import yaml
 
 import localcluster
-from engine.config import ANNOTATION
 from engine.edgelb.client import EdgeLBClient
+from engine.model.config import ANNOTATION
+from engine.model.translation import owner_of
 from engine.store import Store, database_url
-from engine.translation import owner_of
 from tests.e2e.invariants import CLUSTER, settled, violations
 from tests.processes import ControllerProcess, controller_args, start_edgelb, wait_for
 

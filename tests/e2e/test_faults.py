@@ -51,9 +51,9 @@ import urllib3
 from sqlalchemy.exc import SQLAlchemyError
 
 import localcluster
-from engine import lifecycle
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Unavailable
+from engine.runtime import lifecycle
 from engine.store import Binding, HistoryEntry, Store, StoreError, database_url
 from tests.e2e.conftest import World
 from tests.e2e.invariants import settled, violations

@@ -33,10 +33,10 @@ import requests
 import yaml
 
 import localcluster
-from engine.config import ANNOTATION
 from engine.edgelb.client import EdgeLBClient
+from engine.model.config import ANNOTATION
+from engine.model.translation import CREATED_BY_VARIABLE
 from engine.store import Binding, Store, database_url
-from engine.translation import CREATED_BY_VARIABLE
 from tests.e2e.conftest import World, release_services
 from tests.e2e.invariants import settled, violations
 from tests.processes import ControllerProcess, controller_args, scrape, start_edgelb, total, wait_for

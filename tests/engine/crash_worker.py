@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine import faults
+from engine.runtime import crashpoints
 from tests.engine.harness import World
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube
@@ -34,7 +34,7 @@ def main(directory: str) -> int:
     world = open_world(Path(directory), seed=os.getpid())
     world.settle()
     world.store.close()
-    print(json.dumps({"checkpoints": faults._count}))
+    print(json.dumps({"checkpoints": crashpoints._count}))
     return 0
 
 

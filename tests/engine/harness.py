@@ -13,11 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine import lifecycle, migrate
 from engine.contract import Settings
 from engine.kube.port import FINALIZER
-from engine.reconciler import Reconciler
-from engine.translation import owner_of
+from engine.model.translation import owner_of
+from engine.runtime import lifecycle
+from engine.runtime.reconciler import Reconciler
+from engine.store import migrate
 from states import observe
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.translation import CREATED_BY_VARIABLE
+from engine.model.translation import CREATED_BY_VARIABLE
 from tests.engine.harness import CLUSTER, World
 from tests.fakes.kube import make_service
 

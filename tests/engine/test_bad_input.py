@@ -47,10 +47,10 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engine.admission import AdmissionSettings, review
-from engine.checks import NO_TCP_PORT, check_service
-from engine.config import ANNOTATION, PoolConfig
+from engine.admission.review import AdmissionSettings, review
 from engine.kube.port import FINALIZER
+from engine.model.checks import NO_TCP_PORT, check_service
+from engine.model.config import ANNOTATION, PoolConfig
 from tests.engine.harness import CLUSTER, World
 
 POOL = "fuzz-pool"

@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
-from engine import lifecycle, migrate
 from engine.contract import Settings
-from engine.controller import Controller
 from engine.edgelb.errors import Unavailable
 from engine.kube.port import FINALIZER
-from engine.reconciler import Reconciler
-from engine.store import Store, database_url, utcnow
+from engine.runtime import lifecycle
+from engine.runtime.controller import Controller
+from engine.runtime.reconciler import Reconciler
+from engine.store import Store, database_url, migrate, utcnow
 from tests.fakes.edgelb import GET as GET_POOL
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube, make_service

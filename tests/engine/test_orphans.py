@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from engine.config import ANNOTATION
 from engine.edgelb.errors import Unavailable
-from engine.fence import Fence, FencedEdgeLB
 from engine.kube.port import FINALIZER
-from engine.metrics import Metrics
-from engine.orphans import OrphanSweeper, _annotated_pool, _bindings, decide, sweep
-from engine.reconciler import PoolLocks
-from engine.translation import CREATED_BY_VARIABLE, object_name
+from engine.model.config import ANNOTATION
+from engine.model.translation import CREATED_BY_VARIABLE, object_name
+from engine.runtime.fence import Fence, FencedEdgeLB
+from engine.runtime.orphans import OrphanSweeper, _annotated_pool, _bindings, decide, sweep
+from engine.runtime.reconciler import PoolLocks
+from engine.telemetry.metrics import Metrics
 from tests.engine.harness import CLUSTER, World
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import make_service

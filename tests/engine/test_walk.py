@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from engine.config import ANNOTATION, PAUSED_ANNOTATION
 from engine.edgelb.errors import Unavailable
 from engine.kube.port import FINALIZER
+from engine.model.config import ANNOTATION, PAUSED_ANNOTATION
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
 

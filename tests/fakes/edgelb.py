@@ -25,7 +25,7 @@ from typing import Any
 from edgelb_local.state import atomic_write_text
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable
 from engine.edgelb.schema import fill_defaults, validate_pool
-from engine.faults import checkpoint
+from engine.runtime.crashpoints import checkpoint
 
 Pool = dict[str, Any]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from edgelb_local.state import atomic_write_text
-from engine.config import ANNOTATION
-from engine.faults import checkpoint
 from engine.kube.port import FINALIZER
+from engine.model.config import ANNOTATION
+from engine.runtime.crashpoints import checkpoint
 
 Service = dict[str, Any]
 

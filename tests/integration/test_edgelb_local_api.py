@@ -30,7 +30,7 @@ from edgelb_local.dataplane import DataplaneError, NullDataplane, Running
 from edgelb_local.faults import FaultInjector
 from edgelb_local.server import LocalEdgeLB
 from engine.edgelb.schema import fill_defaults, normalize_pool
-from engine.translation import PoolSettings, ServicePort, new_pool, service_objects
+from engine.model.translation import PoolSettings, ServicePort, new_pool, service_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 5.0  # every HTTP call: a hung server fails the test instead of hanging it

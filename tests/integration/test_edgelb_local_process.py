@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import PoolConfig
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Invalid, Unavailable
-from engine.translation import ServicePort, new_pool, pool_settings, service_objects
+from engine.model.config import PoolConfig
+from engine.model.translation import ServicePort, new_pool, pool_settings, service_objects
 from tests.integration.conftest import RedisServer, free_port
 from tests.processes import EdgeLBProcess, alive, start_edgelb, wait_for
 

@@ -17,10 +17,10 @@ import pytest
 from kubernetes.client import ApiClient, CoreV1Api
 
 import engine.kube.api as kube_api
-from engine.config import ANNOTATION
 from engine.kube.adapter import KubeAdapter
 from engine.kube.api import api_client, describe_request
 from engine.kube.port import FINALIZER
+from engine.model.config import ANNOTATION
 from tests.kube import (
     create_namespace,
     create_service,

@@ -14,9 +14,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.admission import AdmissionSettings, InvalidReview, review
-from engine.checks import NO_TCP_PORT, check_service
-from engine.config import ANNOTATION, PoolConfig, parse_config
+from engine.admission.review import AdmissionSettings, InvalidReview, review
+from engine.model.checks import NO_TCP_PORT, check_service
+from engine.model.config import ANNOTATION, PoolConfig, parse_config
 
 SETTINGS = AdmissionSettings()
 CLUSTER = SETTINGS.cluster_name

@@ -28,8 +28,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from engine import cli, run
-from engine.admission_register import (
+from engine import cli
+from engine.admission.register import (
     FAILURE_POLICIES,
     RegistrationError,
     parse_namespace_selector,
@@ -38,6 +38,7 @@ from engine.admission_register import (
     unregister,
     webhook_configurations,
 )
+from engine.cli import run
 from tests.integration.conftest import free_port
 
 CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -500,7 +501,7 @@ def test_dklb_run_exits_1_with_the_problem_before_touching_anything(tmp_path: Pa
 
 
 def test_a_renewed_certificate_is_served_and_its_new_ca_registered(served: Served, tmp_path: Path) -> None:
-    from engine.admission_server import generate_self_signed
+    from engine.admission.server import generate_self_signed
 
     certs = tmp_path / "certs"
     port = free_port()

@@ -22,9 +22,9 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from engine.admission import AdmissionSettings
-from engine.admission_server import AdmissionServer, generate_self_signed
-from engine.config import ANNOTATION
+from engine.admission.review import AdmissionSettings
+from engine.admission.server import AdmissionServer, generate_self_signed
+from engine.model.config import ANNOTATION
 
 HOST = "127.0.0.1"
 

@@ -24,8 +24,8 @@ from bench.baseline import (
     Stats,
     TokenBucket,
 )
-from engine.config import ANNOTATION
 from engine.edgelb.errors import Unavailable
+from engine.model.config import ANNOTATION
 from tests.fakes.edgelb import DELETE, GET, METADATA, POST, PUT, FakeEdgeLB
 
 CLUSTER = "kubernetes-cluster"

@@ -26,7 +26,7 @@ from bench import measure, store_bench
 from bench.measure import ProcessSample, Sampler
 from edgelb_local.dataplane import NullDataplane
 from edgelb_local.server import LocalEdgeLB
-from engine.metrics import Metrics
+from engine.telemetry.metrics import Metrics
 
 TICK = os.sysconf("SC_CLK_TCK")
 

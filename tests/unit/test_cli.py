@@ -239,7 +239,7 @@ def test_a_sub_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_lifecycle_as_a_table_has_one_row_per_transition(capsys: pytest.CaptureFixture[str]) -> None:
-    from engine import lifecycle as lifecycle_module
+    from engine.runtime import lifecycle as lifecycle_module
 
     assert cli.main(["lifecycle", "-o", "table"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.config import (
+from engine.model.config import (
     ANNOTATION,
     CLOUD_POOL_PREFIX,
     CREATION_STRATEGIES,

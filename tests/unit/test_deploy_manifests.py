@@ -28,7 +28,9 @@ from typing import Any
 import pytest
 import yaml
 
-from engine import cli, flags, run
+from engine import cli
+from engine.cli import options as flags
+from engine.cli import run
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -364,7 +366,7 @@ def test_the_webhook_certificate_is_the_secrets_mounted_read_only(monkeypatch: p
 
 
 def test_the_webhook_configurations_it_would_register_call_the_service() -> None:
-    from engine.admission_register import webhook_configurations
+    from engine.admission.register import webhook_configurations
 
     ca = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     for obj, path in zip(

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.durations import format_duration, parse_duration
+from engine.model.durations import format_duration, parse_duration
 
 PARSED: list[tuple[str | int | float, float]] = [
     ("30s", 30.0),

@@ -16,7 +16,7 @@ import pytest
 from engine.edgelb.errors import Conflict, Invalid, NotFound, Unavailable, Unexpected
 from engine.edgelb.port import EdgeLB
 from engine.edgelb.schema import fill_defaults
-from engine.translation import (
+from engine.model.translation import (
     PoolSettings,
     ServicePort,
     ingress_from_metadata,

@@ -15,8 +15,8 @@ import pytest
 
 from engine.edgelb.errors import EdgeLBError
 from engine.edgelb.port import EdgeLB
-from engine.fence import Fence, FencedEdgeLB, FencedKube, NotLeader
 from engine.kube.port import Kube
+from engine.runtime.fence import Fence, FencedEdgeLB, FencedKube, NotLeader
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube, make_service
 

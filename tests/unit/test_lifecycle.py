@@ -22,7 +22,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.lifecycle import Backoff, InvalidTrigger, Lifecycle, LifecycleError, load
+from engine.runtime.lifecycle import Backoff, InvalidTrigger, Lifecycle, LifecycleError, load
 from states import guards
 
 STATES = ["Pending", "Provisioning", "AwaitingMetadata", "Ready", "Rejected", "Paused", "Deleting"]

@@ -34,16 +34,15 @@ from sqlalchemy.exc import OperationalError
 
 from edgelb_local.dataplane import NullDataplane
 from edgelb_local.server import LocalEdgeLB
-from engine import migrate
-from engine.config import PAUSED_ANNOTATION
-from engine.controller import Controller
+from engine.cli.run import HTTP_PORT
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Unavailable
-from engine.health import HealthServer, Probes, parse_listen
-from engine.metrics import NO_ANSWER, Metrics
-from engine.reconciler import ServiceCache
-from engine.run import HTTP_PORT
-from engine.store import Store
+from engine.model.config import PAUSED_ANNOTATION
+from engine.runtime.controller import Controller
+from engine.runtime.reconciler import ServiceCache
+from engine.store import Store, migrate
+from engine.telemetry.health import HealthServer, Probes, parse_listen
+from engine.telemetry.metrics import NO_ANSWER, Metrics
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
 from tests.processes import ROOT, wait_for
@@ -477,7 +476,7 @@ def test_parse_listen_refuses(text: str) -> None:
 
 
 def test_the_http_listen_flag_and_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.run import add_parser
+    from engine.cli.run import add_parser
 
     def parse(*argv: str) -> argparse.Namespace:
         # Built anew each time: the environment is read when the parser is built.

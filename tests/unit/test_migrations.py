@@ -22,8 +22,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from engine import cli, migrate
-from engine.store import Base, Store, StoreError, database_url
+from engine import cli
+from engine.store import Base, Store, StoreError, database_url, migrate
 
 REPO = Path(__file__).resolve().parents[2]
 ALEMBIC = Path(sys.executable).with_name("alembic")

@@ -35,11 +35,12 @@ import yaml
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
-from engine import ops, tables
-from engine.config import ANNOTATION, PAUSED_ANNOTATION
+from engine.cli import ops
+from engine.cli import output as tables
 from engine.edgelb.errors import Unavailable
+from engine.model.config import ANNOTATION, PAUSED_ANNOTATION
+from engine.model.translation import pool_ports
 from engine.store import Store, database_url
-from engine.translation import pool_ports
 from tests.engine.harness import World
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import make_service
@@ -751,7 +752,7 @@ def test_console_process_prints_errors_not_tracebacks(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.db"
     for argv in (["inspect"], ["retry", STUCK]):
         proc = subprocess.run(
-            [sys.executable, "-m", "engine.ops", *argv, "--database", str(missing)],
+            [sys.executable, "-m", "engine.cli.ops", *argv, "--database", str(missing)],
             capture_output=True,
             text=True,
             cwd=REPO,

@@ -28,7 +28,6 @@ import sqlalchemy.exc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import migrate
 from engine.store import (
     Binding,
     Change,
@@ -36,6 +35,7 @@ from engine.store import (
     Store,
     StoreError,
     database_url,
+    migrate,
 )
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

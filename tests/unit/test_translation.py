@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.edgelb.schema import fill_defaults, validate_pool
-from engine.translation import (
+from engine.model.translation import (
     CREATED_BY_VARIABLE,
     PoolSettings,
     ServicePort,

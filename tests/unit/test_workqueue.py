@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from engine.workqueue import WorkQueue
+from engine.runtime.workqueue import WorkQueue
 
 DEADLINE = 10.0
 

@@ -32,10 +32,10 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from .fence import NotLeader
-from .reconciler import Reconciler
-from .store import utcnow
-from .workqueue import WorkQueue
+from engine.runtime.fence import NotLeader
+from engine.runtime.reconciler import Reconciler
+from engine.runtime.workqueue import WorkQueue
+from engine.store import utcnow
 
 log = logging.getLogger("dklb.controller")
 

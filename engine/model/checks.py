@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ANNOTATION, ParseResult, PoolConfig, check_transition, parse_config
-from .translation import ServicePort, exposed_ports
+from engine.model.config import ANNOTATION, ParseResult, PoolConfig, check_transition, parse_config
+from engine.model.translation import ServicePort, exposed_ports
 
 NO_TCP_PORT = "the Service has no TCP port to expose"
 

@@ -33,14 +33,16 @@ import yaml
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import flags, migrate
-from . import lifecycle as lifecycle_module
-from .config import ANNOTATION, PAUSED_ANNOTATION, PoolConfig
-from .durations import format_duration, parse_duration
-from .edgelb.errors import EdgeLBError, NotFound
-from .edgelb.port import EdgeLB
-from .edgelb.schema import POOL_DEFAULTS
-from .store import (
+from engine.cli import options as flags
+from engine.cli.output import NONE, arrow, dump_json, dump_yaml, indent, one_line, relative, table, timestamp
+from engine.edgelb.errors import EdgeLBError, NotFound
+from engine.edgelb.port import EdgeLB
+from engine.edgelb.schema import POOL_DEFAULTS
+from engine.model.config import ANNOTATION, PAUSED_ANNOTATION, PoolConfig
+from engine.model.durations import format_duration, parse_duration
+from engine.model.translation import new_pool, normalized_objects, owned_part, pool_ports, pool_settings
+from engine.runtime import lifecycle as lifecycle_module
+from engine.store import (
     Binding,
     HistoryEntry,
     HistoryRow,
@@ -48,21 +50,10 @@ from .store import (
     Store,
     StoreError,
     database_url,
+    migrate,
     split_key,
     utcnow,
 )
-from .tables import (
-    NONE,
-    arrow,
-    dump_json,
-    dump_yaml,
-    indent,
-    one_line,
-    relative,
-    table,
-    timestamp,
-)
-from .translation import new_pool, normalized_objects, owned_part, pool_ports, pool_settings
 
 #: ``inspect --stuck`` without ``--older-than``: longer than any first-attempt backoff, short
 #: enough that a pool failing since the last deploy shows up.
@@ -267,7 +258,7 @@ def _edgelb(args: argparse.Namespace) -> tuple[EdgeLB | None, str, Callable[[], 
         return injected, "EdgeLB", lambda: None
     if not args.edgelb_url and not args.edgelb_host:
         return None, "", lambda: None
-    from .edgelb.client import client_from_options
+    from engine.edgelb.client import client_from_options
 
     try:
         client = client_from_options(

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.config import PoolConfig
 from engine.edgelb.schema import normalize_pool
+from engine.model.config import PoolConfig
 
 Pool = dict[str, Any]
 Owner = tuple[str, str]  # (namespace, service name)

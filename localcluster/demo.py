@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from . import processes
+from localcluster import processes
 
 T = TypeVar("T")
 FRONTEND_PORT = 16379
@@ -172,8 +172,8 @@ def _kubectl_get_svc(service: dict[str, Any]) -> str:
 
 def _edgelb_list(client: Any) -> str:
     """``dcos edgelb list``: dynamic ports (stats bindPort 0) shown as EdgeLB resolved them."""
-    from .edgelb.errors import EdgeLBError
-    from .translation import pool_ports
+    from engine.edgelb.errors import EdgeLBError
+    from engine.model.translation import pool_ports
 
     rows = [("NAME", "APIVERSION", "COUNT", "ROLE", "PORTS")]
     for pool in client.list_pools():
@@ -267,10 +267,9 @@ def _walkthrough(cluster: Any, work: Path, processes: Processes, *, timeout: flo
     import kubernetes
 
     from edgelb_local import process as edgelb_process
-
-    from .edgelb.client import EdgeLBClient
-    from .edgelb.errors import EdgeLBError, NotFound
-    from .kube.api import api_client
+    from engine.edgelb.client import EdgeLBClient
+    from engine.edgelb.errors import EdgeLBError, NotFound
+    from engine.kube.api import api_client
 
     say(f"# a real kube-apiserver v1.20.2 + etcd is serving at {cluster.server}")
     edgelb_log = (work / "edgelb.log").open("ab")

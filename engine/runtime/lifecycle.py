@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from transitions import Machine
 
-from .contract import Context, Event, Fire, Outcome
-from .durations import parse_duration
+from engine.contract import Context, Event, Fire, Outcome
+from engine.model.durations import parse_duration
 
 Handler = Callable[[Context], Outcome]
 Guard = Callable[[Context, Fire], "str | None"]

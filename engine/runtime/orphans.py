@@ -43,14 +43,14 @@ from typing import Any, Protocol
 import yaml
 from sqlalchemy import select
 
-from .config import ANNOTATION
-from .edgelb.errors import EdgeLBError, NotFound
-from .edgelb.port import EdgeLB, Pool
-from .fence import NotLeader
-from .kube.port import FINALIZER
-from .reconciler import PoolLocks, ServiceCache
-from .store import BINDINGS, Store
-from .translation import Owner, created_by_dklb, owner_of
+from engine.edgelb.errors import EdgeLBError, NotFound
+from engine.edgelb.port import EdgeLB, Pool
+from engine.kube.port import FINALIZER
+from engine.model.config import ANNOTATION
+from engine.model.translation import Owner, created_by_dklb, owner_of
+from engine.runtime.fence import NotLeader
+from engine.runtime.reconciler import PoolLocks, ServiceCache
+from engine.store import BINDINGS, Store
 
 log = logging.getLogger("dklb.orphans")
 

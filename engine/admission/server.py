@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.admission import AdmissionSettings, InvalidReview, review
+from engine.admission.review import AdmissionSettings, InvalidReview, review
 
 log = logging.getLogger("dklb.admission")
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .flags import IN_CLUSTER, boolean, default_database, duration, env_name
+from engine.cli.options import IN_CLUSTER, boolean, default_database, duration, env_name
 
 log = logging.getLogger("dklb.run")
 
@@ -54,7 +54,7 @@ ADMISSION_CERT_CHECK_PERIOD = 30.0
 
 
 def _listen(text: str) -> tuple[str, int]:
-    from .health import parse_listen
+    from engine.telemetry.health import parse_listen
 
     try:
         return parse_listen(text)
@@ -282,7 +282,7 @@ class Nodes:
             return self._addresses
 
     def _refresh(self) -> None:
-        from .kube.watch import node_addresses
+        from engine.kube.watch import node_addresses
 
         with self._lock:
             fresh = node_addresses(self._nodes.values())
@@ -322,7 +322,7 @@ class AdmissionFlagError(Exception):
 
 def admission_plan(args: argparse.Namespace) -> AdmissionPlan:
     """The webhook flags parsed and checked together; every problem is reported at once."""
-    from .admission_register import check_url, parse_namespace_selector, parse_service_reference
+    from engine.admission.register import check_url, parse_namespace_selector, parse_service_reference
 
     problems: list[str] = []
 
@@ -449,8 +449,8 @@ class AdmissionWebhook:
     def start(self) -> None:
         """Serves (when ``--admission-listen``). Raises ``OSError``/``ValueError`` (ssl.SSLError
         is an OSError): an address in use, certificate files that do not load."""
-        from .admission import AdmissionSettings
-        from .admission_server import AdmissionServer, generate_self_signed
+        from engine.admission.review import AdmissionSettings
+        from engine.admission.server import AdmissionServer, generate_self_signed
 
         plan = self.plan
         cert, key, ca = plan.cert_file, plan.key_file, plan.ca_bundle_file
@@ -479,8 +479,8 @@ class AdmissionWebhook:
 
     def open(self, api: Any) -> str | None:
         """``start``, then ``register`` when asked to; what went wrong, or None."""
-        from .admission_register import RegistrationError
-        from .health import format_address
+        from engine.admission.register import RegistrationError
+        from engine.telemetry.health import format_address
 
         try:
             self.start()
@@ -498,7 +498,7 @@ class AdmissionWebhook:
 
     def register(self, api: Any) -> None:
         """Creates or updates both configurations. Raises ``RegistrationError``, ``ValueError``."""
-        from .admission_register import register
+        from engine.admission.register import register
 
         assert self._ca_bundle is not None
         register(
@@ -528,7 +528,7 @@ class AdmissionWebhook:
         self._thread.start()
 
     def check_certificates(self, api: Any) -> None:
-        from .admission_register import RegistrationError
+        from engine.admission.register import RegistrationError
 
         current = self._read()
         if current == self._seen:
@@ -598,8 +598,8 @@ def _route_stray_output_through_logging() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .logs import configure_logging
-    from .store import StoreError
+    from engine.store import StoreError
+    from engine.telemetry.logs import configure_logging
 
     configure_logging(level=args.log_level, fmt=args.log_format)
     if args.log_format == "json":
@@ -618,18 +618,19 @@ def _run(args: argparse.Namespace) -> int:
     # Kubernetes client, the scheduler and prometheus-client.
     from apscheduler.executors.pool import ThreadPoolExecutor
 
-    from . import lifecycle, migrate
-    from .contract import Settings
-    from .controller import Controller
-    from .edgelb.client import client_from_options
-    from .fence import Fence, FencedEdgeLB, FencedKube
-    from .health import HealthServer, Probes, format_address
-    from .kube.adapter import KubeAdapter
-    from .kube.api import api_client
-    from .kube.watch import Watcher
-    from .metrics import Metrics
-    from .orphans import OrphanSweeper
-    from .reconciler import Reconciler
+    from engine.contract import Settings
+    from engine.edgelb.client import client_from_options
+    from engine.kube.adapter import KubeAdapter
+    from engine.kube.api import api_client
+    from engine.kube.watch import Watcher
+    from engine.runtime import lifecycle
+    from engine.runtime.controller import Controller
+    from engine.runtime.fence import Fence, FencedEdgeLB, FencedKube
+    from engine.runtime.orphans import OrphanSweeper
+    from engine.runtime.reconciler import Reconciler
+    from engine.store import migrate
+    from engine.telemetry.health import HealthServer, Probes, format_address
+    from engine.telemetry.metrics import Metrics
 
     try:
         # Before anything starts: a mistake in these flags costs no migration and no thread.
@@ -770,7 +771,7 @@ def _run(args: argparse.Namespace) -> int:
 
     elector = None
     if args.leader_elect:
-        from .kube.leader import LeaderElector, default_identity
+        from engine.kube.leader import LeaderElector, default_identity
 
         def started() -> None:
             log.info("leading: this replica writes now")

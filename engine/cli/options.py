@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .durations import parse_duration
+from engine.model.durations import parse_duration
 
 IN_CLUSTER = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 CONTAINER_DATABASE = "/var/lib/dklb/dklb.db"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .durations import format_duration
+from engine.model.durations import format_duration
 
 #: Between two columns: two spaces, as kubectl and ``dcos edgelb list`` do.
 GAP = "  "

@@ -32,9 +32,9 @@ from typing import Any
 
 import yaml
 
-from engine.checks import ConfigCheck, check_service
-from engine.config import ANNOTATION, PoolConfig, parse_config
-from engine.translation import exposed_ports
+from engine.model.checks import ConfigCheck, check_service
+from engine.model.config import ANNOTATION, PoolConfig, parse_config
+from engine.model.translation import exposed_ports
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"

@@ -27,17 +27,16 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.contract import Context, Event, Fire, Outcome, Poll, Retry, Settings, Stay, warning
+from engine.edgelb.port import EdgeLB
+from engine.kube.errors import KUBERNETES_UNAVAILABLE, kubernetes_unavailable
+from engine.kube.objects import compact, decode, encode
+from engine.kube.port import Kube
+from engine.runtime.crashpoints import checkpoint
+from engine.runtime.fence import NotLeader
+from engine.runtime.lifecycle import Lifecycle, StateSpec
+from engine.store import Binding, Change, StaleBinding, Store, utcnow
 from states import observe
-
-from .contract import Context, Event, Fire, Outcome, Poll, Retry, Settings, Stay, warning
-from .edgelb.port import EdgeLB
-from .faults import checkpoint
-from .fence import NotLeader
-from .kube.errors import KUBERNETES_UNAVAILABLE, kubernetes_unavailable
-from .kube.objects import compact, decode, encode
-from .kube.port import Kube
-from .lifecycle import Lifecycle, StateSpec
-from .store import Binding, Change, StaleBinding, Store, utcnow
 
 log = logging.getLogger("dklb.reconciler")
 

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from .store import BindingRow, PoolRow, Store, make_engine
+from engine.store import BindingRow, PoolRow, Store, make_engine
 
 log = logging.getLogger("dklb.metrics")
 

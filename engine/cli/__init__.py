@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from . import lifecycle as lifecycle_module
-from . import migrate as migrate_module
-from .config import ANNOTATION, parse_config
-from .store import StoreError
-from .translation import exposed_ports, new_pool, pool_settings, service_objects
+from engine.model.config import ANNOTATION, parse_config
+from engine.model.translation import exposed_ports, new_pool, pool_settings, service_objects
+from engine.runtime import lifecycle as lifecycle_module
+from engine.store import StoreError
+from engine.store import migrate as migrate_module
 
 DEFAULT_CLUSTER = "kubernetes-cluster"
 DEFAULT_POOL_GROUP = "dcos-edgelb/pools"
@@ -125,7 +125,7 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
         print(machine.mermaid())
         return 0
     if args.output == "table":
-        from .tables import table
+        from engine.cli.output import table
 
         rows = [
             (
@@ -199,10 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     mig.set_defaults(func=cmd_migrate)
 
     from edgelb_local.command import add_parser as add_edgelb_local
-
-    from .demo import add_parser as add_demo
-    from .ops import add_parsers as add_ops
-    from .run import add_parser as add_run
+    from engine.cli.ops import add_parsers as add_ops
+    from engine.cli.run import add_parser as add_run
+    from localcluster.demo import add_parser as add_demo
 
     add_run(sub)
     add_demo(sub)

@@ -17,8 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.exc import DatabaseError
 
 import migrations
-
-from .store import Store, StoreError, database_url, make_engine
+from engine.store import Store, StoreError, database_url, make_engine
 
 
 def _config(url: str) -> Config:

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .edgelb.port import EdgeLB, Pool
-from .kube.port import Kube, Service
+from engine.edgelb.port import EdgeLB, Pool
+from engine.kube.port import Kube, Service
 
 
 class NotLeader(Exception):
