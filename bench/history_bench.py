@@ -4,7 +4,7 @@ Where it sits: the controller appends one history row per transition and never d
 after months a busy cluster has millions; ``dklb history`` (``engine.ops``) must still answer
 at once. This script builds such a database (schema by ``engine.migrate``, rows bulk-inserted
 with ``executemany`` in a few transactions: ~2,000 Services on ~50 pools), then times the
-queries the CLI runs (``engine.ops.query_history``) — the query alone, and the whole command
+queries the CLI runs (``Store.history``) — the query alone, and the whole command
 (schema check, read-only open, query, table) — median of N runs each, with the schema's indexes
 and again with them dropped, and prints one small table with each query's plan. A benchmark,
 not a test: it exits 0 and says whether the per-Service query met its 100 ms budget.
@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from engine.cli import ops
+from engine import cli
 from engine.cli.output import table
 from engine.store import Store, database_url, migrate
 
@@ -147,19 +147,19 @@ def measure(
         picks = itertools.cycle(keys)
 
         def per_service() -> Any:
-            return ops.query_history(store, key=next(picks), limit=50)
+            return store.history(key=next(picks), limit=50)
 
         def per_pool() -> Any:
-            return ops.query_history(store, pool=f"pool-{rng.randrange(50):02d}", limit=50)
+            return store.history(pool=f"pool-{rng.randrange(50):02d}", limit=50)
 
         def per_state() -> Any:
-            return ops.query_history(store, state="Provisioning", limit=50)
+            return store.history(state="Provisioning", limit=50)
 
         def per_service_since() -> Any:
-            return ops.query_history(store, key=next(picks), since=since, limit=50)
+            return store.history(key=next(picks), since=since, limit=50)
 
         def per_service_state() -> Any:
-            return ops.query_history(store, key=next(picks), state="Provisioning", limit=50)
+            return store.history(key=next(picks), state="Provisioning", limit=50)
 
         cases: list[tuple[str, Callable[[], Any]]] = [
             ("history ns/name --limit 50 (query)", per_service),
@@ -180,7 +180,7 @@ def measure(
 
     def command() -> int:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            return ops.main_for_tests(["history", next(whole), "--limit", "50", "--database", str(path)])
+            return cli.main(["history", next(whole), "--limit", "50", "--database", str(path)])
 
     times, code = timed(command, runs)
     assert code == 0, "dklb history failed"

@@ -21,7 +21,7 @@ import requests
 
 from engine.kube.api import api_client
 from engine.kube.watch import Watcher
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION
 
 SHARED_POOL_SIZE = 10
 THREADS = 8

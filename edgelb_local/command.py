@@ -8,8 +8,8 @@ process; it builds the dataplane (real HAProxies through ``edgelb_local.haproxy`
 stdout, which is how a starter learns the port when it asked for port 0. On SIGTERM/SIGINT it stops
 answering, stops every HAProxy it runs and exits 0.
 
-``add_parser`` registers the subcommand on the dklb CLI; ``python -m edgelb_local.command ARGS``
-runs it directly.
+``configure`` adds the flags to the ``dklb edgelb-local`` parser (``engine.cli.dev``);
+``python -m edgelb_local.command ARGS`` runs it directly.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from edgelb_local.dataplane import Dataplane, NullDataplane
 from edgelb_local.faults import FaultInjector
@@ -85,16 +84,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``edgelb-local`` on an ``add_subparsers()`` object; returns the new parser."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "edgelb-local",
-        help="run a local EdgeLB (V2 API + one HAProxy per pool) for the demo, tests and benchmarks",
-        description="Serve the EdgeLB V2 API on loopback, run one HAProxy per pool, keep pools in "
-        "STATE_DIR; stop with SIGTERM or SIGINT.",
-        epilog=FAULTS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``edgelb-local`` sub-command's flags (``engine.cli.dev`` registers it on ``dklb``)."""
+    parser.description = (
+        "Serve the EdgeLB V2 API on loopback, run one HAProxy per pool, keep pools in "
+        "STATE_DIR; stop with SIGTERM or SIGINT."
     )
+    parser.epilog = FAULTS_HELP
     parser.add_argument(
         "--listen", required=True, type=_listen, metavar="HOST:PORT", help="API address (PORT 0 = any free)"
     )
@@ -137,7 +133,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--tls-key-file", type=Path, default=None, metavar="FILE", help="the certificate's private key"
     )
     parser.set_defaults(func=run)
-    return parser
 
 
 def _build_dataplane(args: argparse.Namespace) -> Dataplane:
@@ -222,9 +217,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m edgelb_local.command --listen ... --state-dir ...`` (the subcommand's arguments)."""
-    parser = argparse.ArgumentParser(prog="edgelb_local")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["edgelb-local", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(
+        prog="edgelb_local", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    configure(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return int(args.func(args))
 
 

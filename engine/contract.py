@@ -22,20 +22,8 @@ from typing import Any
 
 from engine.edgelb.port import EdgeLB
 from engine.kube.port import Kube
+from engine.model.settings import Settings
 from engine.store import Binding, Store
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the operator configured for this controller (flags of ``dklb run``)."""
-
-    cluster_name: str = "kubernetes-cluster"
-    pool_group: str = "dcos-edgelb/pools"
-    default_pool_size: int = 1
-    # "mesos": backends select the cluster's kube-node tasks; "address": Node IPs + nodePort.
-    backend_mode: str = "mesos"
-    # Overrides the Ready state's declared resync period when set.
-    resync_period: float | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from engine.cli.output import table
+from engine.cli.pools import SUMMARY_COLUMNS, pool_summary, summary_row
+from engine.edgelb.errors import EdgeLBError
 from localcluster import processes
 
 T = TypeVar("T")
@@ -73,14 +76,12 @@ class DemoFailed(Exception):
     """A step did not do what the walk-through says it does."""
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "demo",
-        help="replay the seed's Redis example on a local kube-apiserver, EdgeLB (real HAProxy) and redis",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  dklb demo\n  dklb demo --keep            # leave everything running\n"
-        "  dklb demo --stop DIR        # stop what a --keep run left running",
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``demo`` sub-command's flags (``engine.cli.dev`` registers it)."""
+    parser.description = __doc__
+    parser.epilog = (
+        "examples:\n  dklb demo\n  dklb demo --keep            # leave everything running\n"
+        "  dklb demo --stop DIR        # stop what a --keep run left running"
     )
     parser.add_argument(
         "--keep", action="store_true", help="leave the cluster, EdgeLB and controller running"
@@ -95,7 +96,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--timeout", type=float, default=120.0, help="seconds each step may take (default 120)"
     )
     parser.set_defaults(func=run)
-    return parser
 
 
 def say(text: str = "") -> None:
@@ -167,15 +167,12 @@ def _kubectl_get_svc(service: dict[str, Any]) -> str:
             ports,
         ),
     ]
-    return _table(rows)
+    return table(rows[0], rows[1:])
 
 
 def _edgelb_list(client: Any) -> str:
     """``dcos edgelb list``: dynamic ports (stats bindPort 0) shown as EdgeLB resolved them."""
-    from engine.edgelb.errors import EdgeLBError
-    from engine.model.translation import pool_ports
-
-    rows = [("NAME", "APIVERSION", "COUNT", "ROLE", "PORTS")]
+    rows = []
     for pool in client.list_pools():
         with contextlib.suppress(EdgeLBError, LookupError, TypeError):
             stats = client.get_metadata(pool["name"])["stats"][0]["port"]
@@ -183,21 +180,8 @@ def _edgelb_list(client: Any) -> str:
                 **pool,
                 "haproxy": {**pool["haproxy"], "stats": {**pool["haproxy"]["stats"], "bindPort": stats}},
             }
-        rows.append(
-            (
-                pool["name"],
-                pool.get("apiVersion", "V2"),
-                str(pool.get("count", 1)),
-                pool.get("role", ""),
-                ", ".join(str(p) for p in pool_ports(pool)),
-            )
-        )
-    return _table(rows)
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+        rows.append(summary_row(pool_summary(pool)))
+    return table(SUMMARY_COLUMNS, rows)
 
 
 @contextlib.contextmanager
@@ -378,7 +362,7 @@ def _walkthrough(cluster: Any, work: Path, processes: Processes, *, timeout: flo
     )["items"]
     shell(
         "kubectl describe svc redis   # Events",
-        _table([("TYPE", "REASON", "MESSAGE")] + [(e["type"], e["reason"], e["message"]) for e in events]),
+        table(("TYPE", "REASON", "MESSAGE"), [(e["type"], e["reason"], e["message"]) for e in events]),
     )
     say()
 

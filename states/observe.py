@@ -1,9 +1,12 @@
 """What the observed world means for a binding: the external triggers.
 
-The reconciler calls ``external_trigger`` with the binding as persisted and the Service as last
-seen (from a watch event, a re-list or a restart) before running any handler. A Service that
-is gone, being deleted or no longer of type LoadBalancer deletes the binding; a Service whose
-inputs changed since they were last accepted sends the binding back to Pending.
+``lifecycle.yaml`` declares ``external_trigger`` as the lifecycle's ``external`` function: the
+reconciler calls it with the binding as persisted and the Service as last seen (from a watch
+event, a re-list or a restart) before running any handler. A LoadBalancer Service without a
+binding is ``observed``; a Service that is gone, being deleted or no longer of type
+LoadBalancer deletes the binding; a Service whose inputs changed since they were last accepted
+sends the binding back to Pending. Each trigger comes with the reason and message history and
+the Events record.
 """
 
 from __future__ import annotations
@@ -12,21 +15,19 @@ import hashlib
 import json
 from typing import Any
 
-from engine.kube.port import FINALIZER
-from engine.model.config import ANNOTATION, is_paused
+from engine.contract import Fire
+from engine.model.services import (
+    ANNOTATION,
+    LOAD_BALANCER,
+    being_deleted,
+    has_finalizer,
+    is_paused,
+    service_type,
+    wants_load_balancer,
+)
 from engine.store import Binding
 
 _FROM_SERVICE: Any = object()
-
-
-def wants_load_balancer(service: dict[str, Any]) -> bool:
-    return (service.get("spec") or {}).get("type") == "LoadBalancer" and not (
-        (service.get("metadata") or {}).get("deletionTimestamp")
-    )
-
-
-def has_finalizer(service: dict[str, Any]) -> bool:
-    return FINALIZER in ((service.get("metadata") or {}).get("finalizers") or [])
 
 
 def fingerprint(
@@ -57,7 +58,7 @@ def fingerprint(
 
 def external_trigger(
     binding: Binding | None, service: dict[str, Any] | None, *, nodes: tuple[str, ...] = ()
-) -> str | None:
+) -> Fire | None:
     """The trigger the world fires on this binding now, or None.
 
     ``observed`` creates a binding: for a LoadBalancer Service, and also for a Service that
@@ -65,16 +66,30 @@ def external_trigger(
     """
     if binding is None:
         if service is not None and (wants_load_balancer(service) or has_finalizer(service)):
-            return "observed"
+            return Fire("observed", reason="ServiceObserved", message="LoadBalancer Service observed")
         return None
     if binding.state == "Deleting":
         return None
     if service is None or not wants_load_balancer(service):
-        return "delete"
+        return Fire("delete", reason="ServiceGone", message=_why_gone(service))
     uid = (service.get("metadata") or {}).get("uid", "")
     if binding.uid and uid and uid != binding.uid:
         # Same name, another object: the Service we served was deleted while we were away.
-        return "delete"
+        return Fire("delete", reason="ServiceGone", message=_why_gone(service))
     if binding.state != "Pending" and fingerprint(service, nodes=nodes) != binding.fingerprint:
-        return "spec_changed"
+        return Fire(
+            "spec_changed",
+            reason="SpecChanged",
+            message="the Service's configuration, ports or pause annotation changed",
+        )
     return None
+
+
+def _why_gone(service: dict[str, Any] | None) -> str:
+    if service is None:
+        return "the Service was deleted"
+    if being_deleted(service):
+        return "the Service is being deleted"
+    if service_type(service) != LOAD_BALANCER:
+        return f"the Service's type is now {service_type(service)}"
+    return "the Service was replaced by a new object of the same name"

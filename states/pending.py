@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from engine.contract import Context, Fire, Outcome, warning
 from engine.model.checks import check_service
-from engine.model.config import PoolConfig, is_paused
+from engine.model.config import PoolConfig
+from engine.model.services import is_paused
 from engine.model.translation import service_objects
 from states.observe import fingerprint
 

@@ -33,24 +33,17 @@ from typing import Any
 import yaml
 
 from engine.model.checks import ConfigCheck, check_service
-from engine.model.config import ANNOTATION, PoolConfig, parse_config
+from engine.model.config import PoolConfig, parse_config
+from engine.model.services import ANNOTATION, annotations, json_pointer, wants_load_balancer
+from engine.model.settings import Settings
 from engine.model.translation import exposed_ports
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
-LOAD_BALANCER = "LoadBalancer"
 CREATE, UPDATE = "CREATE", "UPDATE"
 
 FORBIDDEN = 403  # a request the rules refuse
 BAD_REQUEST = 400  # a request whose Service is not shaped like a Service
-
-
-@dataclass(frozen=True)
-class AdmissionSettings:
-    """What the defaults depend on; must equal the controller's, or the two would disagree."""
-
-    cluster_name: str = "kubernetes-cluster"
-    default_pool_size: int = 1
 
 
 class InvalidReview(ValueError):
@@ -79,7 +72,7 @@ _ALLOW = _Answer()
 def review(
     review: dict[str, Any],
     *,
-    settings: AdmissionSettings,
+    settings: Settings,
     mutate: bool,
     rng: random.Random | None = None,
 ) -> dict[str, Any]:
@@ -115,7 +108,7 @@ def _request(review: Any) -> dict[str, Any]:
 
 
 def _decide(
-    request: dict[str, Any], *, settings: AdmissionSettings, mutate: bool, rng: random.Random | None
+    request: dict[str, Any], *, settings: Settings, mutate: bool, rng: random.Random | None
 ) -> _Answer:
     operation = request.get("operation")
     if operation not in (CREATE, UPDATE) or not _is_service(request):
@@ -143,9 +136,9 @@ def _decide(
 
 
 def _mutate(
-    new: dict[str, Any], previous: PoolConfig | None, settings: AdmissionSettings, rng: random.Random | None
+    new: dict[str, Any], previous: PoolConfig | None, settings: Settings, rng: random.Random | None
 ) -> _Answer:
-    text = _annotations(new).get(ANNOTATION)
+    text = annotations(new).get(ANNOTATION)
     if previous is not None and not text:
         # A removal: re-injecting would silently move the Service to a new random pool; the
         # validating webhook refuses it instead.
@@ -171,7 +164,7 @@ def _validate(
     new: dict[str, Any],
     old: dict[str, Any] | None,
     previous: PoolConfig | None,
-    settings: AdmissionSettings,
+    settings: Settings,
     rng: random.Random | None,
 ) -> _Answer:
     check = _check(new, previous, settings, rng)
@@ -191,7 +184,7 @@ def _validate(
 def _check(
     service: Mapping[str, Any],
     previous: PoolConfig | None,
-    settings: AdmissionSettings,
+    settings: Settings,
     rng: random.Random | None,
 ) -> ConfigCheck:
     return check_service(
@@ -203,13 +196,13 @@ def _check(
     )
 
 
-def _recorded(old: dict[str, Any], settings: AdmissionSettings) -> PoolConfig | None:
+def _recorded(old: dict[str, Any], settings: Settings) -> PoolConfig | None:
     """The configuration in force on the old object: its annotation, if valid and naming its pool.
 
     A nameless annotation fixes no pool (parsing it would draw a random name, and comparing with
     that would be meaningless); an invalid one was never accepted.
     """
-    text = _annotations(old).get(ANNOTATION)
+    text = annotations(old).get(ANNOTATION)
     if not text:
         return None
     ports, _ = exposed_ports(old)
@@ -235,7 +228,7 @@ def _with_name(text: str | None, name: str) -> str:
 def _inputs(service: dict[str, Any]) -> tuple[str | None, tuple[int, ...]]:
     """What the configuration's validity depends on: the annotation's text and the TCP ports."""
     ports, _ = exposed_ports(service)
-    return _annotations(service).get(ANNOTATION), tuple(p.port for p in ports)
+    return annotations(service).get(ANNOTATION), tuple(p.port for p in ports)
 
 
 # --- reading and patching the Service ------------------------------------------------------------
@@ -259,12 +252,12 @@ def _mapping(parent: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
 
 
 def _wants_load_balancer(service: Any) -> bool:
-    """The controller's own test (``states.observe.wants_load_balancer``): LB and not being deleted."""
+    """The controller's own test (``services.wants_load_balancer``), on a Service checked to be one."""
     if not isinstance(service, dict):
         return False
-    spec = _mapping(service, "spec", "")
-    metadata = _mapping(service, "metadata", "")
-    return spec.get("type") == LOAD_BALANCER and not metadata.get("deletionTimestamp")
+    _mapping(service, "spec", "")
+    _mapping(service, "metadata", "")
+    return wants_load_balancer(service)
 
 
 def _check_shape(service: dict[str, Any], where: str) -> None:
@@ -292,20 +285,11 @@ def _check_shape(service: dict[str, Any], where: str) -> None:
             raise _Malformed(f"{where}.spec.ports[{i}].nodePort is not an integer")
 
 
-def _annotations(service: Mapping[str, Any]) -> dict[str, Any]:
-    return (service.get("metadata") or {}).get("annotations") or {}
-
-
 def _with_annotation(service: dict[str, Any], text: str) -> dict[str, Any]:
     """A copy of ``service`` whose annotation is ``text``; ``service`` itself is left alone."""
     metadata = dict(service.get("metadata") or {})
     metadata["annotations"] = {**(metadata.get("annotations") or {}), ANNOTATION: text}
     return {**service, "metadata": metadata}
-
-
-def _pointer(*tokens: str) -> str:
-    """An RFC 6901 JSON pointer: "~" is "~0" and "/" is "~1" inside a token."""
-    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
 
 
 def _annotation_patch(service: dict[str, Any], text: str) -> tuple[dict[str, Any], ...]:
@@ -318,7 +302,7 @@ def _annotation_patch(service: dict[str, Any], text: str) -> tuple[dict[str, Any
         # "add" on an existing member replaces it, which covers an explicit null.
         return ({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: text}},)
     op = "replace" if ANNOTATION in annotations else "add"
-    return ({"op": op, "path": _pointer("metadata", "annotations", ANNOTATION), "value": text},)
+    return ({"op": op, "path": json_pointer("metadata", "annotations", ANNOTATION), "value": text},)
 
 
 def _response(uid: str, answer: _Answer) -> dict[str, Any]:

@@ -3,14 +3,12 @@
 Where it sits in the data flow: the API server calls it for every CREATE and UPDATE of a Service
 (the MutatingWebhookConfiguration on ``/mutate``, then the ValidatingWebhookConfiguration on
 ``/validate``), trusting the CA bundle registered with them. The body is handed to
-``engine.admission.review`` and its answer sent back; nothing here decides anything. Each review
+``engine.admission.review.review`` and its answer sent back; nothing here decides anything. Each review
 is logged in one line (logger ``dklb.admission``) and reported to ``on_request`` (metrics).
 
 The API server only speaks HTTPS to webhooks, so the server does TLS itself (1.2 or later). The
 certificate usually comes from a mounted Secret that a rotation replaces on disk:
 ``reload_certificates`` swaps in a new TLS context, used from the next connection on.
-``generate_self_signed`` makes a CA and a serving certificate for tests, the demo and
-``--admission-self-signed-dir``.
 
 The server is stdlib ``ThreadingHTTPServer`` in a daemon thread. TLS handshakes happen in the
 per-connection threads, so a client that connects and says nothing never blocks the accept loop,
@@ -21,27 +19,18 @@ error answer or a closed connection, never in a dead server.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import json
 import logging
-import os
 import socket
-import socketserver
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from engine.admission.review import AdmissionSettings, InvalidReview, review
+from engine.admission.review import InvalidReview, review
+from engine.model.settings import Settings
+from engine.telemetry.serving import Handler, Server, server_class
 
 log = logging.getLogger("dklb.admission")
 
@@ -54,7 +43,6 @@ MAX_BODY = 8 * 1024 * 1024
 CONNECTION_TIMEOUT = 30.0
 
 OnRequest = Callable[[str, bool, float], None]
-_SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -64,9 +52,8 @@ def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    settings: AdmissionSettings
+class _Server(Server):
+    settings: Settings
     on_request: OnRequest | None
     context: ssl.SSLContext  # replaced whole by reload_certificates; read once per connection
 
@@ -74,12 +61,6 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve the host's FQDN (a reverse DNS lookup can stall).
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(CONNECTION_TIMEOUT)
@@ -115,12 +96,9 @@ class _Server(ThreadingHTTPServer):
         log.debug("connection from %s failed", client_address[0], exc_info=True)
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     server: _Server
+    logger = log
     server_version = "dklb-admission"
     # Keep-alive: the API server reuses its connections; a handshake per review would cost more
     # than the review.
@@ -132,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == HEALTH_PATH:
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+            self.send_body(200, b"ok\n", "text/plain; charset=utf-8")
         elif path in (MUTATE_PATH, VALIDATE_PATH):
             self._error(405, f"{path} takes a POST of an AdmissionReview")
         else:
@@ -153,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.on_request(path, allowed, seconds)
             except Exception:
                 log.warning("on_request hook failed", exc_info=True)
-        self._json(status, answer)
+        self.send_json(status, answer)
 
     def _review(self, path: str) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) for one POST; logs the one line of the review."""
@@ -194,23 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(size), None
 
     def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        self._send(status, (json.dumps(body) + "\n").encode(), "application/json")
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Through logging, never straight to stderr; the review's own line is the useful one.
-        log.debug("%s %s", self.address_string(), format % args)
+        self.send_json(status, {"error": message})
 
 
 def _log_review(path: str, document: dict[str, Any], answer: dict[str, Any]) -> None:
@@ -252,7 +214,7 @@ class AdmissionServer:
         port: int,
         cert_file: str,
         key_file: str,
-        settings: AdmissionSettings,
+        settings: Settings,
         on_request: OnRequest | None = None,
     ) -> None:
         """Raises ``OSError``/``ssl.SSLError`` when the certificate or key cannot be loaded."""
@@ -276,8 +238,7 @@ class AdmissionServer:
     def start(self) -> tuple[str, int]:
         """Binds and serves in a daemon thread; returns the bound address. Raises ``OSError``."""
         if self._httpd is None:
-            server_class = _Server6 if ":" in self._host else _Server
-            httpd = server_class((self._host, self._port))
+            httpd = server_class(_Server, self._host)((self._host, self._port))
             httpd.settings = self._settings
             httpd.on_request = self._on_request
             httpd.context = self._context
@@ -315,122 +276,3 @@ class AdmissionServer:
         if self._httpd is not None:
             self._httpd.context = context  # one attribute swap: a connection sees old or new, whole
         log.info("admission webhook certificate reloaded from %s", self._cert_file)
-
-
-# --- self-signed certificates --------------------------------------------------------------------
-
-CA_CERT, CA_KEY, TLS_CERT, TLS_KEY = "ca.crt", "ca.key", "tls.crt", "tls.key"
-
-
-def generate_self_signed(directory: Path, *, hosts: list[str], days: int = 365) -> tuple[Path, Path, Path]:
-    """A CA and a serving certificate for ``hosts``: ``(ca.crt, tls.crt, tls.key)`` in ``directory``.
-
-    IP addresses become IP SANs, anything else DNS SANs (Go, i.e. the API server, ignores the
-    common name). A CA already in ``directory`` (``ca.crt`` + ``ca.key``) is reused, so a new
-    serving certificate (a restart, a rotation) is still trusted by the CA bundle registered
-    with the webhook configurations. Files are replaced atomically; keys are readable by the
-    owner only.
-    """
-    if not hosts:
-        raise ValueError("at least one host is required")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    # A few minutes in the past: a peer whose clock lags must not see a certificate from the future.
-    not_before = now - datetime.timedelta(minutes=5)
-
-    ca = _load_ca(directory)
-    if ca is None:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dklb admission webhook CA")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(now + datetime.timedelta(days=10 * 365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(cert_sign=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write(directory / CA_KEY, _key_pem(ca_key), private=True)
-        _write(directory / CA_CERT, ca_cert.public_bytes(serialization.Encoding.PEM))
-    else:
-        ca_key, ca_cert = ca
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    # Key first: a reload between the two writes fails on the mismatch and keeps the old pair.
-    _write(directory / TLS_KEY, _key_pem(key), private=True)
-    _write(directory / TLS_CERT, cert.public_bytes(serialization.Encoding.PEM))
-    return directory / CA_CERT, directory / TLS_CERT, directory / TLS_KEY
-
-
-def _load_ca(directory: Path) -> tuple[_SigningKey, x509.Certificate] | None:
-    try:
-        cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
-        key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError):
-        return None  # absent, unreadable or encrypted: a new CA
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        return None  # a key type signing with SHA-256 does not apply to
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
-        return None  # not the pair they claim to be
-    return key, cert
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _write(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Written beside and renamed over ``path``: a reader sees the old file or the new one, whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)

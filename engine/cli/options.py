@@ -1,19 +1,44 @@
-"""Converters and defaults shared by the command-line flags of ``dklb run`` and the operator CLI.
+"""Every flag two ``dklb`` commands share, declared once; the one error a user's input raises.
 
-argparse calls these on every flag value (and on ``DKLB_*`` environment values); a bad value
-becomes a usage error that names it.
+Where it sits: each command module (``engine.cli.<command>``) builds its parser from the groups
+here (``cluster``, ``pool_defaults``, ``edgelb``, ``database``, ``output``) plus its own flags,
+declared with ``add`` too, and turns the parsed namespace back into what the layers below take
+(``settings``, ``edgelb_options``, ``edgelb_client``). So a flag's name, its ``DKLB_<FLAG>``
+variable, its converter and its help text exist once, whichever command takes it.
+
+Environment: a configuration flag (how to reach EdgeLB, the database, the cluster's name, the
+controller's settings) can also be set as ``DKLB_<FLAG>`` (``--edgelb-url`` is
+``DKLB_EDGELB_URL``); the command line wins. A per-invocation flag (a filter, ``-o``) is not
+bound: a forgotten variable would silently change every answer. A value from the environment
+goes through the flag's own converter; a bad one is a ``UsageError`` naming the variable.
+Abbreviated flags are refused (``allow_abbrev=False`` on every parser): ``--edgelb-bearer-token``
+must not be taken for ``--edgelb-bearer-token-file``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST, ClientOptions, EdgeLBClient
 from engine.model.durations import parse_duration
+from engine.model.settings import Settings
 
 IN_CLUSTER = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 CONTAINER_DATABASE = "/var/lib/dklb/dklb.db"
+DEFAULT_CLUSTER = Settings.cluster_name
+DEFAULT_POOL_GROUP = Settings.pool_group
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for (a flag, a variable, a file, a name): printed as
+    ``error: ...`` without a traceback, exit status 1."""
+
+
+# ---- converters (argparse calls them on flag values and on DKLB_* values) ------------------------
 
 
 def env_name(flag: str) -> str:
@@ -22,7 +47,9 @@ def env_name(flag: str) -> str:
 
 
 def default_database() -> str:
-    """Where ``dklb run`` keeps its database: the volume in a container, the working directory otherwise."""
+    """Where ``dklb run`` keeps its database: the volume in a container, the working directory
+    otherwise. The other commands default to the same place: ``kubectl exec`` into the
+    controller then needs no flag."""
     return CONTAINER_DATABASE if IN_CLUSTER or Path(CONTAINER_DATABASE).parent.is_dir() else "dklb.db"
 
 
@@ -40,3 +67,211 @@ def duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def count(text: str) -> int:
+    """A whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+# ---- declaring flags -------------------------------------------------------------------------------
+
+Container = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+def add(parser: Container, *names: str, env: bool = True, **kwargs: Any) -> argparse.Action:
+    """``parser.add_argument(*names, **kwargs)``, bound to ``DKLB_<FLAG>`` unless ``env`` is False.
+
+    The variable (named after the first, canonical name) becomes the default, converted as a
+    command-line value would be; the help says which variable it is.
+    """
+    if env:
+        variable = env_name(names[0])
+        raw = os.environ.get(variable)
+        if raw is not None:
+            kwargs["default"] = _from_environment(variable, raw, kwargs)
+            kwargs["required"] = False
+        kwargs["help"] = (kwargs.get("help") or "").rstrip() + f" [env {variable}]"
+    return parser.add_argument(*names, **kwargs)
+
+
+def _from_environment(variable: str, raw: str, kwargs: dict[str, Any]) -> Any:
+    convert: Callable[[str], Any] = kwargs.get("type") or str
+    if kwargs.get("action") == "store_true":
+        convert = boolean
+    try:
+        value = convert(raw)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise UsageError(f"{variable}: {exc}") from None
+    choices = kwargs.get("choices")
+    if choices is not None and value not in choices:
+        raise UsageError(f"{variable}: {raw!r} is not one of {', '.join(map(str, choices))}")
+    return value
+
+
+def parser_options(**kwargs: Any) -> dict[str, Any]:
+    """What every ``dklb`` parser is made with: no abbreviations, help texts kept as written."""
+    return {"allow_abbrev": False, "formatter_class": argparse.RawDescriptionHelpFormatter, **kwargs}
+
+
+# ---- the shared groups -----------------------------------------------------------------------------
+
+
+def cluster(parser: Container, *, aliases: Sequence[str] = (), help: str | None = None) -> None:
+    add(
+        parser,
+        "--kubernetes-cluster-framework-name",
+        *aliases,
+        metavar="NAME",
+        default=DEFAULT_CLUSTER,
+        help=help or "the MKE cluster's framework name: names pools and backends (default %(default)s)",
+    )
+
+
+def pool_defaults(parser: Container, *, aliases: tuple[Sequence[str], Sequence[str]] = ((), ())) -> None:
+    """The pool group of created pools and the size of pools whose annotation sets none."""
+    add(
+        parser,
+        "--edgelb-pool-group",
+        *aliases[0],
+        metavar="GROUP",
+        default=DEFAULT_POOL_GROUP,
+        help="pool group of created pools (default %(default)s)",
+    )
+    add(
+        parser,
+        "--edgelb-default-pool-size",
+        *aliases[1],
+        metavar="N",
+        type=int,
+        default=Settings.default_pool_size,
+        help="pool size when the annotation sets none (default %(default)s)",
+    )
+
+
+def edgelb(
+    parser: argparse.ArgumentParser,
+    *,
+    title: str,
+    host: str | None,
+    request_timeout: float,
+    timeout_help: str = "",
+) -> None:
+    """How to reach EdgeLB. ``host``: the default ``--edgelb-host`` (None: EdgeLB is only read
+    when a flag names it); ``request_timeout``: the default read timeout, in seconds."""
+    group = parser.add_argument_group(title)
+    add(group, "--edgelb-url", metavar="URL", help="EdgeLB base URL; wins over host/scheme/path")
+    add(
+        group,
+        "--edgelb-host",
+        metavar="HOST",
+        default=host,
+        help="EdgeLB host[:port]"
+        + (" (default %(default)s)" if host else f", e.g. {DEFAULT_IN_CLUSTER_HOST}"),
+    )
+    add(
+        group, "--edgelb-scheme", metavar="SCHEME", default="http", help="http or https (default %(default)s)"
+    )
+    add(group, "--edgelb-path", metavar="PATH", default="", help="path prefix, e.g. /service/edgelb")
+    add(
+        group,
+        "--edgelb-bearer-token-file",
+        metavar="FILE",
+        help="file holding the bearer token, re-read on 401 (or the token itself in DKLB_EDGELB_TOKEN)",
+    )
+    add(
+        group,
+        "--edgelb-service-account-secret-file",
+        metavar="FILE",
+        help="DC/OS service-account secret (JSON)",
+    )
+    add(group, "--edgelb-ca-bundle", metavar="FILE", help="CA bundle to verify EdgeLB's certificate")
+    add(
+        group,
+        "--edgelb-insecure-skip-tls-verify",
+        metavar="BOOL",
+        nargs="?",
+        const=True,
+        type=boolean,
+        default=False,
+        help="do not verify EdgeLB's certificate (never in production); bare, or =true/=false",
+    )
+    add(
+        group,
+        "--edgelb-request-timeout",
+        metavar="DURATION",
+        type=duration,
+        default=request_timeout,
+        help=f"how long to wait for EdgeLB's answer (default {request_timeout:g}s){timeout_help}",
+    )
+
+
+def database(parser: Container, *, required: bool = False) -> None:
+    add(
+        parser,
+        "--database",
+        metavar="PATH|URL",
+        required=required,
+        default=None if required else default_database(),
+        help="SQLite path or SQLAlchemy URL of the controller's database"
+        + ("" if required else " (default %(default)s)"),
+    )
+
+
+def output(parser: Container, choices: Sequence[str], default: str) -> None:
+    add(
+        parser,
+        "-o",
+        "--output",
+        env=False,
+        choices=list(choices),
+        default=default,
+        help="(default %(default)s)",
+    )
+
+
+# ---- from parsed flags to what the layers below take ------------------------------------------------
+
+
+def settings(args: argparse.Namespace, **more: Any) -> Settings:
+    return Settings(
+        cluster_name=args.kubernetes_cluster_framework_name,
+        pool_group=args.edgelb_pool_group,
+        default_pool_size=args.edgelb_default_pool_size,
+        **more,
+    )
+
+
+def edgelb_options(args: argparse.Namespace) -> ClientOptions | None:
+    """The EdgeLB the flags name, or None when they name none (no URL and no host)."""
+    if not args.edgelb_url and not args.edgelb_host:
+        return None
+    return ClientOptions(
+        url=args.edgelb_url,
+        host=args.edgelb_host,
+        scheme=args.edgelb_scheme,
+        path=args.edgelb_path,
+        token_file=args.edgelb_bearer_token_file,
+        service_account_secret_file=args.edgelb_service_account_secret_file,
+        ca_bundle=args.edgelb_ca_bundle,
+        insecure_skip_tls_verify=bool(args.edgelb_insecure_skip_tls_verify),
+        read_timeout=args.edgelb_request_timeout,
+    )
+
+
+def edgelb_client(args: argparse.Namespace) -> EdgeLBClient | None:
+    """A client for the EdgeLB the flags name (None when they name none); ``UsageError`` when
+    the flags contradict each other or name an unreadable file."""
+    chosen = edgelb_options(args)
+    if chosen is None:
+        return None
+    try:
+        return chosen.client()
+    except ValueError as exc:
+        raise UsageError(f"EdgeLB options: {exc}") from None

@@ -1,11 +1,11 @@
-"""Presentation helpers of the operator commands: aligned tables, times, JSON and YAML (pure).
+"""What every ``dklb`` command prints: aligned tables, times, ``-o table|json|yaml``.
 
-Where it sits in the data flow: ``engine.ops`` reads bindings, pools and history from the store
-(and pools from EdgeLB), turns them into rows or plain dicts, and hands them here to become the
-text an operator reads: ``table`` for ``-o table``, ``dump_json`` / ``dump_yaml`` for ``-o json``
-and ``-o yaml``. Times are shown both ways people need them at 3 a.m.: absolute UTC
-(``timestamp``) to correlate with other logs, relative (``relative``: "3m ago", "in 40s") to see
-at a glance what is old or overdue. Nothing here does I/O except through the returned strings.
+Where it sits in the data flow: a command (``engine.cli.<command>``) reads bindings, pools and
+history from the store (and pools from EdgeLB), turns them into rows or plain dicts, and hands
+them here to become the text an operator reads: ``table`` for ``-o table``, ``emit`` for
+``-o json`` and ``-o yaml`` (stdout), ``note`` for what a pipe should not see (stderr). Times are
+shown both ways people need them at 3 a.m.: absolute UTC (``timestamp``) to correlate with other
+logs, relative (``relative``: "3m ago", "in 40s") to see at a glance what is old or overdue.
 """
 
 from __future__ import annotations
@@ -180,6 +180,20 @@ def dump_yaml(value: Any) -> str:
     return yaml.dump(
         plain(value), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
     ).rstrip()
+
+
+def emit(data: Any, output: str) -> None:
+    """``data`` on stdout as JSON (``-o json``) or YAML (anything else)."""
+    print(dump_json(data) if output == "json" else dump_yaml(data))
+
+
+def note(text: str) -> None:
+    """A remark for the operator on stderr: ``dklb inspect | awk ...`` sees only the table."""
+    print(text, file=sys.stderr)
+
+
+def yes_no(value: bool | None) -> str:
+    return NONE if value is None else ("yes" if value else "no")
 
 
 def indent(text: str, prefix: str = "  ") -> str:

@@ -233,15 +233,15 @@ class ServiceAccountLogin:
         except requests.Timeout:
             raise Unavailable(f"{what}: no answer within {self._timeout}s") from None
         except requests.RequestException as exc:
-            raise Unavailable(f"{what}: {_scrub(_transport_reason(exc), assertion)}") from None
+            raise Unavailable(f"{what}: {scrub(transport_reason(exc), assertion)}") from None
         if resp.status_code >= 500:
             raise Unavailable(
-                f"{what}: {resp.status_code} {_scrub(_server_detail(resp), assertion)}",
+                f"{what}: {resp.status_code} {scrub(server_detail(resp), assertion)}",
                 status=resp.status_code,
             )
         if resp.status_code != 200:
             raise LoginError(
-                f"{what} refused: {resp.status_code} {_scrub(_server_detail(resp), assertion)}",
+                f"{what} refused: {resp.status_code} {scrub(server_detail(resp), assertion)}",
                 status=resp.status_code,
             )
         try:
@@ -281,7 +281,7 @@ def _os_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _transport_reason(exc: BaseException) -> str:
+def transport_reason(exc: BaseException) -> str:
     """The useful part of a requests/urllib3 transport error (e.g. "certificate verify failed")."""
     reason: Any = exc.args[0] if exc.args else exc
     # requests wraps urllib3's MaxRetryError, whose ``reason`` is the real cause.
@@ -290,7 +290,7 @@ def _transport_reason(exc: BaseException) -> str:
     return text[:300]
 
 
-def _server_detail(resp: requests.Response) -> str:
+def server_detail(resp: requests.Response) -> str:
     """The server's explanation: ``message`` of an EdgeLB ``{code, message}`` body (or the DC/OS ACS
     ``description``/``title``), else the start of the body, else the reason phrase."""
     try:
@@ -306,7 +306,7 @@ def _server_detail(resp: requests.Response) -> str:
     return text[:200] if text else (resp.reason or "")
 
 
-def _scrub(text: str, *secrets: str | None) -> str:
+def scrub(text: str, *secrets: str | None) -> str:
     """Replace secrets a server might echo back (e.g. in an error message) before text goes anywhere."""
     for secret in secrets:
         if secret:

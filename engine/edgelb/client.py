@@ -3,14 +3,15 @@
 Data flow: the reconciler hands state handlers an ``engine.edgelb.port.EdgeLB``; in production
 (and against the local EdgeLB of the demo) that is an ``EdgeLBClient`` built by
 ``client_from_options`` from the command-line flags. Each call is one HTTP request (two when a
-401 makes it renew its token) to the API of ``/work/shared/edgelb-api.md``; every answer that
+401 makes it renew its token) to the EdgeLB V2 API (its contract: ``shared/edgelb-api.md`` of
+the design documents); every answer that
 is not a success becomes one of the typed errors of ``engine.edgelb.errors`` which the handlers
 branch on. The client never retries on its own (except that single re-login): the engine owns
 retries, with backoff persisted in its store, so a crash does not reset them.
 
 ``on_response(method, route_template, status_or_0, seconds)`` is called after every HTTP
-request; it will feed Prometheus metrics, hence route templates (``/v2/pools/{name}``) rather
-than paths, which would make one time series per pool.
+request; it feeds the Prometheus metrics (``engine.telemetry.metrics``), hence route templates
+(``/v2/pools/{name}``) rather than paths, which would make one time series per pool.
 
 Secrets: the bearer token travels only in the ``Authorization`` header; it is never logged,
 never part of an error message (server messages echoing it are scrubbed) and never in a repr.
@@ -23,6 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -35,9 +37,9 @@ from engine.edgelb.auth import (
     LoginError,
     ServiceAccountLogin,
     TokenSource,
-    _scrub,
-    _server_detail,
-    _transport_reason,
+    scrub,
+    server_detail,
+    transport_reason,
 )
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable, Unexpected
 from engine.edgelb.port import Pool
@@ -143,8 +145,8 @@ class EdgeLBClient:
     def __repr__(self) -> str:
         return f"EdgeLBClient(base_url={self._base!r}, token={self._token_source!r}, verify={self._verify!r})"
 
-    def _scrub(self, text: str) -> str:
-        return _scrub(text, *self._seen_tokens)
+    def scrub(self, text: str) -> str:
+        return scrub(text, *self._seen_tokens)
 
     def _get_token(self, renew: bool, stale: str | None) -> str | None:
         source = self._token_source
@@ -199,14 +201,14 @@ class EdgeLBClient:
             raise Unavailable(f"{what}: no answer within the read timeout of {self._timeout[1]}s") from None
         except requests.exceptions.SSLError as exc:
             self._report(method, route, path, 0, started)
-            raise Unavailable(f"{what}: TLS error: {self._scrub(_transport_reason(exc))}") from None
+            raise Unavailable(f"{what}: TLS error: {self.scrub(transport_reason(exc))}") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             # Refused, reset, DNS failure, connection dropped mid-answer.
             self._report(method, route, path, 0, started)
-            raise Unavailable(f"{what}: connection failed: {self._scrub(_transport_reason(exc))}") from None
+            raise Unavailable(f"{what}: connection failed: {self.scrub(transport_reason(exc))}") from None
         except requests.RequestException as exc:
             self._report(method, route, path, 0, started)
-            raise Unexpected(f"{what}: request failed: {self._scrub(_transport_reason(exc))}") from None
+            raise Unexpected(f"{what}: request failed: {self.scrub(transport_reason(exc))}") from None
         self._report(method, route, path, resp.status_code, started)
         return resp
 
@@ -228,7 +230,7 @@ class EdgeLBClient:
 
     def _error(self, method: str, path: str, resp: requests.Response) -> EdgeLBError:
         status = resp.status_code
-        detail = self._scrub(_server_detail(resp))
+        detail = self.scrub(server_detail(resp))
         message = f"{method} {path}: {status} {detail}".rstrip()
         if status == 401:
             return Unexpected(f"{message} (authentication failed: no token configured)", status=status)
@@ -386,3 +388,22 @@ def client_from_options(
         read_timeout=read_timeout,
         on_response=on_response,
     )
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How to reach EdgeLB, as the command line says it (``engine.cli.options.edgelb``)."""
+
+    url: str | None = None
+    host: str | None = None
+    scheme: str = "http"
+    path: str = ""
+    token_file: str | None = None
+    service_account_secret_file: str | None = None
+    ca_bundle: str | None = None
+    insecure_skip_tls_verify: bool = False
+    read_timeout: float = 30.0
+
+    def client(self, *, on_response: OnResponse | None = None) -> EdgeLBClient:
+        """``client_from_options`` with these options; raises what it raises."""
+        return client_from_options(**asdict(self), on_response=on_response)

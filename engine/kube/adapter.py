@@ -32,9 +32,9 @@ from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from engine.kube.api import core_v1, response_json
 from engine.kube.errors import kubernetes_unavailable
-from engine.kube.port import FINALIZER, Service
+from engine.kube.port import Service
 from engine.kube.recorder import BackgroundRecorder
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION, FINALIZER, config_text, json_pointer
 
 log = logging.getLogger("dklb.kube")
 
@@ -107,12 +107,12 @@ class KubeAdapter:
         # ``annotation`` is derived from the annotation of ``service``. If the user has changed it
         # since, their change wins: writing ours would silently undo it, and the binding would
         # settle on the old configuration. Their version reaches the binding as a spec change.
-        seen = _config_annotation(service)
+        seen = config_text(service)
 
         def patch(current: Service) -> Body | None:
             meta = current["metadata"]
             finalizers = meta.get("finalizers") or []
-            now = _config_annotation(current)
+            now = config_text(current)
             annotate = annotation is not None and now == seen and now != annotation
             finalize = FINALIZER not in finalizers
             if not (annotate or finalize):
@@ -130,7 +130,7 @@ class KubeAdapter:
             elif finalize:
                 ops.append({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
             if annotate and meta.get("annotations") is not None:
-                path = f"/metadata/annotations/{_pointer(ANNOTATION)}"
+                path = json_pointer("metadata", "annotations", ANNOTATION)
                 ops.append({"op": "add", "path": path, "value": annotation})
             elif annotate:
                 ops.append({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: annotation}})
@@ -362,15 +362,6 @@ class KubeAdapter:
 
 def _test(path: str, value: Any) -> dict[str, Any]:
     return {"op": "test", "path": path, "value": value}
-
-
-def _pointer(key: str) -> str:
-    """``key`` as one JSON-pointer segment (RFC 6901: "~" is "~0", "/" is "~1")."""
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-def _config_annotation(service: Service) -> str | None:
-    return (service["metadata"].get("annotations") or {}).get(ANNOTATION)
 
 
 def _addresses(ingress: list[dict[str, Any]]) -> list[tuple[str, str]]:

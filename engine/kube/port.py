@@ -14,8 +14,6 @@ from typing import Any, Protocol
 
 Service = dict[str, Any]
 
-FINALIZER = "kubernetes.dcos.io/dklb"
-
 
 class Kube(Protocol):
     def add_finalizer(self, service: Service, *, annotation: str | None = None) -> Service | None:

@@ -12,14 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.model.config import ANNOTATION, ParseResult, PoolConfig, check_transition, parse_config
+from engine.model.config import ParseResult, PoolConfig, check_transition, parse_config
+from engine.model.services import ANNOTATION, annotations
 from engine.model.translation import ServicePort, exposed_ports
 
 NO_TCP_PORT = "the Service has no TCP port to expose"
-
-
-def _annotations(service: Mapping[str, Any]) -> Mapping[str, Any]:
-    return (service.get("metadata") or {}).get("annotations") or {}
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ def check_service(
     change are checked against it. The admission webhook calls it too: one place decides, one set of messages.
     """
     ports, port_warnings = exposed_ports(dict(service))
-    text = _annotations(service).get(ANNOTATION)
+    text = annotations(service).get(ANNOTATION)
     result = parse_config(
         text,
         service_ports=[p.port for p in ports],

@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-ANNOTATION = "kubernetes.dcos.io/dklb-config"
-PAUSED_ANNOTATION = "kubernetes.dcos.io/dklb-paused"
+from engine.model.services import ANNOTATION
+
 CREATION_STRATEGIES = ("IfNotPresent", "Once", "Never")
 ROLE_PUBLIC = "slave_public"
 DEFAULT_NETWORK = "dcos"
@@ -149,11 +149,6 @@ def default_pool_name(cluster_name: str, rng: random.Random, *, prefix: str = ""
     cluster_part = cluster_name.removeprefix("/").replace("/", "--")[:_CLUSTER_PART_LENGTH]
     suffix = "".join(rng.choice(_SUFFIX_ALPHABET) for _ in range(_SUFFIX_LENGTH))
     return f"{prefix}{cluster_part}--{suffix}"
-
-
-def is_paused(annotations: Mapping[str, str] | None) -> bool:
-    """Only the exact string "true" pauses: the historical contract, kept for compatibility."""
-    return annotations is not None and annotations.get(PAUSED_ANNOTATION) == "true"
 
 
 def check_transition(previous: PoolConfig, new: PoolConfig | None, *, annotation_present: bool) -> list[str]:

@@ -2,8 +2,10 @@
 
 The YAML says *what* the lifecycle is; this module checks it (every state, handler, guard and
 trigger must exist), builds the machine, and derives the lookup the reconciler uses on its hot
-path: ``next_state(state, trigger)``. Timings become ``Backoff`` objects; ``mermaid()`` draws
-the machine for ``dklb lifecycle``.
+path: ``transition(state, trigger)``. Timings become ``Backoff`` objects; ``mermaid()`` draws
+the machine for ``dklb lifecycle``. What code outside ``states/`` needs to know about a state
+is declared as a role (``settled``, ``wants_objects``, ``user_action``), and the function that
+reads the observed world is declared as ``external``: the runtime and the CLI name no state.
 """
 
 from __future__ import annotations
@@ -24,6 +26,22 @@ from engine.model.durations import parse_duration
 
 Handler = Callable[[Context], Outcome]
 Guard = Callable[[Context, Fire], "str | None"]
+# (binding as stored or None, Service as observed or None, node addresses) -> trigger to fire
+External = Callable[..., "Fire | None"]
+
+_TOP_LEVEL = {"initial", "final", "external", "states", "transitions"}
+_STATE_KEYS = {
+    "doc",
+    "handler",
+    "serialize",
+    "retry",
+    "poll",
+    "resync",
+    "first_run",
+    "settled",
+    "wants_objects",
+    "user_action",
+}
 
 
 class LifecycleError(Exception):
@@ -69,6 +87,12 @@ class StateSpec:
     poll: Backoff | None
     resync: float | None
     first_run: str
+    # Roles, for code that must not name states: nothing is wrong with a binding here (the CLI's
+    # --stuck skips it); the binding still wants its objects in the pool (False: it is removing
+    # them); what the user must do for a binding waiting here (no handler, nothing to retry).
+    settled: bool = False
+    wants_objects: bool = True
+    user_action: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +102,8 @@ class TransitionSpec:
     dest: str
     guards: tuple[Guard, ...]
     guard_paths: tuple[str, ...]
-    otherwise: str | None
+    # (trigger, reason) fired instead when a guard objects, with the guard's message.
+    otherwise: tuple[str, str] | None
     event: Event | None
 
 
@@ -119,14 +144,29 @@ def _backoff(raw: dict[str, Any] | None, where: str) -> Backoff | None:
     return backoff
 
 
+def _otherwise(raw: Any, trigger: str) -> tuple[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"trigger", "reason"}:
+        raise LifecycleError(f"transition {trigger}: else must be {{trigger: ..., reason: ...}}")
+    return str(raw["trigger"]), str(raw["reason"])
+
+
 class Lifecycle:
     def __init__(self, declaration: dict[str, Any]) -> None:
+        unknown_top = set(declaration) - _TOP_LEVEL
+        if unknown_top:
+            raise LifecycleError(f"unknown keys {sorted(unknown_top)}")
         self.initial: str = declaration["initial"]
         self.final: str = declaration["final"]
+        external = _resolve(declaration["external"]) if "external" in declaration else None
+        if external is not None and not callable(external):
+            raise LifecycleError(f"external: {declaration['external']} is not a function")
+        self._external: External | None = external
         self.states: dict[str, StateSpec] = {}
         for name, raw in (declaration.get("states") or {}).items():
             raw = raw or {}
-            unknown = set(raw) - {"doc", "handler", "serialize", "retry", "poll", "resync", "first_run"}
+            unknown = set(raw) - _STATE_KEYS
             if unknown:
                 raise LifecycleError(f"state {name}: unknown keys {sorted(unknown)}")
             handler_path = raw.get("handler")
@@ -155,6 +195,9 @@ class Lifecycle:
                 poll=_backoff(raw.get("poll"), f"state {name} poll"),
                 resync=parse_duration(raw["resync"]) if "resync" in raw else None,
                 first_run=first_run,
+                settled=bool(raw.get("settled", False)),
+                wants_objects=bool(raw.get("wants_objects", True)),
+                user_action=raw.get("user_action"),
             )
         if self.initial not in self.states:
             raise LifecycleError(f"initial state {self.initial} is not declared")
@@ -177,16 +220,16 @@ class Lifecycle:
                     dest=raw["dest"],
                     guards=tuple(_resolve(p) for p in guard_paths),
                     guard_paths=guard_paths,
-                    otherwise=raw.get("else"),
+                    otherwise=_otherwise(raw.get("else"), raw["trigger"]),
                     event=Event(event["type"], event["reason"], event["message"]) if event else None,
                 )
             )
         triggers = {t.trigger for t in self.transitions}
         # Triggers fired when a guard objects: their message is what the binding is stuck on.
-        self.failure_triggers = frozenset(t.otherwise for t in self.transitions if t.otherwise)
+        self.failure_triggers = frozenset(t.otherwise[0] for t in self.transitions if t.otherwise)
         for t in self.transitions:
-            if t.otherwise is not None and t.otherwise not in triggers:
-                raise LifecycleError(f"transition {t.trigger}: else trigger {t.otherwise} is not declared")
+            if t.otherwise is not None and t.otherwise[0] not in triggers:
+                raise LifecycleError(f"transition {t.trigger}: else trigger {t.otherwise[0]} is not declared")
 
         # The machine is the authority on what may follow what; the table below is read from it
         # once so that the reconciler's lookups need no model objects and no locks.
@@ -207,6 +250,18 @@ class Lifecycle:
                     spec = specs[(trigger, source)]
                     assert spec.dest == mt.dest
                     self._next[(source, trigger)] = spec
+
+    def external(self, binding: Any, service: Any, *, nodes: tuple[str, ...] = ()) -> Fire | None:
+        """The trigger the observed world fires on ``binding`` (None: a binding to create, if any)."""
+        if self._external is None:
+            return None
+        result: Fire | None = self._external(binding, service, nodes=nodes)
+        return result
+
+    @property
+    def settled(self) -> frozenset[str]:
+        """The states in which nothing is wrong with a binding."""
+        return frozenset(name for name, spec in self.states.items() if spec.settled)
 
     def transition(self, state: str, trigger: str) -> TransitionSpec:
         try:

@@ -27,7 +27,7 @@ verification is done, so a controller that lost its database has re-adopted ever
 first). A replica that stops leading forgets its candidates: after a takeover every orphan is
 seen twice again before it goes. The decision (``decide``/``judge``) is pure; ``sweep`` does the
 I/O. It reads the bindings and the cached Services one at a time, and keeps of each only what
-the decision needs (``_bindings``, ``Uses``): thousands of whole ``Binding`` objects (with their
+the decision needs (``Store.summaries``, ``Uses``): thousands of whole ``Binding`` objects (with their
 decoded EdgeLB objects) or decoded Services at once would be tens of MB, every resync period.
 """
 
@@ -41,16 +41,14 @@ from functools import cached_property
 from typing import Any, Protocol
 
 import yaml
-from sqlalchemy import select
 
 from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.edgelb.port import EdgeLB, Pool
-from engine.kube.port import FINALIZER
-from engine.model.config import ANNOTATION
+from engine.model.services import config_text, handled, key, metadata
 from engine.model.translation import Owner, created_by_dklb, owner_of
+from engine.runtime.cache import PoolLocks, ServiceCache
 from engine.runtime.fence import NotLeader
-from engine.runtime.reconciler import PoolLocks, ServiceCache
-from engine.store import BINDINGS, Store
+from engine.store import Store
 
 log = logging.getLogger("dklb.orphans")
 
@@ -68,22 +66,9 @@ class BindingView(Protocol):
     def config(self) -> dict[str, Any] | None: ...
 
 
-def handled(service: Mapping[str, Any]) -> bool:
-    """A Service dklb drives or still has to clean up: type LoadBalancer, or holding our finalizer."""
-    meta = service.get("metadata") or {}
-    return (service.get("spec") or {}).get("type") == "LoadBalancer" or FINALIZER in (
-        meta.get("finalizers") or []
-    )
-
-
-def _key(service: Mapping[str, Any]) -> str:
-    meta = service.get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"
-
-
 def _annotated_pool(service: Mapping[str, Any]) -> str | None:
     """The pool name the Service's configuration annotation asks for, if it names one."""
-    return _pool_named(((service.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION))
+    return _pool_named(config_text(service))
 
 
 def _pool_named(text: str | None) -> str | None:
@@ -118,19 +103,19 @@ class Uses:
         for service in services:
             if not handled(service):
                 continue
-            meta = service.get("metadata") or {}
+            meta = metadata(service)
             self.live.add((str(meta.get("namespace")), str(meta.get("name"))))
-            self._annotations.append((_key(service), (meta.get("annotations") or {}).get(ANNOTATION)))
+            self._annotations.append((key(service), config_text(service)))
 
     @cached_property
     def annotated(self) -> dict[str, str]:
         """pool -> a handled Service whose annotation names it. Parsed only when a pool got this far
         (orphans are rare; thousands of annotations are not parsed on every sweep for nothing)."""
         found: dict[str, str] = {}
-        for key, text in self._annotations:
+        for service_key, text in self._annotations:
             name = _pool_named(text)
             if name is not None:
-                found.setdefault(name, key)
+                found.setdefault(name, service_key)
         return found
 
 
@@ -197,35 +182,10 @@ class Sweep:
     candidates: frozenset[str]  # to remember until the next sweep
 
 
-@dataclass(frozen=True)
-class _Binding:
-    """A binding as the sweep reads it (a ``BindingView``)."""
-
-    namespace: str
-    name: str
-    pool: str | None
-    config: dict[str, Any] | None
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-def _bindings(store: Store) -> Iterator[_Binding]:
-    """Every binding, as the decision reads it (in ``Store.bindings``'s order): one row at a time,
-    four columns."""
-    query = select(BINDINGS.c.namespace, BINDINGS.c.name, BINDINGS.c.pool, BINDINGS.c.config).order_by(
-        BINDINGS.c.namespace, BINDINGS.c.name
-    )
-    with store.session() as session:
-        for namespace, name, pool, config in session.execute(query):
-            yield _Binding(namespace=namespace, name=name, pool=pool, config=config)
-
-
 def _services(cache: ServiceCache) -> Iterator[dict[str, Any]]:
     """The cached Services, decoded one at a time (``ServiceCache.get`` returns fresh copies)."""
-    for key in cache.keys():
-        service = cache.get(key)
+    for cached in cache.keys():
+        service = cache.get(cached)
         if service is not None:
             yield service
 
@@ -246,7 +206,9 @@ def sweep(
     refused by the fence; a failure on one pool only keeps that pool for the next sweep.
     """
     pools = edgelb.list_pools()
-    decision = decide(pools, cluster=cluster, bindings=_bindings(store), services=_services(cache), seen=seen)
+    decision = decide(
+        pools, cluster=cluster, bindings=store.summaries(), services=_services(cache), seen=seen
+    )
     for name in sorted(decision.candidates - set(decision.delete)):
         log.info(
             'EdgeLB pool "%s" was created by dklb and nothing uses it: deleted at the next sweep if still so',
@@ -268,7 +230,7 @@ def sweep(
             if store.bindings(pool=name):
                 candidates.discard(name)
                 continue
-            reason = judge(fresh, cluster=cluster, uses=Uses(_bindings(store), _services(cache)))
+            reason = judge(fresh, cluster=cluster, uses=Uses(store.summaries(), _services(cache)))
             if reason is not None:
                 log.info('EdgeLB pool "%s" is no orphan after all: %s', name, reason)
                 candidates.discard(name)

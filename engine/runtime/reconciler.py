@@ -1,11 +1,13 @@
 """The reconciler: ``reconcile(key) -> seconds until the next wake-up``.
 
 Keys come from the work queue (a watch event, a due wake-up, ``dklb retry``). For one key the
-reconciler loads the binding from the store and the Service from the observed cache, fires the
-external trigger the world implies (``states.observe``), runs the handler of the current state
-(``states/``), and commits the outcome as ONE transaction (``store.Change``): state, pool
-reference counts, history, next wake-up. Then it posts the Events. It loops while the binding
-moves to a state that has work to do now, and returns when the binding waits.
+reconciler loads the binding from the store and the Service from the observed cache
+(``engine.runtime.cache``), fires the external trigger the world implies (the function the
+lifecycle declares as ``external``), runs the handler of the current state (``states/``), and
+commits the outcome as ONE transaction (``store.Change``): state, pool reference counts,
+history, next wake-up. Then it posts the Events. It loops while the binding moves to a state
+that has work to do now, and returns when the binding waits. Which states, triggers and
+reasons exist is the lifecycle's business: nothing here names one.
 
 Work for one key is sequential (the work queue never hands a key to two workers); work on one
 pool is serialized by ``PoolLocks`` for the states declared ``serialize: pool`` and for the
@@ -22,139 +24,27 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.contract import Context, Event, Fire, Outcome, Poll, Retry, Settings, Stay, warning
+from engine.contract import Context, Event, Fire, Outcome, Poll, Retry, Stay, warning
 from engine.edgelb.port import EdgeLB
 from engine.kube.errors import KUBERNETES_UNAVAILABLE, kubernetes_unavailable
-from engine.kube.objects import compact, decode, encode
 from engine.kube.port import Kube
+from engine.model.services import split_key
+from engine.model.settings import Settings
+from engine.runtime.cache import PoolLocks, ServiceCache, WriteThrough
 from engine.runtime.crashpoints import checkpoint
 from engine.runtime.fence import NotLeader
 from engine.runtime.lifecycle import Lifecycle, StateSpec
 from engine.store import Binding, Change, StaleBinding, Store, utcnow
-from states import observe
 
 log = logging.getLogger("dklb.reconciler")
 
 # A binding walks at most Pending → Provisioning → AwaitingMetadata → Ready in one call; a few
 # more steps absorb an external trigger. Past that something is looping: requeue, do not spin.
 MAX_STEPS = 8
-
-
-class PoolLocks:
-    """One lock per pool name, created on first use."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
-
-    @contextmanager
-    def hold(self, pool: str | None) -> Iterator[None]:
-        if pool is None:
-            yield
-            return
-        with self._guard:
-            lock = self._locks.setdefault(pool, threading.Lock())
-        with lock:
-            yield
-
-
-class ServiceCache:
-    """The Services as last observed, by ``namespace/name``; fed by the watch and by our own writes.
-
-    At thousands of Services this cache would be most of the controller's memory, so each one is
-    kept encoded (``engine.kube.objects``: without managedFields, one ``bytes`` value of about a
-    KB instead of some hundred small objects), beside its uid and resourceVersion; ``get``
-    decodes it, so every call returns a fresh dict.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # key -> (uid, resourceVersion, the Service encoded)
-        self._services: dict[str, tuple[Any, Any, bytes]] = {}
-
-    def put(self, service: dict[str, Any]) -> str:
-        """Keep ``service`` unless the cache already holds this version of the same object or a newer one.
-
-        Our own writes and the watch race: a watch event older than the response to our write
-        must not roll the cache back. The same version again (the watch event of our own write,
-        a resync) is the same object: the one held stays, and ``service`` is not encoded again.
-        """
-        meta = service["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}"
-        uid, version = meta.get("uid"), meta.get("resourceVersion")
-        with self._lock:
-            held = self._services.get(key)
-            if held is not None and _covers(held, uid, version):
-                return key
-        blob = encode(compact(service))
-        with self._lock:
-            held = self._services.get(key)
-            if held is None or not _covers(held, uid, version):
-                self._services[key] = (uid, version, blob)
-        return key
-
-    def remove(self, key: str) -> None:
-        with self._lock:
-            self._services.pop(key, None)
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The Service as last observed (a fresh dict), or None."""
-        with self._lock:
-            held = self._services.get(key)
-        return None if held is None else decode(held[2])
-
-    def keys(self) -> list[str]:
-        with self._lock:
-            return list(self._services)
-
-
-class _WriteThrough:
-    """The Kube port as handlers see it: every Service a write returns refreshes the cache."""
-
-    def __init__(self, kube: Kube, cache: ServiceCache) -> None:
-        self._kube = kube
-        self._cache = cache
-
-    def add_finalizer(
-        self, service: dict[str, Any], *, annotation: str | None = None
-    ) -> dict[str, Any] | None:
-        return self._keep(service, self._kube.add_finalizer(service, annotation=annotation))
-
-    def remove_finalizer(self, service: dict[str, Any]) -> dict[str, Any] | None:
-        return self._keep(service, self._kube.remove_finalizer(service))
-
-    def set_ingress(self, service: dict[str, Any], ingress: list[dict[str, str]]) -> dict[str, Any] | None:
-        return self._keep(service, self._kube.set_ingress(service, ingress))
-
-    def event(self, service: dict[str, Any], *, type: str, reason: str, message: str) -> None:
-        self._kube.event(service, type=type, reason=reason, message=message)
-
-    def _keep(self, before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, Any] | None:
-        if after is not None:
-            self._cache.put(after)
-        else:
-            # The write found no such object: it is gone, and so is a finalizer-held Service
-            # whose last finalizer we just removed.
-            meta = before["metadata"]
-            self._cache.remove(f"{meta['namespace']}/{meta['name']}")
-        return after
-
-
-def _covers(held: tuple[Any, Any, bytes], uid: Any, version: Any) -> bool:
-    """True when ``held`` is the same version (``uid``, ``version``) of the same object, or a later one."""
-    held_uid, held_version, _ = held
-    if held_uid != uid:
-        return False
-    try:
-        return int(held_version) >= int(version)
-    except (TypeError, ValueError):
-        # No resourceVersion (or not a number): nothing says which is newer; the new one wins.
-        return False
 
 
 class Reconciler:
@@ -179,7 +69,7 @@ class Reconciler:
         self.kube = kube
         self.settings = settings
         self.cache = cache or ServiceCache()
-        self._kube = _WriteThrough(kube, self.cache)
+        self._kube = WriteThrough(kube, self.cache)
         self.clock = clock
         self.rng = rng or random.Random()
         self.node_addresses = node_addresses
@@ -215,16 +105,17 @@ class Reconciler:
         for _ in range(MAX_STEPS):
             now = self.clock()
             service = self.cache.get(key)
-            trigger = observe.external_trigger(binding, service, nodes=self.node_addresses())
+            fire = self.lifecycle.external(binding, service, nodes=self.node_addresses())
             try:
                 if binding is None:
-                    if trigger is None:
+                    if fire is None:
                         return None
                     assert service is not None
-                    binding = self._create(key, service, now)
+                    binding = self._create(key, service, fire, now)
                     continue
-                if trigger is not None:
-                    binding = self._fire_external(binding, trigger, service, now)
+                if fire is not None:
+                    change, events = self._fire_change(binding, fire, now)
+                    binding = self._commit(binding, change, events, service)
                     continue
                 spec = self.lifecycle.states[binding.state]
                 if spec.handler is None or binding.next_wakeup is None:
@@ -251,8 +142,8 @@ class Reconciler:
 
     # ---- steps -------------------------------------------------------------------------------
 
-    def _create(self, key: str, service: dict[str, Any], now: datetime) -> Binding:
-        namespace, name = key.split("/", 1)
+    def _create(self, key: str, service: dict[str, Any], fire: Fire, now: datetime) -> Binding:
+        namespace, name = split_key(key)
         if not self.may_write():
             raise NotLeader("this replica does not lead: no binding is created")
         binding = self.store.create(
@@ -260,25 +151,14 @@ class Reconciler:
             name=name,
             uid=(service.get("metadata") or {}).get("uid", ""),
             state=self.lifecycle.initial,
-            trigger="observed",
-            reason="ServiceObserved",
-            message="LoadBalancer Service observed",
+            trigger=fire.trigger,
+            reason=fire.reason,
+            message=fire.message,
             now=now,
         )
-        self._count(None, self.lifecycle.initial, "observed")
+        self._count(None, self.lifecycle.initial, fire.trigger)
         checkpoint("after-create")
         return binding
-
-    def _fire_external(
-        self, binding: Binding, trigger: str, service: dict[str, Any] | None, now: datetime
-    ) -> Binding | None:
-        fire = Fire(
-            trigger,
-            reason=_EXTERNAL_REASONS.get(trigger, trigger),
-            message=_external_message(trigger, service),
-        )
-        change, events = self._fire_change(binding, fire, now)
-        return self._commit(binding, change, events, service)
 
     def _run_handler(
         self, binding: Binding, spec: StateSpec, service: dict[str, Any] | None, now: datetime
@@ -334,11 +214,12 @@ class Reconciler:
             objection = guard(ctx, fire)
             if objection is not None:
                 assert transition.otherwise is not None
+                trigger, reason = transition.otherwise
                 return Fire(
-                    transition.otherwise,
-                    reason="PoolConflict",
+                    trigger,
+                    reason=reason,
                     message=objection,
-                    events=(warning("PoolConflict", objection),),
+                    events=(warning(reason, objection),),
                     updates={k: v for k, v in fire.updates.items() if k == "fingerprint"},
                 )
         return fire
@@ -353,7 +234,8 @@ class Reconciler:
         change = Change(
             binding_id=binding.id,
             expected_state=binding.state,
-            to_state=None if final else dest,
+            to_state=dest,
+            remove=final,
             trigger=fire.trigger,
             reason=fire.reason,
             message=fire.message,
@@ -453,12 +335,12 @@ class Reconciler:
         after = self.store.commit(change, now=self.clock())
         checkpoint(f"after-commit-{change.trigger}")
         if change.to_state != binding.state:
-            self._count(binding.state, change.to_state or self.lifecycle.final, change.trigger)
+            self._count(binding.state, change.to_state, change.trigger)
             log.info(
                 "%s: %s -> %s (%s) %s",
                 binding.key,
                 binding.state,
-                change.to_state or self.lifecycle.final,
+                change.to_state,
                 change.trigger,
                 change.message,
             )
@@ -491,17 +373,3 @@ class Reconciler:
 
 
 _BINDING_FIELDS = frozenset({"pool", "config", "objects", "fingerprint", "uid"})
-
-_EXTERNAL_REASONS = {"delete": "ServiceGone", "spec_changed": "SpecChanged"}
-
-
-def _external_message(trigger: str, service: dict[str, Any] | None) -> str:
-    if trigger == "spec_changed":
-        return "the Service's configuration, ports or pause annotation changed"
-    if service is None:
-        return "the Service was deleted"
-    if (service.get("metadata") or {}).get("deletionTimestamp"):
-        return "the Service is being deleted"
-    if (service.get("spec") or {}).get("type") != "LoadBalancer":
-        return f"the Service's type is now {(service.get('spec') or {}).get('type')}"
-    return "the Service was replaced by a new object of the same name"

@@ -68,6 +68,13 @@ def open_store(target: str) -> Store:
     return Store(database_url(target))
 
 
+def open_read_only(target: str) -> Store:
+    """The operator commands' way in: refuse a missing or foreign schema, then open read-only
+    (SQLite ``mode=ro``: nothing can be written beside a live controller, not even by accident)."""
+    check(target)
+    return Store(database_url(target), read_only=True)
+
+
 def downgrade(target: str, revision: str = "base") -> None:
     command.downgrade(_config(database_url(target)), revision)
 

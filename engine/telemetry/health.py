@@ -15,18 +15,16 @@ probe, and nothing here can keep the process alive.
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import socketserver
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from engine.telemetry.serving import Handler, Server, format_address, server_class
 
 log = logging.getLogger("dklb.http")
 
@@ -79,41 +77,12 @@ def readiness(probes: Probes) -> tuple[int, dict[str, Any]]:
     return 200, {"ready": True, "leader": leader}
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::]:9420`` for IPv6; port 0 = a free port) as a (host, port) pair."""
-    host, sep, port = text.strip().rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    host = host.strip("[]")
-    if not sep or not host or not 0 <= number <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT (PORT 0..65535; 0 = a free port)")
-    return host, number
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(Server):
     probes: Probes
     registry: CollectorRegistry
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve the host's FQDN, which can stall for seconds on
-        # a reverse DNS lookup; the name is never used.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     server: _Server
     server_version = "dklb"
 
@@ -122,31 +91,16 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, encoder(self.server.registry), content_type)
+                self.send_body(200, encoder(self.server.registry), content_type)
             elif path == "/healthz":
-                self._json(*liveness(self.server.probes))
+                self.send_json(*liveness(self.server.probes))
             elif path == "/readyz":
-                self._json(*readiness(self.server.probes))
+                self.send_json(*readiness(self.server.probes))
             else:
-                self._json(404, {"error": f"no such path {path}; try /metrics, /healthz or /readyz"})
+                self.send_json(404, {"error": f"no such path {path}; try /metrics, /healthz or /readyz"})
         except Exception as exc:
             log.exception("GET %s failed", path)
-            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        self._send(status, (json.dumps(body) + "\n").encode(), "application/json")
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Through logging, never straight to stderr: in JSON mode every line must be JSON. Debug
-        # level: probes every few seconds would drown the transitions.
-        log.debug("%s %s", self.address_string(), format % args)
+            self.send_json(500, {"error": f"{type(exc).__name__}: {exc}"})
 
 
 class HealthServer:
@@ -154,8 +108,7 @@ class HealthServer:
 
     def __init__(self, host: str, port: int, *, registry: CollectorRegistry, probes: Probes) -> None:
         """Raises ``OSError`` when the address cannot be bound (in use, not local)."""
-        server_class = _Server6 if ":" in host else _Server
-        self._httpd = server_class((host, port), _Handler)
+        self._httpd = server_class(_Server, host)((host, port), _Handler)
         self._httpd.registry = registry
         self._httpd.probes = probes
         self._thread: threading.Thread | None = None
@@ -163,8 +116,7 @@ class HealthServer:
     @property
     def address(self) -> tuple[str, int]:
         """The address really bound (the kernel's pick for port 0)."""
-        host, port = self._httpd.server_address[:2]
-        return str(host), int(port)
+        return self._httpd.bound
 
     @property
     def url(self) -> str:

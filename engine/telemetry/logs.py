@@ -1,6 +1,8 @@
-"""Logging set-up for ``dklb run`` and ``dklb edgelb-local``: text for people, JSON lines for machines.
+"""Logging set-up for ``dklb run``: text for people, JSON lines for machines.
 
-Every module logs under ``dklb.*``; this decides the format once, at start-up.
+Every module logs under ``dklb.*``; this decides the format once, at start-up. In JSON mode every
+line the process writes is a JSON object: warnings and uncaught exceptions (main thread or any
+other) go through logging too.
 """
 
 from __future__ import annotations
@@ -8,7 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+_log = logging.getLogger("dklb.run")
 
 
 class JSONFormatter(logging.Formatter):
@@ -25,6 +32,7 @@ class JSONFormatter(logging.Formatter):
 
 
 def configure_logging(*, level: str = "info", fmt: str = "text") -> None:
+    """One handler on stderr, text or JSON lines; in JSON, stray output is logged too."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
@@ -36,3 +44,36 @@ def configure_logging(*, level: str = "info", fmt: str = "text") -> None:
     # Scheduling chatter ("Running job ...") would drown the transitions.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if fmt == "json":
+        route_stray_output_through_logging()
+
+
+def route_stray_output_through_logging() -> None:
+    """Warnings and uncaught exceptions would go to stderr as plain text, breaking JSON lines."""
+    logging.captureWarnings(True)
+
+    def thread_hook(hook: threading.ExceptHookArgs) -> None:
+        if hook.exc_type is SystemExit:
+            return  # what the default hook does too
+        name = hook.thread.name if hook.thread is not None else "?"
+        _log.critical(
+            "uncaught exception in thread %s",
+            name,
+            exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback),
+        )
+
+    def main_hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        _log.critical("uncaught exception", exc_info=(kind, value, tb))
+
+    def unraisable_hook(hook: Any) -> None:
+        # "Exception ignored in ...": errors in __del__ or finalizers, often at shutdown.
+        _log.error(
+            "%s: %r",
+            hook.err_msg or "Exception ignored in",
+            hook.object,
+            exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback),
+        )
+
+    threading.excepthook = thread_hook
+    sys.excepthook = main_hook
+    sys.unraisablehook = unraisable_hook

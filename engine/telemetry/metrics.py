@@ -8,9 +8,10 @@ parts it wires together:
 * ``Reconciler(on_transition=metrics.transition)``: every committed state change;
 * ``Controller(on_reconcile=metrics.reconciled)``: every ``reconcile(key)`` call of a worker;
 * ``OrphanSweeper(on_deleted=metrics.orphan_pool_deleted)``: every orphaned pool deleted;
+* ``AdmissionWebhook(on_request=metrics.admission_review)``: every AdmissionReview answered;
 * ``watch_store`` / ``watch_queue`` / ``watch_leader``: values read only when scraped.
 
-``engine.health`` serves ``registry`` on ``/metrics``. Everything lives in a dedicated
+``engine.telemetry.health`` serves ``registry`` on ``/metrics``. Everything lives in a dedicated
 ``CollectorRegistry`` (never the process-global one), so tests can build as many as they like.
 
 Label values are bounded by construction: states and triggers come from the declared lifecycle,
@@ -27,10 +28,8 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy.engine import make_url
 
-from engine.store import BindingRow, PoolRow, Store, make_engine
+from engine.store import Store
 
 log = logging.getLogger("dklb.metrics")
 
@@ -52,11 +51,8 @@ class StoreCollector(Collector):
 
     Counting at scrape time (rather than keeping gauges up to date on every commit) makes the
     numbers right whoever wrote the database: another replica, ``dklb retry``, a restart.
-    One GROUP BY over the indexed ``state`` column and one COUNT, in one read transaction.
-
-    For a SQLite file the queries run on a read-only engine of their own: the store's engine
-    starts every transaction with ``BEGIN IMMEDIATE`` (a write lock), and a scrape must never
-    queue behind, or hold up, a worker's commit. WAL readers do neither.
+    ``Store.counts`` runs on the store's reader engine: a scrape never queues behind, or holds
+    up, a worker's commit.
     """
 
     def __init__(self, store: Store, *, states: Iterable[str] = ()) -> None:
@@ -64,10 +60,6 @@ class StoreCollector(Collector):
         # Declared states are always exported, 0 when empty: a dashboard sees "no Failed
         # binding" as 0, not as a missing series.
         self._states = tuple(states)
-        url = make_url(store.url)
-        file_backed = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-        self._engine: Engine = make_engine(store.url, read_only=True) if file_backed else store.engine
-        self._own_engine = file_backed
 
     def describe(self) -> Iterator[Metric]:
         # Names only: without describe() a registry would run the queries just to register us.
@@ -77,7 +69,7 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            by_state, pools = self.counts()
+            by_state, pools = self._store.counts()
         except Exception:
             # The rest of /metrics stays useful; /readyz reports a database that does not answer.
             log.warning("could not count bindings and pools for /metrics", exc_info=True)
@@ -94,27 +86,6 @@ class StoreCollector(Collector):
             "Write transactions this process committed to the database (one per transition).",
             value=self._store.write_transactions,
         )
-
-    def counts(self) -> tuple[dict[str, int], int]:
-        """Bindings by state and the number of pools, read in one transaction."""
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(BindingRow.state, func.count()).group_by(BindingRow.state))
-            by_state = {str(state): int(n) for state, n in rows}
-            pools = int(conn.execute(select(func.count()).select_from(PoolRow)).scalar_one())
-        return by_state, pools
-
-    def ping(self) -> None:
-        """Raise unless the database answers a trivial query (the readiness check).
-
-        It names a table, so SQLite has to read the file's schema: ``SELECT 1`` alone would
-        succeed without touching the file at all.
-        """
-        with self._engine.connect() as conn:
-            conn.execute(text("SELECT 1 FROM pools LIMIT 1")).all()
-
-    def close(self) -> None:
-        if self._own_engine:
-            self._engine.dispose()
 
 
 class Metrics:
@@ -179,7 +150,20 @@ class Metrics:
         self.leader = Gauge("dklb_leader", "1 while this replica leads (and may write), else 0.", registry=r)
         self.orphan_pools_deleted = Counter(
             "dklb_orphan_pools_deleted",
-            "EdgeLB pools dklb created that no Service used any more, deleted (engine.orphans).",
+            "EdgeLB pools dklb created that no Service used any more, deleted (engine.runtime.orphans).",
+            registry=r,
+        )
+        self.admission_reviews = Counter(
+            "dklb_admission_reviews",
+            'AdmissionReviews answered by the webhook, by path; allowed "false" when refused or failed.',
+            ["path", "allowed"],
+            registry=r,
+        )
+        self.admission_duration = Histogram(
+            "dklb_admission_review_duration_seconds",
+            "Time to answer one AdmissionReview, per path.",
+            ["path"],
+            buckets=BUCKETS,
             registry=r,
         )
         self._store: StoreCollector | None = None
@@ -204,6 +188,10 @@ class Metrics:
         # The pool name is not a label: one time series per pool would grow without bound.
         self.orphan_pools_deleted.inc()
 
+    def admission_review(self, path: str, allowed: bool, seconds: float) -> None:
+        self.admission_reviews.labels(path, "true" if allowed else "false").inc()
+        self.admission_duration.labels(path).observe(seconds)
+
     def reconciled(self, seconds: float, failed: bool) -> None:
         self.reconcile_duration.observe(seconds)
         if failed:
@@ -211,14 +199,12 @@ class Metrics:
 
     # ---- values read at scrape time -----------------------------------------------------------
 
-    def watch_store(self, store: Store, *, states: Iterable[str] = ()) -> StoreCollector:
-        """Export ``dklb_bindings{state}`` and ``dklb_pools`` from ``store``; the collector is returned
-        for its ``ping`` (readiness) and ``close``."""
+    def watch_store(self, store: Store, *, states: Iterable[str] = ()) -> None:
+        """Export ``dklb_bindings{state}`` and ``dklb_pools`` from ``store``, read at every scrape."""
         if self._store is not None:
             raise RuntimeError("a store is already watched")
         self._store = StoreCollector(store, states=states)
         self.registry.register(self._store)
-        return self._store
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.workqueue_depth.set_function(lambda: float(depth()))
@@ -229,5 +215,4 @@ class Metrics:
     def close(self) -> None:
         if self._store is not None:
             self.registry.unregister(self._store)
-            self._store.close()
             self._store = None

@@ -22,7 +22,7 @@ import pytest
 import localcluster
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import NotFound
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION
 from tests.integration.conftest import RedisServer, start_redis
 from tests.processes import ControllerProcess, EdgeLBProcess, controller_args, start_edgelb, wait_for
 

@@ -26,7 +26,7 @@ import yaml
 
 from engine.admission.register import register, unregister
 from engine.model.checks import check_service
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION
 from tests.e2e.conftest import World
 from tests.e2e.test_controller import REDIS, frontend_ports, redis_command
 from tests.integration.conftest import free_port

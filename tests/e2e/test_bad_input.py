@@ -25,9 +25,8 @@ from typing import Any
 
 import yaml
 
-from engine.kube.port import FINALIZER
 from engine.model.checks import NO_TCP_PORT
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION, FINALIZER
 from engine.store import Store, database_url
 from tests.e2e.conftest import World
 from tests.e2e.invariants import settled, violations

@@ -13,8 +13,7 @@ import socket
 import pytest
 import yaml
 
-from engine.kube.port import FINALIZER
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION, FINALIZER
 from tests.e2e.conftest import World
 from tests.integration.conftest import free_port
 from tests.processes import wait_for

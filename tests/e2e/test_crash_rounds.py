@@ -41,7 +41,7 @@ import yaml
 
 import localcluster
 from engine.edgelb.client import EdgeLBClient
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION
 from engine.model.translation import owner_of
 from engine.store import Store, database_url
 from tests.e2e.invariants import CLUSTER, settled, violations

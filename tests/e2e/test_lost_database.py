@@ -34,7 +34,7 @@ import yaml
 
 import localcluster
 from engine.edgelb.client import EdgeLBClient
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION
 from engine.model.translation import CREATED_BY_VARIABLE
 from engine.store import Binding, Store, database_url
 from tests.e2e.conftest import World, release_services

@@ -41,7 +41,7 @@ import yaml
 
 import localcluster
 from engine.edgelb.client import EdgeLBClient
-from engine.kube.port import FINALIZER
+from engine.model.services import FINALIZER
 from tests.e2e.conftest import World
 from tests.e2e.test_controller import REDIS, frontend_ports, redis_command
 from tests.integration.conftest import free_port

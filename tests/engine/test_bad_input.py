@@ -47,10 +47,11 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engine.admission.review import AdmissionSettings, review
-from engine.kube.port import FINALIZER
+from engine.admission.review import review
 from engine.model.checks import NO_TCP_PORT, check_service
-from engine.model.config import ANNOTATION, PoolConfig
+from engine.model.config import PoolConfig
+from engine.model.services import ANNOTATION, FINALIZER
+from engine.model.settings import Settings
 from tests.engine.harness import CLUSTER, World
 
 POOL = "fuzz-pool"
@@ -60,7 +61,7 @@ UNKNOWN_SERVICE_PORT = 999  # a frontends entry for a port the Service does not 
 DEFAULT_SPEC_PORTS = [{"name": "main", "port": 1000, "protocol": "TCP", "nodePort": 31000}]
 CREATED, EDITED = "created", "edited"
 NAMESPACE = "fuzz"
-ADMISSION = AdmissionSettings(cluster_name=CLUSTER, default_pool_size=1)
+ADMISSION = Settings(cluster_name=CLUSTER, default_pool_size=1)
 KNOWN_FIELDS = {
     *("name", "role", "network", "cpus", "memory", "size", "frontends", "constraints"),
     *("contraints", "strategies", "cloudProviderConfiguration"),

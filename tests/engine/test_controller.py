@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from engine.contract import Settings
 from engine.edgelb.errors import Unavailable
-from engine.kube.port import FINALIZER
+from engine.model.services import FINALIZER
+from engine.model.settings import Settings
 from engine.runtime import lifecycle
 from engine.runtime.controller import Controller
 from engine.runtime.reconciler import Reconciler

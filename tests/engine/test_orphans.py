@@ -22,12 +22,11 @@ from typing import Any
 import pytest
 
 from engine.edgelb.errors import Unavailable
-from engine.kube.port import FINALIZER
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION, FINALIZER
 from engine.model.translation import CREATED_BY_VARIABLE, object_name
+from engine.runtime.cache import PoolLocks
 from engine.runtime.fence import Fence, FencedEdgeLB
-from engine.runtime.orphans import OrphanSweeper, _annotated_pool, _bindings, decide, sweep
-from engine.runtime.reconciler import PoolLocks
+from engine.runtime.orphans import OrphanSweeper, _annotated_pool, decide, sweep
 from engine.telemetry.metrics import Metrics
 from tests.engine.harness import CLUSTER, World
 from tests.fakes.edgelb import FakeEdgeLB
@@ -279,14 +278,14 @@ def test_pools_in_use_and_foreign_pools_survive_any_number_of_sweeps(tmp_path: P
     world.assert_invariants()
 
 
-def test_the_sweep_reads_of_each_binding_what_the_store_holds(tmp_path: Path) -> None:
+def test_the_store_summaries_the_sweep_reads_are_what_the_store_holds(tmp_path: Path) -> None:
     world = World(tmp_path)
     world.kube.apply(make_service("b", config="name: shared\n"))
     world.kube.apply(make_service("a", ports=[(6380, 32214)], config="name: shared\n"))
     world.kube.apply(make_service("c"))
     world.settle()
 
-    read = [(b.key, b.pool, b.config) for b in _bindings(world.store)]
+    read = [(b.key, b.pool, b.config) for b in world.store.summaries()]
 
     assert read == [(b.key, b.pool, b.config) for b in world.store.bindings()]
     assert [key for key, _, _ in read] == ["default/a", "default/b", "default/c"]

@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 
 from engine.edgelb.errors import Unavailable
-from engine.kube.port import FINALIZER
-from engine.model.config import ANNOTATION, PAUSED_ANNOTATION
+from engine.model.services import ANNOTATION, FINALIZER, PAUSED_ANNOTATION
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelb_local.state import atomic_write_text
-from engine.kube.port import FINALIZER
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION, FINALIZER
 from engine.runtime.crashpoints import checkpoint
 
 Service = dict[str, Any]

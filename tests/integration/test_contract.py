@@ -200,7 +200,7 @@ def test_plain_http_errors_carry_code_and_message(local: tuple[LocalEdgeLB, Edge
 def test_tls_is_verified_by_default_against_a_self_signed_local_edgelb(tmp_path: Path) -> None:
     import ssl
 
-    from engine.admission.server import generate_self_signed
+    from engine.admission.certs import generate_self_signed
     from engine.edgelb.client import client_from_options
 
     ca, cert, key = generate_self_signed(tmp_path / "certs", hosts=["127.0.0.1"])

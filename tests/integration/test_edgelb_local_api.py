@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from edgelb_local.command import add_parser, run
+from edgelb_local.command import configure, run
 from edgelb_local.dataplane import DataplaneError, NullDataplane, Running
 from edgelb_local.faults import FaultInjector
 from edgelb_local.server import LocalEdgeLB
@@ -748,8 +748,8 @@ def test_injected_faults_are_counted_and_local_paths_never_are(start: StartServe
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["edgelb-local", *argv])
+    configure(parser)
+    return parser.parse_args(argv)
 
 
 def test_cli_arguments() -> None:
@@ -807,9 +807,9 @@ def test_cli_bad_fault_spec_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_cli_help_documents_the_faults_grammar() -> None:
-    parser = argparse.ArgumentParser()
-    sub = add_parser(parser.add_subparsers(dest="command"))
-    text = sub.format_help()
+    parser = argparse.ArgumentParser(formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(parser)
+    text = parser.format_help()
     for word in ("latency=DURATION", "5xx=P", "timeout=P", "reset=P", "hold=DURATION", "PATH-GLOB"):
         assert word in text
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes.client import ApiException, CoreV1Api
 
-from engine.kube.port import FINALIZER
+from engine.model.services import FINALIZER
 
 Object = dict[str, Any]
 

@@ -19,8 +19,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 import engine.kube.api as kube_api
 from engine.kube.adapter import KubeAdapter
 from engine.kube.api import api_client, describe_request
-from engine.kube.port import FINALIZER
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION, FINALIZER
 from tests.kube import (
     create_namespace,
     create_service,

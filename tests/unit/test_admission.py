@@ -14,11 +14,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.admission.review import AdmissionSettings, InvalidReview, review
+from engine.admission.review import InvalidReview, review
 from engine.model.checks import NO_TCP_PORT, check_service
-from engine.model.config import ANNOTATION, PoolConfig, parse_config
+from engine.model.config import PoolConfig, parse_config
+from engine.model.services import ANNOTATION
+from engine.model.settings import Settings
 
-SETTINGS = AdmissionSettings()
+SETTINGS = Settings()
 CLUSTER = SETTINGS.cluster_name
 DEFAULT_NAME = re.compile(r"kubernetes-cluster--[a-z0-9]{5}")
 PARSE_FAILED = f'failed to parse the value of "{ANNOTATION}" as a configuration object: '
@@ -241,7 +243,7 @@ def test_the_name_comes_from_the_given_rng() -> None:
 
 def test_the_cluster_name_and_default_size_come_from_the_settings() -> None:
     obj = service()
-    custom = AdmissionSettings(cluster_name="prod/kube", default_pool_size=3)
+    custom = Settings(cluster_name="prod/kube", default_pool_size=3)
     response = review(admission_review("CREATE", obj), settings=custom, mutate=True)["response"]
     text = annotation_of(patched(obj, response))
     data = yaml.safe_load(text)

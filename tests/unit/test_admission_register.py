@@ -1,11 +1,11 @@
-"""``engine.admission_register`` and the webhook wiring of ``dklb run`` (``engine.run``).
+"""``engine.admission.register``, ``.plan`` and ``.webhook``: the webhook's part of ``dklb run``.
 
 The objects are checked field by field; ``register`` and ``unregister`` talk, through a real
 ``kubernetes`` ``ApiClient``, to a small stand-in for the API server's admissionregistration/v1
 endpoints (GET, POST, PUT with resourceVersion preconditions, DELETE) that records every
 request, so the tests see exactly which writes a registration makes. The real API server's
 acceptance of these objects is covered by ``tests/e2e/test_admission.py``. The ``--admission-*``
-flags are checked together (every contradiction named, exit 1), and ``run.AdmissionWebhook``
+flags are checked together (every contradiction named, exit 1), and ``AdmissionWebhook``
 serves, registers, and picks up a renewed certificate and its new CA.
 """
 
@@ -29,6 +29,7 @@ import kubernetes
 import pytest
 
 from engine import cli
+from engine.admission.plan import AdmissionFlagError, admission_plan, self_signed_hosts
 from engine.admission.register import (
     FAILURE_POLICIES,
     RegistrationError,
@@ -38,7 +39,8 @@ from engine.admission.register import (
     unregister,
     webhook_configurations,
 )
-from engine.cli import run
+from engine.admission.webhook import AdmissionWebhook, WebhookError
+from engine.model.settings import Settings
 from tests.integration.conftest import free_port
 
 CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -363,11 +365,11 @@ def test_unregister_deletes_both_and_tolerates_missing_ones(served: Served) -> N
 
 
 def run_args(*argv: str) -> argparse.Namespace:
-    return cli.build_parser().parse_args(["run", *argv])
+    return cli.build_parser(["run"]).parse_args(["run", *argv])
 
 
 def test_the_flags_of_the_demo_and_the_tests_make_a_url_mode_plan(tmp_path: Path) -> None:
-    plan = run.admission_plan(
+    plan = admission_plan(
         run_args(
             "--admission-listen",
             "127.0.0.1:8443",
@@ -389,14 +391,14 @@ def test_the_flags_of_the_demo_and_the_tests_make_a_url_mode_plan(tmp_path: Path
     assert plan.failure_policy == "Fail"
     assert plan.namespace_selector == {"team": "a", "dklb.io/admission": "on"}
     # The generated certificate names what the API server dials.
-    assert run._self_signed_hosts(plan) == ["127.0.0.1"]
+    assert self_signed_hosts(plan) == ["127.0.0.1"]
 
 
 def test_no_admission_flag_means_no_webhook_and_the_defaults_are_the_go_dklbs() -> None:
-    plan = run.admission_plan(run_args())
+    plan = admission_plan(run_args())
     assert plan.listen is None and plan.register is False
     assert plan.failure_policy == "Ignore"
-    assert run.ADMISSION_FAILURE_POLICIES == FAILURE_POLICIES
+    assert cli.build_parser(["run"]).parse_args(["run"]).admission_failure_policy == FAILURE_POLICIES[0]
 
 
 def test_every_admission_flag_has_its_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -409,11 +411,11 @@ def test_every_admission_flag_has_its_variable(monkeypatch: pytest.MonkeyPatch, 
         "DKLB_ADMISSION_WEBHOOK_NAME": "mine",
     }.items():
         monkeypatch.setenv(name, value)
-    plan = run.admission_plan(run_args())
+    plan = admission_plan(run_args())
     assert plan.listen == ("0.0.0.0", 8443) and plan.register is True
     assert plan.service == ("dklb", "dklb-webhook", 443)
     assert plan.failure_policy == "Fail" and plan.name == "mine"
-    hosts = run._self_signed_hosts(plan)
+    hosts = self_signed_hosts(plan)
     assert hosts == ["dklb-webhook.dklb.svc", "dklb-webhook.dklb.svc.cluster.local"]
     # A bare flag and an explicit value both parse.
     assert run_args("--register-admission-webhook=false").register_admission_webhook is False
@@ -470,8 +472,8 @@ def test_contradicting_or_unusable_flags_are_each_named(
 ) -> None:
     cert = tmp_path / "tls.crt"
     cert.write_bytes(CA)
-    with pytest.raises(run.AdmissionFlagError) as raised:
-        run.admission_plan(run_args(*[a.replace("{cert}", str(cert)) for a in argv]))
+    with pytest.raises(AdmissionFlagError) as raised:
+        admission_plan(run_args(*[a.replace("{cert}", str(cert)) for a in argv]))
     assert any(problem in p for p in raised.value.problems), raised.value.problems
 
 
@@ -501,11 +503,11 @@ def test_dklb_run_exits_1_with_the_problem_before_touching_anything(tmp_path: Pa
 
 
 def test_a_renewed_certificate_is_served_and_its_new_ca_registered(served: Served, tmp_path: Path) -> None:
-    from engine.admission.server import generate_self_signed
+    from engine.admission.certs import generate_self_signed
 
     certs = tmp_path / "certs"
     port = free_port()
-    plan = run.admission_plan(
+    plan = admission_plan(
         run_args(
             "--admission-listen",
             f"127.0.0.1:{port}",
@@ -516,9 +518,9 @@ def test_a_renewed_certificate_is_served_and_its_new_ca_registered(served: Serve
             f"https://127.0.0.1:{port}",
         )
     )
-    webhook = run.AdmissionWebhook(plan, cluster_name="kubernetes-cluster", default_pool_size=1)
+    webhook = AdmissionWebhook(plan, settings=Settings(), api=served.api)
     try:
-        assert webhook.open(served.api) is None
+        webhook.start()
         first_ca = (certs / "ca.crt").read_bytes()
         registered = stored(served.fake, PLURALS[0])["webhooks"][0]["clientConfig"]["caBundle"]
         assert base64.b64decode(registered) == first_ca
@@ -526,7 +528,7 @@ def test_a_renewed_certificate_is_served_and_its_new_ca_registered(served: Serve
 
         # Nothing changed: nothing is reloaded or written.
         served.fake.requests.clear()
-        webhook.check_certificates(served.api)
+        webhook.check_certificates()
         assert served.fake.requests == []
 
         # A new CA and certificate (what a renewed Secret looks like on disk).
@@ -535,7 +537,7 @@ def test_a_renewed_certificate_is_served_and_its_new_ca_registered(served: Serve
         generate_self_signed(certs, hosts=["127.0.0.1"])
         new_ca = (certs / "ca.crt").read_bytes()
         assert new_ca != first_ca
-        webhook.check_certificates(served.api)
+        webhook.check_certificates()
         assert healthz(port, new_ca) == b"ok\n", "the new certificate is served"
         for plural in PLURALS:
             registered = stored(served.fake, plural)["webhooks"][0]["clientConfig"]["caBundle"]
@@ -549,17 +551,16 @@ def test_an_address_in_use_is_a_clear_start_up_error(served: Served, tmp_path: P
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        plan = run.admission_plan(
+        plan = admission_plan(
             run_args("--admission-listen", f"127.0.0.1:{port}", "--admission-self-signed-dir", str(tmp_path))
         )
-        webhook = run.AdmissionWebhook(plan, cluster_name="kubernetes-cluster", default_pool_size=1)
+        webhook = AdmissionWebhook(plan, settings=Settings(), api=served.api)
         try:
-            problem = webhook.open(served.api)
+            with pytest.raises(WebhookError) as raised:
+                webhook.start()
         finally:
             webhook.stop()
-    assert problem is not None and problem.startswith(
-        f"cannot serve the admission webhook on 127.0.0.1:{port}"
-    )
+    assert str(raised.value).startswith(f"cannot serve the admission webhook on 127.0.0.1:{port}")
     assert served.fake.requests == [], "nothing registered for a webhook that does not run"
 
 

@@ -22,9 +22,10 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from engine.admission.review import AdmissionSettings
-from engine.admission.server import AdmissionServer, generate_self_signed
-from engine.model.config import ANNOTATION
+from engine.admission.certs import generate_self_signed
+from engine.admission.server import AdmissionServer
+from engine.model.services import ANNOTATION
+from engine.model.settings import Settings
 
 HOST = "127.0.0.1"
 
@@ -83,7 +84,7 @@ def server(certs: tuple[Path, Path, Path], recorder: Recorder) -> Iterator[Admis
         port=0,
         cert_file=str(cert),
         key_file=str(key),
-        settings=AdmissionSettings(),
+        settings=Settings(),
         on_request=recorder,
     )
     server.start()
@@ -384,7 +385,7 @@ def test_a_failing_on_request_hook_does_not_fail_the_review(certs: tuple[Path, P
         port=0,
         cert_file=str(cert),
         key_file=str(key),
-        settings=AdmissionSettings(),
+        settings=Settings(),
         on_request=broken,
     )
     server.start()
@@ -404,7 +405,7 @@ def test_a_missing_certificate_fails_on_construction(tmp_path: Path) -> None:
             port=0,
             cert_file=str(tmp_path / "absent.crt"),
             key_file=str(tmp_path / "absent.key"),
-            settings=AdmissionSettings(),
+            settings=Settings(),
         )
 
 
@@ -413,9 +414,7 @@ def test_a_missing_certificate_fails_on_construction(tmp_path: Path) -> None:
 
 def test_stop_frees_the_port(certs: tuple[Path, Path, Path]) -> None:
     ca, cert, key = certs
-    first = AdmissionServer(
-        host=HOST, port=0, cert_file=str(cert), key_file=str(key), settings=AdmissionSettings()
-    )
+    first = AdmissionServer(host=HOST, port=0, cert_file=str(cert), key_file=str(key), settings=Settings())
     host, port = first.start()
     assert first.start() == (host, port)  # idempotent
     # A keep-alive connection left open, as the API server would.
@@ -426,7 +425,7 @@ def test_stop_frees_the_port(certs: tuple[Path, Path, Path]) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, port), timeout=5).close()
     second = AdmissionServer(
-        host=HOST, port=port, cert_file=str(cert), key_file=str(key), settings=AdmissionSettings()
+        host=HOST, port=port, cert_file=str(cert), key_file=str(key), settings=Settings()
     )
     assert second.start() == (host, port)
     try:

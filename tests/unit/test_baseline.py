@@ -25,7 +25,7 @@ from bench.baseline import (
     TokenBucket,
 )
 from engine.edgelb.errors import Unavailable
-from engine.model.config import ANNOTATION
+from engine.model.services import ANNOTATION
 from tests.fakes.edgelb import DELETE, GET, METADATA, POST, PUT, FakeEdgeLB
 
 CLUSTER = "kubernetes-cluster"

@@ -228,7 +228,11 @@ def test_lifecycle_as_json_lists_the_states(capsys: pytest.CaptureFixture[str]) 
         "source": ["Pending"],
         "dest": "Provisioning",
         "guards": ["states.guards.shares_pool_settings", "states.guards.no_frontend_port_clash"],
+        "else": {"trigger": "reject", "reason": "PoolConflict"},
     }
+    assert data["states"]["Ready"]["settled"] is True
+    assert data["states"]["Deleting"]["wants_objects"] is False
+    assert "annotation" in data["states"]["Paused"]["user_action"]
 
 
 def test_a_sub_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:

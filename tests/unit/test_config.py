@@ -13,20 +13,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.model.config import (
-    ANNOTATION,
     CLOUD_POOL_PREFIX,
     CREATION_STRATEGIES,
     DEFAULT_NETWORK,
-    PAUSED_ANNOTATION,
     ROLE_PUBLIC,
     Frontend,
     ParseResult,
     PoolConfig,
     check_transition,
     default_pool_name,
-    is_paused,
     parse_config,
 )
+from engine.model.services import ANNOTATION, PAUSED_ANNOTATION, is_paused
 
 CLUSTER = "kubernetes-cluster"
 PORTS = (8080, 9090)

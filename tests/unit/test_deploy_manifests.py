@@ -29,8 +29,10 @@ import pytest
 import yaml
 
 from engine import cli
-from engine.cli import options as flags
-from engine.cli import run
+from engine.admission import plan as admission
+from engine.admission.register import DEFAULT_NAME
+from engine.cli import options, run
+from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -228,7 +230,7 @@ def test_the_database_lives_on_the_mounted_claim() -> None:
     assert mounts[data]["mountPath"] == str(database.parent) == DATA_DIR
     assert not mounts[data].get("readOnly", False)
     # The same path as the image's ENV and VOLUME and the controller's in-cluster default.
-    assert str(database) == flags.CONTAINER_DATABASE == dockerfile_env()["DKLB_DATABASE"]
+    assert str(database) == options.CONTAINER_DATABASE == dockerfile_env()["DKLB_DATABASE"]
     # Every writable path is a volume: the root filesystem is read-only. (The other mounts,
     # the webhook's certificate, are read-only.)
     assert {m["mountPath"] for m in mounts.values() if not m.get("readOnly")} == {DATA_DIR, "/tmp"}
@@ -268,12 +270,12 @@ def test_leader_election_is_on_in_the_pods_own_namespace() -> None:
 def test_edgelb_and_the_cluster_name_are_set_explicitly() -> None:
     values = {name: item.get("value") for name, item in env().items()}
     assert values["DKLB_KUBERNETES_CLUSTER_FRAMEWORK_NAME"] == "kubernetes-cluster"
-    assert values["DKLB_EDGELB_HOST"] == run.DEFAULT_EDGELB_HOST
+    assert values["DKLB_EDGELB_HOST"] == DEFAULT_IN_CLUSTER_HOST
     assert values["DKLB_EDGELB_SCHEME"] == "http"
 
 
 def run_parser() -> argparse.ArgumentParser:
-    parser = cli.build_parser()
+    parser = cli.build_parser(["run"])
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return sub.choices["run"]
 
@@ -292,7 +294,7 @@ def test_every_flag_and_variable_the_deployment_sets_is_one_dklb_run_accepts(
             monkeypatch.setenv(name, item["value"])
     monkeypatch.setenv("POD_NAMESPACE", "dklb")
     args = [a.replace("$(POD_NAMESPACE)", "dklb") for a in container()["args"]]
-    parsed = cli.build_parser().parse_args(args)
+    parsed = cli.build_parser([args[0]]).parse_args(args)
     assert parsed.leader_elect is True and parsed.leader_elect_namespace == "dklb"
     assert parsed.http_listen == ("0.0.0.0", HTTP_PORT)
     assert parsed.database == f"{DATA_DIR}/dklb.db"
@@ -306,16 +308,16 @@ WEBHOOK_PORT = 8443
 WEBHOOK_SECRET = "dklb-webhook-tls"
 
 
-def admission_plan(monkeypatch: pytest.MonkeyPatch) -> run.AdmissionPlan:
+def admission_plan(monkeypatch: pytest.MonkeyPatch) -> admission.AdmissionPlan:
     """The Deployment's webhook flags as `dklb run` checks them at start-up in the container."""
     for name, item in env().items():
         if "value" in item:
             monkeypatch.setenv(name, item["value"])
     args = [a.replace("$(POD_NAMESPACE)", NAMESPACE) for a in container()["args"]]
-    parsed = cli.build_parser().parse_args(args)
+    parsed = cli.build_parser([args[0]]).parse_args(args)
     # The certificate files exist only in the Pod (the mounted Secret).
-    monkeypatch.setattr(run.os, "access", lambda path, mode: True)
-    return run.admission_plan(parsed)
+    monkeypatch.setattr(admission.os, "access", lambda path, mode: True)
+    return admission.admission_plan(parsed)
 
 
 def test_the_webhook_service_reaches_the_pods_admission_listener() -> None:
@@ -342,8 +344,8 @@ def test_the_deployment_serves_and_registers_the_webhook_through_that_service(
     assert plan.namespace_selector is None
     # The name the ClusterRole lets it GET and update is the one it registers.
     (named,) = [r for r in find("ClusterRole", "dklb")["rules"] if r.get("resourceNames")]
-    assert named["resourceNames"] == [plan.name] == [run.ADMISSION_WEBHOOK_NAME]
-    assert run_parser().get_default("admission_webhook_name") == run.ADMISSION_WEBHOOK_NAME
+    assert named["resourceNames"] == [plan.name] == [DEFAULT_NAME]
+    assert run_parser().get_default("admission_webhook_name") == DEFAULT_NAME
 
 
 def test_the_webhook_certificate_is_the_secrets_mounted_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -374,7 +376,7 @@ def test_the_webhook_configurations_it_would_register_call_the_service() -> None
         ("/mutate", "/validate"),
         strict=True,
     ):
-        assert obj["metadata"]["name"] == run.ADMISSION_WEBHOOK_NAME
+        assert obj["metadata"]["name"] == DEFAULT_NAME
         (hook,) = obj["webhooks"]
         assert hook["clientConfig"]["service"] == {
             "namespace": NAMESPACE,

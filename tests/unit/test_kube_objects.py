@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.kube.objects import compact, decode, encode
 from engine.kube.watch import Known
-from engine.runtime.reconciler import ServiceCache
+from engine.runtime.cache import ServiceCache
 
 
 def service(

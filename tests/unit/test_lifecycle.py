@@ -158,7 +158,7 @@ def test_accept_is_guarded_and_falls_back_to_reject(shipped: Lifecycle) -> None:
         "states.guards.shares_pool_settings",
         "states.guards.no_frontend_port_clash",
     )
-    assert accept.otherwise == "reject"
+    assert accept.otherwise == ("reject", "PoolConflict")
     assert accept.event is not None
     assert (accept.event.type, accept.event.reason) == ("Normal", "EnsuringLoadBalancer")
     assert "{pool}" in accept.event.message
@@ -166,6 +166,25 @@ def test_accept_is_guarded_and_falls_back_to_reject(shipped: Lifecycle) -> None:
 
 def test_failure_triggers_are_the_else_triggers(shipped: Lifecycle) -> None:
     assert shipped.failure_triggers == frozenset({"reject"})
+
+
+def test_roles_are_declared_so_that_no_code_outside_states_names_a_state(shipped: Lifecycle) -> None:
+    assert shipped.settled == frozenset({"Ready"})
+    assert [name for name, spec in shipped.states.items() if not spec.wants_objects] == ["Deleting"]
+    waiting = {name for name, spec in shipped.states.items() if spec.user_action}
+    assert waiting == {name for name, spec in shipped.states.items() if spec.handler is None}
+
+
+def test_the_declared_external_function_reads_the_world(shipped: Lifecycle) -> None:
+    service = {
+        "metadata": {"namespace": "default", "name": "a", "uid": "u"},
+        "spec": {"type": "LoadBalancer"},
+    }
+    fire = shipped.external(None, service)
+    assert fire is not None and (fire.trigger, fire.reason) == ("observed", "ServiceObserved")
+    assert shipped.can(shipped.initial, "accept")
+    assert shipped.external(None, {**service, "spec": {"type": "ClusterIP"}}) is None
+    assert load(yaml.safe_dump(BASE)).external(None, service) is None, "no external function declared"
 
 
 EVENTS: list[tuple[str, str, str | None]] = [
@@ -383,8 +402,13 @@ LOADER_ERRORS: list[tuple[str, Mutation, str]] = [
     ),
     (
         "else-undeclared",
-        _set("transitions.0.else", "nope"),
+        _set("transitions.0.else", {"trigger": "nope", "reason": "Nope"}),
         "transition go: else trigger nope is not declared",
+    ),
+    (
+        "else-without-reason",
+        _set("transitions.0.else", "reject"),
+        "transition go: else must be {trigger: ..., reason: ...}",
     ),
     (
         "first-run-unknown",
@@ -409,6 +433,13 @@ LOADER_ERRORS: list[tuple[str, Mutation, str]] = [
         "state A retry: factor must be >= 1, 0 <= jitter < 1, base > 0",
     ),
     ("initial-undeclared", _set("initial", "Z"), "initial state Z is not declared"),
+    ("unknown-top-level-key", _set("colour", "red"), "unknown keys ['colour']"),
+    (
+        "external-not-importable",
+        _set("external", "states.observe.no_such_function"),
+        "'states.observe.no_such_function' cannot be imported",
+    ),
+    ("external-not-a-function", _set("external", "states.observe.ANNOTATION"), "is not a function"),
     ("final-declared", _set("states.Gone", {}), "final state Gone must not be a declared state"),
     (
         "guard-not-importable",

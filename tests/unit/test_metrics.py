@@ -34,15 +34,17 @@ from sqlalchemy.exc import OperationalError
 
 from edgelb_local.dataplane import NullDataplane
 from edgelb_local.server import LocalEdgeLB
+from engine import cli
 from engine.cli.run import HTTP_PORT
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Unavailable
-from engine.model.config import PAUSED_ANNOTATION
+from engine.model.services import PAUSED_ANNOTATION
+from engine.runtime.cache import ServiceCache
 from engine.runtime.controller import Controller
-from engine.runtime.reconciler import ServiceCache
 from engine.store import Store, migrate
-from engine.telemetry.health import HealthServer, Probes, parse_listen
+from engine.telemetry.health import HealthServer, Probes
 from engine.telemetry.metrics import NO_ANSWER, Metrics
+from engine.telemetry.serving import parse_listen
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
 from tests.processes import ROOT, wait_for
@@ -114,18 +116,18 @@ def test_bindings_by_state_and_pools_match_the_database(world: World, metrics: M
     assert value(metrics, "dklb_pools") == 1
 
 
-def test_the_store_collector_answers_the_readiness_ping_and_survives_a_broken_database(
+def test_the_store_answers_the_readiness_ping_and_the_collector_survives_a_broken_database(
     world: World, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    database = metrics.watch_store(world.store)
+    metrics.watch_store(world.store)
     world.settle()
-    database.ping()
+    world.store.ping()
     metrics.edgelb_response("GET", "/ping", 200, 0.01)
     # Something else wrecks the schema behind the controller's back.
     with contextlib.closing(sqlite3.connect(world.db)) as conn:
         conn.execute("DROP TABLE pools")
     with pytest.raises(OperationalError, match="no such table"):
-        database.ping()
+        world.store.ping()
     with caplog.at_level(logging.WARNING, logger="dklb.metrics"):
         # The database families are skipped; the rest of /metrics is still served.
         assert samples(metrics, "dklb_bindings") == {}
@@ -347,8 +349,8 @@ class Parts:
 
 @pytest.fixture
 def served(world: World, metrics: Metrics) -> Iterator[tuple[HealthServer, Parts]]:
-    database = metrics.watch_store(world.store, states=["Ready"])
-    parts = Parts(database.ping)
+    metrics.watch_store(world.store, states=["Ready"])
+    parts = Parts(world.store.ping)
     server = HealthServer("127.0.0.1", 0, registry=metrics.registry, probes=parts.probes()).start()
     try:
         yield server, parts
@@ -476,13 +478,9 @@ def test_parse_listen_refuses(text: str) -> None:
 
 
 def test_the_http_listen_flag_and_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.cli.run import add_parser
-
     def parse(*argv: str) -> argparse.Namespace:
         # Built anew each time: the environment is read when the parser is built.
-        parser = argparse.ArgumentParser()
-        add_parser(parser.add_subparsers())
-        return parser.parse_args(["run", *argv])
+        return cli.build_parser(["run"]).parse_args(["run", *argv])
 
     monkeypatch.delenv("DKLB_HTTP_LISTEN", raising=False)
     assert parse().http_listen is None, "unset: the default address, whose bind failure only warns"

@@ -271,7 +271,7 @@ def test_a_stale_removal_keeps_the_binding_and_its_pool(store: Store) -> None:
     store.commit(Change(binding.id, "Pending", "Provisioning", "accept", pool="p"), now=at(1))
     before = snapshot(store)
     with pytest.raises(StaleBinding):
-        store.commit(Change(binding.id, "Deleting", None, "deleted"), now=at(2))
+        store.commit(Change(binding.id, "Deleting", "Removed", "deleted", remove=True), now=at(2))
     assert snapshot(store) == before
     assert ref_counts(store) == {"p": 1}
 
@@ -321,7 +321,7 @@ def apply_step(store: Store, operation: str, key: str, pool: str | None, now: da
         trigger = "accept" if state == "Provisioning" else "spec_changed"
         store.commit(Change(binding.id, binding.state, state, trigger, pool=pool), now=now)
     else:
-        store.commit(Change(binding.id, binding.state, None, "deleted"), now=now)
+        store.commit(Change(binding.id, binding.state, "Removed", "deleted", remove=True), now=now)
 
 
 def test_ref_count_equals_live_references_after_every_step(store: Store) -> None:
@@ -406,7 +406,12 @@ def test_history_survives_the_removal_of_its_binding(store: Store) -> None:
     binding = create(store, "default/a")
     store.commit(Change(binding.id, "Pending", "Provisioning", "accept", pool="p"), now=at(10))
     store.commit(Change(binding.id, "Provisioning", "Deleting", "delete"), now=at(20))
-    assert store.commit(Change(binding.id, "Deleting", None, "deleted", message="gone"), now=at(35)) is None
+    assert (
+        store.commit(
+            Change(binding.id, "Deleting", "Removed", "deleted", message="gone", remove=True), now=at(35)
+        )
+        is None
+    )
     assert store.get("default/a") is None and store.bindings() == [] and store.pools() == []
     entries = store.history(key="default/a", limit=None)
     assert [(h.from_state, h.to_state, h.trigger, h.pool) for h in entries] == [

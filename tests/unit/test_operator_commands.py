@@ -4,7 +4,7 @@ The database is populated by driving the engine (``tests.engine.harness.World``:
 fake EdgeLB, fake clock) through a realistic incident: three Ready Services, two of them sharing
 a pool; one stuck in Provisioning because EdgeLB keeps answering 503 for more than 5 minutes; one
 Rejected for an invalid configuration and one Paused, both recent. The commands then run on a
-copy of that database, with ``--now`` set to the fake clock, and the tests check what an
+copy of that database, with the commands' clock set to the fake one, and the tests check what an
 operator reads: rows and columns (aligned), the stuck binding and its last error, one binding's
 configuration, history tail and diff against (a copy of) the fake EdgeLB, history filters and
 the plan SQLite uses for them, pools with and without EdgeLB, ``retry`` waking a binding that
@@ -16,6 +16,7 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,18 +30,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
-from engine.cli import ops
+from engine import cli
+from engine.cli import bindings
 from engine.cli import output as tables
 from engine.edgelb.errors import Unavailable
-from engine.model.config import ANNOTATION, PAUSED_ANNOTATION
+from engine.model.services import ANNOTATION, PAUSED_ANNOTATION
 from engine.model.translation import pool_ports
 from engine.store import Store, database_url
+from engine.store.migrate import open_read_only
 from tests.engine.harness import World
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import make_service
@@ -137,8 +141,16 @@ def run(
     *argv: str,
     edgelb: FakeEdgeLB | None = None,
 ) -> tuple[int, str, str]:
-    extra = ["--database", str(db)] + (["--now", now.isoformat()] if now else [])
-    code = ops.main_for_tests([*argv, *extra], edgelb=edgelb)
+    with contextlib.ExitStack() as patches:
+        if now is not None:
+            patches.enter_context(mock.patch.object(bindings, "utcnow", return_value=now))
+        if edgelb is not None:
+            patches.enter_context(
+                mock.patch.object(
+                    bindings, "edgelb_to_read", return_value=contextlib.nullcontext((edgelb, "EdgeLB"))
+                )
+            )
+        code = cli.main([*argv, "--database", str(db)])
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     return code, out, err
@@ -205,7 +217,7 @@ def test_inspect_lists_every_binding_in_aligned_columns(
     assert rows["default/bad"]["NEXT WAKE-UP"] == "-"
     # Long errors are cut in the table ...
     error = rows["default/bad"]["LAST ERROR"]
-    assert error.endswith(("…", "...")) and tables.width(error) <= ops.MESSAGE_WIDTH
+    assert error.endswith(("…", "...")) and tables.width(error) <= bindings.MESSAGE_WIDTH
     # ... and whole in JSON.
     code, out, _ = run(capsys, db, scene.now, "inspect", "-o", "json")
     docs = {d["key"]: d for d in json.loads(out)}
@@ -458,7 +470,7 @@ def test_history_filters(capsys: pytest.CaptureFixture[str], scene: Scene, db: P
     assert oldest_first == list(reversed(three))
 
     with pytest.raises(SystemExit) as exit_info:
-        ops.main_for_tests(["history", "--since", "yesterday", "--database", str(db)])
+        cli.main(["history", "--since", "yesterday", "--database", str(db)])
     assert exit_info.value.code == 2
     assert "'yesterday' is neither a duration" in capsys.readouterr().err
 
@@ -491,7 +503,7 @@ def captured_plan(store: Store, **filters: Any) -> str:
 
     event.listen(store.engine, "before_cursor_execute", capture)
     try:
-        ops.query_history(store, limit=50, **filters)
+        store.history(limit=50, **filters)
     finally:
         event.remove(store.engine, "before_cursor_execute", capture)
     statement, parameters = next((s, p) for s, p in seen if "FROM history" in s)
@@ -522,7 +534,7 @@ def captured_plan(store: Store, **filters: Any) -> str:
     ],
 )
 def test_history_queries_use_one_index_and_no_sort(scene: Scene, filters: dict[str, Any], index: str) -> None:
-    store = ops.open_read_only(str(scene.db))
+    store = open_read_only(str(scene.db))
     try:
         plan = captured_plan(store, **filters)
     finally:
@@ -547,12 +559,12 @@ def test_pools_from_the_database(capsys: pytest.CaptureFixture[str], scene: Scen
         "APIVERSION": "V2",
         "COUNT": "1",
         "ROLE": "slave_public",
-        "PORTS": "0,8080,8081",
+        "PORTS": "0, 8080, 8081",
         "BINDINGS": "shop/web1, shop/web2",
         "CREATED-BY-DKLB": "yes",
         "REFS": "2",
     }
-    assert rows["dklb-stuck"]["PORTS"] == "0,15432" and rows["dklb-stuck"]["BINDINGS"] == STUCK
+    assert rows["dklb-stuck"]["PORTS"] == "0, 15432" and rows["dklb-stuck"]["BINDINGS"] == STUCK
 
     code, out, _ = run(capsys, db, scene.now, "pools", "-o", "json")
     docs = {d["name"]: d for d in json.loads(out)}
@@ -587,14 +599,14 @@ def test_pools_from_edgelb(capsys: pytest.CaptureFixture[str], scene: Scene, db:
         "APIVERSION": "V2",
         "COUNT": "2",
         "ROLE": "slave_public",
-        "PORTS": "9091,80",
+        "PORTS": "9091, 80",
         "BINDINGS": "-",
         "CREATED-BY-DKLB": "-",
         "REFS": "-",
     }
     shared = edgelb.stored("shared")
     assert shared is not None
-    assert rows["shared"]["PORTS"] == ",".join(str(p) for p in pool_ports(shared))
+    assert rows["shared"]["PORTS"] == ", ".join(str(p) for p in pool_ports(shared))
     assert rows["shared"]["BINDINGS"] == "shop/web1, shop/web2" and rows["shared"]["REFS"] == "2"
     assert rows["dklb-stuck"]["APIVERSION"] == "-" and rows["dklb-stuck"]["BINDINGS"] == STUCK
 
@@ -643,7 +655,8 @@ def test_retry_refuses_what_only_the_user_can_fix(
     before = digest(db)
     code, out, err = run(capsys, db, scene.now, "retry", "default/bad")
     assert (code, out) == (1, "")
-    assert err.startswith("error: default/bad is Rejected: a retry cannot help, the Service must be fixed")
+    assert err.startswith("error: default/bad is Rejected: a retry cannot help (last error: ")
+    assert "The Service must be fixed" in err
     assert 'name: "BAD_NAME" is not a valid edgelb pool name' in err and ANNOTATION in err
     code, out, err = run(capsys, db, scene.now, "retry", "default/paused")
     assert code == 1
@@ -692,10 +705,10 @@ def test_read_only_commands_do_not_touch_the_database(
             assert code == 0, argv
     assert digest(db) == before
 
-    store = ops.open_read_only(str(db))
+    store = open_read_only(str(db))
     try:
-        with pytest.raises(OperationalError, match="readonly"), store.session() as s:
-            s.execute(text("UPDATE bindings SET attempts = 99"))
+        with pytest.raises(OperationalError, match="readonly"), store.engine.begin() as conn:
+            conn.execute(text("UPDATE bindings SET attempts = 99"))
         assert store.get(STUCK).attempts == scene.bindings[STUCK].attempts
     finally:
         store.close()
@@ -752,7 +765,7 @@ def test_console_process_prints_errors_not_tracebacks(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.db"
     for argv in (["inspect"], ["retry", STUCK]):
         proc = subprocess.run(
-            [sys.executable, "-m", "engine.cli.ops", *argv, "--database", str(missing)],
+            [sys.executable, "-m", "engine.cli", *argv, "--database", str(missing)],
             capture_output=True,
             text=True,
             cwd=REPO,
@@ -768,7 +781,7 @@ def test_console_process_prints_errors_not_tracebacks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["inspect", "history", "pools", "retry"])
 def test_help_has_examples(capsys: pytest.CaptureFixture[str], command: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        ops.main_for_tests([command, "--help"])
+        cli.main([command, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and f"dklb {command}" in out
@@ -779,14 +792,16 @@ def test_database_defaults_to_dklb_database(
     capsys: pytest.CaptureFixture[str], scene: Scene, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DKLB_DATABASE", str(db))
-    code = ops.main_for_tests(["inspect", "--state", "Provisioning", "--now", scene.now.isoformat()])
+    with mock.patch.object(bindings, "utcnow", return_value=scene.now):
+        code = cli.main(["inspect", "--state", "Provisioning"])
     out, _ = capsys.readouterr()
     assert code == 0 and STUCK in out
     monkeypatch.delenv("DKLB_DATABASE")
-    assert ops.build_parser().parse_args(["inspect"]).database in ("dklb.db", "/var/lib/dklb/dklb.db")
+    parsed = cli.build_parser(["inspect"]).parse_args(["inspect"])
+    assert parsed.database in ("dklb.db", "/var/lib/dklb/dklb.db")
 
 
-# ---- engine.tables -----------------------------------------------------------------------------
+# ---- engine.cli.output -----------------------------------------------------------------------------
 
 
 def test_relative_times_and_timestamps() -> None:

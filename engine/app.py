@@ -1,0 +1,328 @@
+"""The composition root of ``dklb run``: build the parts, start them in order, stop them in reverse.
+
+Where it sits: ``engine.cli.run`` turns the flags into an ``AppConfig``; ``App`` builds every
+part from it in dependency order (the database is migrated first), then ``run`` starts them in
+the order of ``parts`` and, once ``done`` is set (SIGTERM, SIGINT), stops them in reverse:
+
+    metrics, store        closed last
+    http                  /metrics, /healthz, /readyz: up first, down last (probes say
+                          "stopping" while the rest shuts down)
+    admission webhook     serving and registered before any Service is reconciled
+    leader elector        the Lease; released after the controller stopped writing
+    kube adapter          flushes the Events still queued
+    controller            workers, wake-ups and the orphan sweep; stopping it first closes the
+                          fence, so nothing is written once leadership is given up
+    watchers              Services (and Nodes): the cache fills, then ``mark_synced`` lets the
+                          workers go
+
+Leadership is one ``is_leading`` callable (a Lease, when leader election is on) handed to what
+must only act while leading: the fence around every write to EdgeLB, Kubernetes and the store,
+the workers, and the orphan sweeper (which also waits for the start-up verification, so a
+controller that lost its database re-adopts every Service before judging any pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+
+from engine.admission.plan import AdmissionPlan
+from engine.admission.webhook import AdmissionWebhook, WebhookError
+from engine.edgelb.client import ClientOptions
+from engine.edgelb.errors import EdgeLBError
+from engine.kube.adapter import KubeAdapter
+from engine.kube.api import api_client
+from engine.kube.leader import LeaderElector, default_identity
+from engine.kube.nodes import Nodes
+from engine.kube.watch import Watcher
+from engine.model.services import key
+from engine.model.settings import Settings
+from engine.runtime import lifecycle
+from engine.runtime.controller import Controller
+from engine.runtime.fence import Fence, FencedEdgeLB, FencedKube
+from engine.runtime.orphans import OrphanSweeper
+from engine.runtime.reconciler import Reconciler
+from engine.store import migrate
+from engine.telemetry.health import HealthServer, Probes
+from engine.telemetry.metrics import Metrics
+from engine.telemetry.serving import format_address
+
+log = logging.getLogger("dklb.run")
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    namespace: str
+    lease_name: str
+    lease_duration: float
+    renew_deadline: float
+    retry_period: float
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything ``dklb run`` was told, parsed and checked (``engine.cli.run``)."""
+
+    kubeconfig: str | None
+    database: str
+    settings: Settings
+    edgelb: ClientOptions
+    workers: int
+    leader_election: LeaderElection | None
+    http_listen: tuple[str, int]
+    # An explicit address is a promise (fatal when taken); the default one is a convenience.
+    http_listen_explicit: bool
+    admission: AdmissionPlan
+
+
+class StartError(Exception):
+    """A part cannot be built or started; the message says why (logged, exit status 1)."""
+
+
+class Part(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """A part made of two callables (either may do nothing)."""
+
+    on_start: Callable[[], object] = lambda: None
+    on_stop: Callable[[], object] = lambda: None
+
+    def start(self) -> None:
+        self.on_start()
+
+    def stop(self) -> None:
+        self.on_stop()
+
+
+class App:
+    def __init__(self, config: AppConfig) -> None:
+        """Builds every part; ``StartError`` (what was built is closed again) when one cannot be."""
+        self.config = config
+        self.parts: list[Part] = []
+        self.done = threading.Event()
+        self._leading = threading.Event()
+        self._verified = threading.Event()
+        try:
+            self._build()
+        except BaseException:
+            self._stop(self.parts)
+            raise
+
+    def is_leading(self) -> bool:
+        # Set by the elector's callbacks; the elector itself is also asked, which is exact to the
+        # clock (a renew older than the deadline ends leadership before any callback runs).
+        return self._leading.is_set() and (self.elector is None or self.elector.is_leader())
+
+    def run(self) -> int:
+        """Start every part, wait for ``done``, stop them in reverse; the exit status."""
+        started: list[Part] = []
+        for part in self.parts:
+            try:
+                part.start()
+            except WebhookError as exc:
+                log.error("%s", exc)
+                # The part that failed may have started half of itself.
+                self._stop([*started, part])
+                return 1
+            started.append(part)
+        log.info(
+            "dklb running: cluster %s, EdgeLB %s, database %s",
+            self.config.settings.cluster_name,
+            self.edgelb.base_url,
+            self.config.database,
+        )
+        self.done.wait()
+        self._stop(self.parts)
+        log.info("dklb stopped")
+        return 0
+
+    @staticmethod
+    def _stop(parts: list[Part]) -> None:
+        for part in reversed(parts):
+            part.stop()
+
+    # ---- building ------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        c = self.config
+        self.metrics = metrics = Metrics()
+        self.parts.append(Hooks(on_stop=metrics.close))
+        self.store = store = migrate.open_store(c.database)
+        self.parts.append(Hooks(on_stop=store.close))
+        try:
+            self.edgelb = c.edgelb.client(on_response=metrics.edgelb_response)
+        except (ValueError, EdgeLBError) as exc:
+            raise StartError(f"EdgeLB options: {exc}") from exc
+        self.api = api_client(c.kubeconfig, on_request=metrics.kubernetes_request)
+        self.elector = self._elector()
+        if self.elector is None:
+            self._leading.set()
+        self.machine = lifecycle.load()
+        self.controller = self._controller()
+        self.watchers = self._watchers()
+        http = self._http()
+        if http is not None:
+            self.parts.append(http)
+        if c.admission.listen is not None or c.admission.register:
+            self.parts.append(
+                AdmissionWebhook(
+                    c.admission, settings=c.settings, api=self.api, on_request=metrics.admission_review
+                )
+            )
+        elector = self.elector
+        if elector is not None:
+            self.parts.append(Hooks(elector.start, lambda: elector.stop(release=True)))
+        self.parts.append(Hooks(on_stop=self.kube.close))
+        self.parts.append(Hooks(self.controller.start, self._stop_controller))
+        self.parts.extend(self.watchers)
+
+    def _elector(self) -> LeaderElector | None:
+        election = self.config.leader_election
+        if election is None:
+            return None
+
+        def started() -> None:
+            log.info("leading: this replica writes now")
+            self._leading.set()
+            # Not on the elector's thread: reading every binding must not delay the next renew.
+            threading.Thread(target=self.controller.enqueue_all, name="dklb-takeover", daemon=True).start()
+
+        def stopped() -> None:
+            log.warning("lost the lease: this replica stops writing")
+            self._leading.clear()
+
+        margin = election.lease_duration - election.renew_deadline
+        if self.config.edgelb.read_timeout >= margin:
+            log.warning(
+                "--edgelb-request-timeout %.1fs is not shorter than lease duration - renew deadline (%.1fs): "
+                "a write started just before losing the lease could land after another replica took over",
+                self.config.edgelb.read_timeout,
+                margin,
+            )
+        return LeaderElector(
+            self.api,
+            namespace=election.namespace,
+            name=election.lease_name,
+            identity=default_identity(),
+            lease_duration=election.lease_duration,
+            renew_deadline=election.renew_deadline,
+            retry_period=election.retry_period,
+            on_started_leading=started,
+            on_stopped_leading=stopped,
+        )
+
+    def _controller(self) -> Controller:
+        c, metrics = self.config, self.metrics
+        self.kube = KubeAdapter(self.api, background_events=True)
+        fence = Fence(self.is_leading)
+        self.nodes = Nodes(on_change=lambda: self.controller.enqueue_all())
+        reconciler = Reconciler(
+            store=self.store,
+            lifecycle=self.machine,
+            edgelb=FencedEdgeLB(self.edgelb, fence),
+            kube=FencedKube(self.kube, fence),
+            settings=c.settings,
+            node_addresses=self.nodes.addresses if c.settings.backend_mode == "address" else tuple,
+            may_write=self.is_leading,
+            on_transition=metrics.transition,
+        )
+
+        def on_verified(seconds: float) -> None:
+            metrics.verified(seconds)
+            self._verified.set()
+
+        controller = Controller(
+            reconciler,
+            workers=c.workers,
+            active=self.is_leading,
+            on_reconcile=metrics.reconciled,
+            on_verified=on_verified,
+        )
+        sweeper = OrphanSweeper(
+            edgelb=reconciler.edgelb,
+            store=self.store,
+            cache=reconciler.cache,
+            locks=reconciler.locks,
+            cluster=c.settings.cluster_name,
+            may_sweep=lambda: self._verified.is_set() and self.is_leading() and not controller.stopping,
+            on_deleted=metrics.orphan_pool_deleted,
+        )
+        # Its own thread: a sweep waiting on EdgeLB must not delay the wake-up jobs.
+        controller.scheduler.add_executor(ThreadPoolExecutor(1), alias="orphans")
+        controller.scheduler.add_job(
+            sweeper.run,
+            "interval",
+            seconds=max(c.settings.resync_period or 0.0, 1.0),
+            id="sweep-orphans",
+            executor="orphans",
+        )
+        # The final state is never stored (the binding row is deleted), so it has no gauge.
+        metrics.watch_store(self.store, states=[s for s in self.machine.states if s != self.machine.final])
+        metrics.watch_queue(lambda: len(controller.queue))
+        metrics.watch_leader(self.is_leading)
+        return controller
+
+    def _watchers(self) -> list[Watcher]:
+        controller = self.controller
+        watchers = [
+            Watcher(
+                self.api,
+                resource="services",
+                on_upsert=controller.observe,
+                on_delete=lambda service: controller.forget(key(service)),
+                on_synced=controller.mark_synced,
+                resync_period=self.config.settings.resync_period,
+            )
+        ]
+        if self.config.settings.backend_mode == "address":
+            watchers.append(
+                Watcher(self.api, resource="nodes", on_upsert=self.nodes.upsert, on_delete=self.nodes.delete)
+            )
+        return watchers
+
+    def _http(self) -> HealthServer | None:
+        host, port = self.config.http_listen
+        controller = self.controller
+        try:
+            # Bound now, before any thread starts: an address in use fails here, not half-way up.
+            return HealthServer(
+                host,
+                port,
+                registry=self.metrics.registry,
+                probes=Probes(
+                    threads=lambda: [*controller.threads, *self.watchers],
+                    stopping=lambda: self.done.is_set() or controller.stopping,
+                    synced=lambda: controller.synced,
+                    database=self.store.ping,
+                    leader=self.is_leading,
+                ),
+            )
+        except OSError as exc:
+            where = format_address(host, port)
+            if self.config.http_listen_explicit:
+                raise StartError(
+                    f"cannot listen on {where} for --http-listen: {exc.strerror or exc}"
+                ) from exc
+            # The default address is a convenience: a second replica on one machine (or a test
+            # starting several) must still run.
+            log.warning(
+                "cannot listen on %s (%s): /metrics, /healthz and /readyz are not served; set --http-listen",
+                where,
+                exc.strerror or exc,
+            )
+            return None
+
+    def _stop_controller(self) -> None:
+        # The fence closes first: nothing is written from here on, whatever a worker is doing.
+        self._leading.clear()
+        self.controller.stop()

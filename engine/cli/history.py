@@ -1,0 +1,110 @@
+"""``dklb history``: the audit trail, every transition of every binding, newest first.
+
+Where it sits in the data flow: every transition the controller commits writes one history row
+(``Store.commit``), kept after the Service is gone; this command reads them from another
+process, read-only, through ``Store.history`` (one query, shaped so that one index answers it
+even in millions of rows), filtered by Service, pool, target state and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from datetime import UTC, datetime, timedelta
+
+from engine.cli import options
+from engine.cli.bindings import history_doc, history_table, now, parse_key, state_named
+from engine.cli.output import emit, note
+from engine.model.durations import parse_duration
+from engine.store.migrate import open_read_only
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = textwrap.fill(
+        "Every transition of every binding, as recorded by the controller (append-only; kept "
+        "after a Service is deleted). Newest first; filters combine. Reads the database read-only.",
+        90,
+    )
+    parser.epilog = (
+        "examples:\n"
+        "  dklb history default/redis                   # the last 50 transitions of one Service\n"
+        "  dklb history --pool dklb-redis --since 1h\n"
+        "  dklb history --state Rejected --since 2026-11-28T00:00:00Z -o json\n"
+        "  dklb history default/redis --limit 0 --reverse   # all of it, oldest first"
+    )
+    parser.add_argument("key", nargs="?", metavar="NAMESPACE/NAME", help="only this Service")
+    add = options.add
+    add(parser, "--pool", env=False, help="only transitions of bindings on this pool")
+    add(
+        parser,
+        "--since",
+        env=False,
+        type=since,
+        metavar="DURATION|TIME",
+        help="only newer entries (1h, or a UTC time)",
+    )
+    add(parser, "--state", env=False, help="only transitions INTO this state (Removed included)")
+    add(
+        parser,
+        "--limit",
+        env=False,
+        type=options.count,
+        default=50,
+        metavar="N",
+        help="newest N entries (default 50; 0 = all)",
+    )
+    add(parser, "--reverse", env=False, action="store_true", help="print the selected entries oldest first")
+    add(parser, "--wide", env=False, action="store_true", help="do not cut long messages")
+    options.database(parser)
+    options.output(parser, ("table", "json", "yaml"), "table")
+    parser.set_defaults(func=run)
+
+
+def instant(text: str) -> datetime:
+    """An RFC 3339 / ISO 8601 time; without a zone it is UTC (the database's zone)."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time (e.g. 2026-11-28T12:00:00Z)") from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def since(text: str) -> float | datetime:
+    """``--since``: a duration back from now (``1h``) or an absolute time."""
+    try:
+        return parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return instant(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (30s, 2m, 1h30m) nor a time (2026-11-28T12:00:00Z)"
+        ) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    at = now()
+    key = parse_key(args.key) if args.key else None
+    state = state_named(args.state, removed=True) if args.state else None
+    start = None
+    if args.since is not None:
+        start = args.since if isinstance(args.since, datetime) else at - timedelta(seconds=args.since)
+    store = open_read_only(args.database)
+    try:
+        entries = store.history(key=key, pool=args.pool, since=start, state=state, limit=args.limit or None)
+    finally:
+        store.close()
+    if args.reverse:
+        # The newest N, told in the order they happened (like `tail`).
+        entries.reverse()
+    if args.output != "table":
+        emit([history_doc(h) for h in entries], args.output)
+        return 0
+    if not entries:
+        note("no history matches")
+        return 0
+    print(history_table(entries, at, wide=args.wide))
+    if args.limit and len(entries) == args.limit:
+        note(f"(the {args.limit} newest shown: --limit N for more, --limit 0 for all)")
+    return 0

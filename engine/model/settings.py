@@ -1,0 +1,24 @@
+"""The operator's settings for one controller: cluster name, pool group, default pool size, backends.
+
+Where it sits: ``engine.cli.options.settings`` builds them from the flags; the reconciler hands
+them to the state handlers (``engine.contract.Context``) and the admission webhook judges with
+the same object, so the two can never default a Service differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator configured for this controller (flags of ``dklb run``): what every
+    decision of the Pending handler, the admission webhook and ``dklb plan`` depends on."""
+
+    cluster_name: str = "kubernetes-cluster"
+    pool_group: str = "dcos-edgelb/pools"
+    default_pool_size: int = 1
+    # "mesos": backends select the cluster's kube-node tasks; "address": Node IPs + nodePort.
+    backend_mode: str = "mesos"
+    # Overrides the Ready state's declared resync period when set.
+    resync_period: float | None = None

@@ -1,0 +1,124 @@
+"""The database schema: three tables, as SQLAlchemy declares them and Alembic migrates them.
+
+``bindings`` (one row per Service dklb handles), ``pools`` (a row exactly while bindings refer to
+the pool: its reference count) and the append-only ``history``. ``migrations/`` creates them;
+``engine.store.store`` reads and writes them with statements built on the ``Table`` objects
+below. Column types keep SQLite readable (JSON as text) and times comparable (UTC only).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite has no time zones and comparisons must not mix."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class JSONText(TypeDecorator[Any]):
+    """JSON kept as readable text, so ``sqlite3 dklb.db`` shows what was recorded."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BindingRow(Base):
+    __tablename__ = "bindings"
+    __table_args__ = (UniqueConstraint("namespace", "name", name="uq_bindings_service"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(253))
+    name: Mapped[str] = mapped_column(String(253))
+    uid: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    pool: Mapped[str | None] = mapped_column(String(63), ForeignKey("pools.name"), index=True)
+    config: Mapped[Any] = mapped_column(JSONText, nullable=True)
+    objects: Mapped[Any] = mapped_column(JSONText, nullable=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_wakeup: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    state_since: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PoolRow(Base):
+    __tablename__ = "pools"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    ref_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_by_dklb: Mapped[bool] = mapped_column(Boolean, default=False)
+    served: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class HistoryRow(Base):
+    __tablename__ = "history"
+    __table_args__ = (
+        Index("ix_history_service_at", "namespace", "name", "at"),
+        Index("ix_history_pool_at", "pool", "at"),
+        Index("ix_history_state_at", "to_state", "at"),
+        Index("ix_history_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # No foreign key: history outlives the binding it describes.
+    binding_id: Mapped[int | None] = mapped_column(Integer)
+    namespace: Mapped[str] = mapped_column(String(253))
+    name: Mapped[str] = mapped_column(String(253))
+    pool: Mapped[str | None] = mapped_column(String(63))
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    trigger: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(128), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Seconds spent in from_state; lets history answer "how long was it stuck" without a self-join.
+    duration: Mapped[float | None] = mapped_column(Float)
+
+
+BINDINGS = BindingRow.__table__
+POOLS = PoolRow.__table__
+HISTORY = HistoryRow.__table__

@@ -1,0 +1,381 @@
+"""``Store``: typed access to the database, and all of dklb's SQL.
+
+The reconciler reads a ``Binding`` here, runs the handler of its state, and hands the outcome
+back as a ``Change``; ``Store.commit`` applies it in ONE transaction: the binding's row, the
+reference counts of the pools it leaves or joins, and a history row. A crash therefore leaves
+either the old state or the new one, never a half-counted pool. Every other reader asks here
+too: the controller's wake-up scans (``keys``), the orphan sweep (``summaries``), ``/metrics``
+and ``/readyz`` (``counts``, ``ping``) and the operator commands (``history`` and the rest, on a
+read-only store). The schema is owned by Alembic: open a store through ``engine.store.migrate``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+
+from engine.model.services import join_key, split_key
+from engine.store.database import SINGLE_STATEMENT, make_engine, sqlite_path
+from engine.store.records import (
+    Binding,
+    BindingSummary,
+    Change,
+    HistoryEntry,
+    Pool,
+    StaleBinding,
+    StoreError,
+    utcnow,
+)
+from engine.store.schema import BINDINGS, HISTORY, POOLS
+
+# The controller's statements, built once and run with parameters: building a statement (coercing
+# every value into the expression tree and keying the compiled cache on it) cost more CPU than
+# SQLite spent running it. An UPDATE sets the columns its parameters name.
+_BINDING_BY_ID = select(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
+_BINDING_BY_KEY = select(BINDINGS).where(
+    BINDINGS.c.namespace == bindparam("_namespace"), BINDINGS.c.name == bindparam("_name")
+)
+_BINDINGS_IN_POOL = (
+    select(BINDINGS)
+    .where(BINDINGS.c.pool == bindparam("_pool"))
+    .order_by(BINDINGS.c.namespace, BINDINGS.c.name)
+)
+_INSERT_BINDING = insert(BINDINGS)
+_UPDATE_BINDING = update(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
+_DELETE_BINDING = delete(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
+_INSERT_HISTORY = insert(HISTORY)
+_POOL_BY_NAME = select(POOLS).where(POOLS.c.name == bindparam("_name"))
+_INSERT_POOL = insert(POOLS)
+_UPDATE_POOL = update(POOLS).where(POOLS.c.name == bindparam("_name"))
+_DELETE_POOL = delete(POOLS).where(POOLS.c.name == bindparam("_name"))
+
+
+class Store:
+    """Typed access to the database; every write method is one transaction."""
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        self.url = url
+        self.read_only = read_only
+        self.engine = make_engine(url, read_only=read_only)
+        # Reads on an engine of their own whose transactions take no write lock, so readers never
+        # queue behind a worker's commit (only for a file: another engine on :memory: is another
+        # database).
+        separate = not read_only and sqlite_path(url) is not None
+        self._reader = make_engine(url, deferred=True) if separate else self.engine
+        # Writers queue here rather than in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms
+        # between attempts and so leaves the lock idle; other processes still meet the handler.
+        self._writer = threading.Lock()
+        # Write transactions committed by this process: what /metrics and the benchmark count.
+        self.write_transactions = 0
+        self._writes_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self._reader.dispose()
+
+    # Reads and writes go through SQLAlchemy Core on plain connections: the ORM's unit of work
+    # cost more CPU than everything else a reconcile does.
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for ONE statement (each read below is one)."""
+        with self._reader.connect() as conn:
+            yield conn.execution_options(**{SINGLE_STATEMENT: True})
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._writer, self.engine.begin() as conn:
+            yield conn
+        with self._writes_lock:
+            self.write_transactions += 1
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Binding | None:
+        namespace, name = split_key(key)
+        with self._read() as conn:
+            row = conn.execute(_BINDING_BY_KEY, {"_namespace": namespace, "_name": name}).first()
+        return None if row is None else Binding(**row._mapping)
+
+    def bindings(self, *, pool: str | None = None, states: Sequence[str] | None = None) -> list[Binding]:
+        if pool is not None and states is None:
+            # The guards' question on every transition into a pool.
+            query, params = _BINDINGS_IN_POOL, {"_pool": pool}
+        else:
+            query, params = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name), {}
+            if pool is not None:
+                query = query.where(BINDINGS.c.pool == pool)
+            if states is not None:
+                query = query.where(BINDINGS.c.state.in_(list(states)))
+        with self._read() as conn:
+            return [Binding(**r._mapping) for r in conn.execute(query, params)]
+
+    def pool(self, name: str) -> Pool | None:
+        with self._read() as conn:
+            row = conn.execute(_POOL_BY_NAME, {"_name": name}).first()
+        return None if row is None else Pool(**row._mapping)
+
+    def pools(self) -> list[Pool]:
+        with self._read() as conn:
+            return [Pool(**r._mapping) for r in conn.execute(select(POOLS).order_by(POOLS.c.name))]
+
+    def keys(self, *, due: datetime | None = None) -> list[str]:
+        """The keys of the bindings, in ``bindings()``'s order; with ``due``, of those whose
+        wake-up is at or before it, earliest first (``due()``'s order). Two columns only: a whole
+        ``Binding`` carries its decoded configuration and EdgeLB objects."""
+        query = select(BINDINGS.c.namespace, BINDINGS.c.name)
+        if due is None:
+            query = query.order_by(BINDINGS.c.namespace, BINDINGS.c.name)
+        else:
+            query = query.where(BINDINGS.c.next_wakeup.is_not(None), BINDINGS.c.next_wakeup <= due)
+            query = query.order_by(BINDINGS.c.next_wakeup)
+        with self._read() as conn:
+            return [join_key(namespace, name) for namespace, name in conn.execute(query)]
+
+    def due(self, now: datetime) -> list[Binding]:
+        query = (
+            select(BINDINGS)
+            .where(BINDINGS.c.next_wakeup.is_not(None), BINDINGS.c.next_wakeup <= now)
+            .order_by(BINDINGS.c.next_wakeup)
+        )
+        with self._read() as conn:
+            return [Binding(**r._mapping) for r in conn.execute(query)]
+
+    def history(
+        self,
+        *,
+        key: str | None = None,
+        pool: str | None = None,
+        since: datetime | None = None,
+        state: str | None = None,
+        limit: int | None = 50,
+    ) -> list[HistoryEntry]:
+        """Newest first, shaped so that ONE index answers the query without a sort.
+
+        Each filter has an index ending in ``at``: (namespace, name, at), (pool, at), (to_state,
+        at), (at). Read backwards, the index gives the rows already in ``at DESC, id DESC`` order
+        (the rowid ends every SQLite index), so ``LIMIT`` stops after N rows even in a million.
+        With two filters SQLite has no statistics to choose by, and picks (to_state, at) for a
+        Service and a state: it then walks every Service's rows in that state (50 ms on a million
+        rows, more for a rare state). So only the most selective filter (a Service, else a pool,
+        else a state) is left usable as an index; the others are compared as ``column || ''``,
+        an expression no index matches (portable SQL: other databases just filter the same rows).
+        """
+        lead = "key" if key is not None else "pool" if pool is not None else "state"
+
+        def column(col: Any, usable: bool) -> ColumnElement[Any]:
+            return col if usable else col + ""
+
+        query = select(HISTORY).order_by(HISTORY.c.at.desc(), HISTORY.c.id.desc())
+        if key is not None:
+            namespace, name = split_key(key)
+            query = query.where(HISTORY.c.namespace == namespace, HISTORY.c.name == name)
+        if pool is not None:
+            query = query.where(column(HISTORY.c.pool, lead == "pool") == pool)
+        if state is not None:
+            query = query.where(column(HISTORY.c.to_state, lead == "state") == state)
+        if since is not None:
+            query = query.where(HISTORY.c.at >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [HistoryEntry(**r._mapping) for r in conn.execute(query)]
+
+    def summaries(self) -> Iterator[BindingSummary]:
+        """Every binding's key, pool and configuration (in ``bindings()``'s order), one row at a
+        time: the orphan sweep's read, which must not hold thousands of whole bindings at once."""
+        query = select(BINDINGS.c.namespace, BINDINGS.c.name, BINDINGS.c.pool, BINDINGS.c.config)
+        with self._read() as conn:
+            for namespace, name, pool, config in conn.execute(
+                query.order_by(BINDINGS.c.namespace, BINDINGS.c.name)
+            ):
+                yield BindingSummary(namespace=namespace, name=name, pool=pool, config=config)
+
+    def counts(self) -> tuple[dict[str, int], int]:
+        """Bindings by state and the number of pools, read in one transaction (``/metrics``)."""
+        with self._reader.connect() as conn, conn.begin():
+            rows = conn.execute(select(BINDINGS.c.state, func.count()).group_by(BINDINGS.c.state))
+            by_state = {str(state): int(n) for state, n in rows}
+            pools = int(conn.execute(select(func.count()).select_from(POOLS)).scalar_one())
+        return by_state, pools
+
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (``/readyz``).
+
+        It names a table, so SQLite has to read the file's schema: ``SELECT 1`` alone would
+        succeed without touching the file at all.
+        """
+        with self._read() as conn:
+            conn.execute(text("SELECT 1 FROM pools LIMIT 1")).all()
+
+    def live_reference_counts(self) -> dict[str, int]:
+        """Bindings per pool counted from the bindings table: the truth ``ref_count`` must equal."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(BINDINGS.c.pool, func.count())
+                .where(BINDINGS.c.pool.is_not(None))
+                .group_by(BINDINGS.c.pool)
+            )
+            return {str(p): int(n) for p, n in rows}
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        state: str,
+        trigger: str,
+        reason: str = "",
+        message: str = "",
+        now: datetime | None = None,
+    ) -> Binding:
+        """A new binding and its first history row (from nothing to ``state``)."""
+        now = now or utcnow()
+        values: dict[str, Any] = {
+            "namespace": namespace,
+            "name": name,
+            "uid": uid,
+            "state": state,
+            "pool": None,
+            "config": None,
+            "objects": None,
+            "fingerprint": None,
+            "attempts": 0,
+            "next_wakeup": now,
+            "last_error": None,
+            "state_since": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self._write() as conn:
+            binding_id = conn.execute(_INSERT_BINDING, values).inserted_primary_key[0]
+            conn.execute(
+                _INSERT_HISTORY,
+                {
+                    "binding_id": binding_id,
+                    "namespace": namespace,
+                    "name": name,
+                    "pool": None,
+                    "from_state": None,
+                    "to_state": state,
+                    "trigger": trigger,
+                    "reason": reason,
+                    "message": message,
+                    "attempt": 0,
+                    "at": now,
+                    "duration": None,
+                },
+            )
+        return Binding(id=binding_id, **values)
+
+    def commit(self, change: Change, *, now: datetime | None = None) -> Binding | None:
+        """Apply one transition atomically; returns the binding after it (None once removed).
+
+        Raises ``StaleBinding`` when the binding is no longer in ``change.expected_state``: the
+        caller's view is out of date and nothing is written.
+        """
+        now = now or utcnow()
+        with self._write() as conn:
+            found = conn.execute(_BINDING_BY_ID, {"_id": change.binding_id}).first()
+            if found is None or found.state != change.expected_state:
+                state = None if found is None else found.state
+                raise StaleBinding(
+                    f"binding {change.binding_id} is {state}, expected {change.expected_state}"
+                )
+            row = dict(found._mapping)
+            old_pool = row["pool"]
+            updates = change.updates()
+            new_pool = None if change.remove else updates.get("pool", old_pool)
+            if old_pool != new_pool and new_pool is not None:
+                # A pool row exists exactly while bindings refer to it; the bindings' foreign key
+                # needs it before the binding row points at it.
+                self._adjust_pool(conn, new_pool, +1, now)
+            if change.record:
+                conn.execute(
+                    _INSERT_HISTORY,
+                    {
+                        "binding_id": row["id"],
+                        "namespace": row["namespace"],
+                        "name": row["name"],
+                        "pool": new_pool if new_pool is not None else old_pool,
+                        "from_state": row["state"],
+                        "to_state": change.to_state,
+                        "trigger": change.trigger,
+                        "reason": change.reason,
+                        "message": change.message,
+                        "attempt": updates.get("attempts", row["attempts"]),
+                        "at": now,
+                        "duration": (now - row["state_since"]).total_seconds(),
+                    },
+                )
+            if change.remove:
+                conn.execute(_DELETE_BINDING, {"_id": row["id"]})
+            else:
+                values = {**updates, "updated_at": now}
+                if change.to_state != row["state"]:
+                    values.update(state=change.to_state, state_since=now)
+                conn.execute(_UPDATE_BINDING, {"_id": row["id"], **values})
+                row.update(values)
+            pool_name = new_pool if new_pool is not None else old_pool
+            if pool_name is not None and (change.pool_created_by_dklb is not None or change.pool_served):
+                flags: dict[str, Any] = {"updated_at": now}
+                if change.pool_created_by_dklb is not None:
+                    flags["created_by_dklb"] = change.pool_created_by_dklb
+                if change.pool_served:
+                    flags["served"] = True
+                conn.execute(_UPDATE_POOL, {"_name": pool_name, **flags})
+            if old_pool != new_pool and old_pool is not None:
+                self._adjust_pool(conn, old_pool, -1, now)
+        return None if change.remove else Binding(**row)
+
+    def _adjust_pool(self, conn: Connection, name: str, delta: int, now: datetime) -> None:
+        found = conn.execute(_POOL_BY_NAME, {"_name": name}).first()
+        if found is None:
+            if delta < 0:
+                raise StoreError(f"reference count of unknown pool {name!r} cannot drop")
+            conn.execute(
+                _INSERT_POOL,
+                {
+                    "name": name,
+                    "ref_count": delta,
+                    "created_by_dklb": False,
+                    "served": False,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            return
+        count = found.ref_count + delta
+        if count <= 0:
+            conn.execute(_DELETE_POOL, {"_name": name})
+        else:
+            conn.execute(_UPDATE_POOL, {"_name": name, "ref_count": count, "updated_at": now})
+
+    def set_wakeup(self, key: str, at: datetime) -> bool:
+        """Wake a binding at ``at`` (``dklb retry``); a running controller's scan picks it up."""
+        namespace, name = split_key(key)
+        with self._write() as conn:
+            result = conn.execute(
+                update(BINDINGS)
+                .where(BINDINGS.c.namespace == namespace, BINDINGS.c.name == name)
+                .values(next_wakeup=at)
+            )
+            return bool(result.rowcount)
