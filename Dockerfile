@@ -13,13 +13,12 @@
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# Exactly the packages listed in pyproject.toml's [tool.setuptools] packages.
+# Exactly the packages listed in pyproject.toml's [tool.setuptools] packages: the controller,
+# without the local stand-ins (standins/pyproject.toml), which are development tools.
 COPY pyproject.toml ./
 COPY engine engine
 COPY states states
 COPY migrations migrations
-COPY edgelb_local edgelb_local
-COPY localcluster localcluster
 RUN pip wheel --wheel-dir /wheels .
 
 FROM python:3.11-slim

@@ -56,8 +56,8 @@ from engine.edgelb.port import EdgeLB
 from engine.kube.adapter import KubeAdapter
 from engine.kube.api import api_client, core_v1
 from engine.kube.watch import Watcher, object_key
-from engine.model.config import parse_config
 from engine.model.durations import parse_duration
+from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION
 from engine.model.translation import (
     compose_pool,

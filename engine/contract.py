@@ -18,12 +18,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from engine.edgelb.port import EdgeLB
 from engine.kube.port import Kube
 from engine.model.settings import Settings
-from engine.store import Binding, Store
+from engine.store import Binding, Pool
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,15 @@ class Stay:
 Outcome = Fire | Retry | Poll | Stay
 
 
+class PoolRecords(Protocol):
+    """What a handler may read of the store: the bindings on a pool and the pool's record.
+    (``engine.store.Store`` is one; handlers never write to it, the engine commits for them.)"""
+
+    def bindings(self, *, pool: str | None = None) -> list[Binding]: ...
+
+    def pool(self, name: str) -> Pool | None: ...
+
+
 @dataclass
 class Context:
     """What a handler may look at and act on; built fresh for every run."""
@@ -83,7 +92,7 @@ class Context:
     service: dict[str, Any] | None
     edgelb: EdgeLB
     kube: Kube
-    store: Store
+    store: PoolRecords
     settings: Settings
     rng: random.Random
     now: datetime

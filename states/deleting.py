@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from engine.contract import Context, Fire, Outcome, Retry
 from engine.edgelb.errors import EdgeLBError, NotFound
-from engine.model.config import parse_config
+from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION
 from engine.model.translation import is_empty, same_pool
 from states.pool import desired_pool

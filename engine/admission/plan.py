@@ -84,10 +84,37 @@ def admission_plan(args: AdmissionFlags) -> AdmissionPlan:
     selector = parse(
         "--admission-namespace-selector", args.admission_namespace_selector, parse_namespace_selector
     )
-    cert, key = args.admission_tls_cert_file, args.admission_tls_private_key_file
-    self_signed, ca_bundle = args.admission_self_signed_dir, args.admission_ca_bundle_file
-    serving = args.admission_listen is not None
+    problems += _server_problems(args) + _registration_problems(args)
+    for flag, value in (
+        ("--admission-tls-cert-file", args.admission_tls_cert_file),
+        ("--admission-tls-private-key-file", args.admission_tls_private_key_file),
+        ("--admission-ca-bundle-file", args.admission_ca_bundle_file),
+    ):
+        if value is not None and not os.access(value, os.R_OK):
+            problems.append(f"{flag}: cannot read {value}")
+    if problems:
+        raise AdmissionFlagError(problems)
+    return AdmissionPlan(
+        listen=listen,
+        cert_file=args.admission_tls_cert_file,
+        key_file=args.admission_tls_private_key_file,
+        self_signed_dir=args.admission_self_signed_dir,
+        register=bool(args.register_admission_webhook),
+        name=args.admission_webhook_name,
+        url=url,
+        service=service,
+        ca_bundle_file=args.admission_ca_bundle_file,
+        failure_policy=args.admission_failure_policy,
+        namespace_selector=selector,
+    )
 
+
+def _server_problems(args: AdmissionFlags) -> list[str]:
+    """What contradicts in the flags of the webhook server (``--admission-listen`` and its certificate)."""
+    problems: list[str] = []
+    cert, key = args.admission_tls_cert_file, args.admission_tls_private_key_file
+    self_signed = args.admission_self_signed_dir
+    serving = args.admission_listen is not None
     if (cert is None) != (key is None):
         problems.append(
             "--admission-tls-cert-file and --admission-tls-private-key-file go together: give both"
@@ -110,6 +137,12 @@ def admission_plan(args: AdmissionFlags) -> AdmissionPlan:
         ):
             if value is not None:
                 problems.append(f"{flag} is for the webhook server, which only --admission-listen starts")
+    return problems
+
+
+def _registration_problems(args: AdmissionFlags) -> list[str]:
+    """What contradicts in the flags of the registration (``--register-admission-webhook``)."""
+    problems: list[str] = []
     if args.admission_failure_policy not in FAILURE_POLICIES:
         problems.append(
             f"--admission-failure-policy: {args.admission_failure_policy!r} is not one of "
@@ -121,43 +154,22 @@ def admission_plan(args: AdmissionFlags) -> AdmissionPlan:
                 "--register-admission-webhook needs where the API server calls the webhook: "
                 "--admission-webhook-url or --admission-webhook-service (exactly one)"
             )
-        if not serving and ca_bundle is None:
+        if args.admission_listen is None and args.admission_ca_bundle_file is None:
             problems.append(
                 "--register-admission-webhook for a webhook this process does not serve "
                 "(no --admission-listen) needs --admission-ca-bundle-file"
             )
-    else:
-        # Almost certainly a forgotten --register-admission-webhook: say so rather than ignore it.
-        for flag, value in (
-            ("--admission-webhook-url", args.admission_webhook_url),
-            ("--admission-webhook-service", args.admission_webhook_service),
-            ("--admission-ca-bundle-file", ca_bundle),
-            ("--admission-namespace-selector", args.admission_namespace_selector),
-        ):
-            if value is not None:
-                problems.append(f"{flag} only matters with --register-admission-webhook")
+        return problems
+    # Almost certainly a forgotten --register-admission-webhook: say so rather than ignore it.
     for flag, value in (
-        ("--admission-tls-cert-file", cert),
-        ("--admission-tls-private-key-file", key),
-        ("--admission-ca-bundle-file", ca_bundle),
+        ("--admission-webhook-url", args.admission_webhook_url),
+        ("--admission-webhook-service", args.admission_webhook_service),
+        ("--admission-ca-bundle-file", args.admission_ca_bundle_file),
+        ("--admission-namespace-selector", args.admission_namespace_selector),
     ):
-        if value is not None and not os.access(value, os.R_OK):
-            problems.append(f"{flag}: cannot read {value}")
-    if problems:
-        raise AdmissionFlagError(problems)
-    return AdmissionPlan(
-        listen=listen,
-        cert_file=cert,
-        key_file=key,
-        self_signed_dir=self_signed,
-        register=bool(args.register_admission_webhook),
-        name=args.admission_webhook_name,
-        url=url,
-        service=service,
-        ca_bundle_file=ca_bundle,
-        failure_policy=args.admission_failure_policy,
-        namespace_selector=selector,
-    )
+        if value is not None:
+            problems.append(f"{flag} only matters with --register-admission-webhook")
+    return problems
 
 
 def self_signed_hosts(plan: AdmissionPlan) -> list[str]:

@@ -33,7 +33,8 @@ from typing import Any
 import yaml
 
 from engine.model.checks import ConfigCheck, check_service
-from engine.model.config import PoolConfig, parse_config
+from engine.model.config import PoolConfig
+from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION, annotations, json_pointer, wants_load_balancer
 from engine.model.settings import Settings
 from engine.model.translation import exposed_ports

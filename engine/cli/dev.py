@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from typing import Any, NoReturn
+from typing import Any
 
 from engine.cli.options import UsageError
 
@@ -28,17 +28,13 @@ def _configure(parser: argparse.ArgumentParser, module_name: str, command: str) 
     try:
         module: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        missing_module = module_name.partition(".")[0]
-        if exc.name != missing_module:
+        missing = module_name.partition(".")[0]
+        if exc.name != missing:
             raise  # the stand-in is there, one of its own imports is not: a real error
-
-        def missing(_args: argparse.Namespace) -> NoReturn:
-            raise UsageError(
-                f"dklb {command} runs the local stand-ins ({missing_module}), which this installation does "
-                "not include (they are development tools): run it from a dklb checkout, e.g. ./dev demo"
-            )
-
-        parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        parser.set_defaults(func=missing)
-        return
+        # Configured only when this command runs (``engine.cli.main``): say so now, whatever flags
+        # follow, rather than fail on them.
+        raise UsageError(
+            f"dklb {command} runs the local stand-ins ({missing}), which this installation does not "
+            "include (they are development tools): run it from a dklb checkout, e.g. ./dev demo"
+        ) from None
     module.configure(parser)

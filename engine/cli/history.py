@@ -34,7 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("key", nargs="?", metavar="NAMESPACE/NAME", help="only this Service")
     add = options.add
-    add(parser, "--pool", env=False, help="only transitions of bindings on this pool")
+    options.filters(
+        parser,
+        state="only transitions INTO this state (Removed included)",
+        pool="only transitions of bindings on this pool",
+    )
     add(
         parser,
         "--since",
@@ -43,7 +47,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION|TIME",
         help="only newer entries (1h, or a UTC time)",
     )
-    add(parser, "--state", env=False, help="only transitions INTO this state (Removed included)")
     add(
         parser,
         "--limit",
@@ -54,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="newest N entries (default 50; 0 = all)",
     )
     add(parser, "--reverse", env=False, action="store_true", help="print the selected entries oldest first")
-    add(parser, "--wide", env=False, action="store_true", help="do not cut long messages")
+    options.wide(parser, help="do not cut long messages")
     options.database(parser)
     options.output(parser, ("table", "json", "yaml"), "table")
     parser.set_defaults(func=run)

@@ -88,8 +88,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="with --stuck (implies it): state entered longer ago than this (default 5m)",
     )
-    add(parser, "--state", env=False, help="only bindings in this state (e.g. Provisioning)")
-    add(parser, "--pool", env=False, help="only bindings on this EdgeLB pool")
+    options.filters(
+        parser,
+        state="only bindings in this state (e.g. Provisioning)",
+        pool="only bindings on this EdgeLB pool",
+    )
     add(
         parser,
         "--history",
@@ -99,7 +102,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="history rows shown for one binding (default 10; 0 = all)",
     )
-    add(parser, "--wide", env=False, action="store_true", help="do not cut long errors and messages")
+    options.wide(parser, help="do not cut long errors and messages")
     options.cluster(
         parser,
         help="names this cluster's objects in pools, when the binding recorded none (default %(default)s)",

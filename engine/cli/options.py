@@ -224,6 +224,16 @@ def database(parser: Container, *, required: bool = False) -> None:
     )
 
 
+def filters(parser: Container, *, state: str, pool: str) -> None:
+    """``--state`` and ``--pool`` of the operator commands (what they select is said in the help)."""
+    add(parser, "--state", env=False, help=state)
+    add(parser, "--pool", env=False, help=pool)
+
+
+def wide(parser: Container, *, help: str) -> None:
+    add(parser, "--wide", env=False, action="store_true", help=help)
+
+
 def output(parser: Container, choices: Sequence[str], default: str) -> None:
     add(
         parser,

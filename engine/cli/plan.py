@@ -20,7 +20,7 @@ import yaml
 from engine.cli import options
 from engine.cli.options import UsageError
 from engine.cli.output import emit
-from engine.model.config import parse_config
+from engine.model.parse import parse_config
 from engine.model.services import LOAD_BALANCER, config_text, service_type
 from engine.model.translation import exposed_ports, new_pool, pool_settings, service_objects
 

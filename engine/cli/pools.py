@@ -43,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "  dklb pools --edgelb-url http://127.0.0.1:8080\n"
         "  dklb pools --edgelb-host api.edgelb.marathon.l4lb.thisdcos.directory -o yaml"
     )
-    options.add(parser, "--wide", env=False, action="store_true", help="list every binding of a pool")
+    options.wide(parser, help="list every binding of a pool")
     options.database(parser)
     options.output(parser, ("table", "json", "yaml"), "table")
     options.edgelb(

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.model.config import ParseResult, PoolConfig, check_transition, parse_config
+from engine.model.config import ParseResult, PoolConfig, check_transition
+from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION, annotations
 from engine.model.translation import ServicePort, exposed_ports
 

@@ -152,78 +152,77 @@ def _otherwise(raw: Any, trigger: str) -> tuple[str, str] | None:
     return str(raw["trigger"]), str(raw["reason"])
 
 
+def _state(name: str, raw: dict[str, Any]) -> StateSpec:
+    unknown = set(raw) - _STATE_KEYS
+    if unknown:
+        raise LifecycleError(f"state {name}: unknown keys {sorted(unknown)}")
+    handler_path = raw.get("handler")
+    handler = None
+    if handler_path:
+        handler = getattr(_resolve(handler_path), "enter", None)
+        if not callable(handler):
+            raise LifecycleError(f"state {name}: {handler_path} has no enter(ctx) function")
+    first_run = raw.get("first_run", "now")
+    if first_run not in ("now", "queued", "resync") or (first_run == "resync" and "resync" not in raw):
+        raise LifecycleError(
+            f"state {name}: first_run must be 'now', 'queued', or 'resync' with a resync period"
+        )
+    if raw.get("serialize") not in (None, "pool"):
+        raise LifecycleError(f"state {name}: serialize must be 'pool'")
+    return StateSpec(
+        name=name,
+        doc=str(raw.get("doc", "")),
+        handler=handler,
+        handler_path=handler_path,
+        serialize=raw.get("serialize"),
+        retry=_backoff(raw.get("retry"), f"state {name} retry"),
+        poll=_backoff(raw.get("poll"), f"state {name} poll"),
+        resync=parse_duration(raw["resync"]) if "resync" in raw else None,
+        first_run=first_run,
+        settled=bool(raw.get("settled", False)),
+        wants_objects=bool(raw.get("wants_objects", True)),
+        user_action=raw.get("user_action"),
+    )
+
+
+def _transition(raw: dict[str, Any], states: list[str]) -> TransitionSpec:
+    sources = raw["source"] if isinstance(raw["source"], list) else [raw["source"]]
+    for state in [*sources, raw["dest"]]:
+        if state not in states:
+            raise LifecycleError(f"transition {raw['trigger']}: unknown state {state}")
+    guard_paths = tuple(raw.get("guards") or ())
+    event = raw.get("event")
+    return TransitionSpec(
+        trigger=raw["trigger"],
+        sources=tuple(sources),
+        dest=raw["dest"],
+        guards=tuple(_resolve(p) for p in guard_paths),
+        guard_paths=guard_paths,
+        otherwise=_otherwise(raw.get("else"), raw["trigger"]),
+        event=Event(event["type"], event["reason"], event["message"]) if event else None,
+    )
+
+
 class Lifecycle:
     def __init__(self, declaration: dict[str, Any]) -> None:
-        unknown_top = set(declaration) - _TOP_LEVEL
-        if unknown_top:
-            raise LifecycleError(f"unknown keys {sorted(unknown_top)}")
+        unknown = set(declaration) - _TOP_LEVEL
+        if unknown:
+            raise LifecycleError(f"unknown keys {sorted(unknown)}")
         self.initial: str = declaration["initial"]
         self.final: str = declaration["final"]
         external = _resolve(declaration["external"]) if "external" in declaration else None
         if external is not None and not callable(external):
             raise LifecycleError(f"external: {declaration['external']} is not a function")
         self._external: External | None = external
-        self.states: dict[str, StateSpec] = {}
-        for name, raw in (declaration.get("states") or {}).items():
-            raw = raw or {}
-            unknown = set(raw) - _STATE_KEYS
-            if unknown:
-                raise LifecycleError(f"state {name}: unknown keys {sorted(unknown)}")
-            handler_path = raw.get("handler")
-            handler = None
-            if handler_path:
-                module = _resolve(handler_path)
-                handler = getattr(module, "enter", None)
-                if not callable(handler):
-                    raise LifecycleError(f"state {name}: {handler_path} has no enter(ctx) function")
-            first_run = raw.get("first_run", "now")
-            if first_run not in ("now", "queued", "resync") or (
-                first_run == "resync" and "resync" not in raw
-            ):
-                raise LifecycleError(
-                    f"state {name}: first_run must be 'now', 'queued', or 'resync' with a resync period"
-                )
-            if raw.get("serialize") not in (None, "pool"):
-                raise LifecycleError(f"state {name}: serialize must be 'pool'")
-            self.states[name] = StateSpec(
-                name=name,
-                doc=str(raw.get("doc", "")),
-                handler=handler,
-                handler_path=handler_path,
-                serialize=raw.get("serialize"),
-                retry=_backoff(raw.get("retry"), f"state {name} retry"),
-                poll=_backoff(raw.get("poll"), f"state {name} poll"),
-                resync=parse_duration(raw["resync"]) if "resync" in raw else None,
-                first_run=first_run,
-                settled=bool(raw.get("settled", False)),
-                wants_objects=bool(raw.get("wants_objects", True)),
-                user_action=raw.get("user_action"),
-            )
+        self.states = {
+            name: _state(name, raw or {}) for name, raw in (declaration.get("states") or {}).items()
+        }
         if self.initial not in self.states:
             raise LifecycleError(f"initial state {self.initial} is not declared")
         if self.final in self.states:
             raise LifecycleError(f"final state {self.final} must not be a declared state")
-
-        self.transitions: list[TransitionSpec] = []
         all_states = [*self.states, self.final]
-        for raw in declaration.get("transitions") or []:
-            sources = raw["source"] if isinstance(raw["source"], list) else [raw["source"]]
-            for state in [*sources, raw["dest"]]:
-                if state not in all_states:
-                    raise LifecycleError(f"transition {raw['trigger']}: unknown state {state}")
-            guard_paths = tuple(raw.get("guards") or ())
-            event = raw.get("event")
-            self.transitions.append(
-                TransitionSpec(
-                    trigger=raw["trigger"],
-                    sources=tuple(sources),
-                    dest=raw["dest"],
-                    guards=tuple(_resolve(p) for p in guard_paths),
-                    guard_paths=guard_paths,
-                    otherwise=_otherwise(raw.get("else"), raw["trigger"]),
-                    event=Event(event["type"], event["reason"], event["message"]) if event else None,
-                )
-            )
+        self.transitions = [_transition(raw, all_states) for raw in declaration.get("transitions") or []]
         triggers = {t.trigger for t in self.transitions}
         # Triggers fired when a guard objects: their message is what the binding is stuck on.
         self.failure_triggers = frozenset(t.otherwise[0] for t in self.transitions if t.otherwise)

@@ -1,16 +1,17 @@
 """The HTTP side door of ``dklb run``: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 Where it sits in the data flow: nothing the controller does goes through here; it only reads.
-Prometheus scrapes ``/metrics`` (the ``engine.metrics`` registry, rendered by prometheus-client);
+Prometheus scrapes ``/metrics`` (the ``engine.telemetry.metrics`` registry, rendered by
+prometheus-client);
 the kubelet probes ``/healthz`` (liveness: restart a process whose worker or watcher thread
 died) and ``/readyz`` (readiness: the Service cache has synced and the database answers). A
 standby replica under leader election is ready, since it serves probes and takes over at once,
 and says ``"leader": false``.
 
-``dklb run`` binds the socket first (a port already in use fails fast, before any thread
-starts), starts serving once the controller's threads run, and stops the server on shutdown.
-The server is stdlib ``ThreadingHTTPServer`` in a daemon thread: a slow scrape never blocks a
-probe, and nothing here can keep the process alive.
+``dklb run`` (``engine.app``) binds the socket while it builds its parts (a port already in use
+fails fast, before any thread starts), serves first and stops serving last, so the probes
+answer throughout start-up and shutdown. The server (``engine.telemetry.serving``) runs in daemon
+threads: a slow scrape never blocks a probe, and nothing here can keep the process alive.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class Probes:
 
 
 def liveness(probes: Probes) -> tuple[int, dict[str, Any]]:
-    """200 while every checked thread is alive and the process is not stopping, else 500."""
-    dead = sorted(t.name for t in probes.threads() if not t.is_alive())
+    """200 unless a checked thread has ended or the process is stopping (then 500)."""
+    # A thread not started yet is not dead: the server answers from the start of ``dklb run``.
+    dead = sorted(t.name for t in probes.threads() if t.ident is not None and not t.is_alive())
     stopping = probes.stopping()
     if not dead and not stopping:
         return 200, {"alive": True}

@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes
 
 from engine.edgelb.client import EdgeLBClient
-from engine.model.services import FINALIZER
+from engine.model.services import FINALIZER, has_finalizer, wants_load_balancer
 from engine.model.translation import owner_of
 from engine.store import Store, database_url
 
@@ -55,14 +55,14 @@ def settled(
         store.close()
     services = {_key(s): s for s in _services(core, namespace)}
     for key, service in services.items():
-        if services.wants_load_balancer(service):
+        if wants_load_balancer(service):
             binding = bindings.get(key)
             if binding is None or binding.state not in SETTLED:
                 return False
-        elif services.has_finalizer(service):
+        elif has_finalizer(service):
             return False
     # A binding of a Service that is gone (or no longer a LoadBalancer) must have been removed.
-    return all(key in services and services.wants_load_balancer(services[key]) for key in bindings)
+    return all(key in services and wants_load_balancer(services[key]) for key in bindings)
 
 
 def violations(
@@ -110,7 +110,7 @@ def violations(
     for service in services:
         key = _key(service)
         binding = by_key.get(key)
-        if services.wants_load_balancer(service):
+        if wants_load_balancer(service):
             if binding is None:
                 found.append(f"{key} is a LoadBalancer Service without a binding")
                 continue
@@ -118,13 +118,13 @@ def violations(
                 ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
                 if not ingress:
                     found.append(f"{key} is Ready without an address in its status")
-                if not services.has_finalizer(service):
+                if not has_finalizer(service):
                     found.append(f"{key} is Ready without dklb's finalizer")
                 if binding.pool not in names:
                     found.append(f"{key} is Ready but its pool {binding.pool} is not in EdgeLB")
             elif binding.state not in SETTLED:
                 found.append(f"{key} is still {binding.state}")
-        elif services.has_finalizer(service):
+        elif has_finalizer(service):
             found.append(f"{key} is not a LoadBalancer (or is being deleted) yet still holds {FINALIZER}")
     keys = {_key(s) for s in services}
     for b in bindings:

@@ -13,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine.model import services
-from engine.model.services import FINALIZER
+from engine.model.services import FINALIZER, wants_load_balancer
 from engine.model.settings import Settings
 from engine.model.translation import owner_of
 from engine.runtime import lifecycle
@@ -163,7 +162,7 @@ class World:
                 assert FINALIZER in service["metadata"]["finalizers"], f"{b.key} has no finalizer"
         for service in self.kube.list():
             key = f"{service['metadata']['namespace']}/{service['metadata']['name']}"
-            if services.wants_load_balancer(service):
+            if wants_load_balancer(service):
                 assert self.store.get(key) is not None, f"{key} has no binding"
             else:
                 assert FINALIZER not in service["metadata"]["finalizers"], f"{key} is still held"

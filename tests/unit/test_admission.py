@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from engine.admission.review import InvalidReview, review
 from engine.model.checks import NO_TCP_PORT, check_service
-from engine.model.config import PoolConfig, parse_config
+from engine.model.config import PoolConfig
+from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION
 from engine.model.settings import Settings
 

@@ -22,8 +22,8 @@ from engine.model.config import (
     PoolConfig,
     check_transition,
     default_pool_name,
-    parse_config,
 )
+from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION, PAUSED_ANNOTATION, is_paused
 
 CLUSTER = "kubernetes-cluster"

@@ -542,14 +542,21 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def occupied(host: str, port: int) -> Iterator[None]:
-    """``host:port`` listened on for the duration (by us, or already by someone else)."""
+    """``host:port`` listened on by this test for the duration. Someone else holding it now (a
+    controller another test run started) may let it go at any moment: wait until it is ours."""
     with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-            sock.listen()
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
+
+        def bound() -> bool:
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                return False
+            return True
+
+        wait_for(bound, timeout=120, what=f"{host}:{port} free for this test to hold")
+        sock.listen()
         yield
 
 

@@ -65,17 +65,26 @@ def test_stop_posts_what_is_queued_then_ignores_later_items():
 
 
 def test_drops_are_counted_in_all_and_logged_once_per_burst(caplog):
-    release = threading.Event()
-    recorder = BackgroundRecorder(lambda _item: release.wait(10), capacity=1)
+    posting, release = threading.Event(), threading.Event()
+
+    def post(_item: object) -> None:
+        posting.set()
+        release.wait(10)
+
+    recorder = BackgroundRecorder(post, capacity=1)
     with caplog.at_level("WARNING", logger="dklb.kube"):
-        for i in range(10):
+        recorder.record(0)
+        # The poster holds Event 0 and the queue is empty: exactly one more fits, the next 8 do
+        # not, however slowly the poster thread got going.
+        assert posting.wait(10)
+        for i in range(1, 10):
             recorder.record(i)
         release.set()
         assert recorder.flush(timeout=10)
         recorder.record(10)
         assert recorder.flush(timeout=10)
     messages = [r.getMessage() for r in caplog.records]
-    assert recorder.dropped >= 8
+    assert recorder.dropped == 8
     assert messages[0].startswith("the API server falls behind on Events")
     assert messages[1] == f"{recorder.dropped} Events were dropped while the API server fell behind"
     assert len(messages) == 2
