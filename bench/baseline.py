@@ -1,8 +1,8 @@
 """The old Go dklb's algorithm, re-implemented as a controller process: the benchmark's baseline.
 
 Where it sits: the benchmark runs this and ``dklb run`` against the same kube-apiserver and local EdgeLB
-and compares them. Only the algorithm differs; parsing and translation are ours (``engine.config``,
-``engine.translation``), so the measurement is about what mesosphere/dklb's controller *did*
+and compares them. Only the algorithm differs; parsing and translation are ours (``engine.model.config``,
+``engine.model.translation``), so the measurement is about what mesosphere/dklb's controller *did*
 (``pkg/controllers/{generic,service}.go``, ``pkg/translator/{service_translator,status}.go``):
 
 - a client-go informer on Services (``Watcher``, resync every ``--resync-period``, 2 minutes by

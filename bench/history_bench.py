@@ -1,8 +1,8 @@
 """Benchmark: ``dklb history NAMESPACE/NAME --limit 50`` on a million history rows.
 
 Where it sits: the controller appends one history row per transition and never deletes any, so
-after months a busy cluster has millions; ``dklb history`` (``engine.ops``) must still answer
-at once. This script builds such a database (schema by ``engine.migrate``, rows bulk-inserted
+after months a busy cluster has millions; ``dklb history`` (``engine.cli``) must still answer
+at once. This script builds such a database (schema by ``engine.store.migrate``, rows bulk-inserted
 with ``executemany`` in a few transactions: ~2,000 Services on ~50 pools), then times the
 queries the CLI runs (``Store.history``) — the query alone, and the whole command
 (schema check, read-only open, query, table) — median of N runs each, with the schema's indexes

@@ -264,7 +264,7 @@ def metric_sum(scrape: Scrape, name: str, **match: str) -> float:
 def controller_metrics(url: str) -> Scrape:
     """dklb's ``/metrics`` (``url`` is the health server's base URL or the /metrics URL itself).
 
-    Names (``engine.metrics``): ``dklb_transitions_total{from,to,trigger}``,
+    Names (``engine.telemetry.metrics``): ``dklb_transitions_total{from,to,trigger}``,
     ``dklb_edgelb_requests_total{method,route,code}``, ``dklb_kubernetes_requests_total{verb,resource,code}``,
     ``dklb_reconcile_errors_total``, ``dklb_store_write_transactions_total``, ``dklb_bindings{state}``, ...
     """

@@ -31,6 +31,7 @@ from edgelb_local.faults import FaultInjector
 from edgelb_local.server import LocalEdgeLB
 from edgelb_local.state import StateError
 from engine.model.durations import parse_duration
+from engine.telemetry.serving import parse_listen
 
 log = logging.getLogger("edgelb_local")
 
@@ -60,14 +61,10 @@ examples:
 
 
 def _listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
     try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not sep or not host or not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (PORT 0..65535; 0 = a free port)")
-    return host.strip("[]"), number
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _agent(text: str) -> tuple[str, str]:

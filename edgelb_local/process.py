@@ -1,6 +1,6 @@
 """Starting ``dklb edgelb-local`` as a process of its own: for the demo, the tests and the benchmark.
 
-Where it sits: whoever needs a local EdgeLB (``engine.demo``, ``tests.processes``,
+Where it sits: whoever needs a local EdgeLB (``localcluster.demo``, ``tests.processes``,
 ``bench.servers``) calls ``start``; it runs ``python -m engine.cli edgelb-local`` on a free
 loopback port, reads the "listening on URL" line the command prints first, and hands back the
 process and that URL. Stopping it (by PID) stays with the caller, who knows how it should end.

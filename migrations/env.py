@@ -1,7 +1,7 @@
 """Alembic environment: runs the revisions in ``versions/`` against one database.
 
 Reached from ``alembic upgrade head`` (URL from alembic.ini or ``-x database=...``) and from
-``engine.migrate.upgrade`` (URL passed in the Alembic config by code). Uses the same engine
+``engine.store.migrate.upgrade`` (URL passed in the Alembic config by code). Uses the same engine
 settings as the controller (WAL, immediate transactions, 0600 file).
 """
 

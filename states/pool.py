@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.contract import Context
 from engine.model.config import PoolConfig
-from engine.model.translation import compose_pool, pool_settings
+from engine.model.translation import compose_pool
 
 
 def desired_pool(ctx: Context, base: dict[str, Any], *, pool: str, apply_settings: bool) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def desired_pool(ctx: Context, base: dict[str, Any], *, pool: str, apply_setting
         backends += b.objects["backends"]
     settings = None
     if apply_settings and ctx.binding.config is not None:
-        settings = pool_settings(PoolConfig.from_dict(ctx.binding.config))
+        settings = PoolConfig.from_dict(ctx.binding.config)
     return compose_pool(
         base,
         cluster=ctx.settings.cluster_name,

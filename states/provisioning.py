@@ -5,7 +5,7 @@ creation strategy forbids it); when it exists, composes the desired pool (every 
 objects, every foreign object kept) and PUTs it only if it differs after normalization. The
 pool-level settings (cpus, memory, size...) are applied only to a pool dklb created: the pools
 table says so, or, after a lost database, the mark dklb put into the pool when it created it
-(``engine.translation.created_by_dklb``), which is then recorded again. Every
+(``engine.model.translation.created_by_dklb``), which is then recorded again. Every
 step is safe to repeat after a crash: a re-run reads the pool again and writes only what is
 still missing. Fires ``provisioned``, or ``reject`` when the pool itself refuses this Service
 (a frontend port a foreign object already binds); EdgeLB failures are retried with backoff.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from engine.contract import Context, Fire, Outcome, Retry, warning
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound
 from engine.model.config import PoolConfig
-from engine.model.translation import created_by_dklb, new_pool, pool_settings, same_pool
+from engine.model.translation import created_by_dklb, new_pool, same_pool
 from states.pool import desired_pool, frontend_port_clash
 
 
@@ -94,7 +94,7 @@ def _create(ctx: Context, config: PoolConfig) -> Outcome:
     composed = desired_pool(ctx, empty, pool=name, apply_settings=True)
     haproxy = composed.get("haproxy") or {}
     body = new_pool(
-        settings=pool_settings(config),
+        settings=config,
         pool_group=ctx.settings.pool_group,
         frontends=haproxy.get("frontends") or [],
         backends=haproxy.get("backends") or [],

@@ -1,7 +1,7 @@
 """Telling the API server to call dklb's admission webhook: the two webhook configurations.
 
 Where it sits in the data flow: ``dklb run`` serves ``/mutate`` and ``/validate``
-(``engine.admission_server``, whose answers come from ``engine.admission.review``), and then
+(``engine.admission.server``, whose answers come from ``engine.admission.review``), and then
 calls ``register`` once. From then on the API server sends every CREATE and UPDATE of a
 Service (in the namespaces ``namespace_selector`` matches) to the mutating webhook first, which
 writes the defaulted ``kubernetes.dcos.io/dklb-config`` annotation into the object before it is

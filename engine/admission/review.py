@@ -1,7 +1,7 @@
 """The admission webhook's decisions: AdmissionReview in, AdmissionReview response out (pure).
 
 Where it sits in the data flow: the API server sends every CREATE and UPDATE of a Service to
-``engine.admission_server``, which decodes the body and calls ``review`` here, first with
+``engine.admission.server``, which decodes the body and calls ``review`` here, first with
 ``mutate=True`` (path ``/mutate``), then, on the object the mutations produced, with
 ``mutate=False`` (path ``/validate``). Only afterwards is the Service stored, watched, and
 handed to the controller's Pending handler. Nothing here performs I/O: no EdgeLB, no Kubernetes

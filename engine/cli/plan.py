@@ -22,7 +22,7 @@ from engine.cli.options import UsageError
 from engine.cli.output import emit
 from engine.model.parse import parse_config
 from engine.model.services import LOAD_BALANCER, config_text, service_type
-from engine.model.translation import exposed_ports, new_pool, pool_settings, service_objects
+from engine.model.translation import exposed_ports, new_pool, service_objects
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         dynamic_ports=config.cloud_provider_configuration is not None,
     )
     pool = new_pool(
-        settings=pool_settings(config),
+        settings=config,
         pool_group=args.edgelb_pool_group,
         frontends=frontends,
         backends=backends,

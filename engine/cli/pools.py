@@ -20,7 +20,7 @@ from engine.cli.output import emit, note, table, yes_no
 from engine.edgelb.errors import EdgeLBError
 from engine.edgelb.schema import POOL_DEFAULTS
 from engine.model.config import PoolConfig
-from engine.model.translation import new_pool, pool_ports, pool_settings
+from engine.model.translation import new_pool, pool_ports
 from engine.store import Binding
 from engine.store.migrate import open_read_only
 
@@ -158,7 +158,7 @@ def _recorded_pool(name: str, bindings: Sequence[Binding]) -> dict[str, Any] | N
     if not configured:
         return None
     # Services sharing a pool must agree on its settings (a guard), so the first one speaks for all.
-    settings = pool_settings(PoolConfig.from_dict(configured[0].config or {}))
+    settings = PoolConfig.from_dict(configured[0].config or {})
     frontends = [fe for b in configured for fe in (b.objects or {}).get("frontends") or []]
     backends = [be for b in configured for be in (b.objects or {}).get("backends") or []]
     # The pool group is not shown: EdgeLB's default stands in for the controller's flag.

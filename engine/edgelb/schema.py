@@ -1,6 +1,6 @@
 """The EdgeLB V2 pool schema facts: validation, server-filled defaults, normalization (pure).
 
-Where it sits in the data flow: ``engine.translation`` builds the desired pool and compares it with
+Where it sits in the data flow: ``engine.model.translation`` builds the desired pool and compares it with
 what ``GET /v2/pools/{name}`` returned through ``normalize_pool`` (a Ready binding must cause no PUT
 on resync); the local EdgeLB server and the test fake run ``validate_pool`` on request bodies to answer
 400, and ``fill_defaults`` on what they store, so that they return pools the way the real EdgeLB does.

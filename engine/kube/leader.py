@@ -2,7 +2,7 @@
 
 Where it sits in the data flow: ``dklb run`` starts one ``LeaderElector`` next to the
 ``Controller``. Only the replica holding the Lease may write (to EdgeLB, to Kubernetes, to the
-store): ``is_leader`` feeds ``engine.fence.Fence``, which every write passes through, and the
+store): ``is_leader`` feeds ``engine.runtime.fence.Fence``, which every write passes through, and the
 callbacks tell the Controller to run or pause its workers. The elector itself writes nothing but
 its Lease.
 

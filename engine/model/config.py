@@ -57,7 +57,7 @@ class PoolConfig:
     cpus: float
     memory: int
     size: int
-    frontends: tuple[Frontend, ...]
+    frontends: tuple[Frontend, ...] = ()
     creation_strategy: str = DEFAULT_CREATION_STRATEGY
     constraints: str | None = None
     cloud_provider_configuration: str | None = None
@@ -98,6 +98,15 @@ class PoolConfig:
 
     def to_annotation(self) -> str:
         return yaml.dump(self.to_dict(), Dumper=_SafeDumper, sort_keys=False)
+
+    @property
+    def cloud_provider(self) -> dict[str, Any] | None:
+        """The parsed ``cloudProviderConfiguration``: EdgeLB's ``cloudProvider`` object (a fresh
+        dict at every call; the parser checked that it is a JSON object)."""
+        if self.cloud_provider_configuration is None:
+            return None
+        value: dict[str, Any] = json.loads(self.cloud_provider_configuration)
+        return value
 
     def shared_settings(self) -> dict[str, Any]:
         """What every Service sharing the pool must agree on (the pool has only one of each)."""

@@ -22,7 +22,6 @@ Nothing here does I/O or mutates its arguments.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,37 +46,6 @@ class ServicePort:
     node_port: int
     protocol: str = "TCP"
     name: str = ""
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    """What dklb controls at pool level (the pool-level part of the configuration object)."""
-
-    name: str
-    role: str
-    network: str
-    cpus: float
-    memory: int
-    size: int
-    constraints: str | None = None
-    # The parsed JSON of the user's cloudProviderConfiguration: EdgeLB's `cloudProvider` object.
-    cloud_provider: dict[str, Any] | None = None
-
-
-def pool_settings(config: PoolConfig) -> PoolSettings:
-    """The pool-level part of a configuration object."""
-    return PoolSettings(
-        name=config.name,
-        role=config.role,
-        network=config.network,
-        cpus=config.cpus,
-        memory=config.memory,
-        size=config.size,
-        constraints=config.constraints,
-        cloud_provider=(
-            json.loads(config.cloud_provider_configuration) if config.cloud_provider_configuration else None
-        ),
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,7 +184,7 @@ def service_objects(
 
 def new_pool(
     *,
-    settings: PoolSettings,
+    settings: PoolConfig,
     pool_group: str,
     frontends: list[Object],
     backends: list[Object],
@@ -335,7 +303,7 @@ def compose_pool(
     owners: Iterable[Owner],
     frontends: list[Object],
     backends: list[Object],
-    settings: PoolSettings | None = None,
+    settings: PoolConfig | None = None,
 ) -> Pool:
     """The desired pool: ``base`` (what EdgeLB has) with the owners' objects replaced by the given ones.
 

@@ -1,10 +1,10 @@
 """The write fence: with several dklb replicas, only the leader writes.
 
 Where it sits in the data flow: between the state handlers (and the reconciler) and the outside
-world. ``dklb run`` wraps the EdgeLB client in ``FencedEdgeLB`` and the Kubernetes adapter in
-``FencedKube``, both sharing one ``Fence`` whose ``is_leader`` is
-``engine.kube.leader.LeaderElector.is_leader``; the reconciler calls ``fence.check()`` before it
-commits a transition to the store. Every write asks the fence first, so a replica that loses the
+world. ``engine.app`` wraps the EdgeLB client in ``FencedEdgeLB`` and the Kubernetes adapter in
+``FencedKube``, both sharing one ``Fence`` whose ``is_leader`` is the app's ``is_leading`` (the
+Lease of ``engine.kube.leader``); the reconciler asks the same ``may_write`` before it commits a
+transition to the store. Every write asks the fence first, so a replica that loses the
 Lease stops writing at the next write, not at the next reconcile. Reads pass through: a follower
 may look, and a reconcile that has started may finish looking before it reaches its first write.
 

@@ -10,10 +10,10 @@ orphaned, the way a controller garbage-collects the objects it owns.
 
 A pool is deleted only when every one of these holds (``judge`` says why not otherwise):
 
-* it carries this cluster's mark (``engine.translation.created_by_dklb``): a pool dklb did not
+* it carries this cluster's mark (``engine.model.translation.created_by_dklb``): a pool dklb did not
   create is never deleted, whatever it holds;
 * no binding refers to it, and no binding's recorded configuration names it;
-* every frontend and backend in it is this cluster's (``engine.translation.owner_of``): nothing
+* every frontend and backend in it is this cluster's (``engine.model.translation.owner_of``): nothing
   foreign, and none of their owners is a Service in the cache that dklb handles (type
   LoadBalancer, or still carrying dklb's finalizer);
 * no such Service's configuration annotation names it (a Service still in Pending);

@@ -77,7 +77,7 @@ def error(exc: kubernetes.client.ApiException) -> tuple[int, str]:
 
 def controller_message(service: Obj) -> str:
     """The message of the Warning Event the controller writes for this new Service: Pending's
-    own check (``engine.checks.check_service``), with the controller's default settings."""
+    own check (``engine.model.checks.check_service``), with the controller's default settings."""
     return check_service(service, previous=None, cluster_name=CLUSTER, default_size=1).message
 
 

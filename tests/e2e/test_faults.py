@@ -14,7 +14,7 @@ database, its log, its /metrics).
   always fails, so its binding retries: the delays are measured against ``states/lifecycle.yaml``.
 - Lost create answers: every pool POST is applied but answered after the controller gave up; no
   pool is created twice. A create landing after its Service was deleted leaves a pool nothing
-  uses: the orphan sweeper (``engine.orphans``) deletes it within two resync periods.
+  uses: the orphan sweeper (``engine.runtime.orphans``) deletes it within two resync periods.
 - kube-apiserver restarted mid-workload (a dedicated cluster, so the session's API server is
   not disturbed): the controller re-lists, re-watches and converges; a Service deleted right
   after the restart loses its pool.

@@ -6,7 +6,7 @@ draws one case per example: a Service spec (odd protocols, ports listed twice or
 missing port names and nodePorts, other Service types) and an annotation: either a valid
 configuration object with one mutation whose verdict is known by construction (wrong types,
 unknown keys, out-of-range ports and sizes, bad names, duplicate keys, huge values, unicode,
-empty) or arbitrary YAML-ish text, which ``engine.checks.check_service`` judges. Every example
+empty) or arbitrary YAML-ish text, which ``engine.model.checks.check_service`` judges. Every example
 tells two stories:
 
 * create: a Service created with the case. A valid one ends Ready after exactly one EdgeLB

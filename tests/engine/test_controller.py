@@ -37,6 +37,7 @@ from engine.store import Store, database_url, migrate, utcnow
 from tests.fakes.edgelb import GET as GET_POOL
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube, make_service
+from tests.processes import wait_for
 
 DEADLINE = 20.0
 POLL = 0.02
@@ -47,12 +48,7 @@ REDIS = "name: dklb-redis\nfrontends:\n- port: 16379\n  servicePort: 6379\n"
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> float:
     """Poll ``condition`` every 20 ms until it holds; returns the seconds it took."""
     start = time.monotonic()
-    deadline = start + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(POLL)
+    wait_for(condition, timeout=timeout, interval=POLL, what=what)
     return time.monotonic() - start
 
 

@@ -12,18 +12,15 @@ reference counts equal to live bindings; deleted Services gone with their finali
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.engine.crash_worker import open_world
+from tests.engine.crash_worker import open_world, run_process
 from tests.engine.harness import World
 from tests.fakes.kube import FakeKube, make_service
 
@@ -87,19 +84,6 @@ PHASES: list[tuple[str, Callable[[FakeKube], None], Callable[[World], None]]] = 
 ]
 
 
-def run_worker(directory: Path, crash_at: int | None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DKLB_CRASH_AT": str(crash_at if crash_at is not None else 10**9)}
-    return subprocess.run(
-        [sys.executable, "-m", "tests.engine.crash_worker", str(directory)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def check(directory: Path, expectation: Callable[[World], None]) -> None:
     world = open_world(directory)
     try:
@@ -118,9 +102,9 @@ def snapshots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path,
         act(FakeKube(base / "kube.json"))
         before = tmp_path_factory.mktemp(f"before-{name}")
         shutil.copytree(base, before, dirs_exist_ok=True)
-        done = run_worker(base, None)
-        assert done.returncode == 0, done.stderr
-        count = json.loads(done.stdout.strip().splitlines()[-1])["checkpoints"]
+        code, error = run_process(base)
+        assert code == 0, error
+        count = json.loads((base / "checkpoints").read_text())
         check(base, expectation)
         result[name] = (before, count)
     return result
@@ -139,12 +123,12 @@ def test_sigkill_at_every_checkpoint_then_restart_converges(
     def crash_and_resume(n: int) -> str | None:
         directory = tmp_path / f"n{n}"
         shutil.copytree(before, directory)
-        crashed = run_worker(directory, n)
-        if crashed.returncode != -signal.SIGKILL:
-            return f"checkpoint {n} did not kill: {crashed.stderr[-500:]}"
-        resumed = run_worker(directory, None)
-        if resumed.returncode != 0:
-            return f"restart after checkpoint {n} failed: {resumed.stderr[-2000:]}"
+        code, error = run_process(directory, n)
+        if code != -signal.SIGKILL:
+            return f"checkpoint {n} did not kill (exit code {code}): {error[-500:]}"
+        code, error = run_process(directory)
+        if code != 0:
+            return f"restart after checkpoint {n} failed (exit code {code}): {error[-2000:]}"
         try:
             check(directory, expectation)
         except AssertionError as exc:
@@ -153,7 +137,8 @@ def test_sigkill_at_every_checkpoint_then_restart_converges(
             shutil.rmtree(directory)
         return None
 
-    # Processes, not threads, do the work: two at a time keeps both cores busy.
+    # Processes, not threads, do the work (forked, so without a second and a half of imports
+    # each): two at a time keeps both cores busy.
     with ThreadPoolExecutor(max_workers=2) as pool:
         violations = [v for v in pool.map(crash_and_resume, range(1, count + 1)) if v is not None]
     assert violations == [], "\n".join(violations)

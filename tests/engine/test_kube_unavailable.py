@@ -1,4 +1,4 @@
-"""A Kubernetes API server that does not answer is an outage, not a bug (``engine.reconciler``).
+"""A Kubernetes API server that does not answer is an outage, not a bug (``engine.runtime.reconciler``).
 
 Where it sits: the reconciler turns whatever a state handler raises into a retry. When the cause
 is the Kubernetes API (no connection, a reset, a timeout, retries exhausted, a 5xx or a 429) the

@@ -1,4 +1,4 @@
-"""The orphan-pool sweeper (``engine.orphans``): what it deletes, what it never touches, and when.
+"""The orphan-pool sweeper (``engine.runtime.orphans``): what it deletes, what it never touches, and when.
 
 Two layers. The decision (``decide``) is a pure function, table-tested: each row is a world of
 pools, bindings and cached Services and the verdict on one pool (kept and why, a first sighting,

@@ -8,7 +8,6 @@ and resyncs cause zero writes even though the server fills defaults into what it
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Conflict, Invalid, NotFound, Unavailable
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
+from tests.processes import wait_for
 
 
 def pool_body(name: str = "p1", port: int = 16379) -> dict:
@@ -34,17 +34,6 @@ def pool_body(name: str = "p1", port: int = 16379) -> dict:
             "backends": [{"name": "be", "protocol": "TCP", "services": []}],
         },
     }
-
-
-def wait_for(condition, *, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -30,7 +30,9 @@ from edgelb_local.dataplane import DataplaneError, NullDataplane, Running
 from edgelb_local.faults import FaultInjector
 from edgelb_local.server import LocalEdgeLB
 from engine.edgelb.schema import fill_defaults, normalize_pool
-from engine.model.translation import PoolSettings, ServicePort, new_pool, service_objects
+from engine.model.config import PoolConfig
+from engine.model.translation import ServicePort, new_pool, service_objects
+from tests.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 5.0  # every HTTP call: a hung server fails the test instead of hanging it
@@ -38,18 +40,6 @@ INVALID_NAME = "pool.name: foo:bar invalid: did not match ^[a-z0-9]([a-z0-9-]*[a
 NOT_READY = {"code": 504, "message": "pool metadata not available yet"}
 
 T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], *, timeout: float = 5.0, what: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def redis_pool(name: str = "dklb-redis", *, port: int = 16379, **fields: Any) -> dict[str, Any]:
@@ -94,8 +84,14 @@ def cloud_pool(name: str = "dklb-cloud") -> dict[str, Any]:
         dynamic_ports=True,
     )
     cloud["aws"]["elbs"][0]["listeners"][0]["linkFrontend"] = frontends[0]["name"]
-    settings = PoolSettings(
-        name=name, role="slave_public", network="", cpus=0.1, memory=128, size=1, cloud_provider=cloud
+    settings = PoolConfig(
+        name=name,
+        role="slave_public",
+        network="",
+        cpus=0.1,
+        memory=128,
+        size=1,
+        cloud_provider_configuration=json.dumps(cloud),
     )
     return new_pool(settings=settings, pool_group="dcos-edgelb/pools", frontends=frontends, backends=backends)
 

@@ -21,7 +21,7 @@ import pytest
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Invalid, Unavailable
 from engine.model.config import PoolConfig
-from engine.model.translation import ServicePort, new_pool, pool_settings, service_objects
+from engine.model.translation import ServicePort, new_pool, service_objects
 from tests.integration.conftest import RedisServer, free_port
 from tests.processes import EdgeLBProcess, alive, start_edgelb, wait_for
 
@@ -79,7 +79,7 @@ def test_redis_through_a_dklb_pool_survives_an_api_crash_and_stops_cleanly(
     )
     client.create_pool(
         new_pool(
-            settings=pool_settings(config),
+            settings=config,
             pool_group="dcos-edgelb/pools",
             frontends=frontends,
             backends=backends,
@@ -128,9 +128,7 @@ def test_twenty_puts_drop_no_connection_and_a_refused_put_keeps_the_pool_serving
     config = PoolConfig(
         name="reload", role="slave_public", network="", cpus=0.1, memory=128, size=1, frontends=()
     )
-    pool = new_pool(
-        settings=pool_settings(config), pool_group="dcos-edgelb/pools", frontends=frontends, backends=backends
-    )
+    pool = new_pool(settings=config, pool_group="dcos-edgelb/pools", frontends=frontends, backends=backends)
     client.create_pool(pool)
     wait_for(lambda: metadata_port(client, "reload"))
 

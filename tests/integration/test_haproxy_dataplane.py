@@ -19,9 +19,8 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +29,7 @@ import pytest
 from edgelb_local.dataplane import DataplaneError, Running
 from edgelb_local.haproxy import HAProxyDataplane
 from tests.integration.conftest import RedisServer, free_port, wait_accepting
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 
@@ -40,17 +40,6 @@ SECOND = f"{CLUSTER}:default:redis:6380"
 AGENTS = {"kube-node-0": "127.0.0.1", "kube-node-1": "127.0.0.1", "etcd-0": "127.0.0.9"}
 
 T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- processes ---------------------------------------------------------------------------------

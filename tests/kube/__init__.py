@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from kubernetes.client import ApiException, CoreV1Api
 
 from engine.model.services import FINALIZER
+from tests.processes import wait_for
 
 Object = dict[str, Any]
 
@@ -25,14 +25,7 @@ POLL = 0.02
 
 def wait_until(condition: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll ``condition`` every 20 ms until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(POLL)
+    return wait_for(condition, timeout=timeout, interval=POLL, what=what)
 
 
 def unique(prefix: str) -> str:

@@ -21,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client import ApiClient
 
 from engine.kube.leader import LeaderElector, LeaseAPI, default_identity
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
@@ -29,16 +30,6 @@ DEADLINE = 1.5
 RETRY = 0.2
 # Thread scheduling and a loopback round trip: far below any duration under test.
 SLACK = 0.3
-
-
-def wait_for(condition: Callable[[], bool], *, timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``condition`` until True or ``timeout`` seconds passed; its last value."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def hold_for(condition: Callable[[], bool], *, seconds: float, interval: float = 0.02) -> None:

@@ -1,7 +1,7 @@
 """The benchmark's measurements (``bench.measure``): parsing, diffing and percentiles, table-driven.
 
 Pure functions get fixed text: ``/proc`` files as the kernel writes them, ``/_local/requests`` JSON,
-Prometheus text produced by dklb's own ``engine.metrics`` and lines as the local kube-apiserver
+Prometheus text produced by dklb's own ``engine.telemetry.metrics`` and lines as the local kube-apiserver
 (v1.20) serves them. The readers run once each over real HTTP against in-process servers on
 127.0.0.1 port 0 (a local EdgeLB, a prometheus_client exporter) and against this test's own process
 in ``/proc``. ``bench.store_bench`` gets a smoke run on a few transitions. No waits but polls with

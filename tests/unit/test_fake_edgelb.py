@@ -16,8 +16,8 @@ import pytest
 from engine.edgelb.errors import Conflict, Invalid, NotFound, Unavailable, Unexpected
 from engine.edgelb.port import EdgeLB
 from engine.edgelb.schema import fill_defaults
+from engine.model.config import PoolConfig
 from engine.model.translation import (
-    PoolSettings,
     ServicePort,
     ingress_from_metadata,
     new_pool,
@@ -39,8 +39,14 @@ def redis_pool(bind_port: int = 16379, *, name: str = "dklb-redis", cloud: dict 
         bind_ports={6379: bind_port},
         dynamic_ports=cloud is not None,
     )
-    settings = PoolSettings(
-        name=name, role="slave_public", network="", cpus=0.1, memory=128, size=1, cloud_provider=cloud
+    settings = PoolConfig(
+        name=name,
+        role="slave_public",
+        network="",
+        cpus=0.1,
+        memory=128,
+        size=1,
+        cloud_provider_configuration=json.dumps(cloud),
     )
     return new_pool(settings=settings, pool_group="dcos-edgelb/pools", frontends=frontends, backends=backends)
 

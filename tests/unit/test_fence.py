@@ -1,4 +1,4 @@
-"""``engine.fence``: while not leading, every write through ``FencedEdgeLB``/``FencedKube`` raises
+"""``engine.runtime.fence``: while not leading, every write through ``FencedEdgeLB``/``FencedKube`` raises
 ``NotLeader`` and never reaches the wrapped port; reads always go through.
 
 The method lists are checked against the Protocols themselves, so a method added to a port

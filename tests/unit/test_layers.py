@@ -45,7 +45,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "engine": (),  # engine/__init__.py: a docstring
     "states": ("engine.model", "engine.contract", "engine.store", "engine.edgelb.errors"),
     "migrations": ("engine.store",),
-    "edgelb_local": ("engine.edgelb.schema", "engine.model.durations"),
+    "edgelb_local": ("engine.edgelb.schema", "engine.model.durations", "engine.telemetry.serving"),
     "localcluster": ("engine", "edgelb_local"),
 }
 

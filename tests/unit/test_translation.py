@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import pytest
@@ -10,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.edgelb.schema import fill_defaults, validate_pool
+from engine.model.config import PoolConfig
 from engine.model.translation import (
     CREATED_BY_VARIABLE,
-    PoolSettings,
     ServicePort,
     compose_pool,
     created_by_dklb,
@@ -33,9 +34,7 @@ from engine.model.translation import (
 CLUSTER = "kubernetes-cluster"
 GROUP = "dcos-edgelb/pools"
 REDIS = "kubernetes-cluster:default:redis:6379"
-REDIS_SETTINGS = PoolSettings(
-    name="dklb-redis", role="slave_public", network="", cpus=0.1, memory=128, size=1
-)
+REDIS_SETTINGS = PoolConfig(name="dklb-redis", role="slave_public", network="", cpus=0.1, memory=128, size=1)
 
 
 def service(name: str, *ports: dict, namespace: str = "default") -> dict:
@@ -342,11 +341,11 @@ def test_service_objects_rejects_unknown_mode() -> None:
     [
         (REDIS_SETTINGS, {"role": "slave_public", "cpus": 0.1, "mem": 128, "count": 1}),
         (
-            PoolSettings(name="dklb-pool-0", role="*", network="dcos", cpus=0.2, memory=512, size=3),
+            PoolConfig(name="dklb-pool-0", role="*", network="dcos", cpus=0.2, memory=512, size=3),
             {"role": "*", "cpus": 0.2, "mem": 512, "count": 3, "virtualNetworks": [{"name": "dcos"}]},
         ),
         (
-            PoolSettings(
+            PoolConfig(
                 name="p",
                 role="slave_public",
                 network="",
@@ -365,7 +364,7 @@ def test_service_objects_rejects_unknown_mode() -> None:
         ),
     ],
 )
-def test_new_pool_settings(settings: PoolSettings, expected: dict) -> None:
+def test_new_pool_settings(settings: PoolConfig, expected: dict) -> None:
     frontends, backends = objects("redis", (6379, 32213, 16379))
     pool = new_pool(settings=settings, pool_group="my/group", frontends=frontends, backends=backends)
     top = {k: v for k, v in pool.items() if k not in ("name", "namespace", "haproxy")}
@@ -547,20 +546,20 @@ def test_compose_refuses_objects_it_does_not_own() -> None:
     [
         (REDIS_SETTINGS, {"role": "slave_public", "cpus": 0.1, "mem": 128, "count": 1}, None),
         (
-            PoolSettings(
+            PoolConfig(
                 name="shared", role="*", network="dcos", cpus=0.5, memory=256, size=3, constraints="c"
             ),
             {"role": "*", "cpus": 0.5, "mem": 256, "count": 3, "constraints": "c"},
             [{"name": "dcos", "labels": {"team": "a"}}],  # labels kept on the same network
         ),
         (
-            PoolSettings(name="shared", role="*", network="overlay", cpus=0.5, memory=256, size=3),
+            PoolConfig(name="shared", role="*", network="overlay", cpus=0.5, memory=256, size=3),
             {"role": "*", "cpus": 0.5, "mem": 256, "count": 3, "constraints": "hostname:UNIQUE"},
             [{"name": "overlay"}],
         ),
     ],
 )
-def test_compose_with_settings(settings: PoolSettings, expected: dict, vns: list | None) -> None:
+def test_compose_with_settings(settings: PoolConfig, expected: dict, vns: list | None) -> None:
     base = shared_pool()
     base["virtualNetworks"] = [{"name": "dcos", "labels": {"team": "a"}}]
     frontends, backends = objects("redis", (6379, 32213, 16379))
@@ -730,14 +729,16 @@ def test_link_listeners_single_frontend_takes_any_port() -> None:
 
 
 def test_cloud_provider_pool() -> None:
-    settings = PoolSettings(
+    settings = PoolConfig(
         name="cloud--kubernetes-cluster--web",
         role="slave_public",
         network="",
         cpus=0.1,
         memory=128,
         size=1,
-        cloud_provider={"aws": {"elbs": [{"name": "web-lb", "type": "NLB", "internal": False}]}},
+        cloud_provider_configuration=json.dumps(
+            {"aws": {"elbs": [{"name": "web-lb", "type": "NLB", "internal": False}]}}
+        ),
     )
     frontends, backends = web_objects()
     pool = new_pool(settings=settings, pool_group=GROUP, frontends=frontends, backends=backends)
