@@ -67,7 +67,6 @@ from engine.model.translation import (
     link_listeners,
     new_pool,
     owner_of,
-    pool_settings,
     service_objects,
 )
 
@@ -354,7 +353,6 @@ class Baseline:
         if parsed.config is None:
             raise ValueError(f"the edgelb pool configuration object is not valid: {'; '.join(parsed.errors)}")
         config = parsed.config
-        settings = pool_settings(config)
         frontends, backends = service_objects(
             cluster=self.cluster,
             namespace=owner[0],
@@ -380,7 +378,7 @@ class Baseline:
             # Deleted or not: the Go dklb computed the objects from the Service's ports either way.
             self.edgelb.create_pool(
                 new_pool(
-                    settings=settings, pool_group=self.pool_group, frontends=frontends, backends=backends
+                    settings=config, pool_group=self.pool_group, frontends=frontends, backends=backends
                 )
             )
             return self.status(config.name, owner)
@@ -395,9 +393,9 @@ class Baseline:
         # A deleted Service changes the pool only if it had objects there; a live one always does.
         changed = pool != current
         if not gone:
-            pool["cpus"], pool["mem"], pool["count"] = settings.cpus, settings.memory, settings.size
-            if settings.cloud_provider is not None:
-                pool["cloudProvider"] = link_listeners(settings.cloud_provider, frontends)
+            pool["cpus"], pool["mem"], pool["count"] = config.cpus, config.memory, config.size
+            if config.cloud_provider is not None:
+                pool["cloudProvider"] = link_listeners(config.cloud_provider, frontends)
             changed = True  # reflect.DeepEqual(server-filled object, computed object) never held
         if not changed:
             return self.status(config.name, owner)

@@ -41,7 +41,7 @@ from engine.kube.leader import LeaderElector, default_identity
 from engine.kube.nodes import Nodes
 from engine.kube.watch import Watcher
 from engine.model.services import key
-from engine.model.settings import Settings
+from engine.model.settings import DEFAULT_RESYNC_PERIOD, Settings
 from engine.runtime import lifecycle
 from engine.runtime.controller import Controller
 from engine.runtime.fence import Fence, FencedEdgeLB, FencedKube
@@ -168,11 +168,12 @@ class App:
         if self.elector is None:
             self._leading.set()
         self.machine = lifecycle.load()
+        self.resync_period = c.settings.resync_period or DEFAULT_RESYNC_PERIOD
         self.controller = self._controller()
         self.watchers = self._watchers()
         http = self._http()
         if http is not None:
-            self.parts.append(http)
+            self.parts.append(Hooks(http.start, http.stop))
         if c.admission.listen is not None or c.admission.register:
             self.parts.append(
                 AdmissionWebhook(
@@ -262,7 +263,7 @@ class App:
         controller.scheduler.add_job(
             sweeper.run,
             "interval",
-            seconds=max(c.settings.resync_period or 0.0, 1.0),
+            seconds=max(self.resync_period, 1.0),
             id="sweep-orphans",
             executor="orphans",
         )
@@ -281,7 +282,7 @@ class App:
                 on_upsert=controller.observe,
                 on_delete=lambda service: controller.forget(key(service)),
                 on_synced=controller.mark_synced,
-                resync_period=self.config.settings.resync_period,
+                resync_period=self.resync_period,
             )
         ]
         if self.config.settings.backend_mode == "address":

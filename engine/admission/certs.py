@@ -41,6 +41,7 @@ def generate_self_signed(directory: Path, *, hosts: list[str], days: int = 365) 
     not_before = now - datetime.timedelta(minutes=5)
 
     ca = _load_ca(directory)
+    ca_key: _SigningKey
     if ca is None:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dklb admission webhook CA")])

@@ -215,7 +215,7 @@ def _call(api: AdmissionregistrationV1Api, verb: str, kind: str, *args: Any) -> 
 def _status_message(exc: ApiException) -> str:
     """The API server's own explanation (its Status object's message), else what the client has."""
     try:
-        return str(json.loads(exc.body)["message"])
+        return str(json.loads(exc.body or "")["message"])
     except (TypeError, ValueError, KeyError):
         return str(exc.reason or exc.body or exc)
 

@@ -35,7 +35,7 @@ import yaml
 from engine.model.checks import ConfigCheck, check_service
 from engine.model.config import PoolConfig
 from engine.model.parse import parse_config
-from engine.model.services import ANNOTATION, annotations, json_pointer, wants_load_balancer
+from engine.model.services import ANNOTATION, config_text, json_pointer, wants_load_balancer
 from engine.model.settings import Settings
 from engine.model.translation import exposed_ports
 
@@ -126,11 +126,12 @@ def _decide(
     if operation == UPDATE and not isinstance(old, dict):
         # Without it the forbidden transitions could not be checked: refuse rather than let them by.
         raise _Malformed("the UPDATE request has no oldObject")
-    old_lb = operation == UPDATE and _wants_load_balancer(old)
+    old_lb = isinstance(old, dict) and operation == UPDATE and _wants_load_balancer(old)
     _check_shape(new, "object")
     if old_lb:
+        assert isinstance(old, dict)
         _check_shape(old, "oldObject")
-    previous = _recorded(old, settings) if old_lb else None
+    previous = _recorded(old, settings) if old_lb and isinstance(old, dict) else None
     if mutate:
         return _mutate(new, previous, settings, rng)
     return _validate(new, old if old_lb else None, previous, settings, rng)
@@ -139,7 +140,7 @@ def _decide(
 def _mutate(
     new: dict[str, Any], previous: PoolConfig | None, settings: Settings, rng: random.Random | None
 ) -> _Answer:
-    text = annotations(new).get(ANNOTATION)
+    text = config_text(new)
     if previous is not None and not text:
         # A removal: re-injecting would silently move the Service to a new random pool; the
         # validating webhook refuses it instead.
@@ -203,7 +204,7 @@ def _recorded(old: dict[str, Any], settings: Settings) -> PoolConfig | None:
     A nameless annotation fixes no pool (parsing it would draw a random name, and comparing with
     that would be meaningless); an invalid one was never accepted.
     """
-    text = annotations(old).get(ANNOTATION)
+    text = config_text(old)
     if not text:
         return None
     ports, _ = exposed_ports(old)
@@ -229,7 +230,7 @@ def _with_name(text: str | None, name: str) -> str:
 def _inputs(service: dict[str, Any]) -> tuple[str | None, tuple[int, ...]]:
     """What the configuration's validity depends on: the annotation's text and the TCP ports."""
     ports, _ = exposed_ports(service)
-    return annotations(service).get(ANNOTATION), tuple(p.port for p in ports)
+    return config_text(service), tuple(p.port for p in ports)
 
 
 # --- reading and patching the Service ------------------------------------------------------------

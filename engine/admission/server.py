@@ -74,7 +74,7 @@ class _Server(Server):
         with self._lock:
             self._connections.add(tls)
         try:
-            self.RequestHandlerClass(tls, client_address, self)
+            _Handler(tls, client_address, self)
         finally:
             with self._lock:
                 self._connections.discard(tls)

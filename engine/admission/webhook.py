@@ -102,7 +102,8 @@ class AdmissionWebhook:
         # self-signed certificate (and a chain file that ends in its CA).
         self._files = tuple(f for f in (cert, key, ca or cert) if f is not None)
         self._seen = self._read()
-        self._ca_bundle = Path(ca or cert).read_bytes() if (ca or cert) else None
+        trust = ca or cert
+        self._ca_bundle = Path(trust).read_bytes() if trust else None
 
     def register(self) -> None:
         """Creates or updates both configurations. Raises ``RegistrationError``, ``ValueError``."""

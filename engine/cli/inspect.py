@@ -144,9 +144,9 @@ def _inspect_list(args: argparse.Namespace, store: Store, at: datetime) -> int:
         return 0
     if not bindings:
         if stuck:
-            settled = " or ".join(sorted(machine().settled))
+            fine = " or ".join(sorted(machine().settled))
             note(
-                f"no stuck bindings: every binding is {settled} or entered its state less than "
+                f"no stuck bindings: every binding is {fine} or entered its state less than "
                 f"{format_duration(older_than)} ago"
             )
         else:
@@ -219,7 +219,8 @@ def compare_with_edgelb(
     removing = _removing(binding)
     if removing:
         # The binding's recorded objects are what the controller is removing: it wants none.
-        desired_frontends, desired_backends = [], []
+        desired_frontends: list[dict[str, Any]] = []
+        desired_backends: list[dict[str, Any]] = []
     else:
         desired_frontends, desired_backends = normalized_objects(binding.objects)
     actual_frontends, actual_backends = owned_part(

@@ -20,6 +20,8 @@ from engine.admission.register import DEFAULT_NAME
 from engine.cli import options
 from engine.cli.options import IN_CLUSTER, add
 from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST
+from engine.model.durations import format_duration
+from engine.model.settings import DEFAULT_RESYNC_PERIOD
 from engine.telemetry.logs import configure_logging
 from engine.telemetry.serving import parse_listen
 
@@ -79,8 +81,8 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         parser,
         "--resync-period",
         type=options.duration,
-        default=300.0,
-        help="how often a Ready binding re-verifies (default 5m)",
+        default=DEFAULT_RESYNC_PERIOD,
+        help=f"how often a Ready binding re-verifies (default {format_duration(DEFAULT_RESYNC_PERIOD)})",
     )
     add(
         parser, "--workers", type=int, default=4, help="bindings reconciled in parallel (default %(default)s)"

@@ -153,13 +153,14 @@ class KubeAdapter:
                 {"op": "remove", "path": f"/metadata/finalizers/{index}"},
             ]
 
-        start: Service | None = service
+        start = service
         if FINALIZER not in (service["metadata"].get("finalizers") or []):
             # A finalizer left behind keeps a deleted Service Terminating forever, so do not
             # trust a copy that says there is nothing to remove: one GET settles it.
-            start = self._get_same(service)
-            if start is None:
+            fresh = self._get_same(service)
+            if fresh is None:
                 return None
+            start = fresh
         after = self._write(start, patch, content_type=JSON_PATCH, retry_invalid=True)
         if after is not None and _deleted_by_finalizer_removal(after):
             # The API server deletes an object whose deletion was pending on its last
@@ -347,8 +348,12 @@ class KubeAdapter:
             "lastTimestamp": _timestamp(now),
             "count": 1,
         }
+        # A raw JSON body (no generated model): the client sends a dict as it is.
         response = self.core.create_namespaced_event(
-            namespace, event, _preload_content=False, _request_timeout=self.timeout
+            namespace,
+            event,  # type: ignore[arg-type]
+            _preload_content=False,
+            _request_timeout=self.timeout,
         )
         created = response_json(response)
         with self._events_lock:

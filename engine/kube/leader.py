@@ -101,7 +101,7 @@ class LeaseAPI:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        method, url, headers, body, post = self.api_client.param_serialize(
+        method, url, headers, serialized, post = self.api_client.param_serialize(
             method=method,
             resource_path=path,
             path_params={"namespace": self.namespace, "name": self.name},
@@ -110,7 +110,7 @@ class LeaseAPI:
             auth_settings=["BearerToken"],
         )
         response = self.api_client.call_api(
-            method, url, header_params=headers, body=body, post_params=post, _request_timeout=timeout
+            method, url, header_params=headers, body=serialized, post_params=post, _request_timeout=timeout
         )
         data = response.read()
         if not 200 <= response.status <= 299:

@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.model.config import ParseResult, PoolConfig, check_transition
 from engine.model.parse import parse_config
-from engine.model.services import ANNOTATION, annotations
+from engine.model.services import config_text
 from engine.model.translation import ServicePort, exposed_ports
 
 NO_TCP_PORT = "the Service has no TCP port to expose"
@@ -57,7 +57,7 @@ def check_service(
     change are checked against it. The admission webhook calls it too: one place decides, one set of messages.
     """
     ports, port_warnings = exposed_ports(dict(service))
-    text = annotations(service).get(ANNOTATION)
+    text = config_text(service)
     result = parse_config(
         text,
         service_ports=[p.port for p in ports],

@@ -43,13 +43,13 @@ def key(service: Mapping[str, Any]) -> str:
     return join_key(str(meta.get("namespace")), str(meta.get("name")))
 
 
-def annotations(service: Mapping[str, Any]) -> Mapping[str, Any]:
+def annotations_of(service: Mapping[str, Any]) -> Mapping[str, Any]:
     return metadata(service).get("annotations") or {}
 
 
 def config_text(service: Mapping[str, Any]) -> str | None:
     """The configuration annotation's value as the user wrote it (None when absent)."""
-    value = annotations(service).get(ANNOTATION)
+    value = annotations_of(service).get(ANNOTATION)
     return value if isinstance(value, str) else None
 
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: How often a Ready binding re-verifies its pool, the watch re-delivers every Service and the
+#: orphan sweep runs, unless ``--resync-period`` says otherwise.
+DEFAULT_RESYNC_PERIOD = 300.0
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -44,7 +44,7 @@ class _StrictLoader(_NoDuplicateKeys, yaml.SafeLoader):
     pass
 
 
-class _FastStrictLoader(_NoDuplicateKeys, FastSafeLoader):  # type: ignore[misc]
+class _FastStrictLoader(_NoDuplicateKeys, FastSafeLoader):
     pass
 
 

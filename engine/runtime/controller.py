@@ -169,7 +169,8 @@ class Controller:
         with self._verify_lock:
             if self._unverified is None:
                 return
-            self._unverified.discard(key)  # type: ignore[arg-type]
+            if key is not None:
+                self._unverified.discard(key)
             if self._unverified:
                 return
             self._unverified = None

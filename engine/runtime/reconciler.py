@@ -262,7 +262,12 @@ class Reconciler:
     def _wait_change(
         self, binding: Binding, spec: StateSpec, outcome: Retry | Poll | Stay, now: datetime
     ) -> tuple[Change, list[Event]]:
-        common = {"binding_id": binding.id, "expected_state": binding.state, "to_state": binding.state}
+        # A wait stays in the state: the binding, the state it is in and the one it stays in.
+        common: dict[str, Any] = {
+            "binding_id": binding.id,
+            "expected_state": binding.state,
+            "to_state": binding.state,
+        }
         if isinstance(outcome, Retry):
             attempt = binding.attempts + 1
             backoff = spec.retry or spec.poll

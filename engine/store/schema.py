@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -119,6 +120,7 @@ class HistoryRow(Base):
     duration: Mapped[float | None] = mapped_column(Float)
 
 
-BINDINGS = BindingRow.__table__
-POOLS = PoolRow.__table__
-HISTORY = HistoryRow.__table__
+# The Table objects, for SQLAlchemy Core statements (the store's reads and writes).
+BINDINGS = cast(Table, BindingRow.__table__)
+POOLS = cast(Table, PoolRow.__table__)
+HISTORY = cast(Table, HistoryRow.__table__)

@@ -266,7 +266,9 @@ class Store:
             "updated_at": now,
         }
         with self._write() as conn:
-            binding_id = conn.execute(_INSERT_BINDING, values).inserted_primary_key[0]
+            inserted = conn.execute(_INSERT_BINDING, values).inserted_primary_key
+            assert inserted is not None
+            binding_id = inserted[0]
             conn.execute(
                 _INSERT_HISTORY,
                 {

@@ -56,11 +56,7 @@ def route_stray_output_through_logging() -> None:
         if hook.exc_type is SystemExit:
             return  # what the default hook does too
         name = hook.thread.name if hook.thread is not None else "?"
-        _log.critical(
-            "uncaught exception in thread %s",
-            name,
-            exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback),
-        )
+        _log.critical("uncaught exception in thread %s", name, exc_info=hook.exc_value or True)
 
     def main_hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
         _log.critical("uncaught exception", exc_info=(kind, value, tb))

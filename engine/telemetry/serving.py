@@ -14,7 +14,7 @@ import logging
 import socket
 import socketserver
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("dklb.http")
 
@@ -55,7 +55,10 @@ class Server(ThreadingHTTPServer):
         return str(host), int(port)
 
 
-def server_class(base: type[Server], host: str) -> type[Server]:
+S = TypeVar("S", bound=Server)
+
+
+def server_class(base: type[S], host: str) -> type[S]:
     """``base``, or its IPv6 variant when ``host`` is an IPv6 address."""
     if ":" not in host:
         return base
