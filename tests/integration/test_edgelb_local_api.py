@@ -30,8 +30,7 @@ from edgelb_local.dataplane import DataplaneError, NullDataplane, Running
 from edgelb_local.faults import FaultInjector
 from edgelb_local.server import LocalEdgeLB
 from engine.edgelb.schema import fill_defaults, normalize_pool
-from engine.model.config import PoolConfig
-from engine.model.translation import ServicePort, new_pool, service_objects
+from tests.fakes.pools import REDIS, translated_pool
 from tests.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,25 +74,8 @@ def cloud_pool(name: str = "dklb-cloud") -> dict[str, Any]:
             ]
         }
     }
-    frontends, backends = service_objects(
-        cluster="kubernetes-cluster",
-        namespace="default",
-        service="redis",
-        ports=[ServicePort(6379, 32213)],
-        bind_ports={6379: 0},
-        dynamic_ports=True,
-    )
-    cloud["aws"]["elbs"][0]["listeners"][0]["linkFrontend"] = frontends[0]["name"]
-    settings = PoolConfig(
-        name=name,
-        role="slave_public",
-        network="",
-        cpus=0.1,
-        memory=128,
-        size=1,
-        cloud_provider_configuration=json.dumps(cloud),
-    )
-    return new_pool(settings=settings, pool_group="dcos-edgelb/pools", frontends=frontends, backends=backends)
+    cloud["aws"]["elbs"][0]["listeners"][0]["linkFrontend"] = REDIS
+    return translated_pool(name, bind_port=0, cloud=cloud)
 
 
 class RefusingDataplane(NullDataplane):

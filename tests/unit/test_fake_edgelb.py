@@ -16,39 +16,18 @@ import pytest
 from engine.edgelb.errors import Conflict, Invalid, NotFound, Unavailable, Unexpected
 from engine.edgelb.port import EdgeLB
 from engine.edgelb.schema import fill_defaults
-from engine.model.config import PoolConfig
 from engine.model.translation import (
-    ServicePort,
     ingress_from_metadata,
-    new_pool,
     same_pool,
-    service_objects,
 )
 from tests.fakes.edgelb import FakeEdgeLB
+from tests.fakes.pools import REDIS, translated_pool
 
-REDIS = "kubernetes-cluster:default:redis:6379"
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def redis_pool(bind_port: int = 16379, *, name: str = "dklb-redis", cloud: dict | None = None) -> dict:
-    frontends, backends = service_objects(
-        cluster="kubernetes-cluster",
-        namespace="default",
-        service="redis",
-        ports=[ServicePort(6379, 32213)],
-        bind_ports={6379: bind_port},
-        dynamic_ports=cloud is not None,
-    )
-    settings = PoolConfig(
-        name=name,
-        role="slave_public",
-        network="",
-        cpus=0.1,
-        memory=128,
-        size=1,
-        cloud_provider_configuration=json.dumps(cloud),
-    )
-    return new_pool(settings=settings, pool_group="dcos-edgelb/pools", frontends=frontends, backends=backends)
+    return translated_pool(name, bind_port=bind_port, cloud=cloud)
 
 
 def test_implements_the_port() -> None:
