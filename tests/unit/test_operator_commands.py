@@ -34,9 +34,10 @@ from unittest import mock
 
 import pytest
 import yaml
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from bench.history_bench import plan_of
 from engine import cli
 from engine.cli import bindings
 from engine.cli import output as tables
@@ -496,20 +497,7 @@ def test_history_table(capsys: pytest.CaptureFixture[str], scene: Scene, db: Pat
 
 def captured_plan(store: Store, **filters: Any) -> str:
     """EXPLAIN QUERY PLAN of the very statement ``dklb history`` sends for ``filters``."""
-    seen: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
-        store.history(limit=50, **filters)
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
-    statement, parameters = next((s, p) for s, p in seen if "FROM history" in s)
-    with store.engine.connect() as conn:
-        rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()
-    return "; ".join(str(r[-1]) for r in rows)
+    return plan_of(store, lambda: store.history(limit=50, **filters))
 
 
 @pytest.mark.parametrize(
