@@ -1,4 +1,4 @@
-"""The import direction between dklb's layers (``engine/__init__.py`` draws them), enforced.
+"""The import direction between dklb's layers (``engine/__init__.py`` draws them), and their size, enforced.
 
 Every ``import`` and ``from ... import`` in the repository's product packages is read from the
 AST (module level and inside functions alike) and checked against the table below: what each
@@ -157,3 +157,18 @@ def test_an_upward_import_is_caught(module: str, source: str) -> None:
 )
 def test_an_allowed_import_passes(module: str, source: str) -> None:
     assert violations(source, module) == []
+
+
+def test_engine_modules_and_functions_stay_small() -> None:
+    """A module over 500 lines or a function over 100 is a layer or a step that wants its own name."""
+    too_big = []
+    for path in sorted((REPO / "engine").rglob("*.py")):
+        source = path.read_text()
+        if source.count("\n") > 500:
+            too_big.append(f"{module_name(path)}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 100:
+                    too_big.append(f"{module_name(path)}.{node.name}: {length} lines")
+    assert too_big == []
