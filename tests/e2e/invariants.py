@@ -8,7 +8,6 @@ an empty list. Each violation is one readable sentence, so a failing round says 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import kubernetes
 
 from engine.edgelb.client import EdgeLBClient
+from engine.kube.api import response_json
 from engine.model.services import FINALIZER, has_finalizer, wants_load_balancer
 from engine.model.translation import owner_of
 from engine.store import Store, database_url
@@ -26,7 +26,7 @@ CLUSTER = "kubernetes-cluster"
 
 def _services(core: kubernetes.client.CoreV1Api, namespace: str) -> list[dict[str, Any]]:
     response = core.list_namespaced_service(namespace, _preload_content=False)
-    return list(json.loads(response.data)["items"])
+    return list(response_json(response)["items"])
 
 
 def _key(service: dict[str, Any]) -> str:

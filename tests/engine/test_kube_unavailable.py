@@ -53,8 +53,10 @@ class DownKube(FakeKube):
 
 def refused() -> urllib3.exceptions.MaxRetryError:
     cause = urllib3.exceptions.NewConnectionError(
-        object(), "Failed to establish a new connection: [Errno 111] Connection refused"
+        urllib3.connection.HTTPConnection("127.0.0.1"),  # never connected: only its repr is in the message
+        "Failed to establish a new connection: [Errno 111] Connection refused",
     )
+    # No pool: urllib3's own Retry.increment raises it so too (and ignores the same type error).
     return urllib3.exceptions.MaxRetryError(None, "/api/v1/namespaces/default/services/redis", cause)  # type: ignore[arg-type]
 
 
@@ -74,13 +76,16 @@ UNAVAILABLE = {
         "MaxRetryError: NewConnectionError: Failed to establish",
     ),
     "NewConnectionError": (
-        urllib3.exceptions.NewConnectionError(object(), "Failed to establish a new connection: refused"),
+        urllib3.exceptions.NewConnectionError(
+            urllib3.connection.HTTPConnection("127.0.0.1"), "Failed to establish a new connection: refused"
+        ),
         "NewConnectionError",
     ),
     "ProtocolError (reset)": (
         urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
         "ProtocolError",
     ),
+    # No pool, as urllib3 itself raises it where it has none (typed as if it always had one).
     "ReadTimeoutError": (urllib3.exceptions.ReadTimeoutError(None, "/api", "Read timed out."), "timed out"),  # type: ignore[arg-type]
     "ConnectionRefusedError": (ConnectionRefusedError(111, "Connection refused"), "ConnectionRefusedError"),
     "ApiException 503": (kubernetes.client.ApiException(status=503, reason="Service Unavailable"), "503"),

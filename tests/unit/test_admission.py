@@ -20,6 +20,7 @@ from engine.model.config import PoolConfig
 from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION
 from engine.model.settings import Settings
+from tests.checks import present
 
 SETTINGS = Settings()
 CLUSTER = SETTINGS.cluster_name
@@ -246,7 +247,7 @@ def test_the_cluster_name_and_default_size_come_from_the_settings() -> None:
     obj = service()
     custom = Settings(cluster_name="prod/kube", default_pool_size=3)
     response = review(admission_review("CREATE", obj), settings=custom, mutate=True)["response"]
-    text = annotation_of(patched(obj, response))
+    text = present(annotation_of(patched(obj, response)))
     data = yaml.safe_load(text)
     assert re.fullmatch(r"prod--kube--[a-z0-9]{5}", data["name"])
     assert data["size"] == 3
