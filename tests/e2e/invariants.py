@@ -9,6 +9,7 @@ an empty list. Each violation is one readable sentence, so a failing round says 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def violations(
     namespace: str,
     edgelb: EdgeLBClient,
     database: Path,
-    foreign_pools: set[str] = frozenset(),  # type: ignore[assignment]
+    foreign_pools: AbstractSet[str] = frozenset(),
     cluster: str = CLUSTER,
 ) -> list[str]:
     """Every broken promise, as sentences; [] when the three parties agree.

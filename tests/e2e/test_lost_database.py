@@ -24,6 +24,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ def all_ready(world: World, count: int) -> bool:
     return settled(core=world.core, namespace=world.namespace, database=database(world))
 
 
-def broken(world: World, foreign: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+def broken(world: World, foreign: AbstractSet[str] = frozenset()) -> list[str]:
     return violations(
         core=world.core,
         namespace=world.namespace,

@@ -40,7 +40,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import pytest
 import yaml
@@ -143,7 +143,7 @@ def base_config(exposed: tuple[int, ...]) -> dict[str, Any]:
 
 
 def setting(
-    path: tuple[str | int, ...], value: Any, create: Verdict, edit: Verdict | str = "same"
+    path: tuple[str | int, ...], value: Any, create: Verdict, edit: Verdict | Literal["same"] = "same"
 ) -> Mutation:
     def build(base: Base) -> Outcome:
         data = copy.deepcopy(base.data)
@@ -151,7 +151,7 @@ def setting(
         for step in path[:-1]:
             target = target[step]
         target[path[-1]] = value
-        return Outcome(dump(data), create, create if edit == "same" else edit)  # type: ignore[arg-type]
+        return Outcome(dump(data), create, create if edit == "same" else edit)
 
     return Mutation(f"set {'.'.join(map(str, path))} = {value!r:.60}", build)
 

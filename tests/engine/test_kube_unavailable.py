@@ -190,7 +190,7 @@ def test_the_real_adapter_against_a_port_nobody_listens_on(
     configuration = kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}")
     configuration.retries = 0
     adapter = KubeAdapter(kubernetes.client.ApiClient(configuration), timeout=2.0)
-    world = World(tmp_path, kube=adapter)  # type: ignore[arg-type]
+    world = World(tmp_path, kube=adapter)  # type: ignore[arg-type]  # the real adapter for the fake
     world.reconciler.cache.put(
         make_service("redis")
         | {"metadata": {"name": "redis", "namespace": "default", "uid": "u1", "resourceVersion": "1"}}

@@ -18,8 +18,8 @@ from tests.fakes.kube import make_service
 REDIS = "name: dklb-redis\nfrontends:\n- port: 16379\n  servicePort: 6379\n"
 
 
-def redis(**kw: object) -> dict:
-    return make_service("redis", config=REDIS, **kw)  # type: ignore[arg-type]
+def redis(*, type: str = "LoadBalancer", annotations: dict[str, str] | None = None) -> dict:
+    return make_service("redis", config=REDIS, type=type, annotations=annotations)
 
 
 def history(world: World, key: str) -> list[tuple[str | None, str, str]]:

@@ -158,7 +158,7 @@ def test_the_engine_reaches_ready_against_the_local_edgelb_and_resyncs_without_w
 
     try:
         client = EdgeLBClient(f"http://{host}:{port}", on_response=count)
-        world = World(tmp_path, edgelb=client)  # type: ignore[arg-type]
+        world = World(tmp_path, edgelb=client)  # type: ignore[arg-type]  # the real client for the fake: no fake-only call
         world.kube.apply(
             make_service("redis", config="name: dklb-redis\nfrontends:\n- port: 16379\n  servicePort: 6379\n")
         )

@@ -80,7 +80,9 @@ def world() -> tuple[Baseline, FakeEdgeLB, RecordingKube, Clock]:
 
 def run_queue(baseline: Baseline) -> int:
     """Let every delay pass, then process every item; how many were processed."""
-    baseline.queue.clock.now += 3600  # type: ignore[attr-defined]
+    clock = baseline.queue.clock
+    assert isinstance(clock, Clock)
+    clock.now += 3600
     processed = 0
     while baseline.process_next(timeout=0):
         processed += 1
