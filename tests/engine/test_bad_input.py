@@ -838,7 +838,7 @@ def check_case(worlds: Worlds, spec: Spec, mutation: Mutation, respec: Spec | No
 RESPECS = pick(st.none(), st.none(), st.none(), SPECS)
 
 
-class Settings(TypedDict):
+class HypothesisSettings(TypedDict):
     """The ``hypothesis.settings`` both property tests share."""
 
     database: None
@@ -847,7 +847,7 @@ class Settings(TypedDict):
     suppress_health_check: list[HealthCheck]
 
 
-SETTINGS: Settings = {
+SETTINGS: HypothesisSettings = {
     "database": None,
     "deadline": None,
     "derandomize": True,
