@@ -377,9 +377,7 @@ class Baseline:
                 )
             # Deleted or not: the Go dklb computed the objects from the Service's ports either way.
             self.edgelb.create_pool(
-                new_pool(
-                    settings=config, pool_group=self.pool_group, frontends=frontends, backends=backends
-                )
+                new_pool(settings=config, pool_group=self.pool_group, frontends=frontends, backends=backends)
             )
             return self.status(config.name, owner)
         gone = deleted or not _is_lb(service)
