@@ -377,9 +377,7 @@ class Baseline:
                 )
             # Deleted or not: the Go dklb computed the objects from the Service's ports either way.
             self.edgelb.create_pool(
-                new_pool(
-                    settings=config, pool_group=self.pool_group, frontends=frontends, backends=backends
-                )
+                new_pool(settings=config, pool_group=self.pool_group, frontends=frontends, backends=backends)
             )
             return self.status(config.name, owner)
         gone = deleted or not _is_lb(service)
@@ -445,11 +443,18 @@ class KubeWriter:
     def update_status(self, service: Service) -> None:
         meta = service["metadata"]
         self.limiter.wait(self.stop)
+        # The generated client is typed for its model classes; it takes the dict (validating it into
+        # the model) and, with _preload_content=False, answers the raw urllib3 response.
         response = self.core.replace_namespaced_service_status(
-            meta["name"], meta["namespace"], service, _preload_content=False, _request_timeout=30
+            meta["name"],
+            meta["namespace"],
+            service,  # type: ignore[arg-type]
+            _preload_content=False,
+            _request_timeout=30,
         )
-        _ = response.data  # read it all, so the connection can serve the next request
-        response.release_conn()
+        # Read it all, so the connection can serve the next request.
+        _ = response.data  # type: ignore[attr-defined]
+        response.release_conn()  # type: ignore[attr-defined]
 
     def event(self, service: Service, *, type: str, reason: str, message: str) -> None:
         self.limiter.wait(self.stop)
@@ -530,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     server = serve_stats(args.stats_listen, lambda: stats.snapshot(queue=len(queue), waiting=queue.waiting()))
     host, port = server.server_address[:2]
+    assert isinstance(host, str)  # an AF_INET(6) socket's address
     print(f"stats on http://{host}:{port}", flush=True)
 
     def terminate(signum: int, frame: Any) -> None:

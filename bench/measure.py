@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,6 +42,8 @@ TIMEOUT = 10.0
 # operations, never a verb here; DELETECOLLECTION is kept for API servers that spell it so.
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
 METHODS = ("GET", "POST", "PUT", "DELETE")
+
+_Key = TypeVar("_Key", bound=tuple[str, ...])
 
 # -- one process, from /proc --------------------------------------------------------------------------
 
@@ -196,7 +198,8 @@ def diff(before: Mapping[Any, float], after: Mapping[Any, float]) -> Counter[Any
     for key, value in after.items():
         delta = value - before.get(key, 0)
         if delta > 0:
-            grown[key] = delta
+            # typeshed says a Counter holds ints; it holds any number (floats here).
+            grown[key] = delta  # type: ignore[assignment]
     return grown
 
 
@@ -212,7 +215,7 @@ def edgelb_requests(url: str) -> Counter[tuple[str, str, str]]:
     return parse_edgelb_requests(response.json())
 
 
-def by_method(counts: Mapping[tuple[str, ...], float]) -> dict[str, int]:
+def by_method(counts: Mapping[_Key, float]) -> dict[str, int]:
     """Totals per method (the first element of each key): GET/POST/PUT/DELETE always present."""
     totals = dict.fromkeys(METHODS, 0)
     for key, n in counts.items():
@@ -239,7 +242,8 @@ class Scrape:
         totals: Counter[tuple[str, ...]] = Counter()
         for sample_labels, value in self.samples.get(name, ()):
             if all(sample_labels.get(k, "") == v for k, v in match.items()):
-                totals[tuple(sample_labels.get(label, "") for label in labels)] += value
+                # typeshed says a Counter holds ints; it holds any number (floats here).
+                totals[tuple(sample_labels.get(label, "") for label in labels)] += value  # type: ignore[assignment]
         return totals
 
     def total(self, name: str, **match: str) -> float:
@@ -285,7 +289,8 @@ def sum_apiserver_requests(text: str) -> Counter[tuple[str, str]]:
     for labels, value in parse_metrics(text).samples.get("apiserver_request_total", ()):
         resource, subresource = labels.get("resource", ""), labels.get("subresource", "")
         name = f"{resource}/{subresource}" if resource and subresource else resource or subresource
-        totals[(labels.get("verb", ""), name)] += value
+        # typeshed says a Counter holds ints; it holds any number (floats here).
+        totals[(labels.get("verb", ""), name)] += value  # type: ignore[assignment]
     return totals
 
 

@@ -230,7 +230,9 @@ def _landed(spec: Spec, pools: dict[str, dict[str, Any]], *, namespace: str, del
     port = frontend_ports(pool).get(frontend) if pool else None
     if deleted:
         return port is None
-    return port == spec.port and (spec.shared or int(pool.get("count") or 1) == spec.size)  # type: ignore[union-attr]
+    if pool is None or port != spec.port:
+        return False
+    return spec.shared or int(pool.get("count") or 1) == spec.size
 
 
 def idle(probe: Probe, options: Options) -> dict[str, Any]:

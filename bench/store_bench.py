@@ -33,13 +33,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import EllipsisType
+from typing import Any, TypedDict
 
 from engine.cli.output import table
 from engine.store import Change, Store, migrate
 
+
+class _Extra(TypedDict, total=False):
+    """The fields a step of ``CYCLE`` sets beyond the common ones; pool ``...`` is the binding's pool."""
+
+    pool: str | EllipsisType | None
+    pool_created_by_dklb: bool
+    pool_served: bool
+
+
 # (from, to, trigger, reason, extra Change fields); "pool" is filled in per binding.
-CYCLE: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
+CYCLE: tuple[tuple[str, str, str, str, _Extra], ...] = (
     ("Pending", "Provisioning", "accept", "Accepted", {"pool": ...}),
     ("Provisioning", "AwaitingMetadata", "provisioned", "PoolCreated", {"pool_created_by_dklb": True}),
     ("AwaitingMetadata", "Ready", "addresses_found", "AddressesFound", {"pool_served": True}),
@@ -83,7 +93,9 @@ def _store_side(store: Store, bindings: int) -> Callable[[int], float]:
         for m in range(transitions):
             binding = rows[m % len(rows)]
             source, dest, trigger, reason, extra = CYCLE[binding.step]
-            fields = {k: (binding.pool if v is ... else v) for k, v in extra.items()}
+            fields = extra.copy()
+            if fields.get("pool") is ...:
+                fields["pool"] = binding.pool
             store.commit(
                 Change(
                     binding_id=binding.id,

@@ -263,8 +263,11 @@ class HAProxyDataplane:
         def take(port: int, what: str, *, is_dynamic: bool, remembered_port: int | None) -> int:
             if is_dynamic:
                 # Keep the remembered port unless something else took it meanwhile.
-                usable = remembered_port and remembered_port not in claimed
-                if not (usable and (remembered_port in held or self._free(remembered_port))):
+                if not (
+                    remembered_port
+                    and remembered_port not in claimed
+                    and (remembered_port in held or self._free(remembered_port))
+                ):
                     remembered_port = self._allocate(exclude=set(owners) | held | set(claimed))
                 port = remembered_port
             elif port in claimed:

@@ -108,7 +108,7 @@ def shell(command: str, output: str = "") -> None:
         say(output.rstrip("\n"))
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float, what: str) -> T:
+def wait_for(condition: Callable[[], T | None], *, timeout: float, what: str) -> T:
     return processes.wait_for(condition, timeout=timeout, interval=0.1, what=what, error=DemoFailed)
 
 
@@ -253,7 +253,7 @@ def _walkthrough(cluster: Any, work: Path, processes: Processes, *, timeout: flo
     from edgelb_local import process as edgelb_process
     from engine.edgelb.client import EdgeLBClient
     from engine.edgelb.errors import EdgeLBError, NotFound
-    from engine.kube.api import api_client
+    from engine.kube.api import api_client, response_json
 
     say(f"# a real kube-apiserver v1.20.2 + etcd is serving at {cluster.server}")
     edgelb_log = (work / "edgelb.log").open("ab")
@@ -302,8 +302,8 @@ def _walkthrough(cluster: Any, work: Path, processes: Processes, *, timeout: flo
     say("# (no kubelet here: redis-server on 127.0.0.1 at the Service's node port plays the node)\n")
 
     shell("cat <<EOF | kubectl create -f -\n" + SERVICE + "EOF", "service/redis created")
-    created = json.loads(
-        core.create_namespaced_service("default", yaml.safe_load(SERVICE), _preload_content=False).data
+    created = response_json(
+        core.create_namespaced_service("default", yaml.safe_load(SERVICE), _preload_content=False)
     )
     node_port = int(created["spec"]["ports"][0]["nodePort"])
     redis_server = subprocess.Popen(
@@ -316,7 +316,7 @@ def _walkthrough(cluster: Any, work: Path, processes: Processes, *, timeout: flo
     processes.started("redis", redis_server.pid)
 
     def service() -> dict[str, Any]:
-        return json.loads(core.read_namespaced_service("redis", "default", _preload_content=False).data)
+        return response_json(core.read_namespaced_service("redis", "default", _preload_content=False))
 
     shell('kubectl get svc --selector "app=redis"', _kubectl_get_svc(service()))
     say()
@@ -355,10 +355,10 @@ def _walkthrough(cluster: Any, work: Path, processes: Processes, *, timeout: flo
         raise DemoFailed(f"GET foo through the pool answered {answer!r}")
     say()
 
-    events = json.loads(
+    events = response_json(
         core.list_namespaced_event(
             "default", field_selector="involvedObject.name=redis", _preload_content=False
-        ).data
+        )
     )["items"]
     shell(
         "kubectl describe svc redis   # Events",

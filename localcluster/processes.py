@@ -22,7 +22,7 @@ class Timeout(Exception):
 
 
 def wait_for(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float = 30.0,
     interval: float = 0.05,

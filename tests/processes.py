@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+    condition: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
 ) -> T:
     return processes.wait_for(condition, timeout=timeout, interval=interval, what=what, error=AssertionError)
 

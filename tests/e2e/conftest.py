@@ -9,7 +9,6 @@ end, and the test's Services are released (finalizers stripped) so no later test
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import pytest
 import localcluster
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import NotFound
+from engine.kube.api import response_json
 from engine.model.services import ANNOTATION
 from tests.integration.conftest import RedisServer, start_redis
 from tests.processes import ControllerProcess, EdgeLBProcess, controller_args, start_edgelb, wait_for
@@ -66,9 +66,11 @@ class World:
             },
         }
         response = self.core.create_namespaced_service(
-            namespace or self.namespace, body, _preload_content=False
+            namespace or self.namespace,
+            body,  # type: ignore[arg-type]  # a dict body: the client takes it for its V1Service
+            _preload_content=False,
         )
-        return json.loads(response.data)
+        return response_json(response)
 
     def service(self, name: str, *, namespace: str | None = None) -> dict[str, Any] | None:
         try:
@@ -79,7 +81,7 @@ class World:
             if exc.status == 404:
                 return None
             raise
-        return json.loads(response.data)
+        return response_json(response)
 
     def patch_service(self, name: str, patch: dict[str, Any], *, namespace: str | None = None) -> None:
         self.core.patch_namespaced_service(name, namespace or self.namespace, patch, _preload_content=False)
@@ -102,7 +104,7 @@ class World:
         response = self.core.list_namespaced_event(
             ns, field_selector=f"involvedObject.name={name}", _preload_content=False
         )
-        items = json.loads(response.data)["items"]
+        items = response_json(response)["items"]
         return [e for e in items if type is None or e["type"] == type]
 
     def wait_event(
@@ -162,7 +164,8 @@ def world(
     kube_cluster: localcluster.LocalCluster, core: kubernetes.client.CoreV1Api, tmp_path: Path
 ) -> Iterator[World]:
     namespace = f"e2e-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": namespace}}, _preload_content=False)
+    # The generated client is typed for its model classes; it takes the plain dict as well.
+    core.create_namespace({"metadata": {"name": namespace}}, _preload_content=False)  # type: ignore[arg-type]
     edgelb = start_edgelb(tmp_path / "edgelb")
     controller = ControllerProcess(
         args=controller_args(
@@ -182,8 +185,13 @@ def world(
         directory=tmp_path,
     )
     # Every clean-up step runs even when an earlier one fails: nothing may outlive the test.
+
+    def close_redis() -> None:
+        for stack in w._redis:
+            stack.close()
+
     with contextlib.ExitStack() as cleanup:
-        cleanup.callback(lambda: [stack.close() for stack in w._redis])
+        cleanup.callback(close_redis)
         cleanup.callback(edgelb.stop_haproxies)
         cleanup.callback(edgelb.stop)
         cleanup.callback(release_services, core)
@@ -194,7 +202,7 @@ def world(
 def release_services(core: kubernetes.client.CoreV1Api) -> None:
     """Delete every Service of the e2e namespaces and strip their finalizers: nothing lingers."""
     response = core.list_service_for_all_namespaces(_preload_content=False)
-    for service in json.loads(response.data)["items"]:
+    for service in response_json(response)["items"]:
         meta = service["metadata"]
         if not meta["namespace"].startswith("e2e-"):
             continue

@@ -8,14 +8,15 @@ an empty list. Each violation is one readable sentence, so a failing round says 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
 from engine.edgelb.client import EdgeLBClient
+from engine.kube.api import response_json
 from engine.model.services import FINALIZER, has_finalizer, wants_load_balancer
 from engine.model.translation import owner_of
 from engine.store import Store, database_url
@@ -26,7 +27,7 @@ CLUSTER = "kubernetes-cluster"
 
 def _services(core: kubernetes.client.CoreV1Api, namespace: str) -> list[dict[str, Any]]:
     response = core.list_namespaced_service(namespace, _preload_content=False)
-    return list(json.loads(response.data)["items"])
+    return list(response_json(response)["items"])
 
 
 def _key(service: dict[str, Any]) -> str:
@@ -71,7 +72,7 @@ def violations(
     namespace: str,
     edgelb: EdgeLBClient,
     database: Path,
-    foreign_pools: set[str] = frozenset(),  # type: ignore[assignment]
+    foreign_pools: AbstractSet[str] = frozenset(),
     cluster: str = CLUSTER,
 ) -> list[str]:
     """Every broken promise, as sentences; [] when the three parties agree.

@@ -25,8 +25,10 @@ import pytest
 import yaml
 
 from engine.admission.register import register, unregister
+from engine.kube.api import response_json
 from engine.model.checks import check_service
 from engine.model.services import ANNOTATION
+from tests.checks import present
 from tests.e2e.conftest import World
 from tests.e2e.test_controller import REDIS, frontend_ports, redis_command
 from tests.integration.conftest import free_port
@@ -58,7 +60,7 @@ class Webhook:
 
     def configuration(self, kind: str) -> Obj:
         read = getattr(self.api, f"read_{kind}_webhook_configuration")
-        return json.loads(read(self.name, _preload_content=False).data)
+        return response_json(read(self.name, _preload_content=False))
 
 
 def probe_body(name: str = "probe", *, type: str = "LoadBalancer") -> Obj:
@@ -72,7 +74,7 @@ def probe_body(name: str = "probe", *, type: str = "LoadBalancer") -> Obj:
 
 def error(exc: kubernetes.client.ApiException) -> tuple[int, str]:
     """(HTTP status, the API server's message) of a refused request."""
-    return int(exc.status), str(json.loads(exc.body)["message"])
+    return int(exc.status), str(json.loads(present(exc.body))["message"])
 
 
 def controller_message(service: Obj) -> str:
@@ -130,18 +132,22 @@ def wait_until_in_effect(world: World) -> None:
             raise AssertionError(f"dklb run exited:\n{world.controller.log()[-3000:]}")
         try:
             response = world.core.create_namespaced_service(
-                world.namespace, probe_body(), dry_run="All", _preload_content=False
+                world.namespace,
+                probe_body(),  # type: ignore[arg-type]  # a dict body: the client takes it for its V1Service
+                dry_run="All",
+                _preload_content=False,
             )
         except kubernetes.client.ApiException:
             return False  # registered (Fail) before this replica's server answered: not yet
-        return ANNOTATION in (json.loads(response.data)["metadata"].get("annotations") or {})
+        return ANNOTATION in (response_json(response)["metadata"].get("annotations") or {})
 
     wait_for(injected, timeout=60, interval=0.2, what="the webhook in effect")
 
 
 def create(world: World, body: Obj) -> Obj:
-    response = world.core.create_namespaced_service(world.namespace, body, _preload_content=False)
-    return json.loads(response.data)
+    # The generated client is typed for its model classes; it takes the plain dict as well.
+    response = world.core.create_namespaced_service(world.namespace, body, _preload_content=False)  # type: ignore[arg-type]
+    return response_json(response)
 
 
 def patch_config(world: World, name: str, text: str | None) -> Obj:
@@ -162,7 +168,7 @@ def patch_config(world: World, name: str, text: str | None) -> Obj:
             if exc.status == 409:
                 return False
             raise
-        outcome.append(json.loads(response.data))
+        outcome.append(response_json(response))
         return True
 
     wait_for(patched, timeout=30, what=f"a patch of {name} without conflict")
@@ -180,13 +186,16 @@ def replace_config(world: World, name: str, text: str) -> Obj:
         whole["metadata"].setdefault("annotations", {})[ANNOTATION] = text
         try:
             response = world.core.replace_namespaced_service(
-                name, world.namespace, whole, _preload_content=False
+                name,
+                world.namespace,
+                whole,  # type: ignore[arg-type]  # a dict body: the client takes it for its V1Service
+                _preload_content=False,
             )
         except kubernetes.client.ApiException as exc:
             if exc.status == 409:
                 return False
             raise
-        outcome.append(json.loads(response.data))
+        outcome.append(response_json(response))
         return True
 
     wait_for(replaced, timeout=30, what=f"a replace of {name} without conflict")

@@ -28,6 +28,7 @@ import yaml
 from engine.model.checks import NO_TCP_PORT
 from engine.model.services import ANNOTATION, FINALIZER
 from engine.store import Store, database_url
+from tests.checks import present
 from tests.e2e.conftest import World
 from tests.e2e.invariants import settled, violations
 from tests.integration.conftest import free_port
@@ -187,7 +188,7 @@ def test_a_serving_service_edited_to_an_invalid_annotation_keeps_serving(world: 
     wait_for(lambda: world.ingress("redis"), what="ready")
     wait_for(lambda: states(world).get("redis", ("",))[0] == "Ready", what="the binding Ready")
     assert ping(port)
-    written = world.service("redis")["metadata"]["annotations"][ANNOTATION]
+    written = present(world.service("redis"))["metadata"]["annotations"][ANNOTATION]
     pool, address = world.pool("dklb-redis"), world.ingress("redis")
     writes = edgelb_writes(url)
     assert writes == 1, "one POST created the pool"

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from engine.model.services import ANNOTATION, FINALIZER
+from tests.checks import present
 from tests.e2e.conftest import World
 from tests.integration.conftest import free_port
 from tests.processes import wait_for
@@ -44,7 +45,7 @@ def test_the_seed_redis_example(world: World) -> None:
     assert (pool["role"], pool["cpus"], pool["mem"], pool["count"]) == ("slave_public", 0.1, 128, 1)
     assert redis_command(16379, "SET", "foo", "bar") == b"+OK\r\n"
     assert redis_command(16379, "GET", "foo") == b"$3\r\nbar\r\n"
-    stored = world.service("redis")
+    stored = present(world.service("redis"))
     assert FINALIZER in stored["metadata"]["finalizers"]
     world.wait_event("redis", reason="EnsuredLoadBalancer")
 
@@ -57,24 +58,27 @@ def test_a_service_without_annotation_gets_it_written_once_and_keeps_its_pool(wo
     port = free_port()
     world.create_service("web", ports=[(port, "TCP")])
     wait_for(lambda: world.ingress("web"), what="ready")
-    text = world.service("web")["metadata"]["annotations"][ANNOTATION]
+    text = present(world.service("web"))["metadata"]["annotations"][ANNOTATION]
     config = yaml.safe_load(text)
     assert re.fullmatch(r"kubernetes-cluster--[a-z0-9]{5}", config["name"])
     assert (config["cpus"], config["memory"], config["size"], config["role"]) == (0.1, 128, 1, "slave_public")
     assert config["frontends"] == [{"port": port, "servicePort": port}]
-    version = world.service("web")["metadata"]["resourceVersion"]
+    version = present(world.service("web"))["metadata"]["resourceVersion"]
 
     world.restart_controller()
     world.wait_event("web", reason="EnsuredLoadBalancer")
     # After the restart the binding re-verifies; nothing about the Service changes.
-    assert world.service("web")["metadata"]["annotations"][ANNOTATION] == text
+    assert present(world.service("web"))["metadata"]["annotations"][ANNOTATION] == text
     assert world.pool_names() == [config["name"]]
-    assert world.service("web")["metadata"]["resourceVersion"] == version, "the annotation is written once"
+    assert present(world.service("web"))["metadata"]["resourceVersion"] == version, (
+        "the annotation is written once"
+    )
 
 
 def test_two_services_in_two_namespaces_share_one_pool(world: World) -> None:
     other = f"{world.namespace}-b"
-    world.core.create_namespace({"metadata": {"name": other}}, _preload_content=False)
+    # The generated client is typed for its model classes; it takes the plain dict as well.
+    world.core.create_namespace({"metadata": {"name": other}}, _preload_content=False)  # type: ignore[arg-type]
     port_a, port_b = free_port(), free_port()
     a = world.create_service(
         "a", config=f"name: shared\nfrontends:\n- {{port: {port_a}, servicePort: 6379}}\n"
@@ -148,7 +152,7 @@ def test_immutable_changes_are_refused_and_mutable_ones_update_the_pool(world: W
     new_port = free_port()
     world.set_config("redis", REDIS.format(port=new_port) + "cpus: 0.3\n")
     wait_for(lambda: frontend_ports(world.pool("dklb-redis")) == [new_port], what="frontend port updated")
-    assert world.pool("dklb-redis")["cpus"] == 0.3
+    assert present(world.pool("dklb-redis"))["cpus"] == 0.3
     wait_for(lambda: redis_command(new_port, "PING") == b"+PONG\r\n", what="traffic on the new port")
 
 
@@ -180,7 +184,7 @@ def test_a_service_deleted_while_the_controller_is_down_is_cleaned_up(world: Wor
 
     world.controller.kill()
     world.delete_service("redis")
-    assert world.service("redis")["metadata"].get("deletionTimestamp"), "the finalizer holds it"
+    assert present(world.service("redis"))["metadata"].get("deletionTimestamp"), "the finalizer holds it"
     assert world.pool_names() == ["dklb-redis"]
 
     world.controller.start()
@@ -204,7 +208,7 @@ def test_a_udp_only_service_is_warned_and_a_type_change_cleans_up(world: World) 
     wait_for(
         lambda: (
             world.ingress("web") == []
-            and FINALIZER not in (world.service("web")["metadata"].get("finalizers") or [])
+            and FINALIZER not in (present(world.service("web"))["metadata"].get("finalizers") or [])
         ),
         what="status cleared and finalizer released",
     )

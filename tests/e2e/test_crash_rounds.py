@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import random
 import re
 import sqlite3
@@ -41,6 +40,7 @@ import yaml
 
 import localcluster
 from engine.edgelb.client import EdgeLBClient
+from engine.kube.api import response_json
 from engine.model.services import ANNOTATION
 from engine.model.translation import owner_of
 from engine.store import Store, database_url
@@ -137,7 +137,8 @@ class Workload:
                 "ports": [{"name": "redis", "port": SERVICE_PORT, "targetPort": SERVICE_PORT}],
             },
         }
-        self.core.create_namespaced_service(self.namespace, body, _preload_content=False)
+        # The generated client is typed for its model classes; it takes the plain dict as well.
+        self.core.create_namespaced_service(self.namespace, body, _preload_content=False)  # type: ignore[arg-type]
         self.live[wanted.name] = wanted
         kind = "create-shared" if wanted.shared else "create-dedicated"
         self.counts[kind] += 1
@@ -217,13 +218,13 @@ def service_json(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -
         if exc.status == 404:
             return None
         raise
-    return json.loads(response.data)
+    return response_json(response)
 
 
 def release_namespace(core: kubernetes.client.CoreV1Api, namespace: str) -> None:
     """Delete the namespace's Services and strip their finalizers (as conftest.release_services)."""
     response = core.list_namespaced_service(namespace, _preload_content=False)
-    for service in json.loads(response.data)["items"]:
+    for service in response_json(response)["items"]:
         name = service["metadata"]["name"]
         with contextlib.suppress(kubernetes.client.ApiException):
             if service["metadata"].get("finalizers"):
@@ -414,7 +415,8 @@ def running(
     """
     namespace = f"e2e-crash-{uuid.uuid4().hex[:8]}"
     database = tmp_path / "dklb.db"
-    core.create_namespace({"metadata": {"name": namespace}}, _preload_content=False)
+    # The generated client is typed for its model classes; it takes the plain dict as well.
+    core.create_namespace({"metadata": {"name": namespace}}, _preload_content=False)  # type: ignore[arg-type]
     with contextlib.ExitStack() as cleanup:
         edgelb = start_edgelb(tmp_path / "edgelb", extra=["--no-dataplane"])
         cleanup.callback(edgelb.stop)
@@ -534,7 +536,11 @@ def test_an_update_landing_while_the_controller_writes_the_annotation_back_is_no
                 rows = history_rows(env.database)
                 load.update(name)
                 # The controller is on it (Ready -> Pending): the next update races its write-back.
-                wait_for(lambda rows=rows: history_rows(env.database) > rows, timeout=30, what="spec_changed")
+
+                def written(rows: int = rows) -> bool:
+                    return history_rows(env.database) > rows
+
+                wait_for(written, timeout=30, what="spec_changed")
                 load.update(name)
             found = env.converge(load, timeout=60)
             assert found == [], f"burst {burst}:\n" + "\n".join(found)

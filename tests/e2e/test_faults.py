@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
-import json
 import os
 import re
 import signal
@@ -53,6 +52,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import localcluster
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Unavailable
+from engine.kube.api import response_json
 from engine.runtime import lifecycle
 from engine.store import Binding, HistoryEntry, Store, StoreError, database_url
 from tests.e2e.conftest import World
@@ -168,7 +168,8 @@ def rig(
         cleanup.callback(lambda: world.edgelb.stop())
         cleanup.callback(release, world)
         cleanup.callback(lambda: world.controller.stop())
-        core.create_namespace({"metadata": {"name": world.namespace}}, _preload_content=False)
+        # The generated client is typed for its model classes; it takes the plain dict as well.
+        core.create_namespace({"metadata": {"name": world.namespace}}, _preload_content=False)  # type: ignore[arg-type]
         world.controller.start()
         wait_for(lambda: migrated(database), what="the controller's database")
         yield Rig(world=world, database=database, edgelb_log=edgelb_log)
@@ -186,7 +187,7 @@ def migrated(database: Path) -> bool:
 def release(world: World) -> None:
     """Strip the finalizers of the test's Services and delete them: nothing lingers."""
     response = world.core.list_namespaced_service(world.namespace, _preload_content=False)
-    for service in json.loads(response.data)["items"]:
+    for service in response_json(response)["items"]:
         name = service["metadata"]["name"]
         with contextlib.suppress(kubernetes.client.ApiException):
             if service["metadata"].get("finalizers"):

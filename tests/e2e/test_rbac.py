@@ -41,7 +41,9 @@ import yaml
 
 import localcluster
 from engine.edgelb.client import EdgeLBClient
+from engine.kube.api import response_json
 from engine.model.services import FINALIZER
+from tests.checks import present
 from tests.e2e.conftest import World
 from tests.e2e.test_controller import REDIS, frontend_ports, redis_command
 from tests.integration.conftest import free_port
@@ -189,9 +191,12 @@ def installed(
             "spec": {"audiences": [AUDIENCE], "expirationSeconds": 3600},
         }
         response = kubernetes.client.CoreV1Api(api).create_namespaced_service_account_token(
-            ACCOUNT, NAMESPACE, body=request, _preload_content=False
+            ACCOUNT,
+            NAMESPACE,
+            body=request,  # type: ignore[arg-type]  # a dict body: the client takes it for its model
+            _preload_content=False,
         )
-        token = json.loads(response.data)["status"]["token"]
+        token = response_json(response)["status"]["token"]
 
         admin_config = yaml.safe_load(kube_cluster.kubeconfig.read_text())
         (cluster,) = admin_config["clusters"]
@@ -468,9 +473,14 @@ def test_the_redis_example_runs_as_the_service_account_under_leader_election(
         controller=controller,
         directory=tmp_path,
     )
+
+    def close_redis() -> None:
+        for stack in world._redis:
+            stack.close()
+
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(admin.delete, f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{LEASE}")
-        cleanup.callback(lambda: [stack.close() for stack in world._redis])
+        cleanup.callback(close_redis)
         cleanup.callback(edgelb.stop_haproxies)
         cleanup.callback(edgelb.stop)
         cleanup.callback(controller.stop)
@@ -507,7 +517,7 @@ def test_the_redis_example_runs_as_the_service_account_under_leader_election(
         assert endpoint["port"] == service["spec"]["ports"][0]["nodePort"]
         wait_for(lambda: redis_command(port, "SET", "foo", "bar") == b"+OK\r\n", what="SET through the pool")
         assert redis_command(port, "GET", "foo") == b"$3\r\nbar\r\n"
-        assert FINALIZER in world.service("redis")["metadata"]["finalizers"]
+        assert FINALIZER in present(world.service("redis"))["metadata"]["finalizers"]
         event = world.wait_event("redis", reason="EnsuredLoadBalancer")
         assert event["source"]["component"] == "dklb"
 

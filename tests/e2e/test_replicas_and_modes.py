@@ -14,6 +14,7 @@ from pathlib import Path
 import kubernetes
 
 import localcluster
+from tests.checks import present
 from tests.e2e.conftest import World
 from tests.integration.conftest import free_port
 from tests.integration.conftest import redis_ping as ping
@@ -100,7 +101,7 @@ def test_only_the_leader_writes_and_the_standby_takes_over_after_a_crash(
 def test_address_backend_mode_sends_traffic_to_node_addresses(world: World) -> None:
     node = f"node-{uuid.uuid4().hex[:6]}"
     world.core.create_node(
-        {
+        {  # type: ignore[arg-type]  # a dict body: the client takes it for its V1Node
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": node},
@@ -119,7 +120,7 @@ def test_address_backend_mode_sends_traffic_to_node_addresses(world: World) -> N
         )
         world.redis_on_node_port(service)
         wait_for(lambda: world.ingress("web"), what="ready")
-        backend = world.pool("addr")["haproxy"]["backends"][0]
+        backend = present(world.pool("addr"))["haproxy"]["backends"][0]
         endpoint = backend["services"][0]["endpoint"]
         assert (endpoint["type"], endpoint["address"]) == ("ADDRESS", "127.0.0.1")
         assert endpoint["port"] == service["spec"]["ports"][0]["nodePort"]
@@ -150,7 +151,7 @@ def test_every_flag_can_come_from_the_environment(
         wait_for(lambda: world.ingress("web"), what="ready")
         pool = world.pool_names()[0]
         assert pool.startswith("dev--kube01--"), pool
-        backend = world.pool(pool)["haproxy"]["backends"][0]
+        backend = present(world.pool(pool))["haproxy"]["backends"][0]
         assert backend["name"].startswith(".dev.kube01:" + world.namespace + ":web:")
         lines = [json.loads(line) for line in env_controller.log().splitlines() if line.startswith("{")]
         assert any("dklb running" in line["message"] for line in lines), "JSON lines from DKLB_LOG_FORMAT"

@@ -119,6 +119,7 @@ def make_handler(proxy: RecordingProxy) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self, body: bytes) -> int:
             target = urlsplit(proxy.upstream)
+            assert target.hostname is not None
             connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
             try:
                 headers = {"Content-Type": self.headers.get("Content-Type") or "application/json"}

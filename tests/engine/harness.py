@@ -18,7 +18,7 @@ from engine.model.settings import Settings
 from engine.model.translation import owner_of
 from engine.runtime import lifecycle
 from engine.runtime.reconciler import Reconciler
-from engine.store import migrate
+from engine.store import Store, migrate
 from states import observe
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube
@@ -39,6 +39,8 @@ class Clock:
 
 
 class World:
+    store: Store  # set by restart()
+
     def __init__(
         self,
         directory: Path,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.model.translation import CREATED_BY_VARIABLE
+from tests.checks import present
 from tests.engine.harness import CLUSTER, World
 from tests.fakes.kube import make_service
 
@@ -23,7 +24,7 @@ def lose_database(world: World, directory: Path) -> None:
     world.store.close()
     for path in directory.glob("dklb.db*"):
         path.unlink()
-    world.store = None  # type: ignore[assignment]
+    del world.store  # closed: restart() opens a new one
     world.restart()
 
 
@@ -57,7 +58,7 @@ def test_an_adopted_pool_dklb_created_takes_a_settings_change(tmp_path: Path) ->
     world = World(tmp_path)
     world.kube.apply(make_service("a", ports=[(80, 30001)], config="name: mine\n"))
     world.settle()
-    assert world.edgelb.stored("mine")["environmentVariables"] == {CREATED_BY_VARIABLE: CLUSTER}
+    assert present(world.edgelb.stored("mine"))["environmentVariables"] == {CREATED_BY_VARIABLE: CLUSTER}
 
     lose_database(world, tmp_path)
     writes = world.edgelb.writes()
@@ -67,7 +68,7 @@ def test_an_adopted_pool_dklb_created_takes_a_settings_change(tmp_path: Path) ->
 
     world.kube.apply(make_service("a", ports=[(80, 30001)], config="name: mine\ncpus: 0.5\nsize: 2\n"))
     world.settle()
-    pool = world.edgelb.stored("mine")
+    pool = present(world.edgelb.stored("mine"))
     assert (pool["cpus"], pool["count"]) == (0.5, 2)
     assert pool["environmentVariables"] == {CREATED_BY_VARIABLE: CLUSTER}, "the mark stays"
     assert world.binding("default/a").state == "Ready"
@@ -102,7 +103,7 @@ def test_after_adoption_a_pool_without_the_mark_of_this_cluster_keeps_its_settin
     world.kube.apply(make_service("legacy", ports=[(82, 30003)], config="name: legacy\n"))
     world.settle()
     # A pool created before dklb marked its pools: dklb's while the database remembers it.
-    unmarked = world.edgelb.stored("legacy")
+    unmarked = present(world.edgelb.stored("legacy"))
     del unmarked["environmentVariables"]
     world.edgelb.seed(unmarked)
 
@@ -121,7 +122,9 @@ def test_after_adoption_a_pool_without_the_mark_of_this_cluster_keeps_its_settin
     world.kube.apply(make_service("legacy", ports=[(82, 30003)], config="name: legacy\ncpus: 0.7\n"))
     world.settle()
     assert set(world.states().values()) == {"Ready"}
-    assert {name: world.edgelb.stored(name)["cpus"] for name in ("preexisting", "theirs", "legacy")} == {
+    assert {
+        name: present(world.edgelb.stored(name))["cpus"] for name in ("preexisting", "theirs", "legacy")
+    } == {
         "preexisting": 2.0,
         "theirs": 3.0,
         # The known limit for unmarked pools: after a lost database their settings are not dklb's.

@@ -40,7 +40,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import pytest
 import yaml
@@ -52,6 +52,7 @@ from engine.model.checks import NO_TCP_PORT, check_service
 from engine.model.config import PoolConfig
 from engine.model.services import ANNOTATION, FINALIZER
 from engine.model.settings import Settings
+from tests.checks import present
 from tests.engine.harness import CLUSTER, World
 
 POOL = "fuzz-pool"
@@ -142,15 +143,15 @@ def base_config(exposed: tuple[int, ...]) -> dict[str, Any]:
 
 
 def setting(
-    path: tuple[str | int, ...], value: Any, create: Verdict, edit: Verdict | str = "same"
+    path: tuple[str | int, ...], value: Any, create: Verdict, edit: Verdict | Literal["same"] = "same"
 ) -> Mutation:
     def build(base: Base) -> Outcome:
         data = copy.deepcopy(base.data)
-        target = data
+        target: Any = data  # dicts and lists, walked along path
         for step in path[:-1]:
             target = target[step]
         target[path[-1]] = value
-        return Outcome(dump(data), create, create if edit == "same" else edit)  # type: ignore[arg-type]
+        return Outcome(dump(data), create, create if edit == "same" else edit)
 
     return Mutation(f"set {'.'.join(map(str, path))} = {value!r:.60}", build)
 
@@ -741,7 +742,7 @@ def create_story(w: World, spec: Spec, mutation: Mutation) -> str:
     elif verdict is None:
         assert_ready(w, CREATED)
         assert w.edgelb.writes() == writes + 1, "one POST creates the pool"
-        pool = w.edgelb.stored(w.binding(key(CREATED)).pool)
+        pool = present(w.edgelb.stored(w.binding(key(CREATED)).pool))
         assert len(pool["haproxy"]["frontends"]) == len(spec.exposed), "one frontend per distinct TCP port"
     else:
         assert_rejected(w, CREATED, events, verdict)
@@ -794,7 +795,10 @@ def edit_story(w: World, spec: Spec, mutation: Mutation, respec: Spec | None) ->
 
     if released:
         assert w.binding(key(EDITED)) is None and w.edgelb.names() == [], "the pool goes with the type"
-        assert ingress(w, EDITED) == [] and FINALIZER not in w.kube.get(key(EDITED))["metadata"]["finalizers"]
+        assert (
+            ingress(w, EDITED) == []
+            and FINALIZER not in present(w.kube.get(key(EDITED)))["metadata"]["finalizers"]
+        )
     elif verdict is None:
         assert_ready(w, EDITED)
     else:
@@ -802,11 +806,11 @@ def edit_story(w: World, spec: Spec, mutation: Mutation, respec: Spec | None) ->
         # The pool keeps serving exactly as before the edit.
         assert w.edgelb.stored(POOL) == pool and w.edgelb.writes() == writes, "EdgeLB untouched"
         assert ingress(w, EDITED) == address, "the Service keeps its address"
-        assert FINALIZER in w.kube.get(key(EDITED))["metadata"]["finalizers"]
+        assert FINALIZER in present(w.kube.get(key(EDITED)))["metadata"]["finalizers"]
         assert w.binding(key(EDITED)).pool == POOL
         assert {p.name: p.ref_count for p in w.store.pools()} == {POOL: 1}, "the binding still holds the pool"
         # Fixing the Service brings it back without touching EdgeLB.
-        fixed = copy.deepcopy(w.kube.get(key(EDITED)))
+        fixed = copy.deepcopy(present(w.kube.get(key(EDITED))))
         fixed["metadata"]["annotations"][ANNOTATION] = written
         fixed["spec"] = before["spec"]
         w.kube.apply(fixed)
@@ -832,7 +836,18 @@ def check_case(worlds: Worlds, spec: Spec, mutation: Mutation, respec: Spec | No
 
 
 RESPECS = pick(st.none(), st.none(), st.none(), SPECS)
-SETTINGS = {
+
+
+class HypothesisSettings(TypedDict):
+    """The ``hypothesis.settings`` both property tests share."""
+
+    database: None
+    deadline: None
+    derandomize: bool
+    suppress_health_check: list[HealthCheck]
+
+
+SETTINGS: HypothesisSettings = {
     "database": None,
     "deadline": None,
     "derandomize": True,

@@ -34,6 +34,7 @@ from engine.runtime import lifecycle
 from engine.runtime.controller import Controller
 from engine.runtime.reconciler import Reconciler
 from engine.store import Store, database_url, migrate, utcnow
+from tests.checks import present
 from tests.fakes.edgelb import GET as GET_POOL
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube, make_service
@@ -177,7 +178,8 @@ def test_observed_services_all_reach_ready(rigs: Callable[..., Rig]) -> None:
 
     assert sorted(rig.states()) == sorted(keys)
     assert rig.edgelb.names() == ["dklb-redis", "own0", "own1", "own2", "shared"]
-    assert sorted(f["bindPort"] for f in rig.edgelb.stored("shared")["haproxy"]["frontends"]) == [90, 91, 92]
+    shared = present(rig.edgelb.stored("shared"))
+    assert sorted(f["bindPort"] for f in shared["haproxy"]["frontends"]) == [90, 91, 92]
     pools = {p.name: p.ref_count for p in rig.store.pools()}
     assert pools == {"dklb-redis": 1, "own0": 1, "own1": 1, "own2": 1, "shared": 3}
     assert pools == rig.store.live_reference_counts()
@@ -240,7 +242,7 @@ def test_nothing_is_reconciled_before_mark_synced(rigs: Callable[..., Rig]) -> N
     assert second.edgelb.names() == ["dklb-redis"]
 
     # The watch's initial list delivers the redis Service; only then is the cache synced.
-    second.controller.observe(second.kube.get(key))
+    second.controller.observe(present(second.kube.get(key)))
     second.controller.mark_synced()
     wait_until(lambda: second.all_ready([other]), "the other Service to reach Ready")
     wait_until(
@@ -368,7 +370,7 @@ def test_on_start_every_binding_is_verified_once_and_that_is_reported_once(
     second.controller.on_verified = reported.append
     reads, writes = second.edgelb.calls[GET_POOL], second.edgelb.writes()
     for key in keys:
-        second.reconciler.cache.put(second.kube.get(key))
+        second.reconciler.cache.put(present(second.kube.get(key)))
     second.controller.start()
     second.controller.mark_synced()
 

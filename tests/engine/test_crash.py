@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.checks import present
 from tests.engine.crash_worker import open_world, run_process
 from tests.engine.harness import World
 from tests.fakes.kube import FakeKube, make_service
@@ -59,15 +60,16 @@ def after_create(world: World) -> None:
     assert sorted(world.edgelb.names()) == sorted(["dklb-redis", "shared", c_pool]), "no duplicate pool"
     assert (
         f"name: {c_pool}\n"
-        in world.kube.get("default/c")["metadata"]["annotations"]["kubernetes.dcos.io/dklb-config"]
+        in present(world.kube.get("default/c"))["metadata"]["annotations"]["kubernetes.dcos.io/dklb-config"]
     )
 
 
 def after_change(world: World) -> None:
     assert world.states() == {"default/c": "Ready", "default/redis": "Ready", "one/a": "Ready"}
-    redis = world.edgelb.stored("dklb-redis")
+    redis = present(world.edgelb.stored("dklb-redis"))
     assert redis["cpus"] == 0.3 and [f["bindPort"] for f in redis["haproxy"]["frontends"]] == [16380]
-    assert sorted(f["bindPort"] for f in world.edgelb.stored("shared")["haproxy"]["frontends"]) == [80, 443]
+    shared = present(world.edgelb.stored("shared"))
+    assert sorted(f["bindPort"] for f in shared["haproxy"]["frontends"]) == [80, 443]
     assert world.kube.get("two/b") is None
     assert len(world.edgelb.names()) == 3
 

@@ -52,9 +52,12 @@ class DownKube(FakeKube):
 
 
 def refused() -> urllib3.exceptions.MaxRetryError:
+    # A stand-in for the connection, whose "<object object at 0x...>" repr heads the message.
     cause = urllib3.exceptions.NewConnectionError(
-        object(), "Failed to establish a new connection: [Errno 111] Connection refused"
+        object(),  # type: ignore[arg-type]
+        "Failed to establish a new connection: [Errno 111] Connection refused",
     )
+    # No pool: urllib3's own Retry.increment raises it so too (and ignores the same type error).
     return urllib3.exceptions.MaxRetryError(None, "/api/v1/namespaces/default/services/redis", cause)  # type: ignore[arg-type]
 
 
@@ -74,13 +77,17 @@ UNAVAILABLE = {
         "MaxRetryError: NewConnectionError: Failed to establish",
     ),
     "NewConnectionError": (
-        urllib3.exceptions.NewConnectionError(object(), "Failed to establish a new connection: refused"),
+        urllib3.exceptions.NewConnectionError(
+            object(),  # type: ignore[arg-type]  # a stand-in for the connection (see refused)
+            "Failed to establish a new connection: refused",
+        ),
         "NewConnectionError",
     ),
     "ProtocolError (reset)": (
         urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
         "ProtocolError",
     ),
+    # No pool, as urllib3 itself raises it where it has none (typed as if it always had one).
     "ReadTimeoutError": (urllib3.exceptions.ReadTimeoutError(None, "/api", "Read timed out."), "timed out"),  # type: ignore[arg-type]
     "ConnectionRefusedError": (ConnectionRefusedError(111, "Connection refused"), "ConnectionRefusedError"),
     "ApiException 503": (kubernetes.client.ApiException(status=503, reason="Service Unavailable"), "503"),
@@ -185,7 +192,7 @@ def test_the_real_adapter_against_a_port_nobody_listens_on(
     configuration = kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}")
     configuration.retries = 0
     adapter = KubeAdapter(kubernetes.client.ApiClient(configuration), timeout=2.0)
-    world = World(tmp_path, kube=adapter)  # type: ignore[arg-type]
+    world = World(tmp_path, kube=adapter)  # type: ignore[arg-type]  # the real adapter for the fake
     world.reconciler.cache.put(
         make_service("redis")
         | {"metadata": {"name": "redis", "namespace": "default", "uid": "u1", "resourceVersion": "1"}}

@@ -12,6 +12,7 @@ if one ran before re-adoption.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -225,18 +226,19 @@ def sweeper(world: World, **kwargs: Any) -> OrphanSweeper:
 
 def orphan_world(tmp_path: Path) -> World:
     """The e2e bug replayed: the create's answer is lost, the Service deleted, then the pool lands."""
-    world = World(tmp_path, edgelb=LateEdgeLB())
+    late = LateEdgeLB()
+    world = World(tmp_path, edgelb=late)
     world.kube.apply(make_service("late", config=f"name: {POOL}\n"))
     for _ in range(5):
         world.step()
-        if world.edgelb.in_flight:
+        if late.in_flight:
             break
     binding = world.binding("default/late")
     assert binding.state == "Provisioning" and binding.last_error and "no answer" in binding.last_error
     world.kube.delete("default/late")
     world.settle()
     assert world.kube.get("default/late") is None and world.states() == {}, "Deleting saw 404 and let go"
-    world.edgelb.land()
+    late.land()
     assert world.edgelb.names() == [POOL]
     return world
 
@@ -335,7 +337,7 @@ def test_a_service_accepted_into_the_pool_while_the_sweeper_waits_for_the_lock_k
 
     s = sweeper(world)
     s.run()
-    s._locks = JoiningLocks(accept_a_service)  # type: ignore[attr-defined]
+    s._locks = JoiningLocks(accept_a_service)
     assert s.run() == []
     assert world.edgelb.names() == [POOL] and s.seen == frozenset()
     assert world.binding("default/joiner").pool == POOL
@@ -368,7 +370,7 @@ def test_a_pool_deleted_by_someone_else_meanwhile_is_not_counted(tmp_path: Path)
             with super().hold(pool):
                 yield
 
-    s._locks = Vanishing()  # type: ignore[attr-defined]
+    s._locks = Vanishing()
     assert s.run() == [] and deleted == [] and s.seen == frozenset()
 
 
@@ -399,7 +401,7 @@ def test_after_a_lost_database_no_pool_is_deleted_even_by_a_premature_sweep(tmp_
     world.store.close()
     for path in tmp_path.glob("dklb.db*"):
         path.unlink()
-    world.store = None  # type: ignore[assignment]
+    del world.store  # closed: restart() opens a new one
     world.restart()
     world.sync_cache()  # the watch has listed every Service; nothing reconciled yet
     assert world.store.bindings() == []
@@ -417,16 +419,17 @@ def test_after_a_lost_database_no_pool_is_deleted_even_by_a_premature_sweep(tmp_
 
 def test_sweep_reports_what_it_deleted_and_what_it_remembers(tmp_path: Path) -> None:
     world = orphan_world(tmp_path)
-    common = {
-        "edgelb": world.edgelb,
-        "store": world.store,
-        "cache": world.reconciler.cache,
-        "locks": world.reconciler.locks,
-        "cluster": CLUSTER,
-    }
-    first = sweep(**common, seen=frozenset())
+    sweep_world = functools.partial(
+        sweep,
+        edgelb=world.edgelb,
+        store=world.store,
+        cache=world.reconciler.cache,
+        locks=world.reconciler.locks,
+        cluster=CLUSTER,
+    )
+    first = sweep_world(seen=frozenset())
     assert first.deleted == [] and first.candidates == {POOL}
-    second = sweep(**common, seen=first.candidates)
+    second = sweep_world(seen=first.candidates)
     assert second.deleted == [POOL] and second.candidates == frozenset()
 
 

@@ -11,14 +11,15 @@ import re
 
 from engine.edgelb.errors import Unavailable
 from engine.model.services import ANNOTATION, FINALIZER, PAUSED_ANNOTATION
+from tests.checks import present
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
 
 REDIS = "name: dklb-redis\nfrontends:\n- port: 16379\n  servicePort: 6379\n"
 
 
-def redis(**kw: object) -> dict:
-    return make_service("redis", config=REDIS, **kw)  # type: ignore[arg-type]
+def redis(*, type: str = "LoadBalancer", annotations: dict[str, str] | None = None) -> dict:
+    return make_service("redis", config=REDIS, type=type, annotations=annotations)
 
 
 def history(world: World, key: str) -> list[tuple[str | None, str, str]]:
@@ -47,7 +48,7 @@ def test_the_seed_redis_example_walks_to_ready_and_back(world: World) -> None:
     backend = pool["haproxy"]["backends"][0]
     assert backend["balance"] == "leastconn" and backend["services"][0]["endpoint"]["port"] == 32213
     assert (pool["role"], pool["cpus"], pool["mem"], pool["count"]) == ("slave_public", 0.1, 128, 1)
-    service = world.kube.get("default/redis")
+    service = present(world.kube.get("default/redis"))
     assert service["status"]["loadBalancer"]["ingress"] == [{"ip": "127.0.0.1"}]
     assert FINALIZER in service["metadata"]["finalizers"]
     assert "cpus: 0.1" in service["metadata"]["annotations"][ANNOTATION]
@@ -78,7 +79,7 @@ def test_the_seed_redis_example_walks_to_ready_and_back(world: World) -> None:
 def test_a_service_without_annotation_gets_a_stable_defaulted_configuration(world: World) -> None:
     world.kube.apply(make_service("web", ports=[(80, 30080)]))
     world.settle()
-    text = world.kube.get("default/web")["metadata"]["annotations"][ANNOTATION]
+    text = present(world.kube.get("default/web"))["metadata"]["annotations"][ANNOTATION]
     name = world.binding("default/web").pool
     assert re.fullmatch(r"kubernetes-cluster--[a-z0-9]{5}", name)
     assert f"name: {name}\n" in text
@@ -88,7 +89,7 @@ def test_a_service_without_annotation_gets_a_stable_defaulted_configuration(worl
     world.advance(3600)
     world.settle()
     assert world.binding("default/web").pool == name
-    assert world.kube.get("default/web")["metadata"]["annotations"][ANNOTATION] == text
+    assert present(world.kube.get("default/web"))["metadata"]["annotations"][ANNOTATION] == text
     assert world.kube.writes == writes, "the annotation is written once"
     assert world.edgelb.names() == [name]
 
@@ -110,15 +111,15 @@ def test_two_services_share_a_pool_and_the_last_one_deletes_it(world: World) -> 
     world.settle()
     assert world.states() == {"one/a": "Ready", "two/b": "Ready"}
     assert world.edgelb.names() == ["shared"]
-    assert len(world.edgelb.stored("shared")["haproxy"]["frontends"]) == 2
-    assert world.store.pool("shared").ref_count == 2
+    assert len(present(world.edgelb.stored("shared"))["haproxy"]["frontends"]) == 2
+    assert present(world.store.pool("shared")).ref_count == 2
     world.assert_invariants()
 
     world.kube.delete("one/a")
     world.settle()
     assert world.edgelb.names() == ["shared"]
-    assert [f["bindPort"] for f in world.edgelb.stored("shared")["haproxy"]["frontends"]] == [81]
-    assert world.store.pool("shared").ref_count == 1
+    assert [f["bindPort"] for f in present(world.edgelb.stored("shared"))["haproxy"]["frontends"]] == [81]
+    assert present(world.store.pool("shared")).ref_count == 1
     world.assert_invariants()
 
     world.kube.delete("two/b")
@@ -205,7 +206,7 @@ def test_a_preexisting_pool_keeps_its_objects_and_settings(world: World) -> None
     )
     world.kube.apply(make_service("a", ports=[(80, 30001)], config="name: preexisting\n"))
     world.settle()
-    pool = world.edgelb.stored("preexisting")
+    pool = present(world.edgelb.stored("preexisting"))
     assert world.binding("default/a").state == "Ready"
     assert pool["cpus"] == 2.0, "settings of a pool dklb did not create are not touched"
     assert sorted(f["name"] for f in pool["haproxy"]["frontends"]) == [
@@ -214,7 +215,8 @@ def test_a_preexisting_pool_keeps_its_objects_and_settings(world: World) -> None
     ]
     world.kube.delete("default/a")
     world.settle()
-    assert [f["name"] for f in world.edgelb.stored("preexisting")["haproxy"]["frontends"]] == ["theirs"]
+    preexisting = present(world.edgelb.stored("preexisting"))
+    assert [f["name"] for f in preexisting["haproxy"]["frontends"]] == ["theirs"]
     assert world.kube.get("default/a") is None
 
 
@@ -251,7 +253,7 @@ def test_immutable_fields_are_refused_and_mutable_ones_update_the_pool(world: Wo
     world.kube.apply(make_service("redis", config=REDIS.replace("16379", "16380") + "cpus: 0.3\n"))
     world.settle()
     assert world.binding("default/redis").state == "Ready"
-    pool = world.edgelb.stored("dklb-redis")
+    pool = present(world.edgelb.stored("dklb-redis"))
     assert pool["cpus"] == 0.3
     assert [f["bindPort"] for f in pool["haproxy"]["frontends"]] == [16380]
     world.assert_invariants()
@@ -325,7 +327,7 @@ def test_metadata_not_ready_is_polled_with_backoff_and_not_recorded(tmp_path) ->
     world.advance(2)
     binding = world.binding("default/redis")
     assert binding.state == "AwaitingMetadata" and binding.attempts >= 2
-    assert world.kube.get("default/redis")["status"] == {}
+    assert present(world.kube.get("default/redis"))["status"] == {}
     assert all(h.trigger != "poll" for h in world.store.history(key="default/redis"))
     world.edgelb.ready("dklb-redis")
     world.settle()
@@ -352,7 +354,7 @@ def test_udp_ports_are_skipped_with_a_warning(world: World) -> None:
     )
     world.settle()
     assert world.binding("default/dns").state == "Ready"
-    assert [f["bindPort"] for f in world.edgelb.stored("dns")["haproxy"]["frontends"]] == [53]
+    assert [f["bindPort"] for f in present(world.edgelb.stored("dns"))["haproxy"]["frontends"]] == [53]
     assert any("53/UDP" in e["message"] for e in world.kube.events_for("default/dns", type="Warning"))
 
 
@@ -372,7 +374,7 @@ def test_a_service_deleted_while_the_controller_was_down_is_cleaned_up(world: Wo
     world.kube.apply(redis())
     world.settle()
     world.kube.delete("default/redis")  # the finalizer holds it while nobody is watching
-    assert world.kube.get("default/redis")["metadata"]["deletionTimestamp"]
+    assert present(world.kube.get("default/redis"))["metadata"]["deletionTimestamp"]
     world.restart()
     world.settle()
     assert world.kube.get("default/redis") is None

@@ -9,10 +9,12 @@ SIGKILL a process that uses it and continue in a new one.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ def make_service(
     name: str,
     *,
     namespace: str = "default",
-    ports: list[tuple[int, int]] | list[tuple[int, int, str]] = ((6379, 32213),),  # type: ignore[assignment]
+    ports: Sequence[tuple[int, int] | tuple[int, int, str]] = ((6379, 32213),),
     config: str | None = None,
     type: str = "LoadBalancer",
     annotations: dict[str, str] | None = None,
@@ -42,8 +44,7 @@ def make_service(
         "spec": {
             "type": type,
             "ports": [
-                {"port": p[0], "nodePort": p[1], "protocol": p[2] if len(p) > 2 else "TCP"}  # type: ignore[misc]
-                for p in ports
+                {"port": p[0], "nodePort": p[1], "protocol": p[2] if len(p) > 2 else "TCP"} for p in ports
             ],
         },
         "status": {},
@@ -110,7 +111,7 @@ class FakeKube:
         with self._lock:
             return [copy.deepcopy(s) for s in self.services.values()]
 
-    def events_for(self, key: str, *, type: str | None = None) -> list[dict[str, str]]:
+    def events_for(self, key: str, *, type: str | None = None) -> builtins.list[dict[str, str]]:
         with self._lock:
             return [e for e in self.events if e["key"] == key and (type is None or e["type"] == type)]
 
@@ -149,7 +150,7 @@ class FakeKube:
         checkpoint("kube-remove-finalizer")
         return result
 
-    def set_ingress(self, service: Service, ingress: list[dict[str, str]]) -> Service | None:
+    def set_ingress(self, service: Service, ingress: builtins.list[dict[str, str]]) -> Service | None:
         def write(s: Service) -> bool:
             current = s.setdefault("status", {}).get("loadBalancer", {}).get("ingress", [])
             if current == ingress:

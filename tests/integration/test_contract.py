@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import requests
@@ -19,9 +20,12 @@ from edgelb_local.faults import FaultInjector
 from edgelb_local.server import LocalEdgeLB
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Conflict, Invalid, NotFound, Unavailable
+from tests.checks import present
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
 from tests.processes import wait_for
+
+T = TypeVar("T")
 
 
 def pool_body(name: str = "p1", port: int = 16379) -> dict:
@@ -154,7 +158,7 @@ def test_the_engine_reaches_ready_against_the_local_edgelb_and_resyncs_without_w
 
     try:
         client = EdgeLBClient(f"http://{host}:{port}", on_response=count)
-        world = World(tmp_path, edgelb=client)  # type: ignore[arg-type]
+        world = World(tmp_path, edgelb=client)  # type: ignore[arg-type]  # the real client for the fake: no fake-only call
         world.kube.apply(
             make_service("redis", config="name: dklb-redis\nfrontends:\n- port: 16379\n  servicePort: 6379\n")
         )
@@ -162,7 +166,8 @@ def test_the_engine_reaches_ready_against_the_local_edgelb_and_resyncs_without_w
         world.kube.apply(make_service("b", ports=[(81, 30002)], config="name: shared\n"))
         world.settle()
         assert set(world.states().values()) == {"Ready"}
-        assert world.kube.get("default/redis")["status"]["loadBalancer"]["ingress"] == [{"ip": "127.0.0.1"}]
+        redis = present(world.kube.get("default/redis"))
+        assert redis["status"]["loadBalancer"]["ingress"] == [{"ip": "127.0.0.1"}]
         settled = len(writes)
         for _ in range(3):
             world.advance(600)

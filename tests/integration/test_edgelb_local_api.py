@@ -30,6 +30,7 @@ from edgelb_local.dataplane import DataplaneError, NullDataplane, Running
 from edgelb_local.faults import FaultInjector
 from edgelb_local.server import LocalEdgeLB
 from engine.edgelb.schema import fill_defaults, normalize_pool
+from tests.checks import present
 from tests.fakes.pools import REDIS, translated_pool
 from tests.processes import wait_for
 
@@ -61,7 +62,7 @@ def redis_pool(name: str = "dklb-redis", *, port: int = 16379, **fields: Any) ->
 
 def cloud_pool(name: str = "dklb-cloud") -> dict[str, Any]:
     """The pool dklb itself builds for a Service with a cloud-provider annotation (dynamic ports)."""
-    cloud = {
+    cloud: dict[str, Any] = {
         "aws": {
             "elbs": [
                 {
@@ -303,7 +304,7 @@ def test_put_replaces_the_whole_pool(server: Server) -> None:
     # Not a merge: what the first body set and the second omits is back to the defaults.
     assert updated.json() == fill_defaults(replacement)
     assert server.get("/v2/pools/dklb-redis").json() == fill_defaults(replacement)
-    assert server.dataplane.status("dklb-redis").frontends == {"frontend_0.0.0.0_16400": 16400}
+    assert present(server.dataplane.status("dklb-redis")).frontends == {"frontend_0.0.0.0_16400": 16400}
 
 
 def test_put_name_mismatch_is_400(server: Server) -> None:
@@ -409,7 +410,8 @@ def test_dataplane_gets_the_pool_with_defaults(start: StartServer) -> None:
 
 
 def test_writes_are_serialized(start: StartServer) -> None:
-    server = start(dataplane=SlowDataplane())
+    dataplane = SlowDataplane()
+    server = start(dataplane=dataplane)
     results: list[int] = []
 
     def create(name: str, port: int) -> None:
@@ -421,7 +423,7 @@ def test_writes_are_serialized(start: StartServer) -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert server.dataplane.max_active == 1
+    assert dataplane.max_active == 1
     assert sorted(results) == [200] * 9 + [409] * 5
     assert len(server.get("/v2/pools").json()) == 9
 
@@ -448,11 +450,11 @@ def test_metadata_is_504_until_the_delay_has_passed_then_reports_real_ports(star
         assert early.json() == NOT_READY
 
     ready = wait_for(
-        lambda: (r := server.get("/v2/pools/dklb-redis/metadata")).status_code == 200 and r,
+        lambda: r if (r := server.get("/v2/pools/dklb-redis/metadata")).status_code == 200 else None,
         what="metadata",
     )
     assert time.time() - started >= delay
-    running = server.dataplane.status("dklb-redis")
+    running = present(server.dataplane.status("dklb-redis"))
     assert ready.json() == {
         "name": "dklb-redis",
         "frontends": [
@@ -475,7 +477,7 @@ def test_a_change_restarts_the_metadata_delay(start: StartServer) -> None:
     if time.time() - changed < 0.3:
         assert early.status_code == 504
     ready = wait_for(
-        lambda: (r := server.get("/v2/pools/dklb-redis/metadata")).status_code == 200 and r,
+        lambda: r if (r := server.get("/v2/pools/dklb-redis/metadata")).status_code == 200 else None,
         what="metadata after the change",
     )
     assert ready.json()["frontends"][0]["endpoints"][0]["port"] == 16400
@@ -510,7 +512,7 @@ def test_metadata_reports_the_ports_dynamic_bind_ports_got(server: Server) -> No
     assert stored["haproxy"]["frontends"][0]["bindPort"] == 0  # the pool keeps asking for "dynamic"
 
     metadata = server.get("/v2/pools/dklb-redis/metadata").json()
-    running = server.dataplane.status("dklb-redis")
+    running = present(server.dataplane.status("dklb-redis"))
     ports = {fe["name"]: fe["endpoints"][0]["port"] for fe in metadata["frontends"]}
     assert ports == running.frontends
     assert set(ports) == {"frontend_0.0.0.0_0", "second"}
@@ -538,7 +540,7 @@ def test_cloud_provider_metadata_has_aws_elbs(start: StartServer) -> None:
         ]
     }
     endpoint = metadata["frontends"][0]["endpoints"][0]
-    assert endpoint["port"] == server.dataplane.status("dklb-cloud").frontends[frontend] != 0
+    assert endpoint["port"] == present(server.dataplane.status("dklb-cloud")).frontends[frontend] != 0
     assert endpoint["private"] == endpoint["public"] == ["10.0.6.38"]
     # A pool without cloudProvider has no aws section.
     server.post("/v2/pools", json=redis_pool())
@@ -590,7 +592,7 @@ def test_injected_5xx_on_post_stores_nothing(start: StartServer) -> None:
     assert_error(response, 503, "injected fault")
     assert server.get("/v2/pools").json() == []  # GETs are not selected
     assert server.dataplane.status("dklb-redis") is None
-    assert server.edgelb.faults.counts()["5xx"] == 1
+    assert present(server.edgelb.faults).counts()["5xx"] == 1
 
 
 def test_injected_reset_is_a_connection_error(start: StartServer) -> None:
@@ -598,7 +600,7 @@ def test_injected_reset_is_a_connection_error(start: StartServer) -> None:
     with pytest.raises(requests.ConnectionError):
         server.post("/v2/pools", json=redis_pool())
     assert server.get("/v2/pools").json() == []
-    assert server.edgelb.faults.counts()["reset"] == 1
+    assert present(server.edgelb.faults).counts()["reset"] == 1
 
 
 def test_injected_timeout_holds_the_request(start: StartServer, caplog: pytest.LogCaptureFixture) -> None:
@@ -609,7 +611,7 @@ def test_injected_timeout_holds_the_request(start: StartServer, caplog: pytest.L
     # The hold is bounded: the server lets go after 0.5 s, and the held write changed nothing.
     wait_for(lambda: any("POST /v2/pools timeout" in r.getMessage() for r in caplog.records), what="release")
     assert server.get("/v2/pools").json() == []
-    assert server.edgelb.faults.counts()["timeout"] == 1
+    assert present(server.edgelb.faults).counts()["timeout"] == 1
 
 
 def test_injected_latency_is_added(start: StartServer) -> None:
@@ -618,7 +620,7 @@ def test_injected_latency_is_added(start: StartServer) -> None:
     assert server.get("/ping").text == "pong"
     assert time.monotonic() - began >= 0.3
     assert server.get("/version").status_code == 200
-    assert server.edgelb.faults.counts()["latency"] == 1
+    assert present(server.edgelb.faults).counts()["latency"] == 1
 
 
 def test_partial_5xx_is_seeded_and_only_faulted_writes_are_lost(start: StartServer) -> None:
@@ -629,7 +631,7 @@ def test_partial_5xx_is_seeded_and_only_faulted_writes_are_lost(start: StartServ
     assert set(statuses.values()) == {200, 503}
     stored = {p["name"] for p in server.get("/v2/pools").json()}
     assert stored == {name for name, status in statuses.items() if status == 200}
-    assert server.edgelb.faults.counts()["5xx"] == list(statuses.values()).count(503)
+    assert present(server.edgelb.faults).counts()["5xx"] == list(statuses.values()).count(503)
 
 
 def test_one_log_line_per_request(server: Server, caplog: pytest.LogCaptureFixture) -> None:

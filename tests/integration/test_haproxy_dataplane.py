@@ -22,7 +22,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import pytest
 
@@ -132,6 +132,23 @@ def redis_cli(port: int, *args: str) -> str:
         check=True,
     )
     return result.stdout.strip()
+
+
+class Ports(TypedDict):
+    """The ports ``pool`` needs: where redis listens, where the frontend binds."""
+
+    redis_port: int
+    bind_port: int
+
+
+class PoolOptions(TypedDict, total=False):
+    """The rest of ``pool``'s arguments."""
+
+    balance: str
+    pattern: str
+    check: bool
+    second_frontend_port: int | None
+    default_backend: str
 
 
 def pool(
@@ -248,10 +265,10 @@ def test_reloads_drop_no_connection(
     dataplane: HAProxyDataplane, redis_server: RedisServer, state_dir: Path
 ) -> None:
     port = free_port()
-    base = {"redis_port": redis_server.port, "bind_port": port}
+    base: Ports = {"redis_port": redis_server.port, "bind_port": port}
     first = dataplane.apply(pool("reloads", **base))
     master = master_pid(state_dir, "reloads")
-    variants: list[dict[str, Any]] = [
+    variants: list[PoolOptions] = [
         {"balance": "roundrobin"},  # balance toggled
         {"pattern": "^kube-node-.*$"},  # a second server (kube-node-1)
         {"second_frontend_port": 0},  # a second frontend, dynamic port
@@ -332,7 +349,7 @@ def test_refused_change_keeps_the_old_configuration_serving(
     still_serving()
 
 
-def _ports(redis: RedisServer, port: int) -> dict[str, int]:
+def _ports(redis: RedisServer, port: int) -> Ports:
     return {"redis_port": redis.port, "bind_port": port}
 
 

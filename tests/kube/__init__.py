@@ -7,14 +7,14 @@ generated models cannot even decode some API responses, e.g. a Service DELETE's 
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, overload
 
 from kubernetes.client import ApiException, CoreV1Api
 
+from engine.kube.api import response_json
 from engine.model.services import FINALIZER
 from tests.processes import wait_for
 
@@ -34,14 +34,15 @@ def unique(prefix: str) -> str:
 
 def create_namespace(core: CoreV1Api) -> str:
     name = unique("t")
-    core.create_namespace({"metadata": {"name": name}}, _preload_content=False)
+    # The generated client is typed for its model classes; it takes the plain dict as well.
+    core.create_namespace({"metadata": {"name": name}}, _preload_content=False)  # type: ignore[arg-type]
     return name
 
 
 def delete_namespace(core: CoreV1Api, namespace: str) -> None:
     """Delete the namespace and, first, its Services: there is no namespace controller here to
     empty it, and a Service held by our finalizer would linger in every later LIST."""
-    for service in json.loads(core.list_namespaced_service(namespace, _preload_content=False).data)["items"]:
+    for service in response_json(core.list_namespaced_service(namespace, _preload_content=False))["items"]:
         name = service["metadata"]["name"]
         if service["metadata"].get("finalizers"):
             patch_service(core, namespace, name, {"metadata": {"finalizers": None}})
@@ -68,13 +69,15 @@ def create_service(
         body["metadata"]["finalizers"] = finalizers
     if annotations:
         body["metadata"]["annotations"] = annotations
-    return json.loads(core.create_namespaced_service(namespace, body, _preload_content=False).data)
+    # The generated client is typed for its model classes; it takes the plain dict as well.
+    response = core.create_namespaced_service(namespace, body, _preload_content=False)  # type: ignore[arg-type]
+    return response_json(response)
 
 
 def read_service(core: CoreV1Api, namespace: str, name: str) -> Object | None:
     """What ``kubectl get service -o json`` shows, or None."""
     try:
-        return json.loads(core.read_namespaced_service(name, namespace, _preload_content=False).data)
+        return response_json(core.read_namespaced_service(name, namespace, _preload_content=False))
     except ApiException as e:
         if e.status == 404:
             return None
@@ -85,7 +88,7 @@ def patch_service(core: CoreV1Api, namespace: str, name: str, body: Object) -> O
     response = core.patch_namespaced_service(
         name, namespace, body, _content_type="application/merge-patch+json", _preload_content=False
     )
-    return json.loads(response.data)
+    return response_json(response)
 
 
 def delete_service(core: CoreV1Api, namespace: str, name: str) -> None:
@@ -130,7 +133,18 @@ class Recorder:
         with self._lock:
             self.calls.append((kind, obj))
 
-    def seen(self, kind: str | None = None, name: str | None = None) -> list[tuple[str, Object | None]]:
+    # An upsert or a delete always carries its object, and only those have a name to match.
+    @overload
+    def seen(
+        self, kind: Literal["upsert", "delete"], name: str | None = None
+    ) -> Sequence[tuple[str, Object]]: ...
+    @overload
+    def seen(self, kind: None = None, *, name: str) -> Sequence[tuple[str, Object]]: ...
+    @overload
+    def seen(
+        self, kind: str | None = None, name: str | None = None
+    ) -> Sequence[tuple[str, Object | None]]: ...
+    def seen(self, kind: str | None = None, name: str | None = None) -> Sequence[tuple[str, Object | None]]:
         with self._lock:
             return [
                 (k, o)

@@ -14,12 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client import ApiClient, Configuration, CoreV1Api
 
 import engine.kube.api as kube_api
 from engine.kube.adapter import KubeAdapter
-from engine.kube.api import api_client, describe_request
+from engine.kube.api import api_client, describe_request, response_json
 from engine.model.services import ANNOTATION, FINALIZER
+from tests.checks import present
 from tests.kube import (
     create_namespace,
     create_service,
@@ -97,7 +98,7 @@ def kube(client: ApiClient, clock: Clock) -> KubeAdapter:
 
 
 def events(core: CoreV1Api, namespace: str, *, name: str | None = None) -> list[dict[str, Any]]:
-    items = json.loads(core.list_namespaced_event(namespace, _preload_content=False).data)["items"]
+    items = response_json(core.list_namespaced_event(namespace, _preload_content=False))["items"]
     return [e for e in items if name is None or e["involvedObject"]["name"] == name]
 
 
@@ -217,7 +218,7 @@ def test_add_finalizer_writes_the_annotation_in_the_same_request(core, kube, nam
     written = kube.add_finalizer(created, annotation="name: pool\nsize: 2\n")
 
     assert written is not None
-    stored = read_service(core, namespace, "redis")
+    stored = present(read_service(core, namespace, "redis"))
     assert stored == written
     assert version(written) == version(created) + 1, "one write"
     assert finalizers(stored) == [FINALIZER]
@@ -250,7 +251,7 @@ def test_add_finalizer_never_undoes_a_newer_user_edit_of_the_annotation(core, ku
 
     after = kube.add_finalizer(read, annotation="name: pool\nsize: 1\n")
 
-    stored = read_service(core, namespace, "redis")
+    stored = present(read_service(core, namespace, "redis"))
     assert stored["metadata"]["annotations"][ANNOTATION] == "name: pool\nsize: 5\n", "the user's edit wins"
     assert finalizers(stored) == [FINALIZER], "the finalizer is added all the same"
     assert after == stored
@@ -265,7 +266,7 @@ def test_ingress_is_set_and_cleared_through_the_status_subresource(core, kube, n
 
     assert written is not None
     assert ("patch", "services/status", 200) in requests.calls
-    stored = read_service(core, namespace, "redis")
+    stored = present(read_service(core, namespace, "redis"))
     assert stored == written
     assert stored["status"]["loadBalancer"]["ingress"] == ingress
     assert stored["spec"] == created["spec"]
@@ -274,7 +275,7 @@ def test_ingress_is_set_and_cleared_through_the_status_subresource(core, kube, n
     cleared = kube.set_ingress(written, [])
 
     assert cleared is not None
-    stored = read_service(core, namespace, "redis")
+    stored = present(read_service(core, namespace, "redis"))
     assert stored == cleared
     assert not stored["status"]["loadBalancer"].get("ingress")
     assert kube.set_ingress(cleared, []) is cleared
@@ -458,7 +459,7 @@ def test_the_kubeconfig_credential_hook_runs_at_most_once_a_second(tmp_path, mon
     )
     now = [1000.0]
     monkeypatch.setattr(kube_api.time, "monotonic", lambda: now[0])
-    configuration = api_client(str(kubeconfig)).configuration
+    configuration: Configuration = api_client(str(kubeconfig)).configuration
     assert configuration.refresh_api_key_hook is not None
     runs = []
     spied = type(configuration).__setattr__

@@ -77,6 +77,7 @@ class Partition:
 
         def call_api(*args: Any, **kwargs: Any) -> Any:
             if self.cut:
+                # No pool, as urllib3's own Retry.increment raises it (with the same type: ignore).
                 raise urllib3.exceptions.MaxRetryError(None, "/leases", "connection refused (test)")  # type: ignore[arg-type]
             return real(*args, **kwargs)
 
@@ -160,7 +161,7 @@ def test_default_identity_is_hostname_and_random_suffix() -> None:
 def test_unsafe_durations_are_refused(lease: float, deadline: float, retry: float) -> None:
     with pytest.raises(ValueError):
         LeaderElector(
-            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]  # never used: the durations are refused first
             namespace="ns",
             identity="me",
             lease_duration=lease,
@@ -367,6 +368,7 @@ def test_leader_stuck_in_a_hung_request_steps_down_at_the_deadline(
 
     def hung(*args: Any, **kwargs: Any) -> Any:
         hang.wait(timeout=30)
+        # No pool, as urllib3 raises it where it has none (typed as if it always had one).
         raise urllib3.exceptions.ReadTimeoutError(None, "/leases", "read timed out (test)")  # type: ignore[arg-type]
 
     monkeypatch.setattr(a.leases.api_client, "call_api", hung)

@@ -156,7 +156,7 @@ def list_requests(watcher: Watcher) -> list[dict[str, Any]]:
             requests.append(kwargs)
         return original(**kwargs)
 
-    watcher._call = call  # type: ignore[method-assign]
+    watcher._call = call  # type: ignore[method-assign]  # a test double for this watcher
     return requests
 
 
@@ -219,7 +219,7 @@ def test_an_expired_continue_token_starts_the_list_over(client, core, namespace,
             raise ApiException(status=410, reason="Expired")
         return original(**kwargs)
 
-    watcher._call = call  # type: ignore[method-assign]
+    watcher._call = call  # type: ignore[method-assign]  # a test double for this watcher
     watcher.start()
     try:
         wait_until(watcher.synced.is_set, what="the list")
@@ -236,7 +236,7 @@ def test_a_410_relists_and_loses_nothing(client, core, namespace, watchers):
     recorder = Recorder(namespace)
     watcher = Watcher(client, resource="services", on_upsert=recorder.upsert, on_delete=recorder.delete)
     original = watcher._stream
-    forced = []
+    forced: list[str] = []
 
     def stream_with_one_410(resource_version: str, timeout: int) -> Iterator[dict[str, Any]]:
         if not forced:
@@ -248,7 +248,7 @@ def test_a_410_relists_and_loses_nothing(client, core, namespace, watchers):
             raise AssertionError("the watcher must stop reading after a 410")
         yield from original(resource_version, timeout)
 
-    watcher._stream = stream_with_one_410  # type: ignore[method-assign]
+    watcher._stream = stream_with_one_410  # type: ignore[method-assign]  # a test double for this watcher
     watcher.start()
     try:
         wait_until(lambda: recorder.seen("delete", "deleted-in-gap"), what="the missed delete")
@@ -266,7 +266,7 @@ def test_a_410_response_to_the_watch_request_relists(client, core, namespace):
     recorder = Recorder(namespace)
     watcher = Watcher(client, resource="services", on_upsert=recorder.upsert, on_delete=recorder.delete)
     original = watcher._call
-    refused = []
+    refused: list[bool] = []
 
     def call(**kwargs: Any) -> Any:
         if kwargs.get("watch") and not refused:
@@ -274,7 +274,7 @@ def test_a_410_response_to_the_watch_request_relists(client, core, namespace):
             raise ApiException(status=410, reason="Gone")
         return original(**kwargs)
 
-    watcher._call = call  # type: ignore[method-assign]
+    watcher._call = call  # type: ignore[method-assign]  # a test double for this watcher
     watcher.start()
     try:
         wait_until(lambda: watcher.lists == 2, what="the re-list")
@@ -290,7 +290,7 @@ def test_a_broken_connection_backs_off_and_relists(client, core, namespace):
         client, resource="services", on_upsert=recorder.upsert, on_delete=recorder.delete, backoff_base=0.05
     )
     original = watcher._stream
-    broken = []
+    broken: list[bool] = []
 
     def stream(resource_version: str, timeout: int) -> Iterator[dict[str, Any]]:
         if not broken:
@@ -299,7 +299,7 @@ def test_a_broken_connection_backs_off_and_relists(client, core, namespace):
             raise ConnectionResetError("connection reset by peer")
         yield from original(resource_version, timeout)
 
-    watcher._stream = stream  # type: ignore[method-assign]
+    watcher._stream = stream  # type: ignore[method-assign]  # a test double for this watcher
     watcher.start()
     try:
         wait_until(lambda: recorder.seen("upsert", "during-outage"), what="the re-list after the outage")
@@ -333,7 +333,7 @@ def test_resync_redelivers_every_known_object(client, core, namespace, watchers)
 
 def test_a_failing_callback_does_not_stop_the_watch(client, core, namespace, watchers):
     recorder = Recorder(namespace)
-    failures = []
+    failures: list[dict[str, Any]] = []
 
     def upsert(obj: dict[str, Any]) -> None:
         if obj["metadata"].get("namespace") == namespace and not failures:

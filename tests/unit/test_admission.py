@@ -20,6 +20,7 @@ from engine.model.config import PoolConfig
 from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION
 from engine.model.settings import Settings
+from tests.checks import present
 
 SETTINGS = Settings()
 CLUSTER = SETTINGS.cluster_name
@@ -34,7 +35,7 @@ ESCAPED_PATH = "/metadata/annotations/kubernetes.dcos.io~1dklb-config"
 def service(
     annotation: str | None = None,
     *,
-    type: str = "LoadBalancer",
+    type: str | None = "LoadBalancer",
     ports: tuple[tuple[int, str], ...] = ((80, "TCP"), (443, "TCP")),
     annotations: dict[str, str] | None = None,
     deleting: bool = False,
@@ -246,7 +247,7 @@ def test_the_cluster_name_and_default_size_come_from_the_settings() -> None:
     obj = service()
     custom = Settings(cluster_name="prod/kube", default_pool_size=3)
     response = review(admission_review("CREATE", obj), settings=custom, mutate=True)["response"]
-    text = annotation_of(patched(obj, response))
+    text = present(annotation_of(patched(obj, response)))
     data = yaml.safe_load(text)
     assert re.fullmatch(r"prod--kube--[a-z0-9]{5}", data["name"])
     assert data["size"] == 3
@@ -443,10 +444,10 @@ def test_an_update_adding_ports_extends_the_frontends() -> None:
 @pytest.mark.parametrize("kind", ["ClusterIP", "NodePort", "ExternalName", None])
 @pytest.mark.parametrize("text", [None, "name: __foo__", "cpus: 0.5"])
 def test_a_service_that_is_not_a_load_balancer_passes_untouched(kind: str | None, text: str | None) -> None:
-    obj = service(text, type=kind)  # type: ignore[arg-type]
+    obj = service(text, type=kind)
     for is_mutating in (True, False):
         assert answer("CREATE", obj, mutate=is_mutating) == {"uid": "req-1", "allowed": True}
-        old = service(type=kind)  # type: ignore[arg-type]
+        old = service(type=kind)
         assert answer("UPDATE", obj, old, mutate=is_mutating) == {"uid": "req-1", "allowed": True}
 
 

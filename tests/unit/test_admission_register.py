@@ -119,11 +119,17 @@ def status(code: int, message: str, *, reason: str = "") -> Obj:
     return {"kind": "Status", "apiVersion": "v1", "code": code, "message": message, "reason": reason}
 
 
+class _Server(ThreadingHTTPServer):
+    fake: FakeAPI
+
+
 class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
-        code, answer = self.server.fake.handle(self.command, self.path.split("?")[0], body)  # type: ignore[attr-defined]
+        code, answer = self.server.fake.handle(self.command, self.path.split("?")[0], body)
         data = json.dumps(answer).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -145,15 +151,15 @@ class Served:
 
 @pytest.fixture
 def served() -> Iterator[Served]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.fake = FakeAPI()  # type: ignore[attr-defined]
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.fake = FakeAPI()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     configuration = kubernetes.client.Configuration()
     configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
     api = kubernetes.client.ApiClient(configuration)
     try:
-        yield Served(fake=server.fake, api=api)  # type: ignore[attr-defined]
+        yield Served(fake=server.fake, api=api)
     finally:
         api.close()
         server.shutdown()

@@ -123,7 +123,7 @@ def test_every_object_has_the_expected_kind_name_namespace_and_api_version() -> 
 # registration (create, then GET and PUT of the two configurations named "dklb"). Nothing else.
 ADMISSION = "admissionregistration.k8s.io"
 WEBHOOK_CONFIGURATIONS = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
-CLUSTER_RULES = {
+CLUSTER_RULES: dict[tuple[str, str, tuple[str, ...]], set[str]] = {
     # (apiGroup, resource, resourceNames): verbs
     ("", "services", ()): {"get", "list", "watch", "patch"},
     ("", "services/status", ()): {"patch"},

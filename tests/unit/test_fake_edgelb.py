@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.edgelb.errors import Conflict, Invalid, NotFound, Unavailable, Unexpected
+from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable, Unexpected
 from engine.edgelb.port import EdgeLB
 from engine.edgelb.schema import fill_defaults
 from engine.model.translation import (
     ingress_from_metadata,
     same_pool,
 )
+from tests.checks import present
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.pools import REDIS, translated_pool
 
@@ -74,7 +75,7 @@ def test_returned_pools_are_copies() -> None:
         (lambda f: f.update_pool({**redis_pool(), "cpus": "lots"}), Invalid, 400),
     ],
 )
-def test_errors(call, error: type[Exception], status: int) -> None:
+def test_errors(call, error: type[EdgeLBError], status: int) -> None:
     fake = FakeEdgeLB()
     fake.create_pool(redis_pool())
     with pytest.raises(error) as raised:
@@ -192,7 +193,7 @@ def test_fail_next_leaves_state_alone() -> None:
     with pytest.raises(Unavailable) as raised:
         fake.update_pool(redis_pool(16380))
     assert raised.value.status == 503
-    assert fake.stored("dklb-redis")["haproxy"]["frontends"][0]["bindPort"] == 16379
+    assert present(fake.stored("dklb-redis"))["haproxy"]["frontends"][0]["bindPort"] == 16379
 
 
 def test_fail_next_unknown_method() -> None:

@@ -68,7 +68,7 @@ class Spy:
         return record
 
 
-def edgelb_calls(edgelb: FakeEdgeLB) -> dict[str, Callable[[FencedEdgeLB], Any]]:
+def edgelb_calls(edgelb: FakeEdgeLB) -> dict[str, Callable[[EdgeLB], Any]]:
     return {
         "list_pools": lambda f: f.list_pools(),
         "get_pool": lambda f: f.get_pool("pool-a"),
@@ -79,7 +79,7 @@ def edgelb_calls(edgelb: FakeEdgeLB) -> dict[str, Callable[[FencedEdgeLB], Any]]
     }
 
 
-def kube_calls(service: dict[str, Any]) -> dict[str, Callable[[FencedKube], Any]]:
+def kube_calls(service: dict[str, Any]) -> dict[str, Callable[[Kube], Any]]:
     return {
         "add_finalizer": lambda f: f.add_finalizer(service),
         "remove_finalizer": lambda f: f.remove_finalizer(service),
@@ -144,7 +144,7 @@ def test_fence_asks_on_every_check() -> None:
 @pytest.mark.parametrize("method", sorted(EDGELB_WRITES))
 def test_edgelb_write_is_blocked_while_not_leading(edgelb: FakeEdgeLB, method: str) -> None:
     spy = Spy(edgelb)
-    fenced = FencedEdgeLB(spy, Fence(Switch(False)))  # type: ignore[arg-type]
+    fenced = FencedEdgeLB(spy, Fence(Switch(False)))
     with pytest.raises(NotLeader):
         edgelb_calls(edgelb)[method](fenced)
     assert spy.called == []
@@ -155,7 +155,7 @@ def test_edgelb_write_is_blocked_while_not_leading(edgelb: FakeEdgeLB, method: s
 @pytest.mark.parametrize("method", sorted(EDGELB_WRITES))
 def test_edgelb_write_goes_through_while_leading(edgelb: FakeEdgeLB, method: str) -> None:
     spy = Spy(edgelb)
-    fenced = FencedEdgeLB(spy, Fence(Switch(True)))  # type: ignore[arg-type]
+    fenced = FencedEdgeLB(spy, Fence(Switch(True)))
     edgelb_calls(edgelb)[method](fenced)
     assert spy.called == [method]
     assert edgelb.writes() == 1
@@ -165,7 +165,7 @@ def test_edgelb_write_goes_through_while_leading(edgelb: FakeEdgeLB, method: str
 @pytest.mark.parametrize("method", sorted(EDGELB_READS))
 def test_edgelb_read_goes_through_either_way(edgelb: FakeEdgeLB, method: str, leading: bool) -> None:
     spy = Spy(edgelb)
-    fenced = FencedEdgeLB(spy, Fence(Switch(leading)))  # type: ignore[arg-type]
+    fenced = FencedEdgeLB(spy, Fence(Switch(leading)))
     result = edgelb_calls(edgelb)[method](fenced)
     assert spy.called == [method]
     assert result == edgelb_calls(edgelb)[method](edgelb)  # unchanged by the wrapper
@@ -187,7 +187,7 @@ def test_kube_write_is_blocked_while_not_leading(kube: tuple[FakeKube, dict[str,
     fake, service = kube
     before = fake.get("default/redis")
     spy = Spy(fake)
-    fenced = FencedKube(spy, Fence(Switch(False)))  # type: ignore[arg-type]
+    fenced = FencedKube(spy, Fence(Switch(False)))
     with pytest.raises(NotLeader):
         kube_calls(service)[method](fenced)
     assert spy.called == []
@@ -200,7 +200,7 @@ def test_kube_write_is_blocked_while_not_leading(kube: tuple[FakeKube, dict[str,
 def test_kube_write_goes_through_while_leading(kube: tuple[FakeKube, dict[str, Any]], method: str) -> None:
     fake, service = kube
     spy = Spy(fake)
-    fenced = FencedKube(spy, Fence(Switch(True)))  # type: ignore[arg-type]
+    fenced = FencedKube(spy, Fence(Switch(True)))
     if method == "remove_finalizer":
         fake.add_finalizer(service)
     writes, events = fake.writes, len(fake.events)

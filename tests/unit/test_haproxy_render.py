@@ -84,7 +84,7 @@ def frontend(
 
 
 def mesos_service(
-    pattern: str | None = "^kube-node-.*$", *, port: int = 32213, **endpoint: Any
+    pattern: str | None = "^kube-node-.*$", *, port: int | str = 32213, **endpoint: Any
 ) -> dict[str, Any]:
     mesos: dict[str, Any] = {"frameworkName": "kubernetes-cluster"}
     if pattern is not None:
@@ -241,7 +241,7 @@ def test_one_agent_matched_twice_is_one_server() -> None:
         ({"endpoint": {"type": "ADDRESS", "port": 80}}, "not an IP address"),
         ({"endpoint": {"type": "VIP", "port": 80}}, "endpoint.type 'VIP'"),
         (mesos_service("^kube-node-(["), "taskNamePattern"),
-        (mesos_service(port="eighty"), "not an integer"),  # type: ignore[arg-type]
+        (mesos_service(port="eighty"), "not an integer"),
     ],
 )
 def test_unrenderable_services_are_refused(service: dict[str, Any], message: str) -> None:

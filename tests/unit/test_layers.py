@@ -88,6 +88,7 @@ def references(source: str, module: str) -> Iterator[tuple[int, str]]:
             names = [node.value]
         for name in names:
             if within(name, PRODUCT):
+                assert isinstance(node, ast.stmt | ast.expr)  # an import or a string: both have a line
                 yield node.lineno, name
 
 

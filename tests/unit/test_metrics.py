@@ -198,7 +198,7 @@ def test_the_edgelb_client_hook_counts_method_route_and_code(
     tmp_path: Path, local_edgelb: str, metrics: Metrics
 ) -> None:
     client = EdgeLBClient(local_edgelb, read_timeout=TIMEOUT, on_response=metrics.edgelb_response)
-    world = World(tmp_path / "world", edgelb=client)  # type: ignore[arg-type]
+    world = World(tmp_path / "world", edgelb=client)  # type: ignore[arg-type]  # the real client for the fake: no fake-only call
     try:
         world.reconciler.on_transition = metrics.transition
         world.kube.apply(make_service("redis", config="name: dklb-redis\n"))
@@ -292,6 +292,7 @@ def test_reconcile_duration_and_errors_are_observed_by_the_controller_workers(
     tmp_path: Path, metrics: Metrics
 ) -> None:
     store = migrate.open_store(str(tmp_path / "dklb.db"))
+    # A stub: Controller is typed for the concrete Reconciler, of which it uses only these methods.
     controller = Controller(_StubReconciler(store), workers=2, on_reconcile=metrics.reconciled)  # type: ignore[arg-type]
     metrics.watch_queue(lambda: len(controller.queue))
     controller.enqueue("ns/a")

@@ -214,8 +214,8 @@ def test_check_accepts_an_up_to_date_database_without_writing(tmp_path: Path) ->
     db = tmp_path / "dklb.db"
     migrate.upgrade(str(db))
     before = db.stat().st_mtime_ns, db.stat().st_size
-    assert migrate.check(str(db)) is None
-    assert migrate.check(database_url(str(db))) is None, "a URL works as well as a path"
+    migrate.check(str(db))  # no error
+    migrate.check(database_url(str(db)))  # a URL works as well as a path
     assert (db.stat().st_mtime_ns, db.stat().st_size) == before
 
 

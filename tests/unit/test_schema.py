@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -407,7 +408,7 @@ def test_fill_defaults_of_objects() -> None:
 def test_fill_defaults_keeps_explicit_values(path: str, value: object) -> None:
     pool = redis_pool()
     _set(path, value)(pool)
-    filled = fill_defaults(pool)
+    filled: Any = fill_defaults(pool)
     for part in path.split("."):
         filled = filled[int(part)] if part.isdigit() else filled[part]
     assert filled == value

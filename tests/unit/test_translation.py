@@ -30,6 +30,7 @@ from engine.model.translation import (
     same_pool,
     service_objects,
 )
+from tests.checks import present
 
 CLUSTER = "kubernetes-cluster"
 GROUP = "dcos-edgelb/pools"
@@ -759,7 +760,7 @@ def test_cloud_provider_pool() -> None:
         }
     }
     assert validate_pool(pool) == []
-    assert settings.cloud_provider["aws"]["elbs"][0].get("listeners") is None  # settings not mutated
+    assert present(settings.cloud_provider)["aws"]["elbs"][0].get("listeners") is None  # settings not mutated
 
     # Composing the same Service on what the server returned changes nothing.
     desired = compose_pool(
