@@ -222,8 +222,10 @@ def _recorded(old: dict[str, Any], settings: Settings) -> PoolConfig | None:
 
 def _with_name(text: str | None, name: str) -> str:
     """``text`` (a valid, nameless configuration object) with ``name: <name>`` first."""
-    # Valid text loads to a mapping (None for a stream of comments only), duplicates excluded.
-    data = yaml.safe_load(text or "") or {}
+    # As the parser reads it: blank text (Python's idea of blank, which includes what YAML keeps,
+    # such as a no-break space) is the empty object; valid text loads to a mapping (None for a
+    # stream of comments only), duplicates excluded.
+    data = (yaml.safe_load(text) if text and text.strip() else None) or {}
     return yaml.safe_dump({"name": name, **data}, sort_keys=False)
 
 
