@@ -141,7 +141,10 @@ class App:
             self.edgelb.base_url,
             self.config.database,
         )
-        self.done.wait()
+        # A timed wait: SIGTERM may be delivered to any thread, and Python runs its handler in the
+        # main thread only when that thread runs again; a wait without timeout may never return.
+        while not self.done.wait(0.5):
+            pass
         self._stop(self.parts)
         log.info("dklb stopped")
         return 0

@@ -66,7 +66,12 @@ class EdgeLBProcess:
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("the local EdgeLB did not stop within 30 s of SIGTERM") from None
 
     def stop_haproxies(self) -> None:
         """HAProxy masters left behind by a SIGKILLed API, stopped by PID."""
@@ -109,11 +114,16 @@ class ControllerProcess:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        self.proc = None
-        return code
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Never leave it running: it would go on acting on the shared cluster in later tests.
+            proc.kill()
+            proc.wait()
+            raise AssertionError("dklb run did not stop within 30 s of SIGTERM") from None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
