@@ -51,6 +51,7 @@ class Fire:
     updates: dict[str, Any] = field(default_factory=dict)
     pool_created_by_dklb: bool | None = None
     pool_served: bool | None = None
+    pool_pre_existing: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Retry:
 class Poll:
     reason: str
     message: str = ""
+    events: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -4,24 +4,27 @@ Runs under the pool's lock. Removes the frontends and backends this Service owns
 recomputed from the remaining bindings, so foreign objects and other Services' objects stay);
 deletes the pool when nothing is left in it and no other binding refers to it; then clears the
 Service's status and removes the finalizer, last, so that a crash anywhere before leaves the
-Service held and the clean-up is retried. Fires ``deleted``; the binding row goes, its history
+Service held and the clean-up is retried; while EdgeLB does not answer, the Warning Events say
+why the Service is kept. A binding never accepted into a pool owns nothing in EdgeLB: its Service
+is released at once, without asking EdgeLB. Fires ``deleted``; the binding row goes, its history
 stays.
 """
 
 from __future__ import annotations
 
-from engine.contract import Context, Fire, Outcome, Retry
-from engine.edgelb.errors import EdgeLBError, NotFound
+from engine.contract import Context, Fire, Outcome
 from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION
-from engine.model.translation import is_empty, same_pool
-from states.pool import desired_pool
+from states.pool import take_out
 
 
 def enter(ctx: Context) -> Outcome:
-    name = ctx.binding.pool or _pool_from_annotation(ctx)
+    # A binding never accepted into a pool (Rejected, Paused, Pending before any write) has put
+    # nothing into EdgeLB: its Service is released at once, even while EdgeLB does not answer.
+    owns_objects = ctx.binding.objects is not None
+    name = (ctx.binding.pool or _pool_from_annotation(ctx)) if owns_objects else None
     if name is not None:
-        failure = _remove_from_pool(ctx, name)
+        failure = take_out(ctx, name, delete_if_empty=True)
         if failure is not None:
             return failure
     service = ctx.service
@@ -31,27 +34,6 @@ def enter(ctx: Context) -> Outcome:
         ctx.kube.remove_finalizer(service)
     where = f' from EdgeLB pool "{name}"' if name else ""
     return Fire("deleted", reason="Deleted", message=f"Deleted the load balancer of this Service{where}")
-
-
-def _remove_from_pool(ctx: Context, name: str) -> Outcome | None:
-    try:
-        actual = ctx.edgelb.get_pool(name)
-    except NotFound:
-        return None
-    except EdgeLBError as exc:
-        return Retry("EdgeLBUnavailable", f'reading EdgeLB pool "{name}" failed: {exc}')
-    desired = desired_pool(ctx, actual, pool=name, apply_settings=False)
-    others = [b for b in ctx.store.bindings(pool=name) if b.id != ctx.binding.id]
-    try:
-        if is_empty(desired) and not others:
-            ctx.edgelb.delete_pool(name)
-        elif not same_pool(actual, desired):
-            ctx.edgelb.update_pool(desired)
-    except NotFound:
-        return None
-    except EdgeLBError as exc:
-        return Retry("EdgeLBUnavailable", f'removing this Service from EdgeLB pool "{name}" failed: {exc}')
-    return None
 
 
 def _pool_from_annotation(ctx: Context) -> str | None:

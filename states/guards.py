@@ -11,13 +11,14 @@ from __future__ import annotations
 from engine.contract import Context, Fire
 from engine.model.config import PoolConfig
 from engine.store import Binding
+from states.pool import LEAVING
 
 
 def _others(ctx: Context, pool: str) -> list[Binding]:
     return [
         b
         for b in ctx.store.bindings(pool=pool)
-        if b.id != ctx.binding.id and b.state != "Deleting" and b.config is not None
+        if b.id != ctx.binding.id and b.state not in LEAVING and b.config is not None
     ]
 
 

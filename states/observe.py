@@ -29,6 +29,12 @@ from engine.store import Binding
 
 _FROM_SERVICE: Any = object()
 
+# The objects a binding is created with when its Service already carries dklb's finalizer: it
+# comes from an earlier life (a lost database) and may have objects in a pool it has no record
+# of, so its deletion must look in EdgeLB. Any other new binding owns nothing (``objects`` None)
+# until Pending accepts it into a pool: its deletion releases the Service without asking EdgeLB.
+OBJECTS_UNKNOWN: dict[str, list[Any]] = {"frontends": [], "backends": []}
+
 
 def fingerprint(
     service: dict[str, Any], *, annotation: str | None = _FROM_SERVICE, nodes: tuple[str, ...] = ()
@@ -65,7 +71,16 @@ def external_trigger(
     still carries our finalizer without a binding (its clean-up must still happen).
     """
     if binding is None:
-        if service is not None and (wants_load_balancer(service) or has_finalizer(service)):
+        if service is None:
+            return None
+        if has_finalizer(service):
+            return Fire(
+                "observed",
+                reason="ServiceObserved",
+                message="Service observed, already carrying dklb's finalizer",
+                updates={"objects": OBJECTS_UNKNOWN},
+            )
+        if wants_load_balancer(service):
             return Fire("observed", reason="ServiceObserved", message="LoadBalancer Service observed")
         return None
     if binding.state == "Deleting":

@@ -4,16 +4,21 @@ Entered when a LoadBalancer Service is first seen and whenever its inputs change
 defaults and validates the ``kubernetes.dcos.io/dklb-config`` annotation, checks the fields
 that cannot change, then adds the finalizer and writes the defaulted object back into the
 annotation in one write (repeating it after a crash changes nothing). Fires ``accept`` (guarded
-by the sharing rules), ``reject`` or ``pause``. Nothing in EdgeLB is touched here.
+by the sharing rules), ``reject``, ``pause``, or ``move`` when the binding is on another pool
+than the configuration names (a cloud load balancer was added). A Service EdgeLB could not reach
+yet (a port without nodePort; no Ready Node in the address backend mode) is a Warning and a wait
+in Rejected until the Service or the Nodes change, never a pool EdgeLB refuses. Nothing in EdgeLB is touched here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from engine.contract import Context, Fire, Outcome, warning
 from engine.model.checks import check_service
 from engine.model.config import PoolConfig
 from engine.model.services import is_paused
-from engine.model.translation import service_objects
+from engine.model.translation import ServicePort, service_objects
 from states.observe import fingerprint
 
 
@@ -59,10 +64,31 @@ def enter(ctx: Context) -> Outcome:
             updates={"fingerprint": seen},
         )
 
+    unready = _unready_backends(ctx, check.ports)
+    if unready is not None:
+        # A pool with port 0 or a backend with no service is refused by EdgeLB. Waiting in
+        # Rejected: the fingerprint covers the ports and the Nodes, so either changing sends the
+        # binding back here at once.
+        return Fire(
+            "reject",
+            reason="BackendsNotReady",
+            message=unready,
+            events=(warning("BackendsNotReady", unready),),
+            updates={"fingerprint": seen},
+        )
+
     # One write: the finalizer, and the defaulted object unless the annotation already says it.
     written = config.to_annotation()
     annotation = written if check.text != written else None
     service = ctx.kube.add_finalizer(service, annotation=annotation) or service
+    accepted = fingerprint(service, annotation=written, nodes=ctx.node_addresses)
+    if ctx.binding.pool is not None and ctx.binding.objects is not None and ctx.binding.pool != config.name:
+        return Fire(
+            "move",
+            reason="PoolChanged",
+            message=f'the Service now names EdgeLB pool "{config.name}"',
+            updates={"fingerprint": accepted},
+        )
     frontends, backends = service_objects(
         cluster=ctx.settings.cluster_name,
         namespace=meta["namespace"],
@@ -82,7 +108,21 @@ def enter(ctx: Context) -> Outcome:
             "config": config.to_dict(),
             "pool": config.name,
             "objects": {"frontends": frontends, "backends": backends},
-            "fingerprint": fingerprint(service, annotation=written, nodes=ctx.node_addresses),
+            "fingerprint": accepted,
             "uid": meta.get("uid", ""),
         },
     )
+
+
+def _unready_backends(ctx: Context, ports: Sequence[ServicePort]) -> str | None:
+    """Why this Service's backends cannot point anywhere yet, or None when they can."""
+    missing = [str(p.port) for p in ports if not p.node_port]
+    if missing:
+        return (
+            f"port {', '.join(missing)} has no nodePort (spec.allocateLoadBalancerNodePorts is false, "
+            "or none is allocated yet): EdgeLB reaches the Service through its node ports; "
+            "waiting for one"
+        )
+    if ctx.settings.backend_mode == "address" and not ctx.node_addresses:
+        return "no Node is Ready: the backends (--backend-mode address) have no address to point at; waiting"
+    return None

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.contract import Context
+from engine.contract import Context, Retry
+from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.model.config import PoolConfig
-from engine.model.translation import compose_pool
+from engine.model.translation import compose_pool, is_empty, same_pool
+
+# The states of a binding that is taking its objects out of its pool: they count for nothing in it.
+LEAVING = frozenset({"Deleting", "Moving"})
 
 
 def desired_pool(ctx: Context, base: dict[str, Any], *, pool: str, apply_settings: bool) -> dict[str, Any]:
@@ -24,7 +28,7 @@ def desired_pool(ctx: Context, base: dict[str, Any], *, pool: str, apply_setting
     frontends: list[dict[str, Any]] = []
     backends: list[dict[str, Any]] = []
     for b in bindings:
-        if b.state == "Deleting" or not b.objects:
+        if b.state in LEAVING or not b.objects:
             continue
         frontends += b.objects["frontends"]
         backends += b.objects["backends"]
@@ -41,19 +45,80 @@ def desired_pool(ctx: Context, base: dict[str, Any], *, pool: str, apply_setting
     )
 
 
+def take_out(ctx: Context, name: str, *, delete_if_empty: bool) -> Retry | None:
+    """Remove this binding's objects from pool ``name`` (it must be in a ``LEAVING`` state);
+    delete the pool when nothing is left in it, no other binding refers to it and
+    ``delete_if_empty``. None when done (also when the pool is gone), a Retry otherwise."""
+    kept = "the Service is kept (finalizer) until its load balancer objects are removed"
+    try:
+        actual = ctx.edgelb.get_pool(name)
+    except NotFound:
+        return None
+    except EdgeLBError as exc:
+        return Retry("EdgeLBUnavailable", f'reading EdgeLB pool "{name}" failed: {exc}; {kept}')
+    desired = desired_pool(ctx, actual, pool=name, apply_settings=False)
+    others = [b for b in ctx.store.bindings(pool=name) if b.id != ctx.binding.id]
+    try:
+        if is_empty(desired) and not others and delete_if_empty:
+            ctx.edgelb.delete_pool(name)
+        elif not same_pool(actual, desired):
+            ctx.edgelb.update_pool(desired)
+    except NotFound:
+        return None
+    except EdgeLBError as exc:
+        return Retry(
+            "EdgeLBUnavailable", f'removing this Service from EdgeLB pool "{name}" failed: {exc}; {kept}'
+        )
+    return None
+
+
 def frontend_port_clash(pool: dict[str, Any], *, owned: set[str]) -> str | None:
-    """A message when one of ``owned`` frontends binds a port another frontend of the pool binds."""
+    """A message when one of ``owned`` frontends binds a port another frontend, or the pool's
+    HAProxy stats, binds (EdgeLB refuses a pool with a port bound twice, whatever the address)."""
+    haproxy = pool.get("haproxy") or {}
     by_port: dict[int, list[str]] = {}
-    for fe in (pool.get("haproxy") or {}).get("frontends") or []:
+    stats_port = (haproxy.get("stats") or {}).get("bindPort")
+    if isinstance(stats_port, int) and stats_port > 0:
+        by_port[stats_port] = [STATS]
+    for fe in haproxy.get("frontends") or []:
         port = fe.get("bindPort")
         if port:
             by_port.setdefault(int(port), []).append(str(fe.get("name", "")))
     for port, names in sorted(by_port.items()):
         mine = [n for n in names if n in owned]
         if mine and len(names) > 1:
-            others = [n for n in names if n not in owned] or names[1:]
-            return (
-                f'frontend port {port} is already bound by frontend "{others[0]}" '
-                f'of EdgeLB pool "{pool.get("name")}"'
-            )
+            other = ([n for n in names if n not in owned] or names[1:])[0]
+            holder = "the HAProxy stats" if other == STATS else f'frontend "{other}"'
+            return f'frontend port {port} is already bound by {holder} of EdgeLB pool "{pool.get("name")}"'
     return None
+
+
+# Stands for the stats listener among frontend names (no frontend can be named so: no ":").
+STATS = "<stats>"
+
+# The pool fields a Service's configuration sets, and how EdgeLB names them.
+_SETTINGS = (("cpus", "cpus"), ("memory", "mem"), ("size", "count"))
+
+
+def ignored_settings(config: PoolConfig, pool: dict[str, Any]) -> list[str]:
+    """What this Service asks of a pool dklb does not own that the pool does not have: not applied."""
+    wanted = config.shared_settings()
+    differing = [
+        f"{field} {wanted[field]!r} (the pool has {pool.get(key)!r})"
+        for field, key in _SETTINGS
+        if pool.get(key) is not None and not _same_number(pool.get(key), wanted[field])
+    ]
+    if not differing:
+        return []
+    return [
+        f'EdgeLB pool "{pool.get("name")}" was not made by dklb: its settings are not changed, '
+        f"so this Service's {', '.join(differing)} is not applied"
+    ]
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    # A server storing cpus as float32 returns 0.10000000149011612 for 0.1.
+    try:
+        return round(float(a), 6) == round(float(b), 6)
+    except (TypeError, ValueError):
+        return a == b

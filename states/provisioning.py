@@ -3,21 +3,26 @@
 Runs under the pool's lock. Reads the pool; when it is missing, creates it (unless the
 creation strategy forbids it); when it exists, composes the desired pool (every binding's
 objects, every foreign object kept) and PUTs it only if it differs after normalization. The
-pool-level settings (cpus, memory, size...) are applied only to a pool dklb created: the pools
-table says so, or, after a lost database, the mark dklb put into the pool when it created it
-(``engine.model.translation.created_by_dklb``), which is then recorded again. Every
-step is safe to repeat after a crash: a re-run reads the pool again and writes only what is
-still missing. Fires ``provisioned``, or ``reject`` when the pool itself refuses this Service
-(a frontend port a foreign object already binds); EdgeLB failures are retried with backoff.
+pool-level settings (cpus, memory, size...) are applied only to a pool dklb made: the pools
+table says so, or the pool carries the mark dklb puts into the pools it creates, or it holds
+only objects named by a dklb of this cluster (the Go dklb marked nothing)
+(``engine.model.translation.made_by_a_dklb``), which is then recorded. A pool found to be
+someone else's is recorded as such and never adopted; a settings edit it ignores is a Warning.
+Every step is safe to repeat after a crash: a re-run reads the pool again and writes only what
+is still missing. Fires ``provisioned``, or ``reject`` when the pool itself refuses this Service
+(a frontend or stats port already bound) or EdgeLB refuses the body (400/422: sending it again
+cannot help); EdgeLB failures are retried with backoff.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.contract import Context, Fire, Outcome, Retry, warning
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound
 from engine.model.config import PoolConfig
-from engine.model.translation import created_by_dklb, new_pool, same_pool
-from states.pool import desired_pool, frontend_port_clash
+from engine.model.translation import made_by_a_dklb, new_pool, same_pool
+from states.pool import desired_pool, frontend_port_clash, ignored_settings
 
 
 def enter(ctx: Context) -> Outcome:
@@ -37,22 +42,32 @@ def enter(ctx: Context) -> Outcome:
 
     record = ctx.store.pool(name)
     recorded = bool(record and record.created_by_dklb)
-    # Not recorded, yet marked as made by dklb for this cluster: the database was lost (or never
-    # saw the creation commit); the pool is dklb's again, and the provisioned commit says so.
-    adopted = not recorded and created_by_dklb(actual, cluster=ctx.settings.cluster_name)
-    mine = True if adopted else None
-    desired = desired_pool(ctx, actual, pool=name, apply_settings=recorded or adopted)
+    known_foreign = bool(record and record.pre_existing)
+    # Not recorded, yet marked as dklb's for this cluster (the database was lost, or never saw the
+    # creation commit), or holding only objects named by a dklb of this cluster (the Go dklb made
+    # it, and marked nothing): the pool is dklb's, and the provisioned commit says so. A pool
+    # found to be someone else's once stays theirs, even when it later holds only dklb's objects.
+    adopted = not recorded and not known_foreign and made_by_a_dklb(actual, cluster=ctx.settings.cluster_name)
+    owned = recorded or adopted
+    marks: dict[str, Any] = {"pool_created_by_dklb": True} if adopted else {}
+    if not owned and not known_foreign:
+        marks["pool_pre_existing"] = True
+    desired = desired_pool(ctx, actual, pool=name, apply_settings=owned)
     clash = frontend_port_clash(desired, owned={fe["name"] for fe in binding.objects["frontends"]})
     if clash:
         return Fire(
             "reject", reason="FrontendPortInUse", message=clash, events=(warning("FrontendPortInUse", clash),)
         )
+    events = (
+        () if owned else tuple(warning("PoolSettingsIgnored", m) for m in ignored_settings(config, actual))
+    )
     if same_pool(actual, desired):
         return Fire(
             "provisioned",
             reason="PoolUpToDate",
             message=f'EdgeLB pool "{name}" already up to date',
-            pool_created_by_dklb=mine,
+            events=events,
+            **marks,
         )
     try:
         ctx.edgelb.update_pool(desired)
@@ -61,11 +76,21 @@ def enter(ctx: Context) -> Outcome:
             "PoolVanished", f'EdgeLB pool "{name}" disappeared while updating it; it will be re-created'
         )
     except Invalid as exc:
-        return Retry("EdgeLBRejectedPool", f'EdgeLB refused the update of pool "{name}": {exc}')
+        return _refused(f'EdgeLB refused the update of pool "{name}": {exc.message}')
     except EdgeLBError as exc:
         return Retry("EdgeLBUnavailable", f'updating EdgeLB pool "{name}" failed: {exc}')
     message = f'EdgeLB pool "{name}" updated'
-    return Fire("provisioned", reason="PoolUpdated", message=message, pool_created_by_dklb=mine)
+    return Fire("provisioned", reason="PoolUpdated", message=message, events=events, **marks)
+
+
+def _refused(message: str) -> Fire:
+    # EdgeLB judged the body (400/422): sending it again cannot help; the user must change the Service.
+    return Fire(
+        "reject",
+        reason="EdgeLBRejectedPool",
+        message=message,
+        events=(warning("EdgeLBRejectedPool", message),),
+    )
 
 
 def _create(ctx: Context, config: PoolConfig) -> Outcome:
@@ -105,7 +130,7 @@ def _create(ctx: Context, config: PoolConfig) -> Outcome:
     except Conflict:
         return Retry("PoolExists", f'EdgeLB pool "{name}" appeared while creating it; merging into it next')
     except Invalid as exc:
-        return Retry("EdgeLBRejectedPool", f'EdgeLB refused to create pool "{name}": {exc}')
+        return _refused(f'EdgeLB refused to create pool "{name}": {exc.message}')
     except EdgeLBError as exc:
         return Retry("EdgeLBUnavailable", f'creating EdgeLB pool "{name}" failed: {exc}')
     return Fire("provisioned", reason="PoolCreated", message=f'EdgeLB pool "{name}" created')

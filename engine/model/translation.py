@@ -228,6 +228,24 @@ def created_by_dklb(pool: Pool, *, cluster: str) -> bool:
     return isinstance(variables, dict) and variables.get(CREATED_BY_VARIABLE) == cluster
 
 
+def made_by_a_dklb(pool: Pool, *, cluster: str) -> bool:
+    """True when ``pool`` carries dklb's mark for ``cluster``, or no mark and holds objects that
+    all follow the dklb naming of ``cluster``: the Go dklb put no mark on the pools it made, only
+    its object names. A pool marked by a dklb of another cluster is never this one's.
+    """
+    variables = pool.get("environmentVariables")
+    if isinstance(variables, dict) and CREATED_BY_VARIABLE in variables:
+        return variables[CREATED_BY_VARIABLE] == cluster
+    haproxy = pool.get("haproxy")
+    if not isinstance(haproxy, dict):
+        return False
+    objects = [*(haproxy.get("frontends") or []), *(haproxy.get("backends") or [])]
+    return bool(objects) and all(
+        isinstance(obj, dict) and owner_of(str(obj.get("name", "")), cluster=cluster) is not None
+        for obj in objects
+    )
+
+
 def link_listeners(cloud_provider: dict[str, Any], frontends: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The user's ``cloudProvider`` with its AWS listeners linked to the Service's frontends.
 

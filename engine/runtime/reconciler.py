@@ -154,6 +154,7 @@ class Reconciler:
             trigger=fire.trigger,
             reason=fire.reason,
             message=fire.message,
+            objects=fire.updates.get("objects"),
             now=now,
         )
         self._count(None, self.lifecycle.initial, fire.trigger)
@@ -244,6 +245,7 @@ class Reconciler:
             last_error=fire.message if fire.trigger in self.lifecycle.failure_triggers else None,
             pool_created_by_dklb=fire.pool_created_by_dklb,
             pool_served=fire.pool_served,
+            pool_pre_existing=fire.pool_pre_existing,
             **{k: v for k, v in fire.updates.items() if k in _BINDING_FIELDS},
         )
         events = list(fire.events)
@@ -300,7 +302,7 @@ class Reconciler:
                 attempts=attempt,
                 next_wakeup=now + timedelta(seconds=delay),
             )
-            return change, []
+            return change, list(outcome.events)
         resync = self._resync(spec)
         change = Change(
             **common,

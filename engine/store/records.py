@@ -59,6 +59,7 @@ class Pool:
     served: bool
     created_at: datetime
     updated_at: datetime
+    pre_existing: bool
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Change:
     last_error: Any = _UNSET
     pool_created_by_dklb: bool | None = None
     pool_served: bool | None = None
+    pool_pre_existing: bool | None = None
     remove: bool = False
 
     def updates(self) -> dict[str, Any]:

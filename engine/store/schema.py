@@ -92,6 +92,9 @@ class PoolRow(Base):
     served: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # dklb found the pool made by someone else (neither its mark nor only its objects): it is never
+    # adopted later, even once it holds nothing but dklb's objects (see states.provisioning).
+    pre_existing: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class HistoryRow(Base):

@@ -245,6 +245,7 @@ class Store:
         trigger: str,
         reason: str = "",
         message: str = "",
+        objects: Any = None,
         now: datetime | None = None,
     ) -> Binding:
         """A new binding and its first history row (from nothing to ``state``)."""
@@ -256,7 +257,7 @@ class Store:
             "state": state,
             "pool": None,
             "config": None,
-            "objects": None,
+            "objects": objects,
             "fingerprint": None,
             "attempts": 0,
             "next_wakeup": now,
@@ -337,12 +338,14 @@ class Store:
                 conn.execute(_UPDATE_BINDING, {"_id": row["id"], **values})
                 row.update(values)
             pool_name = new_pool if new_pool is not None else old_pool
-            if pool_name is not None and (change.pool_created_by_dklb is not None or change.pool_served):
-                flags: dict[str, Any] = {"updated_at": now}
-                if change.pool_created_by_dklb is not None:
-                    flags["created_by_dklb"] = change.pool_created_by_dklb
-                if change.pool_served:
-                    flags["served"] = True
+            marks = {
+                "created_by_dklb": change.pool_created_by_dklb,
+                "pre_existing": change.pool_pre_existing,
+                "served": change.pool_served or None,
+            }
+            flags: dict[str, Any] = {k: v for k, v in marks.items() if v is not None}
+            if pool_name is not None and flags:
+                flags["updated_at"] = now
                 conn.execute(_UPDATE_POOL, {"_name": pool_name, **flags})
             if old_pool != new_pool and old_pool is not None:
                 self._adjust_pool(conn, old_pool, -1, now)
@@ -360,6 +363,7 @@ class Store:
                     "ref_count": delta,
                     "created_by_dklb": False,
                     "served": False,
+                    "pre_existing": False,
                     "created_at": now,
                     "updated_at": now,
                 },

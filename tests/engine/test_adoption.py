@@ -75,7 +75,9 @@ def test_an_adopted_pool_dklb_created_takes_a_settings_change(tmp_path: Path) ->
     world.assert_invariants()
 
 
-def test_after_adoption_a_pool_without_the_mark_of_this_cluster_keeps_its_settings(tmp_path: Path) -> None:
+def test_after_a_lost_database_foreign_pools_keep_their_settings_and_unmarked_dklb_pools_are_adopted(
+    tmp_path: Path,
+) -> None:
     world = World(tmp_path)
     world.seed_foreign_pool(
         {
@@ -102,7 +104,7 @@ def test_after_adoption_a_pool_without_the_mark_of_this_cluster_keeps_its_settin
     world.kube.apply(make_service("visitor", ports=[(81, 30002)], config="name: theirs\n"))
     world.kube.apply(make_service("legacy", ports=[(82, 30003)], config="name: legacy\n"))
     world.settle()
-    # A pool created before dklb marked its pools: dklb's while the database remembers it.
+    # A pool created before dklb marked its pools (or by the Go dklb): only this cluster's objects.
     unmarked = present(world.edgelb.stored("legacy"))
     del unmarked["environmentVariables"]
     world.edgelb.seed(unmarked)
@@ -113,7 +115,8 @@ def test_after_adoption_a_pool_without_the_mark_of_this_cluster_keeps_its_settin
     assert {p.name: p.created_by_dklb for p in world.store.pools()} == {
         "preexisting": False,
         "theirs": False,
-        "legacy": False,
+        # Holding only objects named by this cluster's dklb, with no mark: adopted.
+        "legacy": True,
     }
 
     writes = world.edgelb.writes()
@@ -127,8 +130,7 @@ def test_after_adoption_a_pool_without_the_mark_of_this_cluster_keeps_its_settin
     } == {
         "preexisting": 2.0,
         "theirs": 3.0,
-        # The known limit for unmarked pools: after a lost database their settings are not dklb's.
-        "legacy": 0.1,
+        "legacy": 0.7,
     }
-    assert world.edgelb.writes() == writes, "no pool's settings were touched"
+    assert world.edgelb.writes() == writes + 1, "only the adopted pool's settings were touched"
     world.assert_invariants()

@@ -59,6 +59,7 @@ class FakeKube:
         self.events: list[dict[str, str]] = []
         self.writes = 0
         self._next_uid = 1
+        self._next_node_port = 31000
         self._version = 1
         if self.path is not None and self.path.exists():
             data = json.loads(self.path.read_text())
@@ -66,6 +67,7 @@ class FakeKube:
             self.events = data["events"]
             self.writes = data["writes"]
             self._next_uid = data["next_uid"]
+            self._next_node_port = data.get("next_node_port", self._next_node_port)
             self._version = data["version"]
 
     # ---- what a user does ----------------------------------------------------------------------
@@ -87,8 +89,28 @@ class FakeKube:
                 if existing["metadata"].get("deletionTimestamp"):
                     meta["deletionTimestamp"] = existing["metadata"]["deletionTimestamp"]
                 service["status"] = existing.get("status", {})
+            self._allocate_node_ports(service, existing)
             self._store(key, service)
             return copy.deepcopy(service)
+
+    def _allocate_node_ports(self, service: Service, existing: Service | None) -> None:
+        # As the API server does: a LoadBalancer Service's port without nodePort gets one (the one
+        # it had, on an update), unless spec.allocateLoadBalancerNodePorts is false.
+        spec = service.get("spec") or {}
+        if spec.get("type") != "LoadBalancer" or spec.get("allocateLoadBalancerNodePorts") is False:
+            return
+        had = {
+            (p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+            for p in ((existing or {}).get("spec") or {}).get("ports") or []
+            if isinstance(p, dict)
+        }
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict) and not port.get("nodePort"):
+                kept = had.get((port.get("port"), port.get("protocol", "TCP")))
+                if kept is None:
+                    kept = self._next_node_port
+                    self._next_node_port += 1
+                port["nodePort"] = kept
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -195,6 +217,7 @@ class FakeKube:
             "events": self.events,
             "writes": self.writes,
             "next_uid": self._next_uid,
+            "next_node_port": self._next_node_port,
             "version": self._version,
         }
         atomic_write_text(self.path, json.dumps(data))

@@ -217,6 +217,7 @@ def test_lifecycle_as_json_lists_the_states(capsys: pytest.CaptureFixture[str]) 
         "Ready",
         "Rejected",
         "Paused",
+        "Moving",
         "Deleting",
     ]
     assert data["states"]["Provisioning"]["serialize"] == "pool"

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from engine.runtime.lifecycle import Backoff, InvalidTrigger, Lifecycle, LifecycleError, load
 from states import guards
 
-STATES = ["Pending", "Provisioning", "AwaitingMetadata", "Ready", "Rejected", "Paused", "Deleting"]
+STATES = ["Pending", "Provisioning", "AwaitingMetadata", "Ready", "Rejected", "Paused", "Moving", "Deleting"]
 
 # Every transition the shipped lifecycle declares, one row per source.
 ALLOWED: list[tuple[str, str, str]] = [
@@ -33,6 +33,8 @@ ALLOWED: list[tuple[str, str, str]] = [
     ("Pending", "reject", "Rejected"),
     ("Provisioning", "reject", "Rejected"),
     ("Pending", "pause", "Paused"),
+    ("Pending", "move", "Moving"),
+    ("Moving", "moved", "Pending"),
     ("Provisioning", "claim_pool", "Provisioning"),
     ("Provisioning", "provisioned", "AwaitingMetadata"),
     ("AwaitingMetadata", "addresses_found", "Ready"),
@@ -43,12 +45,14 @@ ALLOWED: list[tuple[str, str, str]] = [
     ("Ready", "spec_changed", "Pending"),
     ("Rejected", "spec_changed", "Pending"),
     ("Paused", "spec_changed", "Pending"),
+    ("Moving", "spec_changed", "Pending"),
     ("Pending", "delete", "Deleting"),
     ("Provisioning", "delete", "Deleting"),
     ("AwaitingMetadata", "delete", "Deleting"),
     ("Ready", "delete", "Deleting"),
     ("Rejected", "delete", "Deleting"),
     ("Paused", "delete", "Deleting"),
+    ("Moving", "delete", "Deleting"),
     ("Deleting", "deleted", "Removed"),
 ]
 TRIGGERS = sorted({t for _, t, _ in ALLOWED})
@@ -70,6 +74,7 @@ def test_the_shipped_lifecycle_loads_with_its_states_and_handlers(shipped: Lifec
         "Ready": "states.ready",
         "Rejected": None,
         "Paused": None,
+        "Moving": "states.moving",
         "Deleting": "states.deleting",
     }
     for name, spec in shipped.states.items():
@@ -170,7 +175,7 @@ def test_failure_triggers_are_the_else_triggers(shipped: Lifecycle) -> None:
 
 def test_roles_are_declared_so_that_no_code_outside_states_names_a_state(shipped: Lifecycle) -> None:
     assert shipped.settled == frozenset({"Ready"})
-    assert [name for name, spec in shipped.states.items() if not spec.wants_objects] == ["Deleting"]
+    assert [name for name, spec in shipped.states.items() if not spec.wants_objects] == ["Moving", "Deleting"]
     waiting = {name for name, spec in shipped.states.items() if spec.user_action}
     assert waiting == {name for name, spec in shipped.states.items() if spec.handler is None}
 
@@ -212,6 +217,8 @@ MERMAID_TRANSITION_LINES = [
     "    Pending --> Rejected: reject",
     "    Provisioning --> Rejected: reject",
     "    Pending --> Paused: pause",
+    "    Pending --> Moving: move",
+    "    Moving --> Pending: moved",
     "    Provisioning --> Provisioning: claim_pool",
     "    Provisioning --> AwaitingMetadata: provisioned",
     "    AwaitingMetadata --> Ready: addresses_found",
@@ -222,12 +229,14 @@ MERMAID_TRANSITION_LINES = [
     "    Ready --> Pending: spec_changed",
     "    Rejected --> Pending: spec_changed",
     "    Paused --> Pending: spec_changed",
+    "    Moving --> Pending: spec_changed",
     "    Pending --> Deleting: delete",
     "    Provisioning --> Deleting: delete",
     "    AwaitingMetadata --> Deleting: delete",
     "    Ready --> Deleting: delete",
     "    Rejected --> Deleting: delete",
     "    Paused --> Deleting: delete",
+    "    Moving --> Deleting: delete",
     "    Deleting --> [*]: deleted",
 ]
 
