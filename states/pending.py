@@ -7,7 +7,8 @@ annotation in one write (repeating it after a crash changes nothing). Fires ``ac
 by the sharing rules), ``reject``, ``pause``, or ``move`` when the binding is on another pool
 than the configuration names (a cloud load balancer was added). A Service EdgeLB could not reach
 yet (a port without nodePort; no Ready Node in the address backend mode) is a Warning and a wait
-in Rejected until the Service or the Nodes change, never a pool EdgeLB refuses. Nothing in EdgeLB is touched here.
+in Rejected until the Service or the Nodes change, never a pool EdgeLB refuses. Nothing in
+EdgeLB is touched here.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class World:
         bindings = {b.key: b for b in self.store.bindings()}
         for key in set(cache.keys()) | set(bindings):
             binding = bindings.get(key)
-            if observe.external_trigger(binding, cache.get(key)) is not None:
+            if observe.external_trigger(binding, cache.get(key), nodes=self.reconciler.node_addresses()):
                 return True
             if binding is not None and binding.state not in SETTLED:
                 return True

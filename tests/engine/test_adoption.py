@@ -5,8 +5,9 @@ carry every Service's objects under names that say whose they are, so a controll
 an empty database re-adopts everything — with zero writes to EdgeLB or Kubernetes, and no pool
 deleted — and its reference counts equal the live bindings again. The pools dklb created carry
 its mark (``environmentVariables.DKLB_CREATED_BY``), so they are dklb's again after adoption and a
-later cpus/memory/size change reaches them; a pool without the mark (pre-existing, or created by a
-dklb that did not mark its pools yet) keeps its settings.
+later cpus/memory/size change reaches them. A pool without the mark that holds only objects named
+by this cluster's dklb (the Go dklb marked nothing) is adopted too; a pool marked by another
+cluster's dklb, or holding objects no dklb of this cluster named, keeps its settings.
 """
 
 from __future__ import annotations
