@@ -119,14 +119,14 @@ def _decide(
     new = request.get("object")
     if not isinstance(new, dict):
         raise _Malformed(f"the {operation} request has no object")
-    if not _wants_load_balancer(new):
+    if not _wants_load_balancer(new, settings):
         # Not ours (or no longer, or being deleted: the finalizer's removal must always pass).
         return _ALLOW
     old = request.get("oldObject")
     if operation == UPDATE and not isinstance(old, dict):
         # Without it the forbidden transitions could not be checked: refuse rather than let them by.
         raise _Malformed("the UPDATE request has no oldObject")
-    old_lb = isinstance(old, dict) and operation == UPDATE and _wants_load_balancer(old)
+    old_lb = isinstance(old, dict) and operation == UPDATE and _wants_load_balancer(old, settings)
     _check_shape(new, "object")
     if old_lb:
         assert isinstance(old, dict)
@@ -255,13 +255,13 @@ def _mapping(parent: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def _wants_load_balancer(service: Any) -> bool:
+def _wants_load_balancer(service: Any, settings: Settings) -> bool:
     """The controller's own test (``services.wants_load_balancer``), on a Service checked to be one."""
     if not isinstance(service, dict):
         return False
     _mapping(service, "spec", "")
     _mapping(service, "metadata", "")
-    return wants_load_balancer(service)
+    return wants_load_balancer(service, settings.load_balancer_class)
 
 
 def _check_shape(service: dict[str, Any], where: str) -> None:

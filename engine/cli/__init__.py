@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.cli.goflags import go_command_line
 from engine.cli.options import UsageError, parser_options
 from engine.edgelb.errors import EdgeLBError
 from engine.store import StoreError
@@ -79,7 +80,8 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    # The Go dklb's Deployment arguments (``/dklb --pod-name ...``) are ``run``'s.
+    argv = go_command_line(sys.argv[1:] if argv is None else argv)
     args: argparse.Namespace | None = None
     try:
         # Only the command asked for is configured: its flags may read DKLB_* variables, and a

@@ -11,13 +11,19 @@ controller's settings) can also be set as ``DKLB_<FLAG>`` (``--edgelb-url`` is
 ``DKLB_EDGELB_URL``); the command line wins. A per-invocation flag (a filter, ``-o``) is not
 bound: a forgotten variable would silently change every answer. A value from the environment
 goes through the flag's own converter; a bad one is a ``UsageError`` naming the variable.
-Abbreviated flags are refused (``allow_abbrev=False`` on every parser): ``--edgelb-bearer-token``
-must not be taken for ``--edgelb-bearer-token-file``.
+Abbreviated flags are refused (``allow_abbrev=False`` on every parser): a misspelt flag must
+never be taken for another (a token for a token file's path, as once happened).
+
+Secrets: ``--edgelb-bearer-token`` (the Go dklb's flag: the token itself) is held as a ``Secret``,
+which no repr or str shows (an ``argparse.Namespace`` printed, a log line); ``edgelb_options``
+hands its value to the client alone, and warns once that a token on the command line or in the
+environment is visible to whoever sees the process list or the Pod spec.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +32,8 @@ from typing import Any
 from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST, ClientOptions, EdgeLBClient
 from engine.model.durations import parse_duration
 from engine.model.settings import Settings
+
+log = logging.getLogger("dklb.cli")
 
 IN_CLUSTER = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 CONTAINER_DATABASE = "/var/lib/dklb/dklb.db"
@@ -54,12 +62,34 @@ def default_database() -> str:
 
 
 def boolean(text: str) -> bool:
+    """true/false, yes/no, on/off, 1/0, and Go's t/f (``strconv.ParseBool``), in any case."""
     value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
+    if value in ("1", "t", "true", "yes", "on"):
         return True
-    if value in ("0", "false", "no", "off"):
+    if value in ("0", "f", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
+
+
+def non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+class Secret:
+    """A secret flag value: ``reveal()`` gives it; no repr or str does."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    __str__ = __repr__
 
 
 def duration(text: str) -> float:
@@ -129,8 +159,11 @@ def cluster(parser: Container, *, aliases: Sequence[str] = (), help: str | None 
         "--kubernetes-cluster-framework-name",
         *aliases,
         metavar="NAME",
+        type=non_empty,
         default=DEFAULT_CLUSTER,
-        help=help or "the MKE cluster's framework name: names pools and backends (default %(default)s)",
+        help=help
+        or "the MKE cluster's framework name: names pools and backends (default %(default)s; "
+        "the Go dklb required it: set it to the cluster's)",
     )
 
 
@@ -184,6 +217,14 @@ def edgelb(
         "--edgelb-bearer-token-file",
         metavar="FILE",
         help="file holding the bearer token, re-read on 401 (or the token itself in DKLB_EDGELB_TOKEN)",
+    )
+    add(
+        group,
+        "--edgelb-bearer-token",
+        metavar="TOKEN",
+        type=Secret,
+        help="the bearer token itself (the Go dklb's flag): visible in the process list and the Pod "
+        "spec, prefer --edgelb-bearer-token-file; never logged",
     )
     add(
         group,
@@ -262,6 +303,17 @@ def edgelb_options(args: argparse.Namespace) -> ClientOptions | None:
     """The EdgeLB the flags name, or None when they name none (no URL and no host)."""
     if not args.edgelb_url and not args.edgelb_host:
         return None
+    token: Secret | None = args.edgelb_bearer_token
+    if token is not None:
+        if args.edgelb_bearer_token_file or args.edgelb_service_account_secret_file:
+            raise UsageError(
+                "--edgelb-bearer-token and --edgelb-bearer-token-file or "
+                "--edgelb-service-account-secret-file: give one"
+            )
+        log.warning(
+            "the EdgeLB bearer token of --edgelb-bearer-token (or DKLB_EDGELB_BEARER_TOKEN) is visible "
+            "in the process list / Pod spec: prefer --edgelb-bearer-token-file"
+        )
     return ClientOptions(
         url=args.edgelb_url,
         host=args.edgelb_host,
@@ -272,6 +324,7 @@ def edgelb_options(args: argparse.Namespace) -> ClientOptions | None:
         ca_bundle=args.edgelb_ca_bundle,
         insecure_skip_tls_verify=bool(args.edgelb_insecure_skip_tls_verify),
         read_timeout=args.edgelb_request_timeout,
+        token_value=token.reveal() if token is not None else None,
     )
 
 

@@ -1,28 +1,29 @@
 """``dklb run``: the controller's flags, turned into an ``engine.app.AppConfig`` and run.
 
-Where it sits: the ``run`` sub-command. Its flags keep the Go dklb's names
-(``--edgelb-host/--edgelb-scheme/--edgelb-path``, ``--edgelb-bearer-token-file``,
-``--edgelb-pool-group``, ``--edgelb-default-pool-size``, ``--resync-period``...), and every one of
-them can be set as ``DKLB_<FLAG>``. The ``--admission-*`` flags are checked together
-(``engine.admission.plan``) before anything starts: a mistake costs no migration and no thread.
-``engine.app`` builds and runs the rest; SIGTERM or SIGINT stop it.
+Where it sits: the ``run`` sub-command. It takes every flag of the Go dklb's ``cmd/main.go``
+(``--edgelb-host/--edgelb-scheme/--edgelb-path``, ``--edgelb-bearer-token``,
+``--edgelb-pool-group``, ``--edgelb-default-pool-size``, ``--resync-period``, ``--log-level``
+with logrus' level names...; those only Go had are ``engine.cli.goflags``'), and every flag can
+be set as ``DKLB_<FLAG>``. Defaults that differ from Go's say so in their help. The
+``--admission-*`` flags are checked together (``engine.admission.plan``) before anything starts:
+a mistake costs no migration and no thread. ``engine.app`` builds and runs the rest; SIGTERM or
+SIGINT stop it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 from typing import Any
 
-from engine.admission.register import DEFAULT_NAME
-from engine.cli import options
+from engine.admission.register import DEFAULT_NAME, FAILURE_POLICIES
+from engine.cli import goflags, options
 from engine.cli.options import IN_CLUSTER, add
 from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST
 from engine.model.durations import format_duration
 from engine.model.settings import DEFAULT_RESYNC_PERIOD
-from engine.telemetry.logs import configure_logging
+from engine.telemetry.logs import configure_logging, level_name
 from engine.telemetry.serving import parse_listen
 
 log = logging.getLogger("dklb.run")
@@ -37,6 +38,19 @@ def listen(text: str) -> tuple[str, int]:
         return parse_listen(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def log_level(text: str) -> str:
+    try:
+        return level_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def failure_policy(text: str) -> str:
+    """Ignore or Fail in any case, as the Go dklb took them (its default was "ignore"). Anything
+    else is kept as given: ``engine.admission.plan`` names it among the other webhook problems."""
+    return next((p for p in FAILURE_POLICIES if p.lower() == text.strip().lower()), text)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +72,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _controller_flags(parser)
     _leader_flags(parser)
     _admission_flags(parser)
+    goflags.declare(parser)
     options.edgelb(
         parser,
         title="EdgeLB",
@@ -82,7 +97,16 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         "--resync-period",
         type=options.duration,
         default=DEFAULT_RESYNC_PERIOD,
-        help=f"how often a Ready binding re-verifies (default {format_duration(DEFAULT_RESYNC_PERIOD)})",
+        help="how often a Ready binding re-verifies, the watch re-lists and orphans are swept "
+        f"(default {format_duration(DEFAULT_RESYNC_PERIOD)}; the Go dklb's was 2m)",
+    )
+    add(
+        parser,
+        "--load-balancer-class",
+        metavar="CLASS",
+        type=options.non_empty,
+        help="take only the LoadBalancer Services whose spec.loadBalancerClass is CLASS (default: "
+        "only those without a class); a Service of another class is left alone entirely",
     )
     add(
         parser, "--workers", type=int, default=4, help="bindings reconciled in parallel (default %(default)s)"
@@ -100,8 +124,10 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         parser,
         "--log-level",
         default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="(default %(default)s)",
+        type=log_level,
+        metavar="LEVEL",
+        help="debug, info, warning, error or critical; also the Go dklb's (logrus) trace (= debug), "
+        "warn (= warning), fatal and panic (= critical); any case (default %(default)s)",
     )
     add(
         parser,
@@ -123,8 +149,8 @@ def _leader_flags(parser: argparse.ArgumentParser) -> None:
     add(
         parser,
         "--leader-elect-namespace",
-        default=os.environ.get("POD_NAMESPACE", "default"),
-        help="the Lease's namespace",
+        metavar="NAMESPACE",
+        help="the Lease's namespace (default: --pod-namespace, else $POD_NAMESPACE, else default)",
     )
     add(parser, "--leader-elect-lease-name", default="dklb", help="the Lease's name (default %(default)s)")
     add(
@@ -218,10 +244,11 @@ def _admission_flags(parser: argparse.ArgumentParser) -> None:
         parser,
         "--admission-failure-policy",
         default="Ignore",
+        type=failure_policy,
         metavar="Ignore|Fail",
         help="what the API server does when the webhook does not answer: Ignore (store the "
         "Service unchecked; the controller still refuses what is invalid) or Fail (refuse the "
-        "write) (default %(default)s)",
+        "write), in any case (default %(default)s)",
     )
     add(
         parser,
@@ -237,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.store import StoreError
 
     configure_logging(level=args.log_level, fmt=args.log_format)
+    for notice in goflags.resolve(args):
+        log.info("%s", notice)
     try:
         # Before anything starts: a mistake in these flags costs no migration and no thread.
         plan = admission_plan(args)
@@ -251,7 +280,12 @@ def run(args: argparse.Namespace) -> int:
     config = AppConfig(
         kubeconfig=args.kubeconfig,
         database=args.database,
-        settings=options.settings(args, backend_mode=args.backend_mode, resync_period=args.resync_period),
+        settings=options.settings(
+            args,
+            backend_mode=args.backend_mode,
+            resync_period=args.resync_period,
+            load_balancer_class=args.load_balancer_class,
+        ),
         edgelb=edgelb,
         workers=args.workers,
         leader_election=LeaderElection(

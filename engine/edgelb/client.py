@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -36,6 +36,7 @@ from engine.edgelb.auth import (
     FileToken,
     LoginError,
     ServiceAccountLogin,
+    StaticToken,
     TokenSource,
     scrub,
     server_detail,
@@ -332,13 +333,15 @@ def client_from_options(
     connect_timeout: float = 5.0,
     read_timeout: float = 30.0,
     on_response: OnResponse | None = None,
+    token_value: str | None = None,
 ) -> EdgeLBClient:
     """Build the client from command-line style options.
 
     The base URL is ``url`` when given, else ``<scheme>://<host><path>`` (the Go dklb's
     ``--edgelb-scheme``, ``--edgelb-host``, ``--edgelb-path``). The token source is the service
-    account when its secret file is given, else the token file, else the ``token_env`` variable
-    when it is set, else none (in-cluster EdgeLB needs no token). TLS is verified unless
+    account when its secret file is given, else the token file, else ``token_value`` (the Go
+    dklb's ``--edgelb-bearer-token``), else the ``token_env`` variable when it is set, else none
+    (in-cluster EdgeLB needs no token). TLS is verified unless
     ``insecure_skip_tls_verify``; ``ca_bundle`` names the CA file to verify against.
     Raises ValueError for contradictory or malformed options, LoginError for an unusable
     service-account secret.
@@ -370,6 +373,8 @@ def client_from_options(
 
     if service_account_secret_file and token_file:
         raise ValueError("give either a token file or a service account secret file, not both")
+    if token_value and (service_account_secret_file or token_file):
+        raise ValueError("give either a token or a token file or service account secret file, not both")
     token: TokenSource | None = None
     if service_account_secret_file:
         token = ServiceAccountLogin(
@@ -377,6 +382,8 @@ def client_from_options(
         )
     elif token_file:
         token = FileToken(token_file)
+    elif token_value:
+        token = StaticToken(token_value)
     elif token_env and os.environ.get(token_env):
         token = EnvToken(token_env)
 
@@ -403,6 +410,8 @@ class ClientOptions:
     ca_bundle: str | None = None
     insecure_skip_tls_verify: bool = False
     read_timeout: float = 30.0
+    # A secret: never in a repr (AppConfig's, this one's).
+    token_value: str | None = field(default=None, repr=False)
 
     def client(self, *, on_response: OnResponse | None = None) -> EdgeLBClient:
         """``client_from_options`` with these options; raises what it raises."""

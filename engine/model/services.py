@@ -5,12 +5,18 @@ key), the reconciler's external triggers (``states/observe.py``: does dklb still
 balancer for it), the admission webhook, the orphan sweeper (is an object's owner still
 handled) and the Kubernetes adapter (the annotation and the finalizer it writes). A Service is
 the JSON dict the API server sends; nothing here assumes more of its shape than ``dict.get``.
+
+Which LoadBalancer Services are dklb's (``spec.loadBalancerClass``, ``dklb run
+--load-balancer-class``): a controller without a class takes the Services without one, as every
+controller did before the field existed; a controller with a class takes exactly the Services of
+that class. Any other is another controller's: the reconciler never sees it (``foreign``), the
+webhook lets it through unchecked, the orphan sweeper does not count it as an owner.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 #: The configuration object (``engine.model.config`` parses its value).
 ANNOTATION = "kubernetes.dcos.io/dklb-config"
@@ -19,6 +25,16 @@ PAUSED_ANNOTATION = "kubernetes.dcos.io/dklb-paused"
 #: Held on every Service dklb handles until its load balancer is cleaned up.
 FINALIZER = "kubernetes.dcos.io/dklb"
 LOAD_BALANCER = "LoadBalancer"
+
+
+class _AnyClass:
+    def __repr__(self) -> str:
+        return "ANY_CLASS"
+
+
+#: ``wants_load_balancer`` without the class rule: for a caller that only ever sees Services the
+#: rule already admitted (the lifecycle's external trigger sees what the reconciler lets through).
+ANY_CLASS: Final = _AnyClass()
 
 
 def join_key(namespace: str, name: str) -> str:
@@ -66,18 +82,49 @@ def being_deleted(service: Mapping[str, Any]) -> bool:
     return bool(metadata(service).get("deletionTimestamp"))
 
 
-def wants_load_balancer(service: Mapping[str, Any]) -> bool:
-    """Type LoadBalancer and not being deleted: dklb keeps (or makes) its load balancer."""
-    return service_type(service) == LOAD_BALANCER and not being_deleted(service)
+def load_balancer_class(service: Mapping[str, Any]) -> str | None:
+    """``spec.loadBalancerClass``; None when unset (an empty string is unset too)."""
+    value = (service.get("spec") or {}).get("loadBalancerClass")
+    return value if isinstance(value, str) and value else None
+
+
+def claims(service: Mapping[str, Any], lb_class: str | None) -> bool:
+    """The class rule: a controller of ``lb_class`` (None: no class) takes a Service of exactly
+    that class (None: a Service without one)."""
+    return load_balancer_class(service) == (lb_class or None)
+
+
+def wants_load_balancer(service: Mapping[str, Any], lb_class: str | _AnyClass | None = ANY_CLASS) -> bool:
+    """Type LoadBalancer, not being deleted and (unless ``ANY_CLASS``) of this controller's
+    class ``lb_class``: dklb keeps (or makes) its load balancer."""
+    if service_type(service) != LOAD_BALANCER or being_deleted(service):
+        return False
+    return isinstance(lb_class, _AnyClass) or claims(service, lb_class)
 
 
 def has_finalizer(service: Mapping[str, Any]) -> bool:
     return FINALIZER in (metadata(service).get("finalizers") or [])
 
 
-def handled(service: Mapping[str, Any]) -> bool:
-    """A Service dklb drives or still has to clean up: type LoadBalancer, or holding our finalizer."""
-    return service_type(service) == LOAD_BALANCER or has_finalizer(service)
+def handled(service: Mapping[str, Any], lb_class: str | _AnyClass | None) -> bool:
+    """A Service dklb drives or still has to clean up: type LoadBalancer of this controller's
+    class ``lb_class`` (``ANY_CLASS``: of any class), or holding our finalizer."""
+    if has_finalizer(service):
+        return True
+    return service_type(service) == LOAD_BALANCER and (
+        isinstance(lb_class, _AnyClass) or claims(service, lb_class)
+    )
+
+
+def foreign(service: Mapping[str, Any], lb_class: str | None) -> bool:
+    """A LoadBalancer Service of another class that holds no finalizer of ours: another
+    controller's, which dklb leaves entirely alone (no binding, no finalizer, no Event).
+
+    One that holds our finalizer is still ours: Kubernetes never changes a Service's class, so it
+    got the finalizer from a dklb started with another ``--load-balancer-class``; ignoring it would
+    leave its pool behind and the Service undeletable.
+    """
+    return service_type(service) == LOAD_BALANCER and not handled(service, lb_class)
 
 
 def json_pointer(*tokens: str) -> str:

@@ -26,3 +26,6 @@ class Settings:
     backend_mode: str = "mesos"
     # Overrides the Ready state's declared resync period when set.
     resync_period: float | None = None
+    # spec.loadBalancerClass of the Services this controller takes (None: those without one);
+    # engine.model.services.claims is the rule.
+    load_balancer_class: str | None = None

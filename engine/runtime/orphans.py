@@ -44,7 +44,7 @@ import yaml
 
 from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.edgelb.port import EdgeLB, Pool
-from engine.model.services import config_text, handled, key, metadata
+from engine.model.services import ANY_CLASS, config_text, handled, key, metadata
 from engine.model.translation import Owner, created_by_dklb, owner_of
 from engine.runtime.cache import PoolLocks, ServiceCache
 from engine.runtime.fence import NotLeader
@@ -101,7 +101,8 @@ class Uses:
         # ``services`` is read once, so the Services themselves are not all held at once.
         self._annotations: list[tuple[str, str | None]] = []
         for service in services:
-            if not handled(service):
+            # Of any class: a pool that any LoadBalancer Service could still claim is not deleted.
+            if not handled(service, ANY_CLASS):
                 continue
             meta = metadata(service)
             self.live.add((str(meta.get("namespace")), str(meta.get("name"))))

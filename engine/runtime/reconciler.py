@@ -32,7 +32,7 @@ from engine.contract import Context, Event, Fire, Outcome, Poll, Retry, Stay, wa
 from engine.edgelb.port import EdgeLB
 from engine.kube.errors import KUBERNETES_UNAVAILABLE, kubernetes_unavailable
 from engine.kube.port import Kube
-from engine.model.services import split_key
+from engine.model.services import foreign, split_key
 from engine.model.settings import Settings
 from engine.runtime.cache import PoolLocks, ServiceCache, WriteThrough
 from engine.runtime.crashpoints import checkpoint
@@ -105,6 +105,9 @@ class Reconciler:
         for _ in range(MAX_STEPS):
             now = self.clock()
             service = self.cache.get(key)
+            if service is not None and foreign(service, self.settings.load_balancer_class):
+                # Another controller's (spec.loadBalancerClass): for the lifecycle it does not exist.
+                service = None
             fire = self.lifecycle.external(binding, service, nodes=self.node_addresses())
             try:
                 if binding is None:

@@ -3,6 +3,10 @@
 Every module logs under ``dklb.*``; this decides the format once, at start-up. In JSON mode every
 line the process writes is a JSON object: warnings and uncaught exceptions (main thread or any
 other) go through logging too.
+
+Levels: Python's names (debug, info, warning, error, critical) and the Go dklb's (logrus: trace,
+debug, info, warn, warning, error, fatal, panic), in any case, so that its ``--log-level`` values
+keep working: ``level_name`` maps them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,29 @@ from types import TracebackType
 from typing import Any
 
 _log = logging.getLogger("dklb.run")
+
+#: Every accepted ``--log-level`` (lower case) -> the Python level it means. logrus' trace is
+#: finer than debug, which is our finest; its fatal and panic log only what ends the process,
+#: our critical.
+LEVELS: dict[str, str] = {
+    "trace": "debug",
+    "debug": "debug",
+    "info": "info",
+    "warn": "warning",
+    "warning": "warning",
+    "error": "error",
+    "fatal": "critical",
+    "panic": "critical",
+    "critical": "critical",
+}
+
+
+def level_name(text: str) -> str:
+    """The Python level (``debug`` ... ``critical``) a level name means; ValueError naming it."""
+    try:
+        return LEVELS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{text!r} is not a log level (one of {', '.join(LEVELS)})") from None
 
 
 class JSONFormatter(logging.Formatter):
@@ -40,7 +67,7 @@ def configure_logging(*, level: str = "info", fmt: str = "text") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level_name(level).upper())
     # Scheduling chatter ("Running job ...") would drown the transitions.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine.model.services import FINALIZER, wants_load_balancer
+from engine.model.services import FINALIZER, foreign, wants_load_balancer
 from engine.model.settings import Settings
 from engine.model.translation import owner_of
 from engine.runtime import lifecycle
@@ -91,11 +91,19 @@ class World:
         bindings = {b.key: b for b in self.store.bindings()}
         for key in set(cache.keys()) | set(bindings):
             binding = bindings.get(key)
-            if observe.external_trigger(binding, cache.get(key), nodes=self.reconciler.node_addresses()):
+            if observe.external_trigger(
+                binding, self.visible(cache.get(key)), nodes=self.reconciler.node_addresses()
+            ):
                 return True
             if binding is not None and binding.state not in SETTLED:
                 return True
         return False
+
+    def visible(self, service: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The Service as the reconciler shows it to the lifecycle: another controller's is None."""
+        if service is not None and foreign(service, self.settings.load_balancer_class):
+            return None
+        return service
 
     def step(self) -> None:
         self.sync_cache()
@@ -164,7 +172,7 @@ class World:
                 assert FINALIZER in service["metadata"]["finalizers"], f"{b.key} has no finalizer"
         for service in self.kube.list():
             key = f"{service['metadata']['namespace']}/{service['metadata']['name']}"
-            if wants_load_balancer(service):
+            if self.visible(service) is not None and wants_load_balancer(service):
                 assert self.store.get(key) is not None, f"{key} has no binding"
             else:
                 assert FINALIZER not in service["metadata"]["finalizers"], f"{key} is still held"

@@ -68,6 +68,19 @@ def test_compact_drops_managed_fields_and_keeps_everything_else():
     assert original == before, "the object passed in is not modified"
 
 
+def test_the_load_balancer_class_survives_compact_encode_and_the_cache():
+    # The class decides which controller a Service belongs to (engine.model.services.claims):
+    # a copy that lost it would make another controller's Service dklb's.
+    api = service()
+    api["spec"]["loadBalancerClass"] = "example.com/other-lb"
+    assert compact(api)["spec"]["loadBalancerClass"] == "example.com/other-lb"
+    assert decode(encode(compact(api)))["spec"]["loadBalancerClass"] == "example.com/other-lb"
+    cache = ServiceCache()
+    key = cache.put(api)
+    held = cache.get(key)
+    assert held is not None and held["spec"]["loadBalancerClass"] == "example.com/other-lb"
+
+
 def test_compact_copies_do_not_share_mutable_parts_with_the_original():
     original = service()
     kept = compact(original)
