@@ -156,7 +156,11 @@ def dcos_service_name(pool_group: str, name: str) -> str:
 
 
 def check_transition(previous: PoolConfig, new: PoolConfig | None, *, annotation_present: bool) -> list[str]:
-    """Why ``new`` may not replace ``previous``: these fields identify or place a pool that serves."""
+    """Why ``new`` may not replace ``previous``: these fields identify or place a pool that serves.
+
+    Adding a cloud-provider configuration is the exception (the Go dklb's rule): the Service
+    moves to a pool of its own, so its name, role and network are free; removing one is refused.
+    """
     if not annotation_present:
         # Re-defaulting would generate a new random name, i.e. silently move the Service to a new pool.
         return [f"the {ANNOTATION} annotation cannot be removed"]
