@@ -50,6 +50,7 @@ def enter(ctx: Context) -> Outcome:
         previous=PoolConfig.from_dict(ctx.binding.config) if ctx.binding.config is not None else None,
         cluster_name=ctx.settings.cluster_name,
         default_size=ctx.settings.default_pool_size,
+        pool_group=ctx.settings.pool_group,
         rng=ctx.rng,
     )
     config = check.config

@@ -15,6 +15,9 @@ handed to the controller's Pending handler. Nothing here performs I/O: no EdgeLB
 * Validating: refuses what the controller would reject (``check_service``, the very functions
   Pending calls, so the messages are identical) and the forbidden transitions of an UPDATE
   (name, role, network changed, annotation removed), compared with the old object's annotation.
+  One exception: a Service with no TCP port (UDP only) is let in with a warning. dklb has nothing
+  to expose for it (the controller leaves it Rejected), but another load-balancer controller may
+  serve it, and a cluster-wide webhook must not stand in that controller's way.
 
 The old object's annotation stands in for the configuration the controller recorded: once the
 webhooks are in place, every annotation a LoadBalancer Service holds passed through them, and
@@ -32,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from engine.model.checks import ConfigCheck, check_service
+from engine.model.checks import NO_TCP_PORT, ConfigCheck, check_service
 from engine.model.config import PoolConfig
 from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION, config_text, json_pointer, wants_load_balancer
@@ -45,6 +48,7 @@ CREATE, UPDATE = "CREATE", "UPDATE"
 
 FORBIDDEN = 403  # a request the rules refuse
 BAD_REQUEST = 400  # a request whose Service is not shaped like a Service
+NOT_OURS = f"{NO_TCP_PORT}: dklb makes no load balancer for it (allowed: another controller may)"
 
 
 class InvalidReview(ValueError):
@@ -170,17 +174,18 @@ def _validate(
     rng: random.Random | None,
 ) -> _Answer:
     check = _check(new, previous, settings, rng)
-    if not check.errors:
-        return _Answer(warnings=check.warnings)
+    errors = [e for e in check.errors if e != NO_TCP_PORT]
+    warnings = (*check.warnings, NOT_OURS) if check.no_tcp_port else check.warnings
+    if not errors:
+        return _Answer(warnings=warnings)
+    message = "; ".join(errors)
     if old is not None and _inputs(old) == _inputs(new):
         # An update leaving the configuration's inputs as they were cannot make them worse.
         # Refusing it would block the controller's own writes (finalizer, pause) and every label
         # change on a Service that became invalid before the webhook was installed.
-        note = (
-            f"the Service's configuration is invalid ({check.message}); allowed: the update leaves it as is"
-        )
-        return _Answer(warnings=(*check.warnings, note))
-    return _Answer(allowed=False, code=FORBIDDEN, message=check.message, warnings=check.warnings)
+        note = f"the Service's configuration is invalid ({message}); allowed: the update leaves it as is"
+        return _Answer(warnings=(*warnings, note))
+    return _Answer(allowed=False, code=FORBIDDEN, message=message, warnings=warnings)
 
 
 def _check(
@@ -194,6 +199,7 @@ def _check(
         previous=previous,
         cluster_name=settings.cluster_name,
         default_size=settings.default_pool_size,
+        pool_group=settings.pool_group,
         rng=rng,
     )
 
@@ -202,7 +208,8 @@ def _recorded(old: dict[str, Any], settings: Settings) -> PoolConfig | None:
     """The configuration in force on the old object: its annotation, if valid and naming its pool.
 
     A nameless annotation fixes no pool (parsing it would draw a random name, and comparing with
-    that would be meaningless); an invalid one was never accepted.
+    that would be meaningless); an invalid one was never accepted. The name's fit in the pool
+    group and the cloud listeners' frontends are not judged: what was in force is what counts.
     """
     text = config_text(old)
     if not text:
@@ -221,12 +228,16 @@ def _recorded(old: dict[str, Any], settings: Settings) -> PoolConfig | None:
 
 
 def _with_name(text: str | None, name: str) -> str:
-    """``text`` (a valid, nameless configuration object) with ``name: <name>`` first."""
+    """``text`` (a valid configuration object whose name was drawn) with ``name: <name>`` first.
+
+    The name was drawn because the text has none, or (cloud) one without the "cloud" prefix,
+    which is replaced.
+    """
     # As the parser reads it: blank text (Python's idea of blank, which includes what YAML keeps,
     # such as a no-break space) is the empty object; valid text loads to a mapping (None for a
     # stream of comments only), duplicates excluded.
     data = (yaml.safe_load(text) if text and text.strip() else None) or {}
-    return yaml.safe_dump({"name": name, **data}, sort_keys=False)
+    return yaml.safe_dump({"name": name, **{k: v for k, v in data.items() if k != "name"}}, sort_keys=False)
 
 
 def _inputs(service: dict[str, Any]) -> tuple[str | None, tuple[int, ...]]:

@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         cluster_name=args.kubernetes_cluster_framework_name,
         default_size=args.edgelb_default_pool_size,
         rng=random.Random(),
+        pool_group=args.edgelb_pool_group,
+        owner=(meta["namespace"], meta["name"]),
     )
     errors = list(result.errors)
     if not ports:

@@ -2,7 +2,8 @@
 
 ``services`` reads a Service (key, annotations, "does dklb handle it", finalizer); ``parse``
 turns the ``kubernetes.dcos.io/dklb-config`` annotation into a ``config.PoolConfig`` (through
-``strict_yaml``) or every error; ``checks`` is the judgement the Pending handler and the
+``strict_yaml``, ``report``, and ``cloud`` for the ``cloudProviderConfiguration`` it holds) or
+every error; ``checks`` is the judgement the Pending handler and the
 admission webhook share; ``translation`` makes EdgeLB frontends, backends and pools of it and
 reads metadata back; ``settings`` are the operator's; ``durations`` parses ``30s``/``2m``.
 

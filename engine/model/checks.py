@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.model.config import ParseResult, PoolConfig, check_transition
 from engine.model.parse import parse_config
-from engine.model.services import config_text
+from engine.model.services import config_text, metadata
 from engine.model.translation import ServicePort, exposed_ports
 
 NO_TCP_PORT = "the Service has no TCP port to expose"
@@ -42,6 +42,12 @@ class ConfigCheck:
     def warnings(self) -> tuple[str, ...]:
         return (*self.result.warnings, *self.port_warnings)
 
+    @property
+    def no_tcp_port(self) -> bool:
+        """Nothing for dklb to expose (UDP or SCTP only): the controller leaves it Rejected, the
+        admission webhook lets it in (another load-balancer controller may serve it)."""
+        return NO_TCP_PORT in self.errors
+
 
 def check_service(
     service: Mapping[str, Any],
@@ -49,21 +55,30 @@ def check_service(
     previous: PoolConfig | None,
     cluster_name: str,
     default_size: int,
+    pool_group: str,
     rng: random.Random | None = None,
 ) -> ConfigCheck:
     """Parse, default and validate a LoadBalancer Service's configuration, as ``states.pending`` does.
 
     ``previous`` is the configuration in force (None for a new Service): the fields that cannot
-    change are checked against it. The admission webhook calls it too: one place decides, one set of messages.
+    change are checked against it. ``pool_group`` is ``--edgelb-pool-group`` (the pool's name
+    must fit a DC/OS service name with it). The admission webhook calls it too: one place
+    decides, one set of messages.
     """
     ports, port_warnings = exposed_ports(dict(service))
     text = config_text(service)
+    meta = metadata(service)
+    namespace, name = meta.get("namespace"), meta.get("name")
+    # Without both (a CREATE with generateName) the frontends' names are not known yet.
+    owner = (namespace, name) if isinstance(namespace, str) and isinstance(name, str) and name else None
     result = parse_config(
         text,
         service_ports=[p.port for p in ports],
         cluster_name=cluster_name,
         default_size=default_size,
         rng=rng,
+        pool_group=pool_group,
+        owner=owner,
     )
     errors = list(result.errors)
     if not ports:

@@ -27,7 +27,14 @@ from engine.model.services import ANNOTATION
 CREATION_STRATEGIES = ("IfNotPresent", "Once", "Never")
 ROLE_PUBLIC = "slave_public"
 DEFAULT_NETWORK = "dcos"
+#: What a pool with a cloud load balancer must be named with, as the Go dklb required (so
+#: ``cloudy-pool`` qualifies); ``CLOUD_POOL_PREFIX`` is what a generated cloud name starts with.
+CLOUD_NAME_PREFIX = "cloud"
 CLOUD_POOL_PREFIX = "cloud--"
+#: ``--edgelb-pool-group``'s default: the DC/OS service folder EdgeLB installs pools under.
+DEFAULT_POOL_GROUP = "dcos-edgelb/pools"
+#: The DC/OS SDK refuses a service whose name, slashes removed, is longer (DNS label).
+DCOS_SERVICE_NAME_LIMIT = 63
 
 HOST_NETWORK = ""
 DEFAULT_CPUS = 0.1
@@ -36,8 +43,7 @@ DEFAULT_CREATION_STRATEGY = "IfNotPresent"
 
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _SUFFIX_LENGTH = 5
-# 38 keeps "cloud--" + cluster part + "--" + suffix within the 63 characters of a DNS label.
-_CLUSTER_PART_LENGTH = 38
+_SEPARATOR = "--"
 
 # Values end up in Events; a huge one would drown the message.
 _MAX_SHOWN_VALUE = 80
@@ -127,20 +133,43 @@ class ParseResult:
     defaulted_name: bool  # True when the name was generated (the annotation had none)
 
 
-def default_pool_name(cluster_name: str, rng: random.Random, *, prefix: str = "") -> str:
-    """``<prefix><cluster>--<5 random [a-z0-9]>``, the historical dklb naming scheme."""
-    cluster_part = cluster_name.removeprefix("/").replace("/", "--")[:_CLUSTER_PART_LENGTH]
+def default_pool_name(
+    cluster_name: str, rng: random.Random, *, prefix: str = "", pool_group: str = DEFAULT_POOL_GROUP
+) -> str:
+    """``<prefix><cluster>--<5 random [a-z0-9]>``, the historical dklb naming scheme.
+
+    The cluster part is cut as the Go dklb cut it, so that ``<pool group>/<name>`` fits the
+    DC/OS service-name limit: 63 - (pool group + "/") - prefix - "--xxxxx", that is 38
+    characters, or 31 with the ``cloud--`` prefix, for the default pool group. Go counted the
+    slashes (one character more than DC/OS does) and always the default group: here the
+    configured one, so a longer group still gets names that fit.
+    """
+    room = DCOS_SERVICE_NAME_LIMIT - (len(pool_group) + 1) - len(prefix) - len(_SEPARATOR) - _SUFFIX_LENGTH
+    cluster_part = cluster_name.removeprefix("/").replace("/", _SEPARATOR)[: max(room, 0)]
     suffix = "".join(rng.choice(_SUFFIX_ALPHABET) for _ in range(_SUFFIX_LENGTH))
-    return f"{prefix}{cluster_part}--{suffix}"
+    return f"{prefix}{cluster_part}{_SEPARATOR}{suffix}"
+
+
+def dcos_service_name(pool_group: str, name: str) -> str:
+    """The DC/OS service EdgeLB installs the pool as, as the SDK measures it: slashes removed."""
+    return f"{pool_group}/{name}".replace("/", "")
 
 
 def check_transition(previous: PoolConfig, new: PoolConfig | None, *, annotation_present: bool) -> list[str]:
-    """Why ``new`` may not replace ``previous``: these fields identify or place a pool that serves."""
+    """Why ``new`` may not replace ``previous``: these fields identify or place a pool that serves.
+
+    Adding a cloud-provider configuration is the exception (the Go dklb's rule): the Service
+    moves to a pool of its own, so its name, role and network are free; removing one is refused.
+    """
     if not annotation_present:
         # Re-defaulting would generate a new random name, i.e. silently move the Service to a new pool.
         return [f"the {ANNOTATION} annotation cannot be removed"]
     if new is None:
         return []  # an invalid configuration reports its own errors
+    if previous.cloud_provider_configuration is None and new.cloud_provider_configuration is not None:
+        # Adding a cloud load balancer moves the Service to a new (cloud--) pool, as the Go dklb
+        # did: the old pool's name, role and network no longer bind it.
+        return []
     problems = [
         _immutable("name", "the name", previous.name, new.name),
         _immutable("role", "the role", previous.role, new.role),

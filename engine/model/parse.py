@@ -7,39 +7,57 @@ with every default filled in, or the list of everything wrong with it.
 
 Parsing is strict: unknown fields, duplicate keys and wrong types are errors, and every error is
 collected so that one Warning Event tells the user everything to fix. Each names the field and
-the value. An explicit ``null`` is a type error, not a request for the default: leaving a field
-out is how one asks for the default.
+the value. An explicit ``null`` asks for the default, as leaving the field out does: the Go dklb
+wrote every field it had no value for as ``null`` (and ``cloudProviderConfiguration: ""`` for
+"no cloud load balancer") into every Service it admitted, and those annotations must keep working.
+Where the Go dklb's end-to-end tests matched a message, its text is kept inside ours.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from engine.model.cloud import check_cloud_provider
 from engine.model.config import (
+    CLOUD_NAME_PREFIX,
     CLOUD_POOL_PREFIX,
     CREATION_STRATEGIES,
+    DCOS_SERVICE_NAME_LIMIT,
     DEFAULT_CPUS,
     DEFAULT_CREATION_STRATEGY,
     DEFAULT_MEMORY,
     DEFAULT_NETWORK,
+    DEFAULT_POOL_GROUP,
     HOST_NETWORK,
     ROLE_PUBLIC,
     Frontend,
     ParseResult,
     PoolConfig,
+    dcos_service_name,
     default_pool_name,
     show,
 )
+from engine.model.report import (
+    Report,
+    integer,
+    is_integer,
+    is_number,
+    kind,
+    number,
+    reject_unknown_fields,
+    string,
+    without_nulls,
+)
 from engine.model.services import ANNOTATION
 from engine.model.strict_yaml import load_strict, one_line_problem
+from engine.model.translation import object_name
 
 # EdgeLB pool names become Marathon app ids and DNS labels, hence the DNS-label shape.
 _POOL_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -61,20 +79,8 @@ _FRONTEND_FIELDS = ("port", "servicePort")
 _STRATEGY_FIELDS = ("creation",)
 _STRATEGY_CHOICES = ", ".join(CREATION_STRATEGIES)
 
-# Distinguishes "field left out" (default it) from "field given as null" (a type error).
+# A field left out, or given as null (without_nulls drops those): its default applies.
 _MISSING: Any = object()
-
-
-@dataclass
-class _Report:
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def error(self, path: str, message: str) -> None:
-        self.errors.append(f"{path}: {message}" if path else message)
-
-    def warn(self, path: str, message: str) -> None:
-        self.warnings.append(f"{path}: {message}" if path else message)
 
 
 def parse_config(
@@ -84,16 +90,29 @@ def parse_config(
     cluster_name: str,
     default_size: int = 1,
     rng: random.Random | None = None,
+    pool_group: str | None = None,
+    owner: tuple[str, str] | None = None,
 ) -> ParseResult:
     """Parse, default and validate the annotation's value; ``config`` is None when there is any error.
 
     ``service_ports`` are the Service's TCP ports, in the Service's order: they decide which
-    frontends exist. ``rng`` only matters when the name must be generated.
+    frontends exist. ``rng`` only matters when the name must be generated. ``pool_group``
+    (``--edgelb-pool-group``) is where EdgeLB installs the pool: the name must fit in a DC/OS
+    service name with it (None: not checked, for callers that only want the pool's name).
+    ``owner`` (namespace, name) is the Service: a cloud listener must link one of its frontends
+    (None: not checked).
     """
-    report = _Report()
+    report = Report()
     data = _load(text, report)
     if data is None:
         return ParseResult(None, tuple(report.errors), tuple(report.warnings), defaulted_name=False)
+    frontend_names = None
+    if owner is not None:
+        namespace, service = owner
+        frontend_names = {
+            sp: object_name(cluster=cluster_name, namespace=namespace, service=service, service_port=sp)
+            for sp in service_ports
+        }
     config, defaulted_name = _build(
         data,
         report,
@@ -101,6 +120,8 @@ def parse_config(
         cluster_name=cluster_name,
         default_size=default_size,
         rng=rng if rng is not None else random.SystemRandom(),
+        pool_group=pool_group,
+        frontend_names=frontend_names,
     )
     return ParseResult(
         config if not report.errors else None,
@@ -110,8 +131,8 @@ def parse_config(
     )
 
 
-def _load(text: str | None, report: _Report) -> dict[Any, Any] | None:
-    """The annotation's mapping ({} when it is empty), or None after reporting why there is none."""
+def _load(text: str | None, report: Report) -> dict[Any, Any] | None:
+    """The annotation's mapping ({} when it is empty or null), or None after reporting why there is none."""
     if text is None or not text.strip():
         return {}
     try:
@@ -122,28 +143,37 @@ def _load(text: str | None, report: _Report) -> dict[Any, Any] | None:
             "", f"failed to parse the value of {show(ANNOTATION)} as a configuration object: {problem}"
         )
         return None
+    if value is None:
+        return {}  # a null document: every field null, i.e. every default (yaml.v2 reads it so)
     if not isinstance(value, dict):
-        shown = "" if value is None else f": {show(value)}"
-        report.error("", f"the configuration object must be a mapping, got {_kind(value)}{shown}")
+        report.error("", f"the configuration object must be a mapping, got {kind(value)}: {show(value)}")
         return None
     return value
 
 
 def _build(
     data: dict[Any, Any],
-    report: _Report,
+    report: Report,
     *,
     service_ports: Sequence[int],
     cluster_name: str,
     default_size: int,
     rng: random.Random,
+    pool_group: str | None,
+    frontend_names: Mapping[int, str] | None,
 ) -> tuple[PoolConfig, bool]:
     """Default and validate every field; the config is meaningful only when nothing was reported."""
-    _reject_unknown_fields(data, _TOP_LEVEL_FIELDS, "", report)
-    cloud_given = data.get("cloudProviderConfiguration", _MISSING) is not _MISSING
-    name, defaulted_name = _name(data, report, cluster_name=cluster_name, rng=rng, cloud=cloud_given)
+    reject_unknown_fields(data, _TOP_LEVEL_FIELDS, "", report)
+    data = without_nulls(data)
+    # As in the Go dklb, "" is "no cloud load balancer" (what it wrote when there was none).
+    cloud = data.get("cloudProviderConfiguration", "") != ""
+    name, defaulted_name = _name(
+        data, report, cluster_name=cluster_name, rng=rng, cloud=cloud, pool_group=pool_group
+    )
+    if pool_group is not None:
+        _check_service_name(name, pool_group, report, generated_from=cluster_name if defaulted_name else None)
     role = _role(data, report)
-    network = _network(data, report, role=role, cloud=cloud_given)
+    network = _network(data, report, role=role, cloud=cloud)
     config = PoolConfig(
         name=name,
         role=role,
@@ -154,50 +184,72 @@ def _build(
         frontends=_frontends(data, report, service_ports),
         constraints=_constraints(data, report),
         creation_strategy=_creation_strategy(data, report),
-        cloud_provider_configuration=_cloud_provider_configuration(data, report),
+        cloud_provider_configuration=_cloud_provider_configuration(data, report, frontend_names),
     )
     return config, defaulted_name
 
 
-def _reject_unknown_fields(data: Mapping[Any, Any], known: Iterable[str], path: str, report: _Report) -> None:
-    known = set(known)
-    for key in data:
-        if key not in known:
-            report.error(path, f"unknown field {show(key)}")
-
-
 def _name(
-    data: Mapping[Any, Any], report: _Report, *, cluster_name: str, rng: random.Random, cloud: bool
+    data: Mapping[Any, Any],
+    report: Report,
+    *,
+    cluster_name: str,
+    rng: random.Random,
+    cloud: bool,
+    pool_group: str | None,
 ) -> tuple[str, bool]:
+    """The pool's name, and whether it was drawn at random (not given, or given unfit for cloud)."""
     value = data.get("name", _MISSING)
-    if value is _MISSING:
-        generated = default_pool_name(cluster_name, rng, prefix=CLOUD_POOL_PREFIX if cloud else "")
-        if not _POOL_NAME.fullmatch(generated):
-            report.error(
-                "name",
-                f"{show(generated)} (generated from the cluster name {show(cluster_name)}) "
-                "is not a valid edgelb pool name",
-            )
-        return generated, True
-    name = _string("name", value, report)
-    if name is None:
-        return "", False
-    if not _POOL_NAME.fullmatch(name):
-        report.error("name", f"{show(name)} is not a valid edgelb pool name")
-    elif cloud and not name.startswith(CLOUD_POOL_PREFIX):
+    if value is not _MISSING:
+        name = string("name", value, report)
+        if name is None:
+            return "", False
+        if not _POOL_NAME.fullmatch(name):
+            report.error("name", f"{show(name)} is not a valid edgelb pool name")
+            return name, False
+        if not cloud or name.startswith(CLOUD_NAME_PREFIX):
+            return name, False
+    generated = default_pool_name(
+        cluster_name,
+        rng,
+        prefix=CLOUD_POOL_PREFIX if cloud else "",
+        pool_group=DEFAULT_POOL_GROUP if pool_group is None else pool_group,
+    )
+    if value is not _MISSING:
+        # The Go dklb's rule: a cloud load balancer gets a pool of its own, named "cloud...".
+        report.warn(
+            "name",
+            f"{show(value)} does not start with {show(CLOUD_NAME_PREFIX)}, which the pool of a cloud "
+            f"load balancer must: the pool is named {show(generated)} instead",
+        )
+    if not _POOL_NAME.fullmatch(generated):
         report.error(
             "name",
-            f"{show(name)} must start with {show(CLOUD_POOL_PREFIX)} "
-            "when a cloud-provider configuration is provided",
+            f"{show(generated)} (generated from the cluster name {show(cluster_name)}) "
+            "is not a valid edgelb pool name",
         )
-    return name, False
+    return generated, True
 
 
-def _role(data: Mapping[Any, Any], report: _Report) -> str:
+def _check_service_name(name: str, pool_group: str, report: Report, *, generated_from: str | None) -> None:
+    """EdgeLB installs the pool as the DC/OS service ``<pool group>/<name>``, which DC/OS limits."""
+    service = dcos_service_name(pool_group, name)
+    if len(service) <= DCOS_SERVICE_NAME_LIMIT or not name:
+        return
+    origin = f" (generated from the cluster name {show(generated_from)})" if generated_from else ""
+    report.error(
+        "name",
+        f"{show(name)}{origin} is too long for the pool group {show(pool_group)}: EdgeLB would install "
+        f"the pool as the DC/OS service {show(service)} ({len(service)} characters without slashes), "
+        f"and DC/OS refuses more than {DCOS_SERVICE_NAME_LIMIT}",
+    )
+
+
+def _role(data: Mapping[Any, Any], report: Report) -> str:
     value = data.get("role", _MISSING)
     if value is _MISSING:
         return ROLE_PUBLIC
-    role = _string("role", value, report)
+    role = string("role", value, report)
     if role is None:
         return ROLE_PUBLIC
     if not role:
@@ -205,18 +257,20 @@ def _role(data: Mapping[Any, Any], report: _Report) -> str:
     return role
 
 
-def _network(data: Mapping[Any, Any], report: _Report, *, role: str, cloud: bool) -> str:
+def _network(data: Mapping[Any, Any], report: Report, *, role: str, cloud: bool) -> str:
     value = data.get("network", _MISSING)
     if cloud:
-        # Cloud load balancers reach the pool's instances on the agents' addresses: always host.
-        if value is not _MISSING and _string("network", value, report):
-            report.error(
-                "network", "cannot join a virtual network when a cloud-provider configuration is provided"
+        # Cloud load balancers reach the pool's instances on the agents' addresses: always host,
+        # whatever the role (the Go dklb forced it too).
+        if value is not _MISSING and string("network", value, report):
+            report.warn(
+                "network",
+                f"a pool with a cloud load balancer runs on the host network: {show(value)} is ignored",
             )
         return HOST_NETWORK
     if value is _MISSING:
         return HOST_NETWORK if role == ROLE_PUBLIC else DEFAULT_NETWORK
-    if _string("network", value, report) is None:
+    if string("network", value, report) is None:
         return HOST_NETWORK
     # Public agents are reached on their host addresses; private pools are only reachable over an overlay.
     if role == ROLE_PUBLIC and value:
@@ -226,37 +280,42 @@ def _network(data: Mapping[Any, Any], report: _Report, *, role: str, cloud: bool
     return value
 
 
-def _cpus(data: Mapping[Any, Any], report: _Report) -> float:
+def _cpus(data: Mapping[Any, Any], report: Report) -> float:
     value = data.get("cpus", _MISSING)
     if value is _MISSING:
         return DEFAULT_CPUS
-    cpus = _number("cpus", value, report, fallback=DEFAULT_CPUS)
-    if _is_number(value) and not (math.isfinite(cpus) and cpus >= 0):
-        report.error("cpus", f"{show(value)} is not a valid cpu request")
+    cpus = number("cpus", value, report, fallback=DEFAULT_CPUS)
+    if is_number(value) and not (math.isfinite(cpus) and cpus >= 0):
+        # The Go dklb's text (printf %f), which its tests matched, then the value as written.
+        report.error(
+            "cpus",
+            f"{cpus:f} is not a valid cpu request ({show(value)}: the CPU share must be a finite "
+            "number, 0 or more)",
+        )
     return cpus
 
 
-def _memory(data: Mapping[Any, Any], report: _Report) -> int:
+def _memory(data: Mapping[Any, Any], report: Report) -> int:
     value = data.get("memory", _MISSING)
     if value is _MISSING:
         return DEFAULT_MEMORY
-    memory = _integer("memory", value, report, fallback=DEFAULT_MEMORY)
+    memory = integer("memory", value, report, fallback=DEFAULT_MEMORY)
     if memory < 0:
         report.error("memory", f"{show(memory)} is not a valid memory request")
     return memory
 
 
-def _size(data: Mapping[Any, Any], report: _Report, default_size: int) -> int:
+def _size(data: Mapping[Any, Any], report: Report, default_size: int) -> int:
     value = data.get("size", _MISSING)
     if value is _MISSING:
         return default_size
-    size = _integer("size", value, report, fallback=default_size)
+    size = integer("size", value, report, fallback=default_size)
     if size <= 0:
         report.error("size", f"{show(size)} is not a valid size request")
     return size
 
 
-def _constraints(data: Mapping[Any, Any], report: _Report) -> str | None:
+def _constraints(data: Mapping[Any, Any], report: Report) -> str | None:
     correct = data.get("constraints", _MISSING)
     misspelled = data.get(_MISSPELLED_CONSTRAINTS, _MISSING)
     if correct is not _MISSING and misspelled is not _MISSING:
@@ -268,50 +327,43 @@ def _constraints(data: Mapping[Any, Any], report: _Report) -> str | None:
             "",
             f'{show(_MISSPELLED_CONSTRAINTS)} is accepted as "constraints"; please rename the field',
         )
-        return _string(_MISSPELLED_CONSTRAINTS, misspelled, report)
+        return string(_MISSPELLED_CONSTRAINTS, misspelled, report)
     if correct is _MISSING:
         return None
-    return _string("constraints", correct, report)
+    return string("constraints", correct, report)
 
 
-def _creation_strategy(data: Mapping[Any, Any], report: _Report) -> str:
+def _creation_strategy(data: Mapping[Any, Any], report: Report) -> str:
     strategies = data.get("strategies", _MISSING)
     if strategies is _MISSING:
         return DEFAULT_CREATION_STRATEGY
     if not isinstance(strategies, dict):
         report.error("strategies", f"{show(strategies)} is not a mapping")
         return DEFAULT_CREATION_STRATEGY
-    _reject_unknown_fields(strategies, _STRATEGY_FIELDS, "strategies", report)
-    value = strategies.get("creation", _MISSING)
+    reject_unknown_fields(strategies, _STRATEGY_FIELDS, "strategies", report)
+    value = without_nulls(strategies).get("creation", _MISSING)
     if value is _MISSING:
         return DEFAULT_CREATION_STRATEGY
     if value not in CREATION_STRATEGIES or not isinstance(value, str):
+        # The Go dklb's text, which its tests matched, then the choices.
         report.error(
             "strategies.creation",
-            f"{show(value)} is not a valid creation strategy (expected one of {_STRATEGY_CHOICES})",
+            f"failed to parse {show(value)} as an edgelb pool creation strategy "
+            f"(expected one of {_STRATEGY_CHOICES})",
         )
         return DEFAULT_CREATION_STRATEGY
     return value
 
 
-def _cloud_provider_configuration(data: Mapping[Any, Any], report: _Report) -> str | None:
-    value = data.get("cloudProviderConfiguration", _MISSING)
-    if value is _MISSING:
+def _cloud_provider_configuration(
+    data: Mapping[Any, Any], report: Report, frontend_names: Mapping[int, str] | None
+) -> str | None:
+    value = data.get("cloudProviderConfiguration", "")
+    text = string("cloudProviderConfiguration", value, report)
+    if not text:
         return None
-    text = _string("cloudProviderConfiguration", value, report)
-    if text is None:
-        return None
-    try:
-        decoded = json.loads(text)
-    except json.JSONDecodeError as e:
-        report.error("cloudProviderConfiguration", f"the cloud-provider configuration is not valid JSON: {e}")
-        return text
-    if not isinstance(decoded, dict):
-        report.error(
-            "cloudProviderConfiguration",
-            f"the cloud-provider configuration must be a JSON object, got {_kind(decoded)}",
-        )
-    return text  # kept verbatim: EdgeLB is the authority on its content
+    check_cloud_provider(text, report, path="cloudProviderConfiguration", frontends=frontend_names)
+    return text  # kept verbatim: it is what the user wrote, and EdgeLB's to read
 
 
 # --- frontends -----------------------------------------------------------------------------------
@@ -326,9 +378,7 @@ class _Entry:
     service_port: int | None
 
 
-def _frontends(
-    data: Mapping[Any, Any], report: _Report, service_ports: Sequence[int]
-) -> tuple[Frontend, ...]:
+def _frontends(data: Mapping[Any, Any], report: Report, service_ports: Sequence[int]) -> tuple[Frontend, ...]:
     value = data.get("frontends", _MISSING)
     entries: list[_Entry] = []
     if value is not _MISSING:
@@ -343,24 +393,27 @@ def _frontends(
     return tuple(Frontend(mapping.get(sp, sp), sp) for sp in ports)
 
 
-def _entry(index: int, item: Any, report: _Report) -> _Entry | None:
+def _entry(index: int, item: Any, report: Report) -> _Entry | None:
     path = f"frontends[{index}]"
     if not isinstance(item, dict):
         report.error(path, f"{show(item)} is not a mapping")
         return None
-    _reject_unknown_fields(item, _FRONTEND_FIELDS, path, report)
+    reject_unknown_fields(item, _FRONTEND_FIELDS, path, report)
+    given = without_nulls(item)
+    port = given.get("port", _MISSING)
     return _Entry(
         index,
-        _port_field(f"{path}.port", item.get("port", _MISSING), report),
-        _port_field(f"{path}.servicePort", item.get("servicePort", _MISSING), report),
+        # No port: the frontend binds the service port (the Go dklb's default).
+        None if port is _MISSING else _port_field(f"{path}.port", port, report),
+        _port_field(f"{path}.servicePort", given.get("servicePort", _MISSING), report),
     )
 
 
-def _port_field(path: str, value: Any, report: _Report) -> int | None:
+def _port_field(path: str, value: Any, report: Report) -> int | None:
     if value is _MISSING:
         report.error(path, "the field is required")
         return None
-    if not _is_integer(value):
+    if not is_integer(value):
         report.error(path, f"{show(value)} is not an integer")
         return None
     if not 1 <= value <= 65535:
@@ -369,7 +422,7 @@ def _port_field(path: str, value: Any, report: _Report) -> int | None:
     return int(value)
 
 
-def _reject_duplicates(entries: Sequence[_Entry], report: _Report) -> None:
+def _reject_duplicates(entries: Sequence[_Entry], report: Report) -> None:
     service_ports: set[int] = set()
     ports: set[int] = set()
     for e in entries:
@@ -387,7 +440,7 @@ def _reject_duplicates(entries: Sequence[_Entry], report: _Report) -> None:
 
 
 def _mapping_of_known_ports(
-    entries: Sequence[_Entry], report: _Report, service_ports: Sequence[int]
+    entries: Sequence[_Entry], report: Report, service_ports: Sequence[int]
 ) -> dict[int, int]:
     """servicePort → bind port for the entries that name a port of the Service; warns about the others."""
     known = set(service_ports)
@@ -406,7 +459,7 @@ def _mapping_of_known_ports(
     return mapping
 
 
-def _reject_default_clashes(mapping: Mapping[int, int], ports: Sequence[int], report: _Report) -> None:
+def _reject_default_clashes(mapping: Mapping[int, int], ports: Sequence[int], report: Report) -> None:
     """A defaulted bind port (= its service port) may be the bind port another entry maps to."""
     mapped_by_port = {port: sp for sp, port in mapping.items()}
     for sp in ports:
@@ -416,56 +469,3 @@ def _reject_default_clashes(mapping: Mapping[int, int], ports: Sequence[int], re
                 f"frontend port {sp} of service port {mapped_by_port[sp]} clashes with the default "
                 f"frontend port of service port {sp}",
             )
-
-
-# --- typed values --------------------------------------------------------------------------------
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # YAML booleans are never numbers
-
-
-def _is_number(value: Any) -> bool:
-    return _is_integer(value) or isinstance(value, float)
-
-
-def _string(path: str, value: Any, report: _Report) -> str | None:
-    if isinstance(value, str):
-        return value
-    report.error(path, f"{show(value)} is not a string")
-    return None
-
-
-def _integer(path: str, value: Any, report: _Report, *, fallback: int) -> int:
-    if _is_integer(value):
-        return int(value)
-    report.error(path, f"{show(value)} is not an integer")
-    return fallback
-
-
-def _number(path: str, value: Any, report: _Report, *, fallback: float) -> float:
-    if not _is_number(value):
-        report.error(path, f"{show(value)} is not a number")
-        return fallback
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf  # an integer too large for a float is no sensible request either
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"

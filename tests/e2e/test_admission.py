@@ -26,8 +26,8 @@ import yaml
 
 from engine.admission.register import register, unregister
 from engine.kube.api import response_json
-from engine.model.checks import check_service
-from engine.model.services import ANNOTATION
+from engine.model.checks import NO_TCP_PORT, check_service
+from engine.model.services import ANNOTATION, PAUSED_ANNOTATION
 from tests.checks import present
 from tests.e2e.conftest import World
 from tests.e2e.test_controller import REDIS, frontend_ports, redis_command
@@ -37,6 +37,7 @@ from tests.processes import wait_for
 # The label that scopes the webhooks to one test's namespace (its value: the namespace's name).
 SCOPE_LABEL = "dklb.e2e/admission"
 CLUSTER = "kubernetes-cluster"  # the controller's default --kubernetes-cluster-framework-name
+POOL_GROUP = "dcos-edgelb/pools"  # the controller's default --edgelb-pool-group
 
 Obj = dict[str, Any]
 
@@ -80,7 +81,9 @@ def error(exc: kubernetes.client.ApiException) -> tuple[int, str]:
 def controller_message(service: Obj) -> str:
     """The message of the Warning Event the controller writes for this new Service: Pending's
     own check (``engine.model.checks.check_service``), with the controller's default settings."""
-    return check_service(service, previous=None, cluster_name=CLUSTER, default_size=1).message
+    return check_service(
+        service, previous=None, cluster_name=CLUSTER, default_size=1, pool_group=POOL_GROUP
+    ).message
 
 
 @pytest.fixture
@@ -145,9 +148,16 @@ def wait_until_in_effect(world: World) -> None:
 
 
 def create(world: World, body: Obj) -> Obj:
+    return create_with_warnings(world, body)[0]
+
+
+def create_with_warnings(world: World, body: Obj) -> tuple[Obj, list[str]]:
+    """The stored object, and the admission warnings the API server passed on (Warning headers)."""
     # The generated client is typed for its model classes; it takes the plain dict as well.
-    response = world.core.create_namespaced_service(world.namespace, body, _preload_content=False)  # type: ignore[arg-type]
-    return response_json(response)
+    response: Any = world.core.create_namespaced_service(world.namespace, body, _preload_content=False)  # type: ignore[arg-type]
+    # RFC 7234 warn-codes: 299 - "<text>", the text quoted and escaped.
+    warnings = [json.loads(header.split(" ", 2)[2]) for header in response.headers.getlist("Warning")]
+    return response_json(response), warnings
 
 
 def patch_config(world: World, name: str, text: str | None) -> Obj:
@@ -271,25 +281,36 @@ def test_a_created_service_is_stored_with_the_defaulted_configuration(world: Wor
     assert annotation(world.service("redis")) == text
 
 
+def go_spec(**fields: str) -> str:
+    """The annotation the Go dklb's e2e helper wrote (yaml.v2, no omitempty): unset fields null."""
+    lines = dict.fromkeys(
+        ("cloudProviderConfiguration", "constraints", "cpus", "memory", "name", "network", "role"), "null"
+    )
+    lines.update(size="null", strategies="null", frontends="[]")
+    lines.update(fields)
+    return "".join(f"{key}: {value}\n" for key, value in lines.items())
+
+
+# The Go dklb's e2e table: the annotation its helper wrote, and the regexp the refusal matched.
 INVALID = [
-    ("bad-yaml", "name: [unclosed", "failed to parse the value"),
-    ("bad-name", 'name: "__foo__"', '"__foo__" is not a valid edgelb pool name'),
-    (
-        "public-network",
-        "network: dcos",
-        'cannot join a virtual network when the pool\'s role is "slave_public"',
-    ),
-    ("negative-cpus", "cpus: -0.1", "-0.1 is not a valid cpu request"),
-    ("negative-memory", "memory: -256", "-256 is not a valid memory request"),
-    ("negative-size", "size: -1", "-1 is not a valid size request"),
-    ("bad-strategy", "strategies:\n  creation: Foo", '"Foo" is not a valid creation strategy'),
-    ("bad-port", "frontends:\n- port: 123456\n  servicePort: 6379", "123456 is not a valid port number"),
-]
+    ("bad-yaml", "invalid: yaml: str",
+     'failed to parse the value of "kubernetes.dcos.io/dklb-config" as a configuration object'),
+    ("bad-name", go_spec(name="__foo__"), '"__foo__" is not a valid edgelb pool name'),
+    ("public-network", go_spec(network="dcos"),
+     'cannot join a virtual network when the pool\'s role is "slave_public"'),
+    ("negative-cpus", go_spec(cpus="-0.1"), "-0.100000 is not a valid cpu request"),
+    ("negative-memory", go_spec(memory="-256"), "-256 is not a valid memory request"),
+    ("negative-size", go_spec(size="-1"), "-1 is not a valid size request"),
+    ("bad-strategy", go_spec(strategies="\n  creation: InvalidStrategy"),
+     'failed to parse "InvalidStrategy" as an edgelb pool creation strategy'),
+    ("bad-port", go_spec(frontends="\n- port: 123456\n  servicePort: 6379"),
+     "123456 is not a valid port number"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "config", "fragment"), INVALID, ids=[i[0] for i in INVALID])
+@pytest.mark.parametrize(("name", "config", "regexp"), INVALID, ids=[i[0] for i in INVALID])
 def test_an_invalid_configuration_is_refused_and_nothing_is_stored(
-    world: World, webhook: Webhook, name: str, config: str, fragment: str
+    world: World, webhook: Webhook, name: str, config: str, regexp: str
 ) -> None:
     body = probe_body(name)
     body["metadata"]["annotations"] = {ANNOTATION: config + "\n"}
@@ -297,7 +318,7 @@ def test_an_invalid_configuration_is_refused_and_nothing_is_stored(
         create(world, body)
     status, message = error(refused.value)
     assert 400 <= status < 500, (status, message)
-    assert fragment in message
+    assert re.search(regexp, message), message
     # Word for word what the controller's Warning Event would say, behind the API server's prefix.
     expected = controller_message(body)
     assert expected
@@ -452,3 +473,102 @@ def test_without_the_webhook_the_controller_refuses_a_forbidden_change_itself(
     assert webhook_said == prefix + event["message"]
     assert world.pool_names() == ["dklb-redis"] and world.pool("dklb-redis") == before
     assert redis_command(port, "PING") == b"+PONG\r\n", "the pool keeps serving"
+
+
+# Verbatim: what the Go dklb's webhook wrote into every LoadBalancer Service it admitted.
+GO_DEFAULTED = """\
+cloudProviderConfiguration: ""
+constraints: null
+cpus: 0.1
+memory: 128
+name: dev--kubernetes01--x7k2p
+network: ""
+role: slave_public
+size: 1
+strategies:
+  creation: IfNotPresent
+frontends:
+- port: {port}
+  servicePort: 6379
+"""
+
+
+def test_go_written_annotations_and_udp_only_services_are_let_in(world: World, webhook: Webhook) -> None:
+    port = free_port()
+    go_text = GO_DEFAULTED.format(port=port)
+    body = probe_body("go")
+    body["metadata"]["annotations"] = {ANNOTATION: go_text}
+    stored, warnings = create_with_warnings(world, body)
+    assert warnings == []
+    # Rewritten in dklb's own form by the mutating webhook: the same configuration.
+    assert yaml.safe_load(annotation(stored) or "") == {
+        "name": "dev--kubernetes01--x7k2p",
+        "role": "slave_public",
+        "network": "",
+        "cpus": 0.1,
+        "memory": 128,
+        "size": 1,
+        "frontends": [{"port": port, "servicePort": 6379}],
+        "strategies": {"creation": "IfNotPresent"},
+    }
+    wait_for(lambda: world.ingress("go"), what="the Go-era Service served")
+    assert frontend_ports(world.pool("dev--kubernetes01--x7k2p")) == [port]
+
+    # UDP only: nothing for dklb, but another load-balancer controller may want it.
+    dns = probe_body("dns")
+    dns["spec"]["ports"] = [{"port": 53, "protocol": "UDP"}]
+    stored, warnings = create_with_warnings(world, dns)
+    assert annotation(stored) is None, "nothing written into a Service dklb does not serve"
+    assert warnings == [
+        "port 53/UDP is not exposed: dklb supports TCP only",
+        f"{NO_TCP_PORT}: dklb makes no load balancer for it (allowed: another controller may)",
+    ]
+    world.wait_event("dns", type="Warning", reason="InvalidConfiguration", contains=NO_TCP_PORT)
+    assert world.pool_names() == ["dev--kubernetes01--x7k2p"]
+
+
+def cloud_text(namespace: str, **elb: Any) -> str:
+    listener = {"port": 6379, "linkFrontend": f"{CLUSTER}:{namespace}:redis:6379"}
+    value = {
+        "aws": {"elbs": [{"name": "redis", "type": "NLB", "internal": False, "listeners": [listener], **elb}]}
+    }
+    return json.dumps(value, separators=(",", ":"))
+
+
+def test_the_go_cloud_switch_goes_through_and_a_misspelt_cloud_configuration_does_not(
+    world: World, webhook: Webhook
+) -> None:
+    """Go's cloud e2e test: name -> cloud--<name>, role "*", size 2 and the cloud configuration
+    in one update (on a paused Service, as Go's own transition test: no pool is made)."""
+    body = probe_body("redis")
+    body["metadata"]["annotations"] = {
+        ANNOTATION: go_spec(
+            name="ns1", role="slave_public", frontends="\n- port: 16379\n  servicePort: 6379"
+        ),
+        PAUSED_ANNOTATION: "true",
+    }
+    created = create(world, body)
+    defaulted = yaml.safe_load(annotation(created) or "")
+    assert defaulted["name"] == "ns1"
+
+    misspelt = yaml.safe_dump(
+        {**defaulted, "cloudProviderConfiguration": cloud_text(world.namespace).replace('"elbs"', '"elb"')}
+    )
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        replace_config(world, "redis", misspelt)
+    status, message = error(refused.value)
+    assert status == 403 and 'cloudProviderConfiguration.aws: unknown field "elb"' in message, message
+
+    switched = yaml.safe_dump(
+        {
+            **defaulted,
+            "name": "cloud--ns1",
+            "role": "*",
+            "size": 2,
+            "cloudProviderConfiguration": cloud_text(world.namespace),
+        }
+    )
+    stored = yaml.safe_load(annotation(replace_config(world, "redis", switched)) or "")
+    assert (stored["name"], stored["role"], stored["network"], stored["size"]) == ("cloud--ns1", "*", "", 2)
+    assert json.loads(stored["cloudProviderConfiguration"]) == json.loads(cloud_text(world.namespace))
+    assert world.pool_names() == []

@@ -64,7 +64,7 @@ INVALID = [
         "frontends:\n- {port: 16000, servicePort: 0}",
         "frontends[0].servicePort: 0 is not a valid port number",
     ),
-    ("null-frontends", "frontends: ~", "frontends: null is not a list"),
+    ("number-frontends", "frontends: 5", "frontends: 5 is not a list"),
     ("not-a-mapping", "- name: a", "the configuration object must be a mapping, got a list"),
     ("deeply-nested", "name: " + "[" * 2000 + "]" * 2000, "the value is nested too deeply"),
     ("yaml-bomb", LAUGHS + "name: *h", 'unknown field "a"'),
@@ -74,6 +74,17 @@ INVALID = [
         "cloud-not-json",
         "cloudProviderConfiguration: '{aws'",
         "cloudProviderConfiguration: the cloud-provider configuration is not valid JSON",
+    ),
+    (
+        "cloud-elb-typo",
+        """cloudProviderConfiguration: '{"aws": {"elb": [{"name": "lb"}]}}'""",
+        'cloudProviderConfiguration.aws: unknown field "elb" (did you mean "elbs"?)',
+    ),
+    (
+        "cloud-foreign-frontend",
+        """cloudProviderConfiguration: '{"aws": {"elbs": [{"name": "lb", "listeners": """
+        """[{"port": 6379, "linkFrontend": "someone-else"}]}]}}'""",
+        'listeners[0].linkFrontend: "someone-else" is not a frontend of this Service',
     ),
     (
         "both-constraints",
@@ -171,7 +182,7 @@ def edited(written: str, **fields: Any) -> str:
 
 INVALID_EDITS: list[tuple[Callable[[str], str], str]] = [
     (lambda written: "name: dklb-redis\nfrontends: [unclosed\n", "failed to parse the value"),
-    (lambda written: edited(written, cpus=-1), "cpus: -1 is not a valid cpu request"),
+    (lambda written: edited(written, cpus=-1), "cpus: -1.000000 is not a valid cpu request"),
     (lambda written: edited(written, replicas=2), 'unknown field "replicas"'),
     (
         lambda written: edited(written, frontends=[{"port": 70000, "servicePort": 6379}]),

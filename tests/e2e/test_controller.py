@@ -111,10 +111,10 @@ INVALID = [
         "network: dcos",
         'cannot join a virtual network when the pool\'s role is "slave_public"',
     ),
-    ("negative-cpus", "cpus: -0.1", "-0.1 is not a valid cpu request"),
+    ("negative-cpus", "cpus: -0.1", "-0.100000 is not a valid cpu request"),
     ("negative-memory", "memory: -256", "-256 is not a valid memory request"),
     ("zero-size", "size: 0", "0 is not a valid size request"),
-    ("bad-strategy", "strategies:\n  creation: Foo", '"Foo" is not a valid creation strategy'),
+    ("bad-strategy", "strategies:\n  creation: Foo", 'failed to parse "Foo" as an edgelb pool creation'),
     ("bad-port", "frontends:\n- port: 123456\n  servicePort: 6379", "123456 is not a valid port number"),
 ]
 

@@ -72,11 +72,15 @@ ROLE_CANNOT_CHANGE = "role: the role of the target edgelb pool cannot be changed
 REMOVED = f"the {ANNOTATION} annotation cannot be removed"
 NOT_A_MAPPING = "the configuration object must be a mapping"
 GENERATED_NAME = re.compile(rf"(cloud--)?{CLUSTER}--[a-z0-9]{{5}}")
+# The longest name whose DC/OS service name, "dcos-edgelbpools<name>", fits in 63 characters.
+LONGEST_NAME = 63 - len(ADMISSION.pool_group.replace("/", ""))
 
 # A verdict: None for a valid configuration, else the texts the Warning (and the admission
-# refusal) must contain; ORACLE for arbitrary text, judged by check_service.
+# refusal) must contain; ORACLE for arbitrary text, judged by check_service; MOVES for an edit
+# that adds a cloud load balancer, which moves the Service to a new pool (allowed, as in Go).
 Verdict = tuple[str, ...] | None
 ORACLE: tuple[str, ...] = ("<judged by check_service>",)
+MOVES: tuple[str, ...] = ("<moves to a new cloud pool>",)
 
 
 # --- the case ------------------------------------------------------------------------------------
@@ -170,11 +174,12 @@ def valid(path: tuple[str | int, ...], values: st.SearchStrategy[Any]) -> st.Sea
 
 SMALL_LISTS = st.lists(st.integers(-5, 5), max_size=2)
 SMALL_DICTS = st.dictionaries(st.text(max_size=3), st.integers(-5, 5), max_size=2)
-NOT_STRING = pick(st.integers(), st.floats(), st.booleans(), st.none(), SMALL_LISTS, SMALL_DICTS)
-NOT_NUMBER = pick(st.text(max_size=8), st.booleans(), st.none(), SMALL_LISTS, SMALL_DICTS)
-NOT_INTEGER = pick(st.floats(), st.text(max_size=8), st.booleans(), st.none(), SMALL_LISTS, SMALL_DICTS)
-NOT_LIST = pick(st.integers(), st.text(max_size=8), st.booleans(), st.none(), SMALL_DICTS)
-NOT_MAPPING = pick(st.integers(), st.text(max_size=8), st.booleans(), st.none(), SMALL_LISTS)
+# null is no wrong type: it asks for the default (NULLS below), as the Go dklb's annotations do.
+NOT_STRING = pick(st.integers(), st.floats(), st.booleans(), SMALL_LISTS, SMALL_DICTS)
+NOT_NUMBER = pick(st.text(max_size=8), st.booleans(), SMALL_LISTS, SMALL_DICTS)
+NOT_INTEGER = pick(st.floats(), st.text(max_size=8), st.booleans(), SMALL_LISTS, SMALL_DICTS)
+NOT_LIST = pick(st.integers(), st.text(max_size=8), st.booleans(), SMALL_DICTS)
+NOT_MAPPING = pick(st.integers(), st.text(max_size=8), st.booleans(), SMALL_LISTS)
 BAD_PORTS = pick(st.integers(max_value=0), st.integers(min_value=65536))
 HUGE = st.integers(min_value=1, max_value=10**40)
 
@@ -187,12 +192,25 @@ WRONG_TYPES = pick(
     invalid(("memory",), NOT_INTEGER, "memory: "),
     invalid(("size",), NOT_INTEGER, "size: "),
     invalid(("frontends",), NOT_LIST, "frontends: "),
-    invalid(("frontends", 0), NOT_MAPPING, "frontends[0]: "),
+    invalid(("frontends", 0), pick(NOT_MAPPING, st.none()), "frontends[0]: "),
     invalid(("frontends", 0, "port"), NOT_INTEGER, "frontends[0].port: "),
-    invalid(("frontends", 0, "servicePort"), NOT_INTEGER, "frontends[0].servicePort: "),
+    invalid(("frontends", 0, "servicePort"), pick(NOT_INTEGER, st.none()), "frontends[0].servicePort: "),
     invalid(("strategies",), NOT_MAPPING, "strategies: "),
     invalid(("strategies", "creation"), NOT_STRING, "strategies.creation: "),
     invalid(("cloudProviderConfiguration",), NOT_STRING, "cloudProviderConfiguration: "),
+)
+
+NULLS = st.sampled_from(
+    [
+        setting(("name",), None, None, (NAME_CANNOT_CHANGE,)),  # generated, like a missing name
+        *(
+            setting((field,), None, None, None)
+            for field in ("role", "network", "cpus", "memory", "size", "frontends", "constraints")
+        ),
+        *(setting((field,), None, None, None) for field in ("strategies", "cloudProviderConfiguration")),
+        setting(("strategies", "creation"), None, None, None),
+        setting(("frontends", 0, "port"), None, None, None),  # binds its service port
+    ]
 )
 
 OUT_OF_RANGE = pick(
@@ -253,9 +271,10 @@ UNKNOWN_KEYS = pick(
 
 
 def valid_pool_name(name: str) -> bool:
-    """A DNS label: 1-63 of [a-z0-9-], neither starting nor ending with "-" (written independently)."""
+    """A DNS label of [a-z0-9-], neither starting nor ending with "-", short enough for DC/OS to
+    install it in the pool group (written independently)."""
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
-    return 0 < len(name) <= 63 and set(name) <= allowed and name[0] != "-" and name[-1] != "-"
+    return 0 < len(name) <= LONGEST_NAME and set(name) <= allowed and name[0] != "-" and name[-1] != "-"
 
 
 def _named(name: str) -> Mutation:
@@ -266,7 +285,10 @@ def _named(name: str) -> Mutation:
 
 NAMES = pick(
     st.sampled_from(
-        ["", "-a", "a-", "A", "a_b", "a.b", " a", "pööl", "a" * 63, "a" * 64, "__foo__", "a" * 10_000]
+        [
+            *("", "-a", "a-", "A", "a_b", "a.b", " a", "pööl", "__foo__"),
+            *("a" * 47, "a" * 48, "a" * 63, "a" * 64, "a" * 10_000),
+        ]
     ),
     st.text(alphabet=st.sampled_from("abz09-_.AÄéЖ :/\n\t"), max_size=70),
     st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True),
@@ -308,9 +330,10 @@ EMPTY = st.sampled_from(
             _text(f"empty document {t!r}", t, None, (NAME_CANNOT_CHANGE,))
             for t in ["  \n", "# nothing\n", "{}", "--- {}\n...\n"]
         ),
+        *(_text(f"null document {t!r}", t, None, (NAME_CANNOT_CHANGE,)) for t in ["~", "null", "---\n"]),
         *(
             _text(f"not a mapping {t!r}", t, (NOT_A_MAPPING,), (NOT_A_MAPPING,))
-            for t in ["~", "null", "---\n", "[]", "- a", "42", "'text'", "true"]
+            for t in ["[]", "- a", "42", "'text'", "true"]
         ),
     ]
 )
@@ -368,7 +391,8 @@ def _stale_entry(fes: list[dict[str, Any]]) -> Verdict:
 def _without(key: str) -> Callable[[list[dict[str, Any]]], Verdict]:
     def change(fes: list[dict[str, Any]]) -> Verdict:
         del fes[0][key]
-        return (f"frontends[0].{key}: the field is required",)
+        # No port: the frontend binds its service port (the Go dklb's default).
+        return None if key == "port" else (f"frontends[0].{key}: the field is required",)
 
     return change
 
@@ -432,14 +456,23 @@ def _not_json(text: str) -> bool:
 CLOUD_ELB = '{"aws": {"elbs": [{"name": "fuzz-elb"}]}}'
 CLOUD = pick(
     st.text(max_size=20)
-    .filter(_not_json)
+    .filter(lambda t: t != "" and _not_json(t))
     .map(lambda t: _cloud(t, ("cloudProviderConfiguration: ",), ("cloudProviderConfiguration: ",))),
     st.sampled_from(["[]", "5", '"x"', "null", "true"]).map(
         lambda t: _cloud(t, ("cloudProviderConfiguration: ",), ("cloudProviderConfiguration: ",))
     ),
-    st.sampled_from(["{}", CLOUD_ELB]).map(lambda t: _cloud(t, None, (NAME_CANNOT_CHANGE,))),
-    st.just(_cloud("{}", None, (NAME_CANNOT_CHANGE,), name="cloud--fuzz")),
-    st.just(_cloud("{}", ("name: ",), ("name: ",), name=POOL)),  # a cloud pool's name starts with cloud--
+    st.sampled_from(
+        [
+            '{"aws": {"elb": []}}',  # EdgeLB would drop it silently: no load balancer
+            '{"aws": {"elbs": [{"name": "x", "listeners": [{"port": 1000, "linkFrontend": "nope"}]}]}}',
+            '{"aws": {"elbs": [{"name": "x", "type": "ALB"}]}}',
+        ]
+    ).map(lambda t: _cloud(t, ("cloudProviderConfiguration.aws",), ("cloudProviderConfiguration.aws",))),
+    st.just(_cloud("", None, (NAME_CANNOT_CHANGE,))),  # "" is no cloud: a nameless object
+    # Adding a cloud load balancer moves the Service to a new cloud pool, as in the Go dklb.
+    st.sampled_from(["{}", CLOUD_ELB]).map(lambda t: _cloud(t, None, MOVES)),
+    st.just(_cloud("{}", None, MOVES, name="cloud--fuzz")),
+    st.just(_cloud("{}", None, MOVES, name=POOL)),  # not "cloud...": a cloud-- name is drawn, with a warning
 )
 
 # Arbitrary text: whatever it is, check_service's verdict must be what the controller does.
@@ -498,6 +531,7 @@ ARBITRARY = pick(
 
 MUTATIONS = pick(
     WRONG_TYPES,
+    NULLS,
     OUT_OF_RANGE,
     HUGE_OR_ODD_VALID,
     UNKNOWN_KEYS,
@@ -646,9 +680,24 @@ def generic(message: str) -> str:
     return GENERATED_NAME.sub("<generated>", message)
 
 
+def judge(svc: dict[str, Any], previous: PoolConfig | None) -> Any:
+    return check_service(
+        svc,
+        previous=previous,
+        cluster_name=CLUSTER,
+        default_size=1,
+        pool_group=ADMISSION.pool_group,
+        rng=random.Random(0),
+    )
+
+
 def oracle(svc: dict[str, Any], previous: PoolConfig | None) -> Verdict:
-    check = check_service(svc, previous=previous, cluster_name=CLUSTER, default_size=1, rng=random.Random(0))
-    return (generic(check.message),) if check.errors else None
+    check = judge(svc, previous)
+    if check.errors:
+        return tuple(generic(e) for e in check.errors)
+    if previous is not None and check.config.name != previous.name:
+        return MOVES  # only a cloud configuration added frees the name
+    return None
 
 
 def with_ports(verdict: Verdict, spec: Spec) -> Verdict:
@@ -678,9 +727,13 @@ def admission(
 def assert_admission(
     operation: str, obj: dict[str, Any], old: dict[str, Any] | None, verdict: Verdict
 ) -> None:
-    """The webhooks: the mutating one allows, the validating one refuses exactly ``verdict``."""
+    """The webhooks: the mutating one allows, the validating one refuses exactly ``verdict``,
+    except a Service without TCP port, which it lets in with a warning (another controller's)."""
     assert admission(operation, obj, old, mutate=True)["allowed"] is True
     answer = admission(operation, obj, old, mutate=False)
+    if verdict is not None and NO_TCP_PORT in verdict:
+        assert any(w.startswith(NO_TCP_PORT) for w in answer.get("warnings", [])), answer
+        verdict = tuple(n for n in verdict if n != NO_TCP_PORT) or None
     if verdict is None:
         assert answer["allowed"] is True, answer
         return
@@ -782,6 +835,8 @@ def edit_story(w: World, spec: Spec, mutation: Mutation, respec: Spec | None) ->
             after["metadata"]["annotations"][ANNOTATION] = outcome.text
         verdict = oracle(after, recorded) if outcome.edit is ORACLE else outcome.edit
         released = False
+        if verdict is MOVES:
+            return cloud_switch(w, after, before, recorded)
     else:
         after = copy.deepcopy(before)
         after["spec"] = service(EDITED, respec, None)["spec"]
@@ -824,6 +879,21 @@ def edit_story(w: World, spec: Spec, mutation: Mutation, respec: Spec | None) ->
     return (
         f"edit {what}: {'Ready' if verdict is None else 'Rejected, pool kept serving, fixed back to Ready'}"
     )
+
+
+def cloud_switch(w: World, after: dict[str, Any], before: dict[str, Any], recorded: PoolConfig) -> str:
+    """The judgement of an edit adding a cloud load balancer: allowed, with a new cloud pool.
+
+    Moving the binding to that pool (and off the old one) is the runtime's part, tested with it.
+    """
+    assert_admission("UPDATE", after, before, None)
+    check = judge(after, recorded)
+    assert check.errors == () and check.config is not None
+    assert recorded.cloud_provider_configuration is None and check.config.cloud_provider_configuration
+    assert check.config.name.startswith("cloud") and check.config.name != recorded.name
+    assert check.config.network == ""
+    delete_all(w)
+    return "edit annotation: a cloud load balancer added, the Service moves to a new pool"
 
 
 def check_case(worlds: Worlds, spec: Spec, mutation: Mutation, respec: Spec | None) -> None:

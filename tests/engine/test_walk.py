@@ -226,7 +226,7 @@ def test_an_invalid_configuration_is_rejected_with_a_warning_and_no_edgelb_write
     binding = world.binding("default/bad")
     assert binding.state == "Rejected"
     assert '"__foo__" is not a valid edgelb pool name' in binding.last_error
-    assert "-0.1 is not a valid cpu request" in binding.last_error
+    assert "-0.100000 is not a valid cpu request" in binding.last_error
     warning = world.kube.events_for("default/bad", type="Warning")[-1]
     assert warning["reason"] == "InvalidConfiguration" and "__foo__" in warning["message"]
     assert world.edgelb.calls == {} and world.store.pools() == []

@@ -24,10 +24,16 @@ from tests.checks import present
 
 SETTINGS = Settings()
 CLUSTER = SETTINGS.cluster_name
+GROUP = SETTINGS.pool_group
 DEFAULT_NAME = re.compile(r"kubernetes-cluster--[a-z0-9]{5}")
 PARSE_FAILED = f'failed to parse the value of "{ANNOTATION}" as a configuration object: '
 REMOVED = f"the {ANNOTATION} annotation cannot be removed"
 ESCAPED_PATH = "/metadata/annotations/kubernetes.dcos.io~1dklb-config"
+CPUS_0_1 = (
+    "cpus: -0.100000 is not a valid cpu request (-0.1: the CPU share must be a finite number, 0 or more)"
+)
+CPUS_1 = "cpus: -1.000000 is not a valid cpu request (-1: the CPU share must be a finite number, 0 or more)"
+NOT_OURS = f"{NO_TCP_PORT}: dklb makes no load balancer for it (allowed: another controller may)"
 
 # --- building reviews ----------------------------------------------------------------------------
 
@@ -279,15 +285,15 @@ INVALID = [
     ("- a", "the configuration object must be a mapping, got a list: [a]"),
     ("name: __foo__", 'name: "__foo__" is not a valid edgelb pool name'),
     ("network: foo", 'network: cannot join a virtual network when the pool\'s role is "slave_public"'),
-    ("cpus: -0.1", "cpus: -0.1 is not a valid cpu request"),
+    ("cpus: -0.1", CPUS_0_1),
     ("memory: -256", "memory: -256 is not a valid memory request"),
     ("size: -1", "size: -1 is not a valid size request"),
     ("strategies:\n  creation: Foo",
-     'strategies.creation: "Foo" is not a valid creation strategy '
+     'strategies.creation: failed to parse "Foo" as an edgelb pool creation strategy '
      "(expected one of IfNotPresent, Once, Never)"),
     ("frontends:\n- port: 123456\n  servicePort: 80", "frontends[0].port: 123456 is not a valid port number"),
     ("name: __foo__\ncpus: -0.1\nsize: -1",
-     'name: "__foo__" is not a valid edgelb pool name; cpus: -0.1 is not a valid cpu request; '
+     f'name: "__foo__" is not a valid edgelb pool name; {CPUS_0_1}; '
      "size: -1 is not a valid size request"),
     ("colour: red", 'unknown field "colour"'),
 ]  # fmt: skip
@@ -313,17 +319,39 @@ def test_an_invalid_configuration_is_refused_on_update_too(text: str, message: s
     assert response["status"] == {"code": 403, "message": message}
 
 
-def test_a_service_without_tcp_port_is_refused_with_the_controllers_message() -> None:
-    response = validate("CREATE", service(ports=((53, "UDP"),)))
-    assert response["status"] == {"code": 403, "message": NO_TCP_PORT}
-    assert response["warnings"] == ["port 53/UDP is not exposed: dklb supports TCP only"]
-    assert mutate("CREATE", service(ports=((53, "UDP"),))) == {"uid": "req-1", "allowed": True}
-    assert validate("CREATE", service(ports=()))["status"]["message"] == NO_TCP_PORT
+@pytest.mark.parametrize(
+    ("ports", "port_warnings"),
+    [
+        (((53, "UDP"),), ["port 53/UDP is not exposed: dklb supports TCP only"]),
+        (((53, "UDP"), (5060, "SCTP")),
+         ["port 53/UDP is not exposed: dklb supports TCP only",
+          "port 5060/SCTP is not exposed: dklb supports TCP only"]),
+        ((), []),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("text", [None, "name: dns-pool", "name: dns-pool\ncpus: 0.5"])
+def test_a_service_without_tcp_port_is_allowed_with_a_warning(
+    ports: tuple[tuple[int, str], ...], port_warnings: list[str], text: str | None
+) -> None:
+    """Another load-balancer controller may serve it: the cluster-wide webhook must let it in."""
+    obj = service(text, ports=ports)
+    assert validate("CREATE", obj) == {
+        "uid": "req-1",
+        "allowed": True,
+        "warnings": [*port_warnings, NOT_OURS],
+    }
+    assert mutate("CREATE", obj) == {"uid": "req-1", "allowed": True}  # nothing written into it
+    # The controller does not manage it: Pending rejects it with the same text.
+    check = check_service(obj, previous=None, cluster_name=CLUSTER, default_size=1, pool_group=GROUP)
+    assert check.errors == (NO_TCP_PORT,) and check.no_tcp_port
+    # An update of it is let in just the same.
+    assert validate("UPDATE", service(text, ports=ports, annotations={"a": "b"}), obj)["allowed"] is True
 
 
-def test_parse_errors_come_before_the_missing_port_as_in_the_controller() -> None:
+def test_a_service_without_tcp_port_is_still_refused_for_its_configuration() -> None:
     response = validate("CREATE", service("size: -1", ports=()))
-    assert response["status"]["message"] == f"size: -1 is not a valid size request; {NO_TCP_PORT}"
+    assert response["status"]["message"] == "size: -1 is not a valid size request"
+    assert response["warnings"] == [NOT_OURS]
 
 
 # --- UPDATE: the fields that cannot change -------------------------------------------------------
@@ -502,8 +530,7 @@ def test_an_update_leaving_an_invalid_configuration_as_is_is_allowed_with_a_warn
     response = validate("UPDATE", new, old)
     assert response["allowed"] is True
     assert response["warnings"] == [
-        "the Service's configuration is invalid (cpus: -1 is not a valid cpu request); "
-        "allowed: the update leaves it as is"
+        f"the Service's configuration is invalid ({CPUS_1}); allowed: the update leaves it as is"
     ]
     assert mutate("UPDATE", new, old) == {"uid": "req-1", "allowed": True}
 
@@ -511,7 +538,7 @@ def test_an_update_leaving_an_invalid_configuration_as_is_is_allowed_with_a_warn
 def test_an_update_changing_the_ports_of_an_invalid_configuration_is_refused() -> None:
     old = service("cpus: -1")
     new = service("cpus: -1", ports=((80, "TCP"),))
-    assert validate("UPDATE", new, old)["status"]["message"] == "cpus: -1 is not a valid cpu request"
+    assert validate("UPDATE", new, old)["status"]["message"] == CPUS_1
 
 
 # --- warnings ------------------------------------------------------------------------------------
@@ -642,12 +669,15 @@ def test_check_service_orders_errors_like_the_pending_handler() -> None:
         previous=previous,
         cluster_name=CLUSTER,
         default_size=1,
+        pool_group=GROUP,
     )
     # An invalid configuration reports its own errors; the transition is checked on a valid one.
     assert check.errors == ("size: 0 is not a valid size request", NO_TCP_PORT)
     assert check.config is None
     assert check.port_warnings == ("port 53/UDP is not exposed: dklb supports TCP only",)
-    removed = check_service(service(), previous=previous, cluster_name=CLUSTER, default_size=1)
+    removed = check_service(
+        service(), previous=previous, cluster_name=CLUSTER, default_size=1, pool_group=GROUP
+    )
     assert removed.errors == (REMOVED,)
 
 

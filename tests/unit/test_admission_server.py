@@ -371,7 +371,10 @@ def test_one_log_line_per_review(
     ]
     assert len(lines) == 2
     assert lines[0].startswith("/mutate CREATE default/web uid=u-9: allowed (patched)")
-    assert lines[1] == "/validate CREATE default/web uid=u-10: refused (cpus: -1 is not a valid cpu request)"
+    assert lines[1] == (
+        "/validate CREATE default/web uid=u-10: refused (cpus: -1.000000 is not a valid cpu request "
+        "(-1: the CPU share must be a finite number, 0 or more))"
+    )
 
 
 def test_a_failing_on_request_hook_does_not_fail_the_review(certs: tuple[Path, Path, Path]) -> None:

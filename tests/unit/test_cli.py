@@ -137,7 +137,7 @@ def test_an_invalid_service_exits_1_listing_every_error(
     assert all(line.startswith("error: ") for line in lines), err
     expected = [
         '"__foo__" is not a valid edgelb pool name',
-        "-0.1 is not a valid cpu request",
+        "-0.100000 is not a valid cpu request",
         "123456 is not a valid port number",
         'cannot join a virtual network when the pool\'s role is "slave_public"',
     ]
