@@ -260,3 +260,37 @@ def test_a_pool_someone_else_made_keeps_its_settings_and_a_warning_says_so(tmp_p
         'EdgeLB pool "theirs" was not made by dklb: its settings are not changed, '
         "so this Service's cpus 0.5 (the pool has 2.0) is not applied"
     ]
+
+
+# ---- the cloud switch of the Go dklb's e2e test --------------------------------------------------
+
+CLOUD = (
+    '{"aws": {"elbs": [{"name": "web-nlb", "type": "NLB", "internal": false, "listeners": [{"port": 80}]}]}}'
+)
+
+
+def test_adding_a_cloud_load_balancer_moves_the_service_to_its_cloud_pool(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.kube.apply(make_service("web", ports=[(80, 30001)], config="name: ns\n"))
+    world.kube.apply(make_service("other", ports=[(81, 30002)], config="name: keep\n"))
+    world.settle()
+    assert world.binding("default/web").pool == "ns"
+
+    switched = f"name: cloud--ns\nrole: '*'\nsize: 2\ncloudProviderConfiguration: '{CLOUD}'\n"
+    world.kube.apply(make_service("web", ports=[(80, 30001)], config=switched))
+    world.settle()
+
+    binding = world.binding("default/web")
+    assert (binding.state, binding.pool) == ("Ready", "cloud--ns")
+    assert "ns" not in world.edgelb.names(), "the old pool, dklb's and empty, is deleted"
+    pool = present(world.edgelb.stored("cloud--ns"))
+    assert (pool["role"], pool["count"]) == ("*", 2)
+    (elb,) = pool["cloudProvider"]["aws"]["elbs"]
+    assert [listener["linkFrontend"] for listener in elb["listeners"]] == [
+        f"{CLUSTER.replace('/', '.')}:default:web:80"
+    ]
+    visited = [h.to_state for h in world.store.history(key="default/web")]
+    moving = visited.index("Moving")
+    assert visited[moving - 1 : moving + 2] == ["Pending", "Moving", "Pending"]
+    assert {p.name: p.ref_count for p in world.store.pools()} == {"cloud--ns": 1, "keep": 1}
+    world.assert_invariants()
