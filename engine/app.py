@@ -12,6 +12,7 @@ the order of ``parts`` and, once ``done`` is set (SIGTERM, SIGINT), stops them i
     kube adapter          flushes the Events still queued
     controller            workers, wake-ups and the orphan sweep; stopping it first closes the
                           fence, so nothing is written once leadership is given up
+    EdgeLB recovery       probes EdgeLB while it fails; wakes the retrying bindings once it answers
     watchers              Services (and Nodes): the cache fills, then ``mark_synced`` lets the
                           workers go
 
@@ -47,6 +48,7 @@ from engine.runtime.controller import Controller
 from engine.runtime.fence import Fence, FencedEdgeLB, FencedKube
 from engine.runtime.orphans import OrphanSweeper
 from engine.runtime.reconciler import Reconciler
+from engine.runtime.recovery import EdgeLBRecovery
 from engine.store import migrate
 from engine.telemetry.health import HealthServer, Probes
 from engine.telemetry.metrics import Metrics
@@ -163,7 +165,7 @@ class App:
         self.store = store = migrate.open_store(c.database)
         self.parts.append(Hooks(on_stop=store.close))
         try:
-            self.edgelb = c.edgelb.client(on_response=metrics.edgelb_response)
+            self.edgelb = c.edgelb.client(on_response=self._edgelb_response)
         except (ValueError, EdgeLBError) as exc:
             raise StartError(f"EdgeLB options: {exc}") from exc
         self.api = api_client(c.kubeconfig, on_request=metrics.kubernetes_request)
@@ -188,6 +190,7 @@ class App:
             self.parts.append(Hooks(elector.start, lambda: elector.stop(release=True)))
         self.parts.append(Hooks(on_stop=self.kube.close))
         self.parts.append(Hooks(self.controller.start, self._stop_controller))
+        self.parts.append(Hooks(self.recovery.start, self.recovery.stop))
         self.parts.extend(self.watchers)
 
     def _elector(self) -> LeaderElector | None:
@@ -274,6 +277,12 @@ class App:
         metrics.watch_store(self.store, states=[s for s in self.machine.states if s != self.machine.final])
         metrics.watch_queue(lambda: len(controller.queue))
         metrics.watch_leader(self.is_leading)
+        recovery = self.recovery = EdgeLBRecovery(
+            ping=self.edgelb.ping,
+            wake=controller.retry_now,
+            may_act=lambda: self.is_leading() and controller.synced,
+        )
+        metrics.watch_edgelb_outage(lambda: recovery.outage)
         return controller
 
     def _watchers(self) -> list[Watcher]:
@@ -325,6 +334,11 @@ class App:
                 exc.strerror or exc,
             )
             return None
+
+    def _edgelb_response(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.metrics.edgelb_response(method, route, status, seconds)
+        # Built with the controller, after the client: no request is made before.
+        self.recovery.observe(method, route, status, seconds)
 
     def _stop_controller(self) -> None:
         # The fence closes first: nothing is written from here on, whatever a worker is doing.

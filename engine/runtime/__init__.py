@@ -5,7 +5,8 @@
 ``controller`` runs it on worker threads behind a ``workqueue`` (one key at a time, keys in
 parallel) with APScheduler wake-ups persisted in the store; ``cache`` holds the observed
 Services and the pool locks; ``fence`` refuses every write once leadership is lost;
-``orphans`` sweeps pools nothing uses; ``crashpoints`` lets tests SIGKILL between any two steps.
+``orphans`` sweeps pools nothing uses; ``recovery`` wakes the bindings an EdgeLB outage left
+waiting once EdgeLB answers again; ``crashpoints`` lets tests SIGKILL between any two steps.
 
 What it may import: the model, the contract, the store and the ports (``edgelb``, ``kube``).
 Never ``states`` (the lifecycle declaration names the handlers, guards and external trigger),

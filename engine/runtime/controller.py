@@ -17,6 +17,10 @@ EdgeLB and Kubernetes held before the restart is not trusted until read again.
 Where only keys are needed (every binding at ``mark_synced`` and ``enqueue_all``, the due ones at
 each scan) only keys are read (``Store.keys``): a whole ``Binding`` carries its decoded
 configuration and EdgeLB objects, tens of MB for thousands of bindings at once.
+
+``retry_now`` runs every binding waiting on a retry at once through the same ``verify``: what
+ends an EdgeLB outage (``engine.runtime.recovery``) calls it, so backoffs grown during the outage
+do not outlast it.
 """
 
 from __future__ import annotations
@@ -107,6 +111,22 @@ class Controller:
             id=f"wake:{key}",
             replace_existing=True,
         )
+
+    def retry_now(self) -> int:
+        """Run every binding waiting on a retry now, whatever its backoff says; how many.
+
+        For when what they failed on answers again (``engine.runtime.recovery``: the end of an
+        EdgeLB outage), so that a backoff grown during the outage does not outlast it. The queue
+        and the workers bound how many run at once; before ``mark_synced`` (which verifies every
+        binding anyway) it does nothing.
+        """
+        if not self.synced:
+            return 0
+        keys = self.reconciler.store.retrying_keys()
+        self.reconciler.verify(set(keys))
+        for key in keys:
+            self.queue.add(key)
+        return len(keys)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 

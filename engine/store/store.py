@@ -147,6 +147,17 @@ class Store:
         with self._read() as conn:
             return [join_key(namespace, name) for namespace, name in conn.execute(query)]
 
+    def retrying_keys(self) -> list[str]:
+        """The keys of the bindings waiting to retry a failure (an error recorded, a wake-up set),
+        earliest wake-up first: what ``Controller.retry_now`` runs at once after an EdgeLB outage."""
+        query = (
+            select(BINDINGS.c.namespace, BINDINGS.c.name)
+            .where(BINDINGS.c.last_error.is_not(None), BINDINGS.c.next_wakeup.is_not(None))
+            .order_by(BINDINGS.c.next_wakeup)
+        )
+        with self._read() as conn:
+            return [join_key(namespace, name) for namespace, name in conn.execute(query)]
+
     def due(self, now: datetime) -> list[Binding]:
         query = (
             select(BINDINGS)

@@ -9,7 +9,8 @@ parts it wires together:
 * ``Controller(on_reconcile=metrics.reconciled)``: every ``reconcile(key)`` call of a worker;
 * ``OrphanSweeper(on_deleted=metrics.orphan_pool_deleted)``: every orphaned pool deleted;
 * ``AdmissionWebhook(on_request=metrics.admission_review)``: every AdmissionReview answered;
-* ``watch_store`` / ``watch_queue`` / ``watch_leader``: values read only when scraped.
+* ``watch_store`` / ``watch_queue`` / ``watch_leader`` / ``watch_edgelb_outage``: values read
+  only when scraped.
 
 ``engine.telemetry.health`` serves ``registry`` on ``/metrics``. Everything lives in a dedicated
 ``CollectorRegistry`` (never the process-global one), so tests can build as many as they like.
@@ -148,6 +149,11 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("dklb_leader", "1 while this replica leads (and may write), else 0.", registry=r)
+        self.edgelb_outage = Gauge(
+            "dklb_edgelb_outage",
+            "1 while EdgeLB has not answered for a while (engine.runtime.recovery probes it), else 0.",
+            registry=r,
+        )
         self.orphan_pools_deleted = Counter(
             "dklb_orphan_pools_deleted",
             "EdgeLB pools dklb created that no Service used any more, deleted (engine.runtime.orphans).",
@@ -211,6 +217,9 @@ class Metrics:
 
     def watch_leader(self, leading: Callable[[], bool]) -> None:
         self.leader.set_function(lambda: 1.0 if leading() else 0.0)
+
+    def watch_edgelb_outage(self, outage: Callable[[], bool]) -> None:
+        self.edgelb_outage.set_function(lambda: 1.0 if outage() else 0.0)
 
     def close(self) -> None:
         if self._store is not None:
