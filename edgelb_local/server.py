@@ -6,18 +6,22 @@ benchmarks talk HTTP to ``LocalEdgeLB``. Each request is read, given to the ``Fa
 touches any state, and then routed:
 
 - reads answer from ``PoolState`` (``edgelb_local.state``; ``pools.json`` in the state directory);
-- writes (POST/PUT/DELETE) are serialized by one lock, like the real API: the body is validated with
-  ``engine.edgelb.schema.validate_pool`` (400), the pool with the server's defaults filled
-  (``fill_defaults``) is handed to the dataplane (``Dataplane.apply``: one real HAProxy per pool, or
-  bookkeeping with ``NullDataplane``; a ``DataplaneError`` is a 400, nothing is stored and the running
-  pool keeps serving), then persisted, then returned;
+- writes (POST/PUT/DELETE) are serialized by one lock, like the real API. A body goes through
+  ``edgelb_local.validation`` in the real server's order: its binding (400 for JSON and type errors,
+  422 with a go-openapi 6xx code for enums and minimums), then 409/404, then EdgeLB's checks (400),
+  then the pool framework install (500). The accepted pool is answered as Go encodes it (omitempty:
+  an ``endpoint.port`` of 0 is left out) and stored as a GET then reads it back (decoded once more:
+  that port reads -1; ``engine.edgelb.schema.fill_defaults``). The stored form is handed to the
+  dataplane first (``Dataplane.apply``: one real HAProxy per pool, or bookkeeping with
+  ``NullDataplane``; a ``DataplaneError`` is a 400, nothing is stored and the running pool keeps
+  serving), then persisted;
 - metadata answers 504 until the dataplane reports the pool running AND ``metadata_delay`` seconds
   have passed since its configuration started (standing in for EdgeLB scheduling pool instances),
   then reports the real ports the dataplane listens on.
 
 ``serve`` hands the stored pools to ``Dataplane.recover`` before answering, so a restarted server
 adopts (or restarts) the load balancers of its previous run. Errors are JSON
-``{"code": <status>, "message": "<text>"}``; every request is logged as one line on the
+``{"code": <status or go-openapi code>, "message": "<text>"}``; every request is logged as one line on the
 ``edgelb_local`` logger (method, path, status, milliseconds).
 
 Local-only endpoint, not part of the EdgeLB contract: ``GET /_local/requests`` answers how many
@@ -52,8 +56,10 @@ from urllib.parse import unquote, urlsplit
 
 from edgelb_local.dataplane import Dataplane, DataplaneError, Running
 from edgelb_local.faults import NO_FAULT, FaultInjector
+from edgelb_local.render import frontend_name
 from edgelb_local.state import PoolState
-from engine.edgelb.schema import fill_defaults, validate_pool
+from edgelb_local.validation import Refusal, bind, check, install, namespace_change
+from engine.edgelb.schema import PACKAGE_VERSION, encode_pool, fill_defaults
 
 log = logging.getLogger("edgelb_local")
 
@@ -90,17 +96,23 @@ class Response:
         return cls(status, text.encode(), "text/plain; charset=utf-8")
 
     @classmethod
-    def error(cls, status: int, message: str, **headers: str) -> Response:
-        return cls(status, json.dumps({"code": status, "message": message}).encode(), headers=headers)
+    def error(cls, status: int, message: str, *, code: int | None = None, **headers: str) -> Response:
+        body = {"code": status if code is None else code, "message": message}
+        return cls(status, json.dumps(body).encode(), headers=headers)
 
 
 class HTTPError(Exception):
-    """Raised by a route to answer ``{"code": status, "message": message}``."""
+    """Raised by a route to answer ``{"code": code (the status unless given), "message": message}``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, code: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = status if code is None else code
+
+    @classmethod
+    def refusing(cls, refusal: Refusal) -> HTTPError:
+        return cls(refusal.status, refusal.message, code=refusal.code)
 
 
 Handler = Callable[[dict[str, str], bytes], Response]
@@ -118,6 +130,7 @@ class LocalEdgeLB:
         faults: FaultInjector | None = None,
         pool_address: str = "127.0.0.1",
         version: str = "v1.5.1-local",
+        package_version: str = PACKAGE_VERSION,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.state = PoolState(state_dir)
@@ -129,6 +142,8 @@ class LocalEdgeLB:
         self.faults = faults
         self.pool_address = pool_address
         self.version = version
+        # The pool package version this EdgeLB installs pools with (filled into pools that omit it).
+        self.package_version = package_version
         # One writer at a time, like the real API: apply + persist of one pool never interleave with
         # another's, so the dataplane and pools.json always agree.
         self._write_lock = threading.Lock()
@@ -238,7 +253,7 @@ class LocalEdgeLB:
             try:
                 return handler(params, body)
             except HTTPError as exc:
-                return Response.error(exc.status, exc.message)
+                return Response.error(exc.status, exc.message, code=exc.code)
             except Exception as exc:
                 log.exception("%s %s failed", method, path)
                 return Response.error(500, f"internal error: {exc}")
@@ -280,34 +295,51 @@ class LocalEdgeLB:
         return Response.raw_json(200, text)
 
     def _create(self, params: dict[str, str], body: bytes) -> Response:
-        pool = _valid_pool(body)
+        pool = self._bind(body)
         with self._write_lock:
             if self.state.pool_json(pool["name"]) is not None:
                 raise HTTPError(409, f"pool {pool['name']} already exists")
             return self._store(pool)
 
     def _update(self, params: dict[str, str], body: bytes) -> Response:
-        pool = _valid_pool(body)
+        pool = self._bind(body)
         if pool["name"] != params["name"]:
             raise HTTPError(
                 400, f"pool name in path ({params['name']}) does not match name in body ({pool['name']})"
             )
         with self._write_lock:
-            if self.state.pool_json(pool["name"]) is None:
+            previous = self.state.get(pool["name"])
+            if previous is None:
                 raise _not_found(pool["name"])
-            return self._store(pool)
+            return self._store(pool, previous)
 
-    def _store(self, pool: Pool) -> Response:
-        # Caller holds the write lock. The dataplane gets the pool as it will be stored (defaults
-        # filled: frontend names, bind addresses), and before it is stored: a refused configuration
-        # leaves both the running load balancer and pools.json as they were.
-        stored = fill_defaults(pool)
+    def _bind(self, body: bytes) -> dict[str, Any]:
+        pool, refusal = bind(body, package_version=self.package_version)
+        if refusal is not None:
+            raise HTTPError.refusing(refusal)
+        return pool
+
+    def _store(self, pool: Pool, previous: Pool | None = None) -> Response:
+        # Caller holds the write lock. EdgeLB's checks, then (PUT) the namespace, then the install.
+        # The dataplane gets the pool as it will be stored, and before it is stored: a refused
+        # configuration leaves both the running load balancer and pools.json as they were.
+        refusals = [
+            *check(pool),
+            namespace_change(previous, pool) if previous is not None else None,
+            install(pool, package_version=self.package_version),
+        ]
+        refusal = next((r for r in refusals if r is not None), None)
+        if refusal is not None:
+            raise HTTPError.refusing(refusal)
+        answer = encode_pool(pool)
+        stored = fill_defaults(answer)
         try:
             running = self.dataplane.apply(stored)
         except DataplaneError as exc:
             raise HTTPError(400, str(exc)) from exc
         self.state.put(stored, since=running.since)
-        return Response.raw_json(200, self.state.pool_json(stored["name"]) or "null")
+        # The real server answers the body it bound, encoded; a GET reads the stored JSON back.
+        return Response.json(200, answer)
 
     def _delete(self, params: dict[str, str], body: bytes) -> Response:
         name = params["name"]
@@ -346,8 +378,8 @@ class LocalEdgeLB:
         haproxy = pool.get("haproxy") or {}
         frontends = [
             {
-                "name": fe["name"],
-                "endpoints": [endpoint(running.frontends[fe["name"]])],
+                "name": frontend_name(fe),
+                "endpoints": [endpoint(running.frontends[frontend_name(fe)])],
             }
             for fe in haproxy.get("frontends") or []
         ]
@@ -432,24 +464,11 @@ def _runs_frontends_of(pool: Pool, running: Running) -> bool:
     # the stored pool and the running one can name different frontends: that is "not ready yet", not
     # a reason to report a port the pool does not listen on.
     frontends = (pool.get("haproxy") or {}).get("frontends") or []
-    return all(fe.get("name") in running.frontends for fe in frontends)
+    return all(frontend_name(fe) in running.frontends for fe in frontends)
 
 
 def _not_found(name: str) -> HTTPError:
     return HTTPError(404, f"pool {name} not found")
-
-
-def _valid_pool(body: bytes) -> Pool:
-    try:
-        pool = json.loads(body) if body.strip() else None
-    except ValueError as exc:
-        raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
-    if pool is None:
-        raise HTTPError(400, "request body is empty: a pool (JSON object) is required")
-    errors = validate_pool(pool)  # also the message for a body that is JSON but not an object
-    if errors:
-        raise HTTPError(400, "; ".join(errors))
-    return pool
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
