@@ -78,8 +78,10 @@ def _endpoint(pool: Pool) -> Pool:
     return _service(pool)["endpoint"]
 
 
-def _extra_frontend(pool: Pool, **fields: Any) -> None:
+def _extra_frontend(pool: Pool, **fields: Any) -> Pool:
+    """Adds a second frontend (port 80) to the same backend; returns the pool."""
     pool["haproxy"]["frontends"].append({**_frontend(pool), "name": "other", "bindPort": 80, **fields})
+    return pool
 
 
 def _extra_backend(pool: Pool, name: str) -> None:

@@ -90,7 +90,14 @@ def test_after_adoption_a_pool_without_the_mark_of_this_cluster_keeps_its_settin
                         "linkBackend": {"defaultBackend": "x"},
                     }
                 ],
-                "backends": [{"name": "x", "protocol": "TCP", "services": []}],
+                "backends": [
+                    {
+                        "name": "x",
+                        "protocol": "TCP",
+                        # EdgeLB refuses a backend without a service.
+                        "services": [{"endpoint": {"type": "ADDRESS", "address": "10.0.0.9", "port": 8443}}],
+                    }
+                ],
             },
         }
     )

@@ -9,6 +9,7 @@ only the tasks of the framework a backend names.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ import pytest
 import requests
 
 from edgelb_local.dataplane import NullDataplane
+from edgelb_local.haproxy import HAProxyDataplane
 from edgelb_local.server import LocalEdgeLB
 from engine.edgelb.client import EdgeLBClient
 from engine.edgelb.errors import Invalid, Unavailable
 from engine.edgelb.schema import fill_defaults
-from tests.edgelb_rules import NAME, Rule, accepted_cases, refused_cases, valid_pool
+from tests.edgelb_rules import BACKEND, NAME, Rule, accepted_cases, refused_cases, valid_pool
 
 TIMEOUT = 5.0
 JSON = {"Content-Type": "application/json"}
@@ -170,3 +172,38 @@ def test_the_client_turns_422_into_invalid_and_a_500_install_failure_into_unavai
             client.create_pool({**valid_pool(), "name": "p" * 48})
         assert failed.value.status == 500
     assert pools(url) == []
+
+
+# -- the dataplane: a backend selects the tasks of the framework it names ---------------------------
+
+
+def test_a_backend_naming_another_framework_selects_no_task(tmp_path: Path) -> None:
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (./dev installs it)")
+    dataplane = HAProxyDataplane(
+        state_dir=tmp_path / "state", agents={"kube-node-0": "127.0.0.1"}, framework="kubernetes-cluster"
+    )
+    edgelb = LocalEdgeLB(state_dir=tmp_path / "state", dataplane=dataplane)
+    edgelb.serve("127.0.0.1", 0)
+    try:
+        pool = valid_pool()
+        haproxy = pool["haproxy"]
+        haproxy["frontends"][0]["bindPort"] = 0
+        other = json.loads(json.dumps(haproxy["backends"][0]))
+        other["name"] = "other-cluster:default:redis:6379"
+        other["services"][0]["mesos"]["frameworkName"] = "other-cluster"
+        haproxy["backends"].append(other)
+        haproxy["frontends"].append(
+            {
+                **haproxy["frontends"][0],
+                "name": other["name"],
+                "linkBackend": {"defaultBackend": other["name"]},
+            }
+        )
+        assert send("POST", f"{edgelb.url}/v2/pools", pool).status_code == 200
+        text = requests.get(f"{edgelb.url}/v2/pools/{NAME}/lbconfig", timeout=TIMEOUT).text
+    finally:
+        edgelb.shutdown()
+    sections = {block.split("\n", 1)[0]: block for block in text.split("\n\n")}
+    assert "server kube-node-0:32213 127.0.0.1:32213 check" in sections[f"backend {BACKEND}"]
+    assert "server " not in sections[f"backend {other['name']}"]
