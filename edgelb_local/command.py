@@ -28,6 +28,7 @@ from types import FrameType
 
 from edgelb_local.dataplane import Dataplane, NullDataplane
 from edgelb_local.faults import FaultInjector
+from edgelb_local.render import DEFAULT_FRAMEWORK
 from edgelb_local.server import LocalEdgeLB
 from edgelb_local.state import StateError
 from engine.model.durations import parse_duration
@@ -102,6 +103,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"where kube-node-* tasks run (repeatable; default {DEFAULT_AGENT})",
     )
     parser.add_argument(
+        "--framework",
+        default=DEFAULT_FRAMEWORK,
+        metavar="NAME",
+        help="the Mesos framework the agents' tasks belong to: backends selecting another framework"
+        " select nothing (default %(default)s, dklb's default cluster name)",
+    )
+    parser.add_argument(
         "--metadata-delay",
         type=_seconds,
         default=0.0,
@@ -140,7 +148,9 @@ def _build_dataplane(args: argparse.Namespace) -> Dataplane:
 
     agents = dict(args.agent or [_agent(DEFAULT_AGENT)])
     # HAProxy binds where metadata says the pool listens.
-    return HAProxyDataplane(state_dir=args.state_dir, agents=agents, bind_address=args.pool_address)
+    return HAProxyDataplane(
+        state_dir=args.state_dir, agents=agents, framework=args.framework, bind_address=args.pool_address
+    )
 
 
 def _write_pid(path: Path) -> None:

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edgelb_local.render import frontend_name
+
 Pool = dict[str, Any]
 
 
@@ -76,10 +78,11 @@ class NullDataplane:
             haproxy = pool.get("haproxy") or {}
             frontends = {}
             for fe in haproxy.get("frontends") or []:
+                name = frontend_name(fe)
                 port = int(fe.get("bindPort") or 0)
                 if port == 0:
-                    port = previous.frontends.get(fe["name"], 0) if previous else 0
-                frontends[fe["name"]] = port or next(self._ports)
+                    port = previous.frontends.get(name, 0) if previous else 0
+                frontends[name] = port or next(self._ports)
             stats = int((haproxy.get("stats") or {}).get("bindPort") or 0)
             if stats == 0:
                 stats = previous.stats_port if previous else next(self._ports)

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelb_local.dataplane import DataplaneError, Pool, Running
-from edgelb_local.render import RenderError, frontend_name, frontends_of, render
+from edgelb_local.render import DEFAULT_FRAMEWORK, RenderError, frontend_name, frontends_of, render
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class HAProxyDataplane:
         *,
         state_dir: Path,
         agents: Mapping[str, str],
+        framework: str = DEFAULT_FRAMEWORK,
         bind_address: str = "127.0.0.1",
         haproxy_bin: str = "haproxy",
         ready_timeout: float = 15.0,
@@ -101,6 +102,7 @@ class HAProxyDataplane:
     ) -> None:
         self._root = Path(state_dir).resolve() / "haproxy"
         self._agents = dict(agents)
+        self._framework = framework
         self._bind_address = bind_address
         self._haproxy = shutil.which(haproxy_bin) or haproxy_bin
         self._ready_timeout = ready_timeout
@@ -204,6 +206,7 @@ class HAProxyDataplane:
                 ports=frontends,
                 stats_port=stats_port,
                 agents=self._agents,
+                framework=self._framework,
                 bind_address=self._bind_address,
                 pid_file=str(state.dir / PID),
                 socket_path=f"unix@{ADMIN_SOCKET}",

@@ -9,7 +9,9 @@ pool's ``haproxy.cfg`` and loaded by that pool's HAProxy master. The same text i
 Local stand-in rules (shared/DESIGN.md, "Local stand-ins"): every frontend binds on one loopback
 address whatever its ``bindAddress`` says (there is one machine, not one agent per pool
 instance), and Mesos task selectors resolve against a configured map of agent names to addresses
-(``{"kube-node-0": "127.0.0.1"}``) instead of asking Mesos which tasks run where.
+(``{"kube-node-0": "127.0.0.1"}``) instead of asking Mesos which tasks run where: those are the tasks
+of one framework, the Kubernetes cluster's (``framework``, ``kubernetes-cluster`` by default), so a
+selector naming another framework selects nothing.
 
 Nothing here does I/O; every value that reaches the text is either sanitized (section and server
 names) or checked (addresses, balance, raw strings), so a pool can never inject configuration lines.
@@ -22,6 +24,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from engine.edgelb.schema import default_frontend_name
 
 Pool = dict[str, Any]
 
@@ -37,6 +41,8 @@ _BALANCE_OK = re.compile(r"^[a-z][a-z0-9_-]*(\([A-Za-z0-9_.-]*\))?$")
 _ADDRESS_OK = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 _MESOS_IP_TYPES = ("AUTO_IP", "AGENT_IP", "CONTAINER_IP")
+#: The framework whose tasks the agents map lists (dklb's default --kubernetes-cluster-framework-name).
+DEFAULT_FRAMEWORK = "kubernetes-cluster"
 STATS_URI = "/haproxy?stats"
 HEALTH_URI = "/_haproxy_health_check"
 
@@ -69,9 +75,7 @@ def section_name(name: str) -> str:
 def frontend_name(frontend: Mapping[str, Any]) -> str:
     """The frontend's EdgeLB name, with EdgeLB's default when the pool leaves it out."""
     name = frontend.get("name")
-    if name:
-        return str(name)
-    return f"frontend_{frontend.get('bindAddress') or '0.0.0.0'}_{int(frontend.get('bindPort') or 0)}"
+    return str(name) if name else default_frontend_name(frontend)
 
 
 def frontends_of(pool: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -105,23 +109,37 @@ def _address(value: Any, *, what: str) -> str:
     return text
 
 
-def _matches(mesos: Mapping[str, Any], agent: str) -> bool:
-    # EdgeLB (Go) matches with regexp.MatchString: unanchored search, so the pattern carries its own
-    # ^...$. frameworkName/frameworkNamePattern are not checked: locally every agent runs the one
-    # Kubernetes framework, and the agents map is that framework's kube-node tasks.
-    if mesos.get("taskName"):
-        return agent == mesos["taskName"]
-    pattern = mesos.get("taskNamePattern")
-    if pattern is None:
-        return True
-    try:
-        return re.search(str(pattern), agent) is not None
-    except re.error as exc:
-        raise RenderError(f"mesos.taskNamePattern {pattern!r}: {exc}") from exc
+def _selects(mesos: Mapping[str, Any], *, task: str, framework: str) -> bool:
+    """Whether the selector picks the task ``task`` of the framework ``framework``.
+
+    As EdgeLB does it: each of task name, task ID, framework name and framework ID constrains the
+    match when its pattern (searched, unanchored: the pattern carries its own ^...$) or else its exact
+    value is set. IDs are not simulated here: a selector by ID selects nothing.
+    """
+    constraints = (
+        ("taskName", task),
+        ("taskID", None),
+        ("frameworkName", framework),
+        ("frameworkID", None),
+    )
+    for key, value in constraints:
+        pattern, exact = mesos.get(f"{key}Pattern"), mesos.get(key)
+        if pattern:
+            try:
+                if value is None or re.search(str(pattern), value) is None:
+                    return False
+            except re.error as exc:
+                raise RenderError(f"mesos.{key}Pattern {pattern!r}: {exc}") from exc
+        elif exact and value != exact:
+            return False
+    return True
 
 
-def resolve_servers(backend: Mapping[str, Any], agents: Mapping[str, str]) -> list[Server]:
-    """The backend's servers: Mesos selectors against ``agents``, ADDRESS endpoints as given.
+def resolve_servers(
+    backend: Mapping[str, Any], agents: Mapping[str, str], *, framework: str = DEFAULT_FRAMEWORK
+) -> list[Server]:
+    """The backend's servers: Mesos selectors against ``agents`` (the tasks of ``framework``),
+    ADDRESS endpoints as given.
 
     Endpoints whose port is unknown (EdgeLB's default -1 means "the task's named port", which only
     Mesos knows) and Marathon selectors (no Marathon here) resolve to nothing. The same server name
@@ -142,9 +160,11 @@ def resolve_servers(backend: Mapping[str, Any], agents: Mapping[str, str]) -> li
             candidates.append((address, address))
         elif kind in _MESOS_IP_TYPES:
             mesos = service.get("mesos")
-            if mesos:
+            marathon = service.get("marathon") or {}
+            # A Marathon selector makes EdgeLB look for the service in the "marathon" framework.
+            if mesos and not (marathon.get("serviceID") or marathon.get("serviceIDPattern")):
                 for agent in sorted(agents):
-                    if _matches(mesos, agent):
+                    if _selects(mesos, task=agent, framework=framework):
                         candidates.append((agent, _address(agents[agent], what=f"agent {agent}")))
         else:
             known = ", ".join(("ADDRESS", *_MESOS_IP_TYPES))
@@ -182,6 +202,7 @@ def render(
     socket_path: str,
     bind_address: str = "127.0.0.1",
     hard_stop_after: str = "1m",
+    framework: str = DEFAULT_FRAMEWORK,
 ) -> str:
     """The haproxy.cfg for ``pool``.
 
@@ -268,7 +289,7 @@ def render(
         # No server at all is still a valid backend (connections to it are refused): the pool
         # stays valid while, e.g., no agent matches yet.
         try:
-            servers = resolve_servers(be, agents)
+            servers = resolve_servers(be, agents, framework=framework)
         except RenderError as exc:
             raise RenderError(f"backend {be_name}: {exc}") from exc
         for server in servers:

@@ -1,24 +1,28 @@
 """The API server of the local EdgeLB: the EdgeLB V2 API of shared/edgelb-api.md over HTTP.
 
 Where it sits in the data flow: dklb's EdgeLB client (``engine.edgelb.client``), the demo and the
-benchmarks talk HTTP to ``LocalEdgeLB``. Each request is read, given to the ``FaultInjector``
-(``edgelb_local.faults``) which may delay it, answer 503, hold it or reset the connection before it
-touches any state, and then routed:
+benchmarks talk HTTP to ``LocalEdgeLB``. Each request is read by ``edgelb_local.transport``, given to
+the ``FaultInjector`` (``edgelb_local.faults``) which may delay it, answer 503, hold it or reset the
+connection before it touches any state, and then routed (``LocalEdgeLB.handle``):
 
 - reads answer from ``PoolState`` (``edgelb_local.state``; ``pools.json`` in the state directory);
-- writes (POST/PUT/DELETE) are serialized by one lock, like the real API: the body is validated with
-  ``engine.edgelb.schema.validate_pool`` (400), the pool with the server's defaults filled
-  (``fill_defaults``) is handed to the dataplane (``Dataplane.apply``: one real HAProxy per pool, or
-  bookkeeping with ``NullDataplane``; a ``DataplaneError`` is a 400, nothing is stored and the running
-  pool keeps serving), then persisted, then returned;
+- writes (POST/PUT/DELETE) are serialized by one lock, like the real API. A body goes through
+  ``edgelb_local.validation`` in the real server's order: its binding (400 for JSON and type errors,
+  422 with a go-openapi 6xx code for enums and minimums), then 409/404, then EdgeLB's checks (400),
+  then the pool framework install (500). The accepted pool is answered as Go encodes it (omitempty:
+  an ``endpoint.port`` of 0 is left out) and stored as a GET then reads it back (decoded once more:
+  that port reads -1; ``engine.edgelb.schema.fill_defaults``). The stored form is handed to the
+  dataplane first (``Dataplane.apply``: one real HAProxy per pool, or bookkeeping with
+  ``NullDataplane``; a ``DataplaneError`` is a 400, nothing is stored and the running pool keeps
+  serving), then persisted;
 - metadata answers 504 until the dataplane reports the pool running AND ``metadata_delay`` seconds
   have passed since its configuration started (standing in for EdgeLB scheduling pool instances),
   then reports the real ports the dataplane listens on.
 
 ``serve`` hands the stored pools to ``Dataplane.recover`` before answering, so a restarted server
 adopts (or restarts) the load balancers of its previous run. Errors are JSON
-``{"code": <status>, "message": "<text>"}``; every request is logged as one line on the
-``edgelb_local`` logger (method, path, status, milliseconds).
+``{"code": <status, or go-openapi's 6xx code for a 422>, "message": "<text>"}``; every request is
+logged as one line on the ``edgelb_local`` logger (method, path, status, milliseconds).
 
 Local-only endpoint, not part of the EdgeLB contract: ``GET /_local/requests`` answers how many
 requests this server has answered since it started, as
@@ -33,74 +37,47 @@ controller asked of EdgeLB without trusting the controller's own numbers.
 from __future__ import annotations
 
 import contextlib
-import http.server
-import json
 import logging
 import re
 import socket
 import ssl
-import struct
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from edgelb_local.dataplane import Dataplane, DataplaneError, Running
-from edgelb_local.faults import NO_FAULT, FaultInjector
+from edgelb_local.faults import FaultInjector
+from edgelb_local.render import frontend_name
 from edgelb_local.state import PoolState
-from engine.edgelb.schema import fill_defaults, validate_pool
+from edgelb_local.transport import HTTPServer, HTTPServer6, RequestHandler, Response
+from edgelb_local.validation import Refusal, bind, check, install, namespace_change
+from engine.edgelb.schema import PACKAGE_VERSION, encode_pool, fill_defaults
 
 log = logging.getLogger("edgelb_local")
 
 Pool = dict[str, Any]
 
-# Bodies are pools; nothing legitimate comes close. Bounds what one request can make the server buffer.
-MAX_BODY = 16 * 1024 * 1024
-# An idle keep-alive connection is dropped after this long, so vanished clients do not pin threads.
-IDLE_TIMEOUT = 300.0
 METADATA_NOT_READY = "pool metadata not available yet"
-# Paths under this prefix are the local server's own (request counts): never counted or faulted.
-LOCAL_PREFIX = "/_local/"
 # The route label of a path that matches no route: raw paths would make the counts unbounded.
 OTHER_ROUTE = "other"
 
 
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, status: int, data: Any) -> Response:
-        return cls(status, json.dumps(data).encode())
-
-    @classmethod
-    def raw_json(cls, status: int, text: str) -> Response:
-        return cls(status, text.encode())
-
-    @classmethod
-    def text(cls, status: int, text: str) -> Response:
-        return cls(status, text.encode(), "text/plain; charset=utf-8")
-
-    @classmethod
-    def error(cls, status: int, message: str, **headers: str) -> Response:
-        return cls(status, json.dumps({"code": status, "message": message}).encode(), headers=headers)
-
-
 class HTTPError(Exception):
-    """Raised by a route to answer ``{"code": status, "message": message}``."""
+    """Raised by a route to answer ``{"code": code (the status unless given), "message": message}``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, code: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = status if code is None else code
+
+    @classmethod
+    def refusing(cls, refusal: Refusal) -> HTTPError:
+        return cls(refusal.status, refusal.message, code=refusal.code)
 
 
 Handler = Callable[[dict[str, str], bytes], Response]
@@ -118,6 +95,7 @@ class LocalEdgeLB:
         faults: FaultInjector | None = None,
         pool_address: str = "127.0.0.1",
         version: str = "v1.5.1-local",
+        package_version: str = PACKAGE_VERSION,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.state = PoolState(state_dir)
@@ -129,13 +107,15 @@ class LocalEdgeLB:
         self.faults = faults
         self.pool_address = pool_address
         self.version = version
+        # The pool package version this EdgeLB installs pools with (filled into pools that omit it).
+        self.package_version = package_version
         # One writer at a time, like the real API: apply + persist of one pool never interleave with
         # another's, so the dataplane and pools.json always agree.
         self._write_lock = threading.Lock()
         # Set on shutdown: wakes requests sleeping an injected latency or holding an injected timeout.
         self.stopping = threading.Event()
         self._dataplane_stopped = False
-        self._httpd: _HTTPServer | None = None
+        self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -158,8 +138,8 @@ class LocalEdgeLB:
         thread; returns the address really bound."""
         if self._httpd is not None:
             raise RuntimeError("already serving")
-        server_class = _HTTPServer6 if ":" in host else _HTTPServer
-        httpd = server_class((host, port), _RequestHandler)
+        server_class = HTTPServer6 if ":" in host else HTTPServer
+        httpd = server_class((host, port), RequestHandler)
         if self.tls is not None:
             # The handshake happens in each request's thread, on first read: a silent client
             # cannot stall the accept loop.
@@ -238,7 +218,7 @@ class LocalEdgeLB:
             try:
                 return handler(params, body)
             except HTTPError as exc:
-                return Response.error(exc.status, exc.message)
+                return Response.error(exc.status, exc.message, code=exc.code)
             except Exception as exc:
                 log.exception("%s %s failed", method, path)
                 return Response.error(500, f"internal error: {exc}")
@@ -280,34 +260,51 @@ class LocalEdgeLB:
         return Response.raw_json(200, text)
 
     def _create(self, params: dict[str, str], body: bytes) -> Response:
-        pool = _valid_pool(body)
+        pool = self._bind(body)
         with self._write_lock:
             if self.state.pool_json(pool["name"]) is not None:
                 raise HTTPError(409, f"pool {pool['name']} already exists")
             return self._store(pool)
 
     def _update(self, params: dict[str, str], body: bytes) -> Response:
-        pool = _valid_pool(body)
+        pool = self._bind(body)
         if pool["name"] != params["name"]:
             raise HTTPError(
                 400, f"pool name in path ({params['name']}) does not match name in body ({pool['name']})"
             )
         with self._write_lock:
-            if self.state.pool_json(pool["name"]) is None:
+            previous = self.state.get(pool["name"])
+            if previous is None:
                 raise _not_found(pool["name"])
-            return self._store(pool)
+            return self._store(pool, previous)
 
-    def _store(self, pool: Pool) -> Response:
-        # Caller holds the write lock. The dataplane gets the pool as it will be stored (defaults
-        # filled: frontend names, bind addresses), and before it is stored: a refused configuration
-        # leaves both the running load balancer and pools.json as they were.
-        stored = fill_defaults(pool)
+    def _bind(self, body: bytes) -> dict[str, Any]:
+        pool, refusal = bind(body, package_version=self.package_version)
+        if refusal is not None:
+            raise HTTPError.refusing(refusal)
+        return pool
+
+    def _store(self, pool: Pool, previous: Pool | None = None) -> Response:
+        # Caller holds the write lock. EdgeLB's checks, then (PUT) the namespace, then the install.
+        # The dataplane gets the pool as it will be stored, and before it is stored: a refused
+        # configuration leaves both the running load balancer and pools.json as they were.
+        refusals = [
+            *check(pool),
+            namespace_change(previous, pool) if previous is not None else None,
+            install(pool, package_version=self.package_version),
+        ]
+        refusal = next((r for r in refusals if r is not None), None)
+        if refusal is not None:
+            raise HTTPError.refusing(refusal)
+        answer = encode_pool(pool)
+        stored = fill_defaults(answer)
         try:
             running = self.dataplane.apply(stored)
         except DataplaneError as exc:
             raise HTTPError(400, str(exc)) from exc
         self.state.put(stored, since=running.since)
-        return Response.raw_json(200, self.state.pool_json(stored["name"]) or "null")
+        # The real server answers the body it bound, encoded; a GET reads the stored JSON back.
+        return Response.json(200, answer)
 
     def _delete(self, params: dict[str, str], body: bytes) -> Response:
         name = params["name"]
@@ -346,8 +343,8 @@ class LocalEdgeLB:
         haproxy = pool.get("haproxy") or {}
         frontends = [
             {
-                "name": fe["name"],
-                "endpoints": [endpoint(running.frontends[fe["name"]])],
+                "name": frontend_name(fe),
+                "endpoints": [endpoint(running.frontends[frontend_name(fe)])],
             }
             for fe in haproxy.get("frontends") or []
         ]
@@ -418,10 +415,6 @@ def _route(template: str, handlers: dict[str, Handler]) -> tuple[str, re.Pattern
     return template, re.compile(pattern), handlers
 
 
-def _ignore_status(status: int) -> None:
-    pass
-
-
 def format_host(host: str) -> str:
     """``host`` as it goes into a URL: IPv6 addresses in brackets."""
     return f"[{host}]" if ":" in host else host
@@ -432,219 +425,8 @@ def _runs_frontends_of(pool: Pool, running: Running) -> bool:
     # the stored pool and the running one can name different frontends: that is "not ready yet", not
     # a reason to report a port the pool does not listen on.
     frontends = (pool.get("haproxy") or {}).get("frontends") or []
-    return all(fe.get("name") in running.frontends for fe in frontends)
+    return all(frontend_name(fe) in running.frontends for fe in frontends)
 
 
 def _not_found(name: str) -> HTTPError:
     return HTTPError(404, f"pool {name} not found")
-
-
-def _valid_pool(body: bytes) -> Pool:
-    try:
-        pool = json.loads(body) if body.strip() else None
-    except ValueError as exc:
-        raise HTTPError(400, f"request body is not valid JSON: {exc}") from exc
-    if pool is None:
-        raise HTTPError(400, "request body is empty: a pool (JSON object) is required")
-    errors = validate_pool(pool)  # also the message for a body that is JSON but not an object
-    if errors:
-        raise HTTPError(400, "; ".join(errors))
-    return pool
-
-
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # Benchmarks open many connections at once; the default backlog of 5 would refuse some.
-    request_queue_size = 128
-    app: LocalEdgeLB
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that refuses our certificate or hangs up is its business, not a server error.
-        error = sys.exc_info()[1]
-        if isinstance(error, ssl.SSLError | ConnectionError):
-            log.debug("connection from %s ended: %s", client_address[0], error)
-            return
-        super().handle_error(request, client_address)
-
-
-class _HTTPServer6(_HTTPServer):
-    address_family = socket.AF_INET6
-
-
-class _RequestHandler(http.server.BaseHTTPRequestHandler):
-    server: _HTTPServer
-    # HTTP/1.1 keep-alive: clients reuse connections, so every answer carries a Content-Length.
-    protocol_version = "HTTP/1.1"
-    server_version = "edgelb-local"
-    timeout = IDLE_TIMEOUT
-    _sent_status = 0
-    # Told the status of every answer just before it is sent; _dispatch points it at its counter.
-    _answering: Callable[[int], None] = staticmethod(_ignore_status)
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes; with Nagle's algorithm the body would wait for
-        # the client's delayed ACK (~40 ms per request).
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.app._opened(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.app._closed(self.connection)
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
-
-    def _dispatch(self) -> None:
-        app = self.server.app
-        start = time.monotonic()
-        outcome: int | str = "-"
-        path = urlsplit(self.path).path
-        # Counted once, as soon as the outcome is decided and BEFORE the answer goes out (``_send``
-        # calls ``_answering``): a client reading /_local/requests right after its answer finds its
-        # request already counted.
-        counted = path.startswith(LOCAL_PREFIX)
-
-        def count(code: int | str) -> None:
-            nonlocal counted
-            if not counted:
-                counted = True
-                app.requests.add(self.command, app.route_of(path), code)
-
-        self._answering = count
-        try:
-            body = self._read_body()
-            if body is None:
-                outcome = self._sent_status  # 400 or 413, already answered
-                return
-            if path.startswith(LOCAL_PREFIX):
-                response = app.handle_local(self.command, path)
-                outcome = response.status
-                self._send(response)
-                return
-            # Decided before anything touches state: a faulted write changes nothing.
-            decision = app.faults.decide(self.command, path) if app.faults else NO_FAULT
-            if decision.latency > 0:
-                app.stopping.wait(decision.latency)
-            if decision.action == "reset":
-                outcome = "reset"
-                count(outcome)
-                self._reset()
-                return
-            if decision.action == "timeout":
-                outcome = "timeout"
-                count(outcome)
-                self.close_connection = True
-                # Bounded: the client sees no answer for `hold` seconds (or until shutdown), then EOF.
-                app.stopping.wait(decision.hold)
-                return
-            if decision.action == "5xx":
-                response = Response.error(503, "injected fault")
-            else:
-                response = app.handle(self.command, path, body)
-            outcome = response.status
-            self._send(response)
-        except (ConnectionError, TimeoutError) as exc:
-            outcome = f"{outcome} ({type(exc).__name__})"
-            self.close_connection = True
-        finally:
-            self._answering = _ignore_status
-            count("error")  # no-op once counted: here only if the client went away before an outcome
-            elapsed = (time.monotonic() - start) * 1000
-            log.info("%s %s %s %.1fms", self.command, self.path, outcome, elapsed)
-
-    def _read_body(self) -> bytes | None:
-        """The request body; None after answering 400/413 for a body that cannot be read."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked()
-        length_header = self.headers.get("Content-Length")
-        try:
-            length = int(length_header) if length_header else 0
-            if length < 0:
-                raise ValueError(length)
-        except ValueError:
-            self.close_connection = True
-            self._send(Response.error(400, f"bad Content-Length {length_header!r}"))
-            return None
-        if length > MAX_BODY:
-            self.close_connection = True
-            self._send(Response.error(413, f"request body larger than {MAX_BODY} bytes"))
-            return None
-        return self.rfile.read(length)
-
-    def _read_chunked(self) -> bytes | None:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1024).split(b";", 1)[0].strip()
-            try:
-                size = int(line, 16)
-            except ValueError:
-                self.close_connection = True
-                self._send(Response.error(400, "bad chunked encoding"))
-                return None
-            if size == 0:
-                # Trailers, up to the empty line.
-                while self.rfile.readline(1024).strip():
-                    pass
-                return b"".join(chunks)
-            total += size
-            if total > MAX_BODY:
-                self.close_connection = True
-                self._send(Response.error(413, f"request body larger than {MAX_BODY} bytes"))
-                return None
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(1024)  # the CRLF ending the chunk
-
-    def _send(self, response: Response) -> None:
-        self._sent_status = response.status
-        self._answering(response.status)
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if response.status == 204:
-            self.end_headers()
-            return
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
-
-    def _reset(self) -> None:
-        # SO_LINGER on with a zero timeout makes close() send RST instead of FIN: what a crashed
-        # process or a middlebox dropping the connection looks like to the client.
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        # rfile holds a reference to the socket: the descriptor only closes once both are closed.
-        with contextlib.suppress(OSError):
-            self.rfile.close()
-        with contextlib.suppress(OSError):
-            self.connection.close()
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # Errors the base class answers itself (bad request line, unknown method, header too long)
-        # get the same JSON shape as every other error.
-        self.close_connection = True
-        self._send(Response.error(code, message or explain or self.responses.get(code, ("error",))[0]))
-        method, path = getattr(self, "command", None) or "-", getattr(self, "path", None) or "-"
-        if not urlsplit(path).path.startswith(LOCAL_PREFIX):
-            # Answered by the base class before _dispatch (bad request line, unknown method): counted here.
-            self.server.app.requests.add(method, self.server.app.route_of(urlsplit(path).path), code)
-        log.info("%s %s %d", method, path, code)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # _dispatch logs one line per request itself (with the elapsed time).
-        pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - " + format, self.address_string(), *args)

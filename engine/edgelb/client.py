@@ -13,6 +13,12 @@ retries, with backoff persisted in its store, so a crash does not reset them.
 request; it feeds the Prometheus metrics (``engine.telemetry.metrics``), hence route templates
 (``/v2/pools/{name}``) rather than paths, which would make one time series per pool.
 
+Bodies: a pool is sent without ``packageName``/``packageVersion`` (``schema.SERVER_ONLY_KEYS``), which
+EdgeLB fills in from the pool package it has: a pool read back and sent again would otherwise ask for
+the package version it was installed with, which an upgraded EdgeLB no longer has (a 500 on every PUT).
+Refusals: 400 (a malformed body) and 422 (a value outside the schema: enum, minimum, missing body,
+with go-openapi's 6xx code in the body) are both ``Invalid``, carrying EdgeLB's message.
+
 Secrets: the bearer token travels only in the ``Authorization`` header; it is never logged,
 never part of an error message (server messages echoing it are scrubbed) and never in a repr.
 """
@@ -44,6 +50,7 @@ from engine.edgelb.auth import (
 )
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable, Unexpected
 from engine.edgelb.port import Pool
+from engine.edgelb.schema import SERVER_ONLY_KEYS
 
 log = logging.getLogger("dklb.edgelb")
 
@@ -240,7 +247,7 @@ class EdgeLBClient:
             cls = NotFound
         elif status == 409:
             cls = Conflict
-        elif status == 400:
+        elif status in (400, 422):
             cls = Invalid
         elif status >= 500:
             cls = Unavailable
@@ -296,11 +303,11 @@ class EdgeLBClient:
 
     def create_pool(self, pool: Pool) -> Pool:
         path = "/v2/pools"
-        return self._json("POST", path, self._request("POST", path, path, pool), dict)
+        return self._json("POST", path, self._request("POST", path, path, _body(pool)), dict)
 
     def update_pool(self, pool: Pool) -> Pool:
         path = self._pool_path(pool.get("name") if isinstance(pool, dict) else None)
-        return self._json("PUT", path, self._request("PUT", "/v2/pools/{name}", path, pool), dict)
+        return self._json("PUT", path, self._request("PUT", "/v2/pools/{name}", path, _body(pool)), dict)
 
     def delete_pool(self, name: str) -> None:
         path = self._pool_path(name)
@@ -317,6 +324,13 @@ class EdgeLBClient:
     def get_config(self) -> dict[str, Any]:
         path = "/v2/config"
         return self._json("GET", path, self._request("GET", path, path), dict)
+
+
+def _body(pool: Pool) -> Any:
+    # EdgeLB chooses the pool package: see the module docstring.
+    if not isinstance(pool, dict):
+        return pool
+    return {key: value for key, value in pool.items() if key not in SERVER_ONLY_KEYS}
 
 
 def client_from_options(

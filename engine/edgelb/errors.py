@@ -25,7 +25,9 @@ class Conflict(EdgeLBError):
 
 
 class Invalid(EdgeLBError):
-    """EdgeLB refused the request body (400)."""
+    """EdgeLB refused the request body: 400 (malformed, or refused by EdgeLB's checks) or 422 (a value
+    outside the API schema: an enum, a minimum, a missing body). A refusal: sending it again fails
+    again. The message is EdgeLB's."""
 
 
 class Unavailable(EdgeLBError):

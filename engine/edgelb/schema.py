@@ -1,11 +1,28 @@
-"""The EdgeLB V2 pool schema facts: validation, server-filled defaults, normalization (pure).
+"""The EdgeLB V2 pool schema: how EdgeLB reads, stores and returns a pool (pure).
 
 Where it sits in the data flow: ``engine.model.translation`` builds the desired pool and compares it with
-what ``GET /v2/pools/{name}`` returned through ``normalize_pool`` (a Ready binding must cause no PUT
-on resync); the local EdgeLB server and the test fake run ``validate_pool`` on request bodies to answer
-400, and ``fill_defaults`` on what they store, so that they return pools the way the real EdgeLB does.
+what ``GET /v2/pools/{name}`` returned through ``normalize_pool`` (a Ready binding must cause no PUT on
+resync). The local EdgeLB (``edgelb_local.server``, refusals in ``edgelb_local.validation``) and the
+test fake decode request bodies with ``decode_pool`` and store ``fill_defaults`` of what they accept,
+so that they return pools the way the real EdgeLB does.
 
-Everything here works on plain JSON dicts and never mutates its argument.
+The real EdgeLB is a go-swagger server (read in mesosphere-backup/edgelb-kubernetes, vendored
+``dcos-edge-lb/apiserver/models/v2_*.go``). Its JSON round trip is what ``MODEL`` describes:
+- decoding starts every object from the model's defaults, then sets the fields the body names; keys
+  match case-insensitively, as in Go's encoding/json; unknown keys are dropped; a JSON type error
+  (``128.0`` for an int32, a string for a bool) fails the request;
+- encoding applies ``omitempty``: a zero number, ``false``, ``""``, an empty map and an absent
+  pointer are left out, so a GET (which decodes the stored JSON again) reads them back as their
+  defaults. ``endpoint.port: 0`` reads back as -1, ``cpus: 0`` as 0.9. Pointer fields keep a zero
+  (``count: 0``, ``frontend.bindPort: 0``, ``stats.bindPort: 0``). ``stats.bindPort`` is an int32 in
+  the 2018 code, where a 0 read back as 9090; the models the Go dklb is built against (dcos-edge-lb
+  1.3, where ``V2Stats.BindPort`` is ``*int32``) keep it: 0 means a dynamic stats port there, and that
+  is what this table says.
+Fields from later EdgeLB versions (``poolHealthcheck*`` 1.2.3, ``cloudProvider`` 1.3) are described
+from their documentation. One simplification: JSON ``null`` leaves a field at its default, where Go
+would set a pointer or list to nil (and its checks would then dereference it).
+
+Everything here works on plain JSON values and never mutates its argument.
 """
 
 from __future__ import annotations
@@ -13,7 +30,8 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 Pool = dict[str, Any]
@@ -22,162 +40,341 @@ POOL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 PROTOCOLS = ("HTTP", "HTTPS", "TCP", "TLS")
 ENDPOINT_TYPES = ("AUTO_IP", "AGENT_IP", "CONTAINER_IP", "ADDRESS")
-# HAProxy `balance` algorithms; EdgeLB passes the string through, parameters included (``hdr(host)``).
-BALANCE_ALGORITHMS = (
-    "roundrobin",
-    "static-rr",
-    "leastconn",
-    "first",
-    "source",
-    "uri",
-    "url_param",
-    "hdr",
-    "random",
-    "rdp-cookie",
-)
+API_VERSIONS = ("V1", "V2")
 ELB_TYPES = ("NLB",)
 
-# Chosen by the server whatever the client sends (the package it deploys the pool with): not part of
-# what a client asks for, so comparisons ignore them.
+# The pool framework package EdgeLB installs a pool with. The server fills these in and hands them to
+# Cosmos on every POST/PUT; a client that echoes what it read asks for that package version again,
+# which fails once EdgeLB has been upgraded. They are not part of what a client asks for:
+# comparisons ignore them and the client never sends them.
+PACKAGE_NAME = "edgelb-pool"
+PACKAGE_VERSION = "v1.5.1"
 SERVER_ONLY_KEYS = ("packageName", "packageVersion")
-
-# ---------------------------------------------------------------------------------------------------
-# The defaults EdgeLB fills into every pool it returns, as written in the API contract
-# (shared/edgelb-api.md). This is the single place they live: the local EdgeLB and the fake apply them
-# to what they store, the controller applies them to both sides of every comparison. A default that
-# is wrong here makes both sides wrong the same way, so a comparison stays correct; a default missing
-# here makes a real server's pool differ from the desired one and causes a PUT on every resync.
-# ---------------------------------------------------------------------------------------------------
-POOL_DEFAULTS: dict[str, Any] = {
-    "apiVersion": "V2",
-    "namespace": "dcos-edgelb/pools",
-    "role": "slave_public",
-    "cpus": 0.9,
-    "cpusAdminOverhead": 0.1,
-    "mem": 992,
-    "memAdminOverhead": 32,
-    "disk": 256,
-    "count": 1,
-    "constraints": "hostname:UNIQUE",
-    "ports": [],
-    "secrets": [],
-    "environmentVariables": {},
-    "autoCertificate": False,
-    "virtualNetworks": [],
-    "poolHealthcheckGracePeriod": 180,
-    "poolHealthcheckInterval": 12,
-    "poolHealthcheckMaxFail": 5,
-    "poolHealthcheckTimeout": 60,
-}
-VIRTUAL_NETWORK_DEFAULTS: dict[str, Any] = {"labels": {}}
-STATS_DEFAULTS: dict[str, Any] = {"bindAddress": "0.0.0.0", "bindPort": 9090}
-FRONTEND_DEFAULTS: dict[str, Any] = {
-    "bindAddress": "0.0.0.0",
-    "certificates": [],
-    "redirectToHttps": False,
-    "miscStrs": [],
-}
-LINK_BACKEND_DEFAULTS: dict[str, Any] = {"map": []}
-BACKEND_DEFAULTS: dict[str, Any] = {"balance": "roundrobin", "miscStrs": [], "services": []}
-REWRITE_HTTP_REQUEST_DEFAULTS: dict[str, Any] = {
-    "forwardfor": True,
-    "xForwardedPort": True,
-    "xForwardedProtoHttpsIfTls": True,
-    "setHostHeader": True,
-    "rewritePath": True,
-}
-REWRITE_HTTP_RESPONSE_DEFAULTS: dict[str, Any] = {"rewriteLocation": True}
-SERVICE_DEFAULTS: dict[str, Any] = {"marathon": {}, "mesos": {}}
-ENDPOINT_DEFAULTS: dict[str, Any] = {"type": "AUTO_IP", "port": -1, "allPorts": False}
-CHECK_DEFAULTS: dict[str, Any] = {"enabled": True}
-ELB_DEFAULTS: dict[str, Any] = {
-    "type": "NLB",
-    "internal": False,
-    "subnets": [],
-    "elasticIPs": [],
-    "tags": [],
-    "listeners": [],
-}
 
 # Float noise (a server storing cpus as float32 returns 0.10000000149011612) must not read as a change.
 FLOAT_DIGITS = 6
 
 
-def _apply(target: dict[str, Any], defaults: dict[str, Any]) -> None:
-    # Only absent keys: an explicit value (bindPort 0 = dynamic, count 0, "") is the client's choice.
-    for key, value in defaults.items():
-        if key not in target or target[key] is None:
-            target[key] = copy.deepcopy(value)
+@dataclass(frozen=True)
+class Field:
+    key: str
+    kind: str  # "string", "int32", "float64", "bool", "map" (of strings) or a MODEL struct name
+    pointer: bool = False  # a Go pointer: omitted only when absent, so a zero is kept
+    many: bool = False  # a Go slice of ``kind``: never omitted (no omitempty in the models)
 
 
-def _dicts(value: Any) -> Iterable[dict[str, Any]]:
-    # Malformed entries are validate_pool's business; defaults are applied to what can take them.
-    if isinstance(value, list):
-        return [item for item in value if isinstance(item, dict)]
-    return []
+@dataclass(frozen=True)
+class Struct:
+    go_name: str
+    fields: tuple[Field, ...]
+    defaults: Mapping[str, Any] | None  # the JSON its generated UnmarshalJSON starts from
+
+    def field(self, key: str) -> Field | None:
+        # Go's encoding/json: the exact key first, else a case-insensitive match.
+        for f in self.fields:
+            if f.key == key:
+                return f
+        folded = key.casefold()
+        return next((f for f in self.fields if f.key.casefold() == folded), None)
 
 
-def _sub(parent: dict[str, Any], key: str) -> dict[str, Any] | None:
-    if parent.get(key) is None:
-        parent[key] = {}
-    value = parent[key]
-    return value if isinstance(value, dict) else None
+def _struct(go_name: str, spec: str, defaults: Mapping[str, Any] | None = None) -> Struct:
+    """``spec``: ``key:type`` words; ``*type`` is a pointer, ``[]type`` a slice."""
+    fields = []
+    for word in spec.split():
+        key, kind = word.split(":")
+        many = kind.startswith("[]")
+        kind = kind.removeprefix("[]")
+        pointer = kind.startswith("*")
+        fields.append(Field(key, kind.removeprefix("*"), pointer=pointer, many=many))
+    return Struct(go_name, tuple(fields), defaults)
 
 
-def default_frontend_name(frontend: dict[str, Any]) -> str:
-    return f"frontend_{frontend.get('bindAddress', '0.0.0.0')}_{frontend.get('bindPort')}"
+_REQUEST_DEFAULTS = {k: True for k in ("forwardfor", "rewritePath", "setHostHeader", "xForwardedPort")}
+MODEL: dict[str, Struct] = {
+    s.go_name: s
+    for s in (
+        _struct(
+            "V2Pool",
+            "apiVersion:string autoCertificate:bool cloudProvider:*CloudProvider constraints:*string"
+            " count:*int32 cpus:float64 cpusAdminOverhead:float64 disk:int32 environmentVariables:map"
+            " haproxy:*V2Haproxy mem:int32 memAdminOverhead:int32 name:string namespace:*string"
+            " packageName:string packageVersion:string poolHealthcheckGracePeriod:*int32"
+            " poolHealthcheckInterval:*int32 poolHealthcheckMaxFail:*int32 poolHealthcheckTimeout:*int32"
+            " ports:[]int32 principal:*string role:string secretName:*string"
+            " secrets:[]*V2PoolSecretsItems0 virtualNetworks:[]*V2PoolVirtualNetworksItems0",
+            {
+                "apiVersion": "V2",
+                "constraints": "hostname:UNIQUE",
+                "count": 1,
+                "cpus": 0.9,
+                "cpusAdminOverhead": 0.1,
+                "disk": 256,
+                "haproxy": {},
+                "mem": 992,
+                "memAdminOverhead": 32,
+                "namespace": "dcos-edgelb/pools",
+                "packageName": PACKAGE_NAME,
+                "packageVersion": PACKAGE_VERSION,
+                "poolHealthcheckGracePeriod": 180,
+                "poolHealthcheckInterval": 12,
+                "poolHealthcheckMaxFail": 5,
+                "poolHealthcheckTimeout": 60,
+                "ports": [],
+                "role": "slave_public",
+                "secrets": [],
+                "virtualNetworks": [],
+            },
+        ),
+        _struct("V2PoolSecretsItems0", "file:string secret:string"),
+        _struct("V2PoolVirtualNetworksItems0", "labels:map name:string"),
+        _struct(
+            "V2Haproxy",
+            "backends:[]*V2Backend frontends:[]*V2Frontend stats:*V2Stats",
+            {"backends": [], "frontends": [], "stats": {}},
+        ),
+        _struct(
+            "V2Stats", "bindAddress:string bindPort:*int32", {"bindAddress": "0.0.0.0", "bindPort": 9090}
+        ),
+        _struct(
+            "V2Frontend",
+            "bindAddress:string bindModifier:string bindPort:*int32 certificates:[]string"
+            " linkBackend:*V2FrontendLinkBackend miscStrs:[]string name:string protocol:string"
+            " redirectToHttps:*V2FrontendRedirectToHTTPS",
+            {"bindAddress": "0.0.0.0", "bindPort": -1, "certificates": [], "linkBackend": {}, "miscStrs": []},
+        ),
+        _struct(
+            "V2FrontendLinkBackend",
+            "defaultBackend:string map:[]*V2FrontendLinkBackendMapItems0",
+            {"map": []},
+        ),
+        _struct(
+            "V2FrontendLinkBackendMapItems0",
+            "backend:string hostEq:string hostReg:string pathBeg:string pathEnd:string pathReg:string",
+        ),
+        _struct(
+            "V2FrontendRedirectToHTTPS", "except:[]*V2FrontendRedirectToHTTPSExceptItems0", {"except": []}
+        ),
+        _struct("V2FrontendRedirectToHTTPSExceptItems0", "host:string pathBeg:string"),
+        _struct(
+            "V2Backend",
+            "balance:string customCheck:*V2BackendCustomCheck miscStrs:[]string name:string"
+            " protocol:string rewriteHttp:*V2RewriteHTTP services:[]*V2Service",
+            {"balance": "roundrobin", "miscStrs": [], "rewriteHttp": {}, "services": []},
+        ),
+        _struct("V2BackendCustomCheck", "httpchk:bool httpchkMiscStr:string miscStr:string sslHelloChk:bool"),
+        _struct(
+            "V2RewriteHTTP",
+            "host:string path:*V2RewriteHTTPPath request:*V2RewriteHTTPRequest"
+            " response:*V2RewriteHTTPResponse sticky:*V2RewriteHttpsticky",
+            {"request": {}, "response": {}},
+        ),
+        _struct("V2RewriteHTTPPath", "fromPath:*string toPath:*string", {"fromPath": "", "toPath": ""}),
+        _struct(
+            "V2RewriteHTTPRequest",
+            "forwardfor:*bool rewritePath:*bool setHostHeader:*bool xForwardedPort:*bool"
+            " xForwardedProtoHttpsIfTls:*bool",
+            {**_REQUEST_DEFAULTS, "xForwardedProtoHttpsIfTls": True},
+        ),
+        _struct("V2RewriteHTTPResponse", "rewriteLocation:*bool", {"rewriteLocation": True}),
+        _struct("V2RewriteHttpsticky", "customStr:string enabled:*bool", {"enabled": True}),
+        _struct(
+            "V2Service",
+            "endpoint:*V2Endpoint marathon:*V2ServiceMarathon mesos:*V2ServiceMesos",
+            {"endpoint": {}, "marathon": {}, "mesos": {}},
+        ),
+        _struct(
+            "V2ServiceMarathon",
+            "containerName:string containerNamePattern:string serviceID:string serviceIDPattern:string",
+        ),
+        _struct(
+            "V2ServiceMesos",
+            "frameworkID:string frameworkIDPattern:string frameworkName:string frameworkNamePattern:string"
+            " taskID:string taskIDPattern:string taskName:string taskNamePattern:string",
+        ),
+        _struct(
+            "V2Endpoint",
+            "address:string allPorts:bool check:*V2EndpointCheck miscStr:string port:int32"
+            " portName:string type:string",
+            {"check": {}, "port": -1, "type": "AUTO_IP"},
+        ),
+        _struct("V2EndpointCheck", "customStr:string enabled:*bool", {"enabled": True}),
+        _struct("CloudProvider", "aws:*CloudProviderAws"),
+        _struct("CloudProviderAws", "elbs:[]*CloudProviderAwsElb", {"elbs": []}),
+        _struct(
+            "CloudProviderAwsElb",
+            "elasticIPs:[]string internal:bool listeners:[]*CloudProviderAwsElbListener name:string"
+            " subnets:[]string tags:[]*CloudProviderAwsElbTag type:string",
+            {"elasticIPs": [], "listeners": [], "subnets": [], "tags": [], "type": "NLB"},
+        ),
+        _struct("CloudProviderAwsElbListener", "linkFrontend:string port:int32 protocol:string"),
+        _struct("CloudProviderAwsElbTag", "key:string value:string"),
+    )
+}
+
+# The defaults EdgeLB fills into a pool it returns (``engine.cli.pools`` shows them).
+POOL_DEFAULTS: dict[str, Any] = dict(MODEL["V2Pool"].defaults or {})
+
+_INT32 = (-(2**31), 2**31 - 1)
+_ZERO: dict[str, Any] = {"string": "", "int32": 0, "float64": 0.0, "bool": False}
+_GO_TYPE = {"map": "map[string]string"}
+
+
+def _json_kind(value: Any) -> str:
+    # How Go's encoding/json names the JSON value it could not store.
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _go_type(f: Field, *, element: bool = False) -> str:
+    name = _GO_TYPE.get(f.kind, f.kind)
+    if f.kind in MODEL:
+        name = f"*models.{name}" if f.many else f"models.{name}"
+    return f"[]{name}" if f.many and not element else name
+
+
+class _Decoder:
+    """Go's decode of a JSON value into a model struct; remembers the first type error, like Go."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def fail(self, owner: Struct, key: str, what: str, go_type: str) -> None:
+        if self.error is None:
+            # A struct with defaults is decoded by its own UnmarshalJSON, into an alias type.
+            where = owner.go_name + ("Alias" if owner.defaults is not None else "")
+            self.error = f"json: cannot unmarshal {what} into Go struct field {where}.{key} of type {go_type}"
+
+    def fail_value(self, what: str, go_type: str) -> None:
+        if self.error is None:
+            self.error = f"json: cannot unmarshal {what} into Go value of type {go_type}"
+
+    def struct(self, value: Mapping[str, Any], name: str, overrides: Mapping[str, Any] | None = None) -> Pool:
+        struct = MODEL[name]
+        result: Pool = {
+            f.key: None if f.pointer or f.many or f.kind not in _ZERO else _ZERO[f.kind]
+            for f in struct.fields
+        }
+        for source in (struct.defaults or {}, overrides or {}, value):
+            for key, item in source.items():
+                f = struct.field(key)
+                if f is None or item is None:
+                    continue
+                decoded = self.field(struct, f, item)
+                if decoded is not _BAD:
+                    result[f.key] = decoded
+        return result
+
+    def field(self, owner: Struct, f: Field, value: Any) -> Any:
+        if not f.many:
+            return self.single(owner, f, value)
+        if not isinstance(value, list):
+            self.fail(owner, f.key, _json_kind(value), _go_type(f))
+            return _BAD
+        items = [self.single(owner, f, item, element=True) for item in value if item is not None]
+        return [item for item in items if item is not _BAD]
+
+    def single(self, owner: Struct, f: Field, value: Any, *, element: bool = False) -> Any:
+        if f.kind in MODEL:
+            if isinstance(value, dict):
+                return self.struct(value, f.kind)
+            if MODEL[f.kind].defaults is not None:
+                # Go hands the value to the struct's UnmarshalJSON, whose own decode fails.
+                self.fail_value(_json_kind(value), f"models.{f.kind}Alias")
+            else:
+                self.fail(owner, f.key, _json_kind(value), _go_type(f, element=element))
+            return _BAD
+        if f.kind == "map":
+            if not isinstance(value, dict):
+                self.fail(owner, f.key, _json_kind(value), _go_type(f))
+                return _BAD
+            result = {}
+            for k, v in value.items():
+                if v is not None and not isinstance(v, str):
+                    self.fail(owner, f"{f.key}.{k}", _json_kind(v), "string")
+                    continue
+                result[k] = v or ""
+            return result
+        return self.scalar(owner, f, value)
+
+    def scalar(self, owner: Struct, f: Field, value: Any) -> Any:
+        kind = f.kind
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind == "string" and isinstance(value, str):
+            return value
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "float64" and number:
+            return float(value)
+        if kind == "int32" and number:
+            if isinstance(value, int) and _INT32[0] <= value <= _INT32[1]:
+                return value
+            self.fail(owner, f.key, f"number {value!r}", kind)
+            return _BAD
+        self.fail(owner, f.key, _json_kind(value), kind)
+        return _BAD
+
+
+_BAD = object()  # a value Go could not decode: the field keeps what it had
+
+
+def decode_pool(body: Any, *, package_version: str = PACKAGE_VERSION) -> tuple[Pool, str | None]:
+    """The pool as EdgeLB's Go model holds it after reading ``body`` (every field present, defaults
+    applied, unknown keys dropped), and Go's message for the first JSON type error (None if none).
+
+    ``package_version`` is the pool package version of the server reading it (its default).
+    """
+    decoder = _Decoder()
+    if isinstance(body, dict):
+        pool = decoder.struct(body, "V2Pool", {"packageVersion": package_version})
+    else:
+        pool = decoder.struct({}, "V2Pool", {"packageVersion": package_version})
+        if body is not None:  # Go reads null as an empty object
+            decoder.fail_value(_json_kind(body), "models.V2PoolAlias")
+    return pool, decoder.error
+
+
+def _encode(value: Any, name: str) -> Pool:
+    out: Pool = {}
+    for f in MODEL[name].fields:
+        item = value.get(f.key)
+        if f.many:
+            out[f.key] = None if item is None else [_encode_one(f, v) for v in item]
+        elif not (item is None or (not f.pointer and item in ("", 0, False, {}))):
+            out[f.key] = _encode_one(f, item)
+    return out
+
+
+def _encode_one(f: Field, value: Any) -> Any:
+    if f.kind in MODEL:
+        return _encode(value, f.kind)
+    if f.kind == "float64" and float(value).is_integer() and abs(value) < 1e21:
+        return int(value)  # Go writes 1, not 1.0
+    return copy.deepcopy(value)
+
+
+def encode_pool(decoded: Pool) -> Pool:
+    """``decoded`` (as ``decode_pool`` gives it) as Go encodes it: zeros of omitempty fields left out."""
+    return _encode(decoded, "V2Pool")
+
+
+def _returned(pool: Pool) -> Pool:
+    return encode_pool(
+        decode_pool(pool, package_version=str(pool.get("packageVersion") or PACKAGE_VERSION))[0]
+    )
 
 
 def fill_defaults(pool: Pool) -> Pool:
-    """A deep copy of ``pool`` with every server-filled default applied, as EdgeLB returns it."""
-    result = copy.deepcopy(pool)
-    if not isinstance(result, dict):
-        return result
-    _apply(result, POOL_DEFAULTS)
-    for network in _dicts(result.get("virtualNetworks")):
-        _apply(network, VIRTUAL_NETWORK_DEFAULTS)
-
-    haproxy = _sub(result, "haproxy")
-    if haproxy is not None:
-        stats = _sub(haproxy, "stats")
-        if stats is not None:
-            _apply(stats, STATS_DEFAULTS)
-        _apply(haproxy, {"frontends": [], "backends": []})
-        for frontend in _dicts(haproxy.get("frontends")):
-            _apply(frontend, FRONTEND_DEFAULTS)
-            if not frontend.get("name"):
-                frontend["name"] = default_frontend_name(frontend)
-            link = _sub(frontend, "linkBackend")
-            if link is not None:
-                _apply(link, LINK_BACKEND_DEFAULTS)
-        for backend in _dicts(haproxy.get("backends")):
-            _fill_backend(backend)
-
-    cloud = result.get("cloudProvider")
-    if isinstance(cloud, dict) and isinstance(cloud.get("aws"), dict):
-        for elb in _dicts(cloud["aws"].get("elbs")):
-            _apply(elb, ELB_DEFAULTS)
-    return result
-
-
-def _fill_backend(backend: dict[str, Any]) -> None:
-    _apply(backend, BACKEND_DEFAULTS)
-    rewrite = _sub(backend, "rewriteHttp")
-    if rewrite is not None:
-        request = _sub(rewrite, "request")
-        if request is not None:
-            _apply(request, REWRITE_HTTP_REQUEST_DEFAULTS)
-        response = _sub(rewrite, "response")
-        if response is not None:
-            _apply(response, REWRITE_HTTP_RESPONSE_DEFAULTS)
-    for service in _dicts(backend.get("services")):
-        _apply(service, SERVICE_DEFAULTS)
-        endpoint = _sub(service, "endpoint")
-        if endpoint is not None:
-            _apply(endpoint, ENDPOINT_DEFAULTS)
-            check = _sub(endpoint, "check")
-            if check is not None:
-                _apply(check, CHECK_DEFAULTS)
+    """The pool as a GET returns it after a POST/PUT of ``pool``: what the POST answered (one decode and
+    encode) read back from storage (a second one). Fields that cannot be decoded keep their default."""
+    if not isinstance(pool, dict):
+        return copy.deepcopy(pool)
+    return _returned(_returned(pool))
 
 
 def _by_name(items: Any) -> Any:
@@ -205,13 +402,14 @@ def _clean(value: Any) -> Any:
 
 
 def normalize_pool(pool: Pool) -> Pool:
-    """The canonical form of a pool: defaults filled, named lists sorted, server-only keys removed.
+    """The canonical form of a pool: what EdgeLB returns for it, named lists sorted, server-only keys
+    removed, floats rounded.
 
     ``normalize_pool(what_we_sent) == normalize_pool(what_the_server_returned)`` for an unchanged pool.
     """
+    if not isinstance(pool, dict):
+        return _clean(pool)
     result = _clean(fill_defaults(_clean(pool)))
-    if not isinstance(result, dict):
-        return result
     for key in SERVER_ONLY_KEYS:
         result.pop(key, None)
     result["virtualNetworks"] = _by_name(result.get("virtualNetworks"))
@@ -222,241 +420,6 @@ def normalize_pool(pool: Pool) -> Pool:
     return result
 
 
-# --------------------------------------------------------------------------------------------------
-# Validation. Messages follow EdgeLB's: "pool.<path>: <value> invalid: <reason>" / "pool.<path>: required".
-# --------------------------------------------------------------------------------------------------
-
-
-def _show(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-class _Checker:
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def bad(self, path: str, value: Any, reason: str) -> None:
-        self.errors.append(f"pool.{path}: {_show(value)} invalid: {reason}")
-
-    def required(self, path: str) -> None:
-        self.errors.append(f"pool.{path}: required")
-
-    def typed(self, obj: dict[str, Any], key: str, path: str, kind: str, *, required: bool = False) -> bool:
-        """True when ``obj[key]`` is present and of ``kind``; records an error otherwise (absent is fine
-        unless ``required``)."""
-        full = f"{path}.{key}" if path else key
-        if key not in obj or obj[key] is None:
-            if required:
-                self.required(full)
-            return False
-        value = obj[key]
-        if not _TYPES[kind](value):
-            self.bad(full, value, f"must be {kind}")
-            return False
-        return True
-
-    def ranged(self, obj: dict[str, Any], key: str, path: str, low: float, high: float | None = None) -> None:
-        if self.typed(obj, key, path, "number" if isinstance(low, float) else "integer"):
-            value = obj[key]
-            if value < low or (high is not None and value > high):
-                bound = f">= {low}" if high is None else f"between {low} and {high}"
-                self.bad(f"{path}.{key}" if path else key, value, f"must be {bound}")
-
-    def enum(self, obj: dict[str, Any], key: str, path: str, allowed: tuple[str, ...], **kw: bool) -> None:
-        if self.typed(obj, key, path, "string", **kw) and obj[key] not in allowed:
-            self.bad(f"{path}.{key}", obj[key], f"must be one of {', '.join(allowed)}")
-
-    def items(self, obj: dict[str, Any], key: str, path: str, kind: str) -> list[tuple[str, Any]]:
-        """The (path, item) pairs of the list ``obj[key]`` whose items are of ``kind``."""
-        if not self.typed(obj, key, path, "array"):
-            return []
-        good = []
-        for i, item in enumerate(obj[key]):
-            item_path = f"{path}.{key}[{i}]" if path else f"{key}[{i}]"
-            if _TYPES[kind](item):
-                good.append((item_path, item))
-            else:
-                self.bad(item_path, item, f"must be {kind}")
-        return good
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-_TYPES: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: isinstance(v, str),
-    "integer": _is_int,
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
-
-
-def validate_pool(pool: Any) -> list[str]:
-    """EdgeLB-style messages for everything wrong with a pool request body; empty when it is valid.
-
-    Absent fields that have defaults are fine: validation looks at what the client sent.
-    """
-    c = _Checker()
-    if not isinstance(pool, dict):
-        return [f"pool: {_show(pool)} invalid: must be object"]
-    if c.typed(pool, "name", "", "string", required=True) and not POOL_NAME_RE.match(pool["name"]):
-        c.bad("name", pool["name"], f"did not match {POOL_NAME_RE.pattern}")
-    if c.typed(pool, "apiVersion", "", "string") and pool["apiVersion"] != "V2":
-        c.bad("apiVersion", pool["apiVersion"], "must be one of V2")
-    for key in (
-        "namespace",
-        "packageName",
-        "packageVersion",
-        "role",
-        "principal",
-        "secretName",
-        "constraints",
-    ):
-        c.typed(pool, key, "", "string")
-    for key in ("cpus", "cpusAdminOverhead"):
-        c.ranged(pool, key, "", 0.0)
-    for key in ("mem", "memAdminOverhead", "disk", "count", *_HEALTHCHECK_KEYS):
-        c.ranged(pool, key, "", 0)
-    c.typed(pool, "autoCertificate", "", "boolean")
-    for path, port in c.items(pool, "ports", "", "integer"):
-        if not 0 <= port <= 65535:
-            c.bad(path, port, "must be between 0 and 65535")
-    for path, secret in c.items(pool, "secrets", "", "object"):
-        c.typed(secret, "secret", path, "string", required=True)
-        c.typed(secret, "file", path, "string", required=True)
-    if c.typed(pool, "environmentVariables", "", "object"):
-        for name, value in pool["environmentVariables"].items():
-            if not isinstance(value, str):
-                c.bad(f"environmentVariables.{name}", value, "must be string")
-    for path, network in c.items(pool, "virtualNetworks", "", "object"):
-        if c.typed(network, "name", path, "string", required=True) and not network["name"]:
-            c.bad(f"{path}.name", network["name"], "must not be empty")
-        c.typed(network, "labels", path, "object")
-
-    frontend_names: set[str] = set()
-    if c.typed(pool, "haproxy", "", "object"):
-        frontend_names = _validate_haproxy(c, pool["haproxy"])
-    if c.typed(pool, "cloudProvider", "", "object"):
-        _validate_cloud_provider(c, pool["cloudProvider"], frontend_names)
-    return c.errors
-
-
-_HEALTHCHECK_KEYS = (
-    "poolHealthcheckGracePeriod",
-    "poolHealthcheckInterval",
-    "poolHealthcheckMaxFail",
-    "poolHealthcheckTimeout",
-)
-
-
-def _validate_haproxy(c: _Checker, haproxy: dict[str, Any]) -> set[str]:
-    bound: dict[tuple[str, int], str] = {}
-    stats: dict[str, Any] = {}
-    if c.typed(haproxy, "stats", "haproxy", "object"):
-        stats = haproxy["stats"]
-        c.typed(stats, "bindAddress", "haproxy.stats", "string")
-        c.ranged(stats, "bindPort", "haproxy.stats", 0, 65535)
-    # An absent stats port is the default 9090, which a frontend can clash with just as well.
-    stats = {**STATS_DEFAULTS, **{k: v for k, v in stats.items() if v is not None}}
-    if _is_int(stats["bindPort"]) and stats["bindPort"] > 0:
-        bound[(str(stats["bindAddress"]), stats["bindPort"])] = "haproxy.stats"
-
-    backend_names: set[str] = set()
-    for path, backend in c.items(haproxy, "backends", "haproxy", "object"):
-        if c.typed(backend, "name", path, "string", required=True):
-            if backend["name"] in backend_names:
-                c.bad(f"{path}.name", backend["name"], "duplicate backend name")
-            backend_names.add(backend["name"])
-        _validate_backend(c, path, backend)
-
-    frontend_names: set[str] = set()
-    for path, frontend in c.items(haproxy, "frontends", "haproxy", "object"):
-        c.typed(frontend, "bindAddress", path, "string")
-        c.ranged(frontend, "bindPort", path, 0, 65535)
-        if "bindPort" not in frontend:
-            c.required(f"{path}.bindPort")
-        c.enum(frontend, "protocol", path, PROTOCOLS, required=True)
-        name = frontend.get("name") or default_frontend_name(frontend)
-        if c.typed(frontend, "name", path, "string") or "name" not in frontend:
-            if name in frontend_names:
-                c.bad(f"{path}.name", name, "duplicate frontend name")
-            frontend_names.add(name)
-        port = frontend.get("bindPort")
-        if _is_int(port) and port > 0:
-            # Port 0 is dynamic: the server picks a free one, so zeros never clash.
-            address = str(frontend.get("bindAddress", "0.0.0.0"))
-            clash = bound.get((address, port)) or bound.get(("0.0.0.0", port))
-            if clash is None and address == "0.0.0.0":
-                clash = next((owner for (_, p), owner in bound.items() if p == port), None)
-            if clash is not None:
-                c.bad(f"{path}.bindPort", port, f"already bound by {clash}")
-            bound[(address, port)] = f"{path} ({name})"
-        c.typed(frontend, "bindModifier", path, "string")
-        c.typed(frontend, "redirectToHttps", path, "boolean")
-        c.items(frontend, "certificates", path, "string")
-        c.items(frontend, "miscStrs", path, "string")
-        if c.typed(frontend, "linkBackend", path, "object"):
-            link, link_path = frontend["linkBackend"], f"{path}.linkBackend"
-            if (
-                c.typed(link, "defaultBackend", link_path, "string")
-                and link["defaultBackend"] not in backend_names
-            ):
-                c.bad(f"{link_path}.defaultBackend", link["defaultBackend"], "no such backend")
-            for map_path, entry in c.items(link, "map", link_path, "object"):
-                if c.typed(entry, "backend", map_path, "string", required=True) and (
-                    entry["backend"] not in backend_names
-                ):
-                    c.bad(f"{map_path}.backend", entry["backend"], "no such backend")
-    return frontend_names
-
-
-def _validate_backend(c: _Checker, path: str, backend: dict[str, Any]) -> None:
-    c.enum(backend, "protocol", path, PROTOCOLS, required=True)
-    if c.typed(backend, "balance", path, "string"):
-        algorithm = re.split(r"[\s(]", backend["balance"].strip(), maxsplit=1)[0]
-        if algorithm not in BALANCE_ALGORITHMS:
-            c.bad(f"{path}.balance", backend["balance"], f"must be one of {', '.join(BALANCE_ALGORITHMS)}")
-    c.items(backend, "miscStrs", path, "string")
-    c.typed(backend, "rewriteHttp", path, "object")
-    c.typed(backend, "customCheck", path, "object")
-    for service_path, service in c.items(backend, "services", path, "object"):
-        c.typed(service, "marathon", service_path, "object")
-        c.typed(service, "mesos", service_path, "object")
-        if not c.typed(service, "endpoint", service_path, "object"):
-            continue
-        endpoint, endpoint_path = service["endpoint"], f"{service_path}.endpoint"
-        c.enum(endpoint, "type", endpoint_path, ENDPOINT_TYPES)
-        c.ranged(endpoint, "port", endpoint_path, -1, 65535)
-        c.typed(endpoint, "portName", endpoint_path, "string")
-        c.typed(endpoint, "allPorts", endpoint_path, "boolean")
-        c.typed(endpoint, "miscStr", endpoint_path, "string")
-        has_address = c.typed(endpoint, "address", endpoint_path, "string") and endpoint["address"] != ""
-        if endpoint.get("type") == "ADDRESS" and not has_address:
-            c.required(f"{endpoint_path}.address")
-        if c.typed(endpoint, "check", endpoint_path, "object"):
-            c.typed(endpoint["check"], "enabled", f"{endpoint_path}.check", "boolean")
-            c.typed(endpoint["check"], "customStr", f"{endpoint_path}.check", "string")
-
-
-def _validate_cloud_provider(c: _Checker, cloud: dict[str, Any], frontend_names: set[str]) -> None:
-    if not c.typed(cloud, "aws", "cloudProvider", "object"):
-        return
-    for path, elb in c.items(cloud["aws"], "elbs", "cloudProvider.aws", "object"):
-        c.typed(elb, "name", path, "string", required=True)
-        c.enum(elb, "type", path, ELB_TYPES)
-        c.typed(elb, "internal", path, "boolean")
-        for key in ("subnets", "elasticIPs"):
-            c.items(elb, key, path, "string")
-        c.typed(elb, "tags", path, "array")
-        for listener_path, listener in c.items(elb, "listeners", path, "object"):
-            c.ranged(listener, "port", listener_path, 1, 65535)
-            if "port" not in listener:
-                c.required(f"{listener_path}.port")
-            if c.typed(listener, "linkFrontend", listener_path, "string", required=True) and (
-                listener["linkFrontend"] not in frontend_names
-            ):
-                c.bad(f"{listener_path}.linkFrontend", listener["linkFrontend"], "no such frontend")
-            c.typed(listener, "protocol", listener_path, "string")
+def default_frontend_name(frontend: Mapping[str, Any]) -> str:
+    """EdgeLB's name for a frontend without one (never stored: computed where a name is needed)."""
+    return f"frontend_{frontend.get('bindAddress') or '0.0.0.0'}_{frontend.get('bindPort', -1)}"

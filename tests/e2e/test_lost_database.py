@@ -235,7 +235,10 @@ def run_lost_database(world: World, *, dedicated: int, shared_pools: int, per_po
     assert all(created for _, created in records.values()), "dklb created every pool"
     pools = world.pool_names()
     assert pools == sorted(expected_refs)
-    marks = {p["name"]: p["environmentVariables"].get(CREATED_BY_VARIABLE) for p in world.client.list_pools()}
+    marks = {
+        p["name"]: (p.get("environmentVariables") or {}).get(CREATED_BY_VARIABLE)
+        for p in world.client.list_pools()
+    }
     assert marks == dict.fromkeys(pools, CLUSTER), "dklb marks the pools it creates"
     first_writes = edgelb_writes(url)
     assert first_writes["POST"] == len(pools) and first_writes["DELETE"] == 0
@@ -346,7 +349,8 @@ def test_after_a_lost_database_only_the_pools_dklb_created_take_settings_changes
     assert broken(rig, {PREEXISTING}) == []
     records = {PREEXISTING: (1, False), "owned": (1, True)}
     assert pool_records(rig) == records
-    assert CREATED_BY_VARIABLE not in present(rig.pool(PREEXISTING))["environmentVariables"]
+    # EdgeLB leaves an empty map out of what it returns (omitempty).
+    assert CREATED_BY_VARIABLE not in (present(rig.pool(PREEXISTING)).get("environmentVariables") or {})
 
     lose_database(rig)
     url = start_controller(rig)

@@ -93,7 +93,14 @@ def test_after_a_lost_database_foreign_pools_keep_their_settings_and_unmarked_dk
                         "linkBackend": {"defaultBackend": "x"},
                     }
                 ],
-                "backends": [{"name": "x", "protocol": "TCP", "services": []}],
+                "backends": [
+                    {
+                        "name": "x",
+                        "protocol": "TCP",
+                        # EdgeLB refuses a backend without a service.
+                        "services": [{"endpoint": {"type": "ADDRESS", "address": "10.0.0.9", "port": 8443}}],
+                    }
+                ],
             },
         }
     )

@@ -175,7 +175,14 @@ def test_a_frontend_port_bound_by_a_foreign_object_rejects_the_service(world: Wo
                         "linkBackend": {"defaultBackend": "x"},
                     }
                 ],
-                "backends": [{"name": "x", "protocol": "TCP", "services": []}],
+                "backends": [
+                    {
+                        "name": "x",
+                        "protocol": "TCP",
+                        # EdgeLB refuses a backend without a service.
+                        "services": [{"endpoint": {"type": "ADDRESS", "address": "10.0.0.9", "port": 8443}}],
+                    }
+                ],
             },
         }
     )
@@ -200,7 +207,14 @@ def test_a_preexisting_pool_keeps_its_objects_and_settings(world: World) -> None
                         "linkBackend": {"defaultBackend": "x"},
                     }
                 ],
-                "backends": [{"name": "x", "protocol": "TCP", "services": []}],
+                "backends": [
+                    {
+                        "name": "x",
+                        "protocol": "TCP",
+                        # EdgeLB refuses a backend without a service.
+                        "services": [{"endpoint": {"type": "ADDRESS", "address": "10.0.0.9", "port": 8443}}],
+                    }
+                ],
             },
         }
     )

@@ -1,9 +1,13 @@
 """An in-memory EdgeLB implementing ``engine.edgelb.port.EdgeLB``, for tests.
 
 Where it sits in the data flow: state handlers under test call it where production calls the HTTP
-client. It behaves like the contract in shared/edgelb-api.md: it validates bodies with
-``engine.edgelb.schema.validate_pool`` (Invalid), raises Conflict/NotFound, stores and returns pools
-with the server's defaults filled in (so a test proves the caller normalizes before comparing), and
+client. It behaves like the contract in shared/edgelb-api.md and refuses what the local EdgeLB refuses, in
+the same order (``edgelb_local.validation``): a binding refusal (400 or 422) and EdgeLB's checks
+(400) are Invalid with the server's status, Conflict/NotFound come between them as in the server,
+and an install refusal (a too long DC/OS service name, a package it does not have) is Unavailable
+(500). It answers a write with the pool as Go encodes it and stores it as a GET reads it back
+(``engine.edgelb.schema.fill_defaults``: defaults filled, a 0 endpoint port read back as -1, unknown
+keys dropped), so a test proves the caller normalizes before comparing, and
 answers metadata with Unavailable(504) until the pool is "launched" (``ready(name)`` or
 ``auto_metadata=True``). Tests read ``calls`` / ``writes()`` to assert how many EdgeLB calls a
 scenario made, and ``fail_next`` to inject faults.
@@ -23,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from edgelb_local.state import atomic_write_text
+from edgelb_local.validation import Refusal, bind_value, check, install, namespace_change
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable
-from engine.edgelb.schema import fill_defaults, validate_pool
+from engine.edgelb.schema import PACKAGE_VERSION, default_frontend_name, encode_pool, fill_defaults
 from engine.runtime.crashpoints import checkpoint
 
 Pool = dict[str, Any]
@@ -60,8 +65,11 @@ class FakeEdgeLB:
         agent_ip: str = "127.0.0.1",
         public_ip: str | None = None,
         auto_metadata: bool = False,
+        package_version: str = PACKAGE_VERSION,
     ) -> None:
         self.agent_ip = agent_ip
+        # The pool package version this EdgeLB installs (changing it stands for an EdgeLB upgrade).
+        self.package_version = package_version
         self.public_ip = public_ip if public_ip is not None else agent_ip
         self.auto_metadata = auto_metadata
         self.calls: collections.Counter[str] = collections.Counter()
@@ -137,21 +145,16 @@ class FakeEdgeLB:
     def create_pool(self, pool: Pool) -> Pool:
         with self._lock:
             self._call(POST)
-            self._validate(pool)
-            if pool["name"] in self._pools:
-                raise Conflict(f"pool {pool['name']} already exists", status=409)
-            self._pools[pool["name"]] = fill_defaults(pool)
-            self._save()
-            return copy.deepcopy(self._pools[pool["name"]])
+            bound = self._bind(pool)
+            if bound["name"] in self._pools:
+                raise Conflict(f"pool {bound['name']} already exists", status=409)
+            return self._store(bound, None)
 
     def update_pool(self, pool: Pool) -> Pool:
         with self._lock:
             self._call(PUT)
-            self._validate(pool)
-            self._existing(pool["name"])
-            self._pools[pool["name"]] = fill_defaults(pool)
-            self._save()
-            return copy.deepcopy(self._pools[pool["name"]])
+            bound = self._bind(pool)
+            return self._store(bound, self._existing(bound["name"]))
 
     def delete_pool(self, name: str) -> None:
         with self._lock:
@@ -182,10 +185,25 @@ class FakeEdgeLB:
             raise NotFound(f"pool {name} not found", status=404)
         return pool
 
-    def _validate(self, pool: Pool) -> None:
-        errors = validate_pool(pool)
-        if errors:
-            raise Invalid("; ".join(errors), status=400)
+    def _bind(self, pool: Pool) -> Pool:
+        bound, refusal = bind_value(pool, package_version=self.package_version)
+        if refusal is not None:
+            raise _error(refusal)
+        return bound
+
+    def _store(self, bound: Pool, previous: Pool | None) -> Pool:
+        refusals = [
+            *check(bound),
+            namespace_change(previous, bound) if previous is not None else None,
+            install(bound, package_version=self.package_version),
+        ]
+        refusal = next((r for r in refusals if r is not None), None)
+        if refusal is not None:
+            raise _error(refusal)
+        answer = encode_pool(bound)
+        self._pools[bound["name"]] = fill_defaults(answer)
+        self._save()
+        return answer
 
     def _metadata(self, pool: Pool) -> dict[str, Any]:
         haproxy = pool["haproxy"]
@@ -202,7 +220,8 @@ class FakeEdgeLB:
         metadata: dict[str, Any] = {
             "name": pool["name"],
             "frontends": [
-                {"name": fe["name"], "endpoints": [endpoint(fe["bindPort"])]} for fe in haproxy["frontends"]
+                {"name": fe.get("name") or default_frontend_name(fe), "endpoints": [endpoint(fe["bindPort"])]}
+                for fe in haproxy["frontends"]
             ],
             "stats": stats,
         }
@@ -233,6 +252,12 @@ class FakeEdgeLB:
             return
         state = json.dumps({"pools": self._pools, "ready": sorted(self._ready)}, indent=1, sort_keys=True)
         atomic_write_text(self._path, state)
+
+
+def _error(refusal: Refusal) -> EdgeLBError:
+    if refusal.status >= 500:
+        return Unavailable(refusal.message, status=refusal.status)
+    return Invalid(refusal.message, status=refusal.status)
 
 
 _STATUS: dict[type[EdgeLBError], int] = {NotFound: 404, Conflict: 409, Invalid: 400, Unavailable: 503}

@@ -35,7 +35,13 @@ def pool_body(name: str = "p1", port: int = 16379) -> dict:
             "frontends": [
                 {"name": "fe", "bindPort": port, "protocol": "TCP", "linkBackend": {"defaultBackend": "be"}}
             ],
-            "backends": [{"name": "be", "protocol": "TCP", "services": []}],
+            "backends": [
+                {
+                    "name": "be",
+                    "protocol": "TCP",
+                    "services": [{"endpoint": {"type": "ADDRESS", "address": "127.0.0.1", "port": 32213}}],
+                }
+            ],
         },
     }
 
@@ -62,6 +68,10 @@ def test_every_route_and_error_code(local: tuple[LocalEdgeLB, EdgeLBClient]) -> 
     with pytest.raises(Invalid) as invalid:
         client.create_pool(pool_body("foo:bar"))
     assert "pool.name: foo:bar invalid: did not match ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$" in str(invalid.value)
+    assert invalid.value.status == 400
+    with pytest.raises(Unavailable) as not_installed:
+        client.create_pool(pool_body("p" * 48))  # a DC/OS service name over 63 characters
+    assert not_installed.value.status == 500
 
     assert client.get_pool("p1")["name"] == "p1"
     with pytest.raises(NotFound):
@@ -73,8 +83,9 @@ def test_every_route_and_error_code(local: tuple[LocalEdgeLB, EdgeLBClient]) -> 
         client.update_pool(pool_body("nope"))
     broken = pool_body()
     broken["haproxy"]["frontends"][0]["protocol"] = "SCTP"
-    with pytest.raises(Invalid):
+    with pytest.raises(Invalid) as refused:
         client.update_pool(broken)
+    assert refused.value.status == 422  # an enum: the schema, not EdgeLB's checks
     assert client.get_pool("p1")["haproxy"]["frontends"][0]["bindPort"] == 16380, (
         "a refused PUT changes nothing"
     )

@@ -318,7 +318,7 @@ def test_a_pool_without_name_or_an_empty_name_is_refused_before_sending(stub):
         (403, Unexpected),
         (405, Unexpected),
         (418, Unexpected),
-        (422, Unexpected),
+        (422, Invalid),
         (302, Unexpected),
     ],
 )
@@ -340,6 +340,27 @@ def test_invalid_message_reads_like_the_contract(stub):
     with pytest.raises(Invalid, match=r"^POST /v2/pools: 400 pool\.name: foo:bar invalid") as info:
         EdgeLBClient(stub.url).create_pool({**POOL, "name": "foo:bar"})
     assert info.value.message.endswith(msg)
+
+
+def test_a_422_is_a_refusal_with_edgelbs_message(stub):
+    # go-openapi puts its own 6xx code in the body of a 422: the status decides, the message is kept.
+    msg = "protocol in body should be one of [HTTP HTTPS TCP TLS]"
+    stub.script("PUT", "/v2/pools/dklb-redis", Reply(422, {"code": 606, "message": msg}))
+    with pytest.raises(Invalid) as info:
+        EdgeLBClient(stub.url).update_pool(POOL)
+    assert info.value.status == 422
+    assert info.value.message == f"PUT /v2/pools/dklb-redis: 422 {msg}"
+
+
+@pytest.mark.parametrize("method", ["create_pool", "update_pool"])
+def test_pool_package_fields_are_never_sent(stub, method):
+    # EdgeLB installs the package it has: echoing what a GET returned would pin an old version.
+    stub.script("POST", "/v2/pools", Reply(200, POOL))
+    stub.script("PUT", "/v2/pools/dklb-redis", Reply(200, POOL))
+    read_back = {**POOL, "packageName": "edgelb-pool", "packageVersion": "v1.4.0"}
+    getattr(EdgeLBClient(stub.url), method)(read_back)
+    assert stub.requests[0].json() == POOL
+    assert read_back["packageVersion"] == "v1.4.0"  # the caller's pool is not modified
 
 
 def test_redirect_is_not_followed(stub):

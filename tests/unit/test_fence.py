@@ -26,7 +26,13 @@ POOL = {
         "frontends": [
             {"name": "fe", "bindPort": 8080, "protocol": "TCP", "linkBackend": {"defaultBackend": "be"}}
         ],
-        "backends": [{"name": "be", "protocol": "TCP", "services": []}],
+        "backends": [
+            {
+                "name": "be",
+                "protocol": "TCP",
+                "services": [{"endpoint": {"type": "ADDRESS", "address": "10.0.0.1", "port": 8080}}],
+            }
+        ],
     },
 }
 

@@ -573,7 +573,14 @@ def test_pools_from_edgelb(capsys: pytest.CaptureFixture[str], scene: Scene, db:
                 "frontends": [
                     {"name": "x", "bindPort": 80, "protocol": "TCP", "linkBackend": {"defaultBackend": "x"}}
                 ],
-                "backends": [{"name": "x", "protocol": "TCP", "services": []}],
+                "backends": [
+                    {
+                        "name": "x",
+                        "protocol": "TCP",
+                        # EdgeLB refuses a backend without a service.
+                        "services": [{"endpoint": {"type": "ADDRESS", "address": "10.0.0.9", "port": 8443}}],
+                    }
+                ],
             },
         }
     )

@@ -1,4 +1,4 @@
-"""The V2 pool schema facts: validation messages, server defaults, normalization."""
+"""The V2 pool schema: Go decoding (type errors, defaults, unknown keys), omitempty, normalization."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.edgelb.schema import POOL_NAME_RE, fill_defaults, normalize_pool, validate_pool
+from engine.edgelb.schema import POOL_NAME_RE, decode_pool, encode_pool, fill_defaults, normalize_pool
 
 NAME = "kubernetes-cluster:default:redis:6379"
 
@@ -96,21 +96,8 @@ def test_pool_name_re(name: str, valid: bool) -> None:
     assert bool(POOL_NAME_RE.match(name)) is valid
 
 
-# --------------------------------------------------------------------------------------------------
-# validate_pool
-# --------------------------------------------------------------------------------------------------
-
-
-def test_valid_pools_have_no_errors() -> None:
-    assert validate_pool(redis_pool()) == []
-    assert validate_pool(two_service_pool()) == []
-    # What the server returns is valid input again (a GET-merge-PUT sends it back).
-    assert validate_pool(fill_defaults(two_service_pool())) == []
-    assert validate_pool({"name": "empty"}) == []
-
-
 def _set(path: str, value: object):
-    """A mutation setting ``value`` at a dotted path (integers index lists); ``...`` deletes."""
+    """A mutation setting ``value`` at a dotted path (integers index lists); ``...`` deletes (if there)."""
 
     def mutate(pool: dict) -> None:
         *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
@@ -118,177 +105,179 @@ def _set(path: str, value: object):
         for part in parents:
             target = target[part]
         if value is ...:
-            del target[last]
+            target.pop(last, None)
         else:
             target[last] = value
 
     return mutate
 
 
-@pytest.mark.parametrize(
-    ("mutation", "expected"),
-    [
-        (
-            _set("name", "foo:bar"),
-            "pool.name: foo:bar invalid: did not match ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
-        ),
-        (_set("name", ...), "pool.name: required"),
-        (_set("name", 7), "pool.name: 7 invalid: must be string"),
-        (_set("apiVersion", "V1"), "pool.apiVersion: V1 invalid: must be one of V2"),
-        (_set("cpus", "lots"), "pool.cpus: lots invalid: must be number"),
-        (_set("cpus", -0.5), "pool.cpus: -0.5 invalid: must be >= 0.0"),
-        (_set("cpus", True), "pool.cpus: true invalid: must be number"),
-        (_set("mem", 1.5), "pool.mem: 1.5 invalid: must be integer"),
-        (_set("count", -1), "pool.count: -1 invalid: must be >= 0"),
-        (_set("role", ["*"]), 'pool.role: ["*"] invalid: must be string'),
-        (_set("virtualNetworks", [{"labels": {}}]), "pool.virtualNetworks[0].name: required"),
-        (_set("virtualNetworks", "dcos"), "pool.virtualNetworks: dcos invalid: must be array"),
-        (_set("ports", [80, 70000]), "pool.ports[1]: 70000 invalid: must be between 0 and 65535"),
-        (_set("environmentVariables", {"A": 1}), "pool.environmentVariables.A: 1 invalid: must be string"),
-        (
-            _set("haproxy.frontends.0.protocol", "UDP"),
-            "pool.haproxy.frontends[0].protocol: UDP invalid: must be one of HTTP, HTTPS, TCP, TLS",
-        ),
-        (_set("haproxy.frontends.0.protocol", ...), "pool.haproxy.frontends[0].protocol: required"),
-        (_set("haproxy.frontends.0.bindPort", ...), "pool.haproxy.frontends[0].bindPort: required"),
-        (
-            _set("haproxy.frontends.0.bindPort", 65536),
-            "pool.haproxy.frontends[0].bindPort: 65536 invalid: must be between 0 and 65535",
-        ),
-        (
-            _set("haproxy.stats.bindPort", 16379),
-            "pool.haproxy.frontends[0].bindPort: 16379 invalid: already bound by haproxy.stats",
-        ),
-        (
-            # An absent stats port is 9090 on the server.
-            _set("haproxy.stats", {}),
-            None,
-        ),
-        (
-            lambda p: (_set("haproxy.stats", {})(p), _set("haproxy.frontends.0.bindPort", 9090)(p)),
-            "pool.haproxy.frontends[0].bindPort: 9090 invalid: already bound by haproxy.stats",
-        ),
-        (
-            _set("haproxy.frontends.0.linkBackend.defaultBackend", "nope"),
-            "pool.haproxy.frontends[0].linkBackend.defaultBackend: nope invalid: no such backend",
-        ),
-        (
-            _set("haproxy.frontends.0.linkBackend.map", [{"backend": "nope", "hostEq": "x"}]),
-            "pool.haproxy.frontends[0].linkBackend.map[0].backend: nope invalid: no such backend",
-        ),
-        (
-            _set("haproxy.backends.0.protocol", "tcp"),
-            "pool.haproxy.backends[0].protocol: tcp invalid: must be one of HTTP, HTTPS, TCP, TLS",
-        ),
-        (
-            _set("haproxy.backends.0.balance", "fastest"),
-            "pool.haproxy.backends[0].balance: fastest invalid: must be one of roundrobin, static-rr, "
-            "leastconn, first, source, uri, url_param, hdr, random, rdp-cookie",
-        ),
-        (
-            _set("haproxy.backends.0.services.0.endpoint.type", "POD_IP"),
-            "pool.haproxy.backends[0].services[0].endpoint.type: POD_IP invalid: must be one of "
-            "AUTO_IP, AGENT_IP, CONTAINER_IP, ADDRESS",
-        ),
-        (
-            _set("haproxy.backends.0.services.0.endpoint.type", "ADDRESS"),
-            "pool.haproxy.backends[0].services[0].endpoint.address: required",
-        ),
-        (
-            _set("haproxy.backends.0.services.0.endpoint.port", -2),
-            "pool.haproxy.backends[0].services[0].endpoint.port: -2 invalid: must be between -1 and 65535",
-        ),
-        (
-            _set("haproxy.backends.0.services.0.endpoint.check.enabled", "yes"),
-            "pool.haproxy.backends[0].services[0].endpoint.check.enabled: yes invalid: must be boolean",
-        ),
-        (
-            _set("cloudProvider", {"aws": {"elbs": [{"name": "lb", "listeners": [{"port": 80}]}]}}),
-            "pool.cloudProvider.aws.elbs[0].listeners[0].linkFrontend: required",
-        ),
-        (
-            _set(
-                "cloudProvider",
-                {"aws": {"elbs": [{"name": "lb", "listeners": [{"port": 80, "linkFrontend": "x"}]}]}},
-            ),
-            "pool.cloudProvider.aws.elbs[0].listeners[0].linkFrontend: x invalid: no such frontend",
-        ),
-        (
-            _set("cloudProvider", {"aws": {"elbs": [{"name": "lb", "type": "ALB"}]}}),
-            "pool.cloudProvider.aws.elbs[0].type: ALB invalid: must be one of NLB",
-        ),
-    ],
-)
-def test_validate_pool_reports(mutation, expected: str) -> None:
-    pool = redis_pool()
-    mutation(pool)
-    if expected is None:
-        assert validate_pool(pool) == []
-    else:
-        assert expected in validate_pool(pool)
+def _get(pool: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(pool, list):
+            pool = pool[int(part)]
+        elif part not in pool:
+            return ...
+        else:
+            pool = pool[part]
+    return pool
 
 
-@pytest.mark.parametrize(
-    ("mutation", "expected"),
-    [
-        (
-            lambda p: p["haproxy"]["backends"].append(copy.deepcopy(p["haproxy"]["backends"][0])),
-            f"pool.haproxy.backends[1].name: {NAME} invalid: duplicate backend name",
-        ),
-        (
-            lambda p: p["haproxy"]["frontends"].append({**p["haproxy"]["frontends"][0], "bindPort": 1}),
-            f"pool.haproxy.frontends[1].name: {NAME} invalid: duplicate frontend name",
-        ),
-        (
-            lambda p: p["haproxy"]["frontends"].append({**p["haproxy"]["frontends"][0], "name": "other"}),
-            "pool.haproxy.frontends[1].bindPort: 16379 invalid: "
-            f"already bound by haproxy.frontends[0] ({NAME})",
-        ),
-    ],
-)
-def test_validate_pool_duplicates(mutation, expected: str) -> None:
-    pool = redis_pool()
-    mutation(pool)
-    assert validate_pool(pool) == [expected]
-
-
-@pytest.mark.parametrize(
-    "frontends",
-    [
-        # Dynamic ports never clash, and different addresses may share a port.
-        [{"bindPort": 0}, {"bindPort": 0}],
-        [{"bindAddress": "10.0.0.1", "bindPort": 80}, {"bindAddress": "10.0.0.2", "bindPort": 80}],
-    ],
-)
-def test_validate_pool_allows_dynamic_and_distinct_addresses(frontends: list[dict]) -> None:
-    pool = {
-        "name": "p",
-        "haproxy": {
-            "backends": [{"name": "b", "protocol": "TCP"}],
-            "frontends": [
-                {"name": f"f{i}", "protocol": "TCP", "linkBackend": {"defaultBackend": "b"}, **fe}
-                for i, fe in enumerate(frontends)
-            ],
-        },
-    }
-    assert validate_pool(pool) == []
-
-
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        (None, "pool: null invalid: must be object"),
-        ([], "pool: [] invalid: must be object"),
-        ("pool", "pool: pool invalid: must be object"),
-    ],
-)
-def test_validate_pool_non_object(body: object, expected: str) -> None:
-    assert validate_pool(body) == [expected]
+ENDPOINT = "haproxy.backends.0.services.0.endpoint"
+FRONTEND = "haproxy.frontends.0"
+CANNOT = "json: cannot unmarshal"
 
 
 # --------------------------------------------------------------------------------------------------
-# fill_defaults
+# decode_pool: Go's JSON decoding into EdgeLB's model
 # --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "error"),
+    [
+        (
+            f"{ENDPOINT}.port",
+            128.0,
+            f"{CANNOT} number 128.0 into Go struct field V2EndpointAlias.port of type int32",
+        ),
+        (
+            f"{ENDPOINT}.port",
+            2**31,
+            f"{CANNOT} number 2147483648 into Go struct field V2EndpointAlias.port of type int32",
+        ),
+        (
+            f"{ENDPOINT}.port",
+            "80",
+            f"{CANNOT} string into Go struct field V2EndpointAlias.port of type int32",
+        ),
+        (
+            f"{ENDPOINT}.allPorts",
+            "yes",
+            f"{CANNOT} string into Go struct field V2EndpointAlias.allPorts of type bool",
+        ),
+        (
+            f"{ENDPOINT}.check.enabled",
+            1,
+            f"{CANNOT} number into Go struct field V2EndpointCheckAlias.enabled of type bool",
+        ),
+        ("cpus", "lots", f"{CANNOT} string into Go struct field V2PoolAlias.cpus of type float64"),
+        ("cpus", True, f"{CANNOT} bool into Go struct field V2PoolAlias.cpus of type float64"),
+        ("name", 7, f"{CANNOT} number into Go struct field V2PoolAlias.name of type string"),
+        ("count", 1.5, f"{CANNOT} number 1.5 into Go struct field V2PoolAlias.count of type int32"),
+        ("ports", "80", f"{CANNOT} string into Go struct field V2PoolAlias.ports of type []int32"),
+        ("ports", [80, "81"], f"{CANNOT} string into Go struct field V2PoolAlias.ports of type int32"),
+        (
+            "environmentVariables",
+            {"A": 1},
+            f"{CANNOT} number into Go struct field V2PoolAlias.environmentVariables.A of type string",
+        ),
+        ("haproxy", [], f"{CANNOT} array into Go value of type models.V2HaproxyAlias"),
+        (
+            f"{FRONTEND}.redirectToHttps",
+            True,
+            f"{CANNOT} bool into Go value of type models.V2FrontendRedirectToHTTPSAlias",
+        ),
+        (
+            "haproxy.backends.0.services.0.mesos",
+            "k8s",
+            f"{CANNOT} string into Go struct field V2ServiceAlias.mesos of type models.V2ServiceMesos",
+        ),
+        (
+            "haproxy.backends",
+            {},
+            f"{CANNOT} object into Go struct field V2HaproxyAlias.backends of type []*models.V2Backend",
+        ),
+    ],
+)
+def test_json_type_errors_are_gos(path: str, value: object, error: str) -> None:
+    pool = redis_pool()
+    _set(path, value)(pool)
+    assert decode_pool(pool)[1] == error
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ([], f"{CANNOT} array into Go value of type models.V2PoolAlias"),
+        ("pool", f"{CANNOT} string into Go value of type models.V2PoolAlias"),
+        (42, f"{CANNOT} number into Go value of type models.V2PoolAlias"),
+        (None, None),  # Go reads null into an empty pool (whose empty name EdgeLB's checks refuse)
+        ({}, None),
+    ],
+)
+def test_a_body_that_is_not_an_object(body: object, error: str | None) -> None:
+    pool, found = decode_pool(body)
+    assert found == error
+    assert pool["name"] == ""
+
+
+def test_decoding_applies_defaults_drops_unknown_keys_and_folds_case() -> None:
+    body = redis_pool()
+    body["Cpus"] = 2  # Go's encoding/json matches keys case-insensitively
+    body["replicas"] = 3  # unknown: dropped
+    body["haproxy"]["frontends"][0]["BINDPORT"] = 80
+    pool, error = decode_pool(body)
+    assert error is None
+    assert pool["cpus"] == 2.0
+    assert "replicas" not in pool
+    assert pool["haproxy"]["frontends"][0]["bindPort"] == 80
+    assert pool["haproxy"]["frontends"][0]["redirectToHttps"] is None
+    assert pool["haproxy"]["backends"][0]["services"][0]["endpoint"]["allPorts"] is False
+    assert pool["packageVersion"] == "v1.5.1"
+    assert decode_pool(body, package_version="v2.0.0")[0]["packageVersion"] == "v2.0.0"
+
+
+# --------------------------------------------------------------------------------------------------
+# What a POST answers (one encode) and what a GET then returns (fill_defaults)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "sent", "answered", "read_back"),
+    [
+        # omitempty int32: a 0 is left out, so a GET reads the default back.
+        (f"{ENDPOINT}.port", 0, ..., -1),
+        (f"{ENDPOINT}.port", ..., -1, -1),
+        (f"{ENDPOINT}.port", 32213, 32213, 32213),
+        ("cpus", 0, ..., 0.9),
+        ("mem", 0, ..., 992),
+        # Pointers keep a zero: 0 is a dynamic port, count 0 stops the pool.
+        ("haproxy.stats.bindPort", 0, 0, 0),
+        (
+            "haproxy.stats",
+            {},
+            {"bindAddress": "0.0.0.0", "bindPort": 9090},
+            {"bindAddress": "0.0.0.0", "bindPort": 9090},
+        ),
+        (f"{FRONTEND}.bindPort", 0, 0, 0),
+        (f"{FRONTEND}.bindPort", ..., -1, -1),
+        ("count", 0, 0, 0),
+        # false, "" and {} are left out.
+        ("autoCertificate", False, ..., ...),
+        ("autoCertificate", True, True, True),
+        ("environmentVariables", {}, ..., ...),
+        (f"{ENDPOINT}.check.enabled", False, False, False),
+        (f"{ENDPOINT}.allPorts", False, ..., ...),
+        # Unknown keys are dropped; EdgeLB never names a frontend itself.
+        ("replicas", 3, ..., ...),
+        (f"{FRONTEND}.name", ..., ..., ...),
+        (f"{FRONTEND}.redirectToHttps", {}, {"except": []}, {"except": []}),
+        (
+            f"{FRONTEND}.redirectToHttps",
+            {"except": [{"host": "a", "path": "/"}]},  # pathBeg, not path: dropped
+            {"except": [{"host": "a"}]},
+            {"except": [{"host": "a"}]},
+        ),
+    ],
+)
+def test_omitempty_round_trip(path: str, sent: object, answered: object, read_back: object) -> None:
+    pool = redis_pool()
+    _set(path, sent)(pool)
+    answer = encode_pool(decode_pool(pool)[0])
+    assert _get(answer, path) == answered
+    assert _get(fill_defaults(pool), path) == read_back
+    assert fill_defaults(answer) == fill_defaults(pool)
 
 
 @pytest.mark.parametrize(
@@ -296,6 +285,8 @@ def test_validate_pool_non_object(body: object, expected: str) -> None:
     [
         ("apiVersion", "V2"),
         ("namespace", "dcos-edgelb/pools"),
+        ("packageName", "edgelb-pool"),
+        ("packageVersion", "v1.5.1"),
         ("role", "slave_public"),
         ("cpus", 0.9),
         ("cpusAdminOverhead", 0.1),
@@ -307,20 +298,19 @@ def test_validate_pool_non_object(body: object, expected: str) -> None:
         ("ports", []),
         ("secrets", []),
         ("virtualNetworks", []),
-        ("environmentVariables", {}),
+        ("environmentVariables", ...),
+        ("autoCertificate", ...),
         ("poolHealthcheckGracePeriod", 180),
         ("poolHealthcheckInterval", 12),
         ("poolHealthcheckMaxFail", 5),
+        ("poolHealthcheckTimeout", 60),
         ("haproxy.stats", {"bindAddress": "0.0.0.0", "bindPort": 9090}),
         ("haproxy.frontends", []),
         ("haproxy.backends", []),
     ],
 )
 def test_fill_defaults_of_an_empty_pool(path: str, expected: object) -> None:
-    value = fill_defaults({"name": "p"})
-    for part in path.split("."):
-        value = value[part]
-    assert value == expected
+    assert _get(fill_defaults({"name": "p"}), path) == expected
 
 
 def test_fill_defaults_of_objects() -> None:
@@ -331,19 +321,17 @@ def test_fill_defaults_of_objects() -> None:
             "frontends": [{"bindPort": 80, "protocol": "HTTP", "linkBackend": {"defaultBackend": "b"}}],
             "backends": [{"name": "b", "protocol": "HTTP", "services": [{"endpoint": {"portName": "web"}}]}],
         },
-        "cloudProvider": {"aws": {"elbs": [{"name": "lb"}]}},
+        "cloudProvider": {"aws": {"elbs": [{"name": "lb", "internal": False}]}},
     }
     filled = fill_defaults(pool)
-    assert filled["virtualNetworks"] == [{"name": "dcos", "labels": {}}]
+    assert filled["virtualNetworks"] == [{"name": "dcos"}]
     assert filled["haproxy"]["frontends"] == [
         {
-            "name": "frontend_0.0.0.0_80",
             "bindAddress": "0.0.0.0",
             "bindPort": 80,
             "protocol": "HTTP",
             "certificates": [],
             "miscStrs": [],
-            "redirectToHttps": False,
             "linkBackend": {"defaultBackend": "b", "map": []},
         }
     ]
@@ -371,7 +359,6 @@ def test_fill_defaults_of_objects() -> None:
                         "type": "AUTO_IP",
                         "port": -1,
                         "portName": "web",
-                        "allPorts": False,
                         "check": {"enabled": True},
                     },
                 }
@@ -379,43 +366,31 @@ def test_fill_defaults_of_objects() -> None:
         }
     ]
     assert filled["cloudProvider"]["aws"]["elbs"] == [
-        {
-            "name": "lb",
-            "type": "NLB",
-            "internal": False,
-            "subnets": [],
-            "elasticIPs": [],
-            "tags": [],
-            "listeners": [],
-        }
+        {"name": "lb", "type": "NLB", "subnets": [], "elasticIPs": [], "tags": [], "listeners": []}
     ]
 
 
 @pytest.mark.parametrize(
     ("path", "value"),
     [
-        # Explicit values are the client's choice, zeros and empties included: 0 means dynamic.
-        ("haproxy.stats.bindPort", 0),
-        ("haproxy.frontends.0.bindPort", 0),
+        # Explicit values are the client's choice where EdgeLB keeps them.
         ("count", 0),
         ("role", "*"),
         ("constraints", '[["hostname","MAX_PER","1"]]'),
         ("haproxy.backends.0.balance", "leastconn"),
-        ("haproxy.backends.0.services.0.endpoint.check.enabled", False),
         ("haproxy.frontends.0.bindAddress", "127.0.0.1"),
+        ("cpus", 1),  # Go writes 1, not 1.0
     ],
 )
 def test_fill_defaults_keeps_explicit_values(path: str, value: object) -> None:
     pool = redis_pool()
     _set(path, value)(pool)
-    filled: Any = fill_defaults(pool)
-    for part in path.split("."):
-        filled = filled[int(part)] if part.isdigit() else filled[part]
-    assert filled == value
+    assert _get(fill_defaults(pool), path) == value
 
 
 def test_fill_defaults_does_not_mutate_and_is_idempotent() -> None:
     pool = redis_pool()
+    pool["haproxy"]["backends"][0]["services"][0]["endpoint"]["port"] = 0
     before = copy.deepcopy(pool)
     once = fill_defaults(pool)
     assert pool == before
@@ -430,7 +405,7 @@ def test_fill_defaults_does_not_mutate_and_is_idempotent() -> None:
 
 
 def _server_copy(pool: dict, seed: int) -> dict:
-    """What a server could return for ``pool``: defaults filled, lists reordered, server-only noise."""
+    """What a server could return for ``pool``: as a GET reads it back, lists reordered, server-only noise."""
     returned = fill_defaults(pool)
     rng = random.Random(seed)
     for key in ("frontends", "backends"):
@@ -465,6 +440,28 @@ def test_normalize_canonical_order_and_floats() -> None:
 
 
 @pytest.mark.parametrize(
+    ("path", "sent", "returned"),
+    [
+        # What dklb sends and what the server reads back: equal after normalizing, so no PUT on resync.
+        (f"{ENDPOINT}.port", 0, -1),
+        ("haproxy.stats.bindPort", 0, 0),
+        ("haproxy.stats", {}, {"bindAddress": "0.0.0.0", "bindPort": 9090}),
+        ("packageVersion", ..., "v1.4.0"),  # the version the pool was installed with
+        (f"{FRONTEND}.redirectToHttps", {}, {"except": []}),
+        (f"{FRONTEND}.redirectToHttps", ..., None),
+        ("environmentVariables", {}, ...),
+        ("autoCertificate", False, ...),
+        ("replicas", 3, ...),
+    ],
+)
+def test_normalize_sees_through_what_the_server_changes(path: str, sent: object, returned: object) -> None:
+    mine, theirs = redis_pool(), fill_defaults(redis_pool())
+    _set(path, sent)(mine)
+    _set(path, returned)(theirs)
+    assert normalize_pool(mine) == normalize_pool(theirs)
+
+
+@pytest.mark.parametrize(
     "change",
     [
         _set("haproxy.frontends.0.bindPort", 16380),
@@ -475,6 +472,8 @@ def test_normalize_canonical_order_and_floats() -> None:
         _set("constraints", "hostname:UNIQUE,zone:GROUP_BY"),
         _set("virtualNetworks", [{"name": "dcos"}]),
         _set("haproxy.stats.bindPort", 9090),
+        _set(f"{FRONTEND}.redirectToHttps", {}),
+        _set(f"{ENDPOINT}.port", 0),
     ],
 )
 def test_normalize_sees_real_changes(change) -> None:

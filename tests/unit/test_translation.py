@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.edgelb.schema import fill_defaults, validate_pool
+from edgelb_local.validation import validate_pool
+from engine.edgelb.schema import fill_defaults
 from engine.model.config import PoolConfig
 from engine.model.translation import (
     CREATED_BY_VARIABLE,
@@ -72,7 +73,12 @@ def foreign_frontend(name: str, port: int) -> dict:
 
 
 def foreign_backend(name: str) -> dict:
-    return {"name": name, "protocol": "HTTP", "services": [{"marathon": {"serviceID": "/web"}}]}
+    # EdgeLB needs a port (or port name) for every service endpoint.
+    return {
+        "name": name,
+        "protocol": "HTTP",
+        "services": [{"marathon": {"serviceID": "/web"}, "endpoint": {"portName": "web"}}],
+    }
 
 
 def names(objs: list[dict]) -> list[str]:
