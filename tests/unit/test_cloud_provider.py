@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from edgelb_local.validation import validate_pool
 from engine.admission.review import review
-from engine.edgelb.schema import validate_pool
 from engine.model.checks import check_service
 from engine.model.parse import parse_config
 from engine.model.services import ANNOTATION
