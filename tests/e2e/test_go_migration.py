@@ -12,6 +12,7 @@ frontend, and deleting a Service deletes its pool.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -205,4 +206,36 @@ def test_a_go_dklb_cluster_switches_to_this_dklb_without_a_write_to_edgelb(rig: 
     print(
         f"\nGo migration: 3 Services on 2 Go-made pools Ready {took:.1f}s after start with 0 EdgeLB writes; "
         "cpus edit, port edit and delete applied"
+    )
+
+
+def test_the_go_e2e_cloud_switch_moves_the_service_to_an_nlb(rig: World) -> None:
+    """Go's ``service_cloud_loadbalancer_test``: a Service on pool ``ns`` gets a cloud configuration,
+    with name ``cloud--ns``, role ``*`` and size 2 in the same update."""
+    world = rig
+    start_controller(world)
+    world.create_service("web", ports=[(80, "TCP")], config="name: ns\n")
+
+    def ready_on(pool: str) -> bool:
+        found = bindings(world)
+        return len(found) == 1 and (found[0].state, found[0].pool) == ("Ready", pool)
+
+    wait_for(lambda: ready_on("ns"), timeout=60, interval=0.25, what="web Ready on ns")
+    cloud = json.dumps({"aws": {"elbs": [{"name": "web-nlb", "type": "NLB", "listeners": [{"port": 80}]}]}})
+    config = yaml.safe_load(present(world.service("web"))["metadata"]["annotations"][ANNOTATION])
+    switched = {**config, "name": "cloud--ns", "role": "*", "size": 2, "cloudProviderConfiguration": cloud}
+    world.set_config("web", yaml.safe_dump(switched, sort_keys=False))
+
+    wait_for(lambda: ready_on("cloud--ns"), timeout=60, interval=0.25, what="web Ready on cloud--ns")
+    assert world.pool_names() == ["cloud--ns"], "the old pool, dklb's and empty, is deleted"
+    pool = present(world.pool("cloud--ns"))
+    assert (pool["role"], pool["count"]) == ("*", 2)
+    wait_for(
+        lambda: world.ingress("web")[:1] == [{"hostname": "web-nlb.elb.edgelb.local"}],
+        what="the NLB in the status",
+    )
+    world.wait_event(
+        "web",
+        reason="MovingLoadBalancer",
+        contains='out of EdgeLB pool ns: the Service now names EdgeLB pool "cloud--ns"',
     )
