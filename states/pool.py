@@ -104,7 +104,7 @@ def ignored_settings(config: PoolConfig, pool: dict[str, Any]) -> list[str]:
     """What this Service asks of a pool dklb does not own that the pool does not have: not applied."""
     wanted = config.shared_settings()
     differing = [
-        f"{field} {wanted[field]!r} (the pool has {pool.get(key)!r})"
+        f"{field} {_number(wanted[field])} (the pool has {_number(pool.get(key))})"
         for field, key in _SETTINGS
         if pool.get(key) is not None and not _same_number(pool.get(key), wanted[field])
     ]
@@ -122,3 +122,7 @@ def _same_number(a: Any, b: Any) -> bool:
         return round(float(a), 6) == round(float(b), 6)
     except (TypeError, ValueError):
         return a == b
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else repr(value)

@@ -258,7 +258,7 @@ def test_a_pool_someone_else_made_keeps_its_settings_and_a_warning_says_so(tmp_p
     assert stored["cpus"] == 2.0, "now the pool holds only dklb's objects, yet it is not adopted"
     assert warnings(world, "PoolSettingsIgnored") == [
         'EdgeLB pool "theirs" was not made by dklb: its settings are not changed, '
-        "so this Service's cpus 0.5 (the pool has 2.0) is not applied"
+        "so this Service's cpus 0.5 (the pool has 2) is not applied"
     ]
 
 
