@@ -2,7 +2,10 @@
 
 Where it sits: the e2e ``world`` (real kube-apiserver, ``dklb run`` at log level debug). Its
 controller is pointed at a recording proxy this test runs on a free loopback port, in front of
-a second ``dklb edgelb-local`` that injects 503s (``--faults 5xx=0.3``, seeded). The proxy
+a second ``dklb edgelb-local`` that answers half the pool listings 503 (the orphan sweep's error
+path; seeded). Faults on the Services' own path would make their time to Ready a matter of
+luck (a run of 503s grows the retry backoff past any deadline), and the proxy already sends them
+through both error paths, deterministically. The proxy
 records the Authorization header of every request (edgelb-local does not check tokens, so this
 is how the test proves the token was actually sent), answers one request 401 and one 503 with a
 message that echoes the Authorization header back (a careless server: the client must scrub
@@ -12,7 +15,7 @@ account's public key and hands out a second sentinel token).
 Credentials used: a sentinel bearer token (``--edgelb-bearer-token-file``), then a DC/OS
 service-account secret (``--edgelb-service-account-secret-file``: its RSA private key, the JWT
 signed with it, and the sentinel ACS token the login returns). Services are provisioned and
-deleted through the faults; then every EdgeLB-facing CLI command runs with the same
+deleted through the error paths; then every EdgeLB-facing CLI command runs with the same
 credentials (``dklb inspect NS/NAME``, ``dklb pools``, each ``-o table|json|yaml``, one that
 cannot connect, one given a URL that carries the token) and ``dklb run --help``. No secret, nor
 any piece of one, may appear in the controller log, any CLI stdout/stderr, the SQLite files,
@@ -182,7 +185,8 @@ def test_no_credential_leaks_anywhere(world: World, tmp_path: Path) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     faulty = start_edgelb(
-        tmp_path / "edgelb-faulty", extra=["--no-dataplane", "--faults", "5xx=0.3", "--faults-seed", "7"]
+        tmp_path / "edgelb-faulty",
+        extra=["--no-dataplane", "--faults", "GET /v2/pools:5xx=0.5", "--faults-seed", "7"],
     )
     token_file = tmp_path / "edgelb-token"
     token_file.write_text(TOKEN + "\n")
