@@ -42,22 +42,14 @@ DEDICATED = "kubernetes-cluster--x7k2p"  # a name the Go dklb generated: <cluste
 SHARED = "team-pool"
 
 
-def go_annotation(*, name: str, frontends: list[tuple[int, int]], cpus: float = 0.1) -> str:
-    """The configuration object as the Go webhook wrote it back (yaml.v2, no omitempty)."""
-    return yaml.safe_dump(
-        {
-            "name": name,
-            "role": "slave_public",
-            "network": "",
-            "cpus": cpus,
-            "memory": 128,
-            "size": 1,
-            "constraints": None,
-            "cloudProviderConfiguration": "",
-            "frontends": [{"port": port, "servicePort": service_port} for port, service_port in frontends],
-            "strategies": {"creation": "IfNotPresent"},
-        },
-        sort_keys=False,
+def go_annotation(*, name: str, frontends: list[tuple[int, int]]) -> str:
+    """The configuration object as the Go webhook wrote it back: yaml.v2, no omitempty, in the
+    shape of the verbatim fixtures of tests/unit/test_go_parity.py."""
+    entries = "".join(f"- port: {port}\n  servicePort: {service_port}\n" for port, service_port in frontends)
+    return (
+        'cloudProviderConfiguration: ""\nconstraints: null\ncpus: 0.1\nmemory: 128\n'
+        f'name: {name}\nnetwork: ""\nrole: slave_public\nsize: 1\n'
+        f"strategies:\n  creation: IfNotPresent\nfrontends:\n{entries}"
     )
 
 
