@@ -47,11 +47,15 @@ class Fire:
     reason: str = ""
     message: str = ""
     events: tuple[Event, ...] = ()
-    # Binding fields to record with the transition: pool, config, objects, fingerprint, uid.
+    # Binding fields to record with the transition: pool, config, objects, fingerprint, uid,
+    # shared_pool_key.
     updates: dict[str, Any] = field(default_factory=dict)
     pool_created_by_dklb: bool | None = None
     pool_served: bool | None = None
     pool_pre_existing: bool | None = None
+    # Recorded with pool_created_by_dklb: whom dklb created the pool for (see states.tenancy).
+    pool_namespace: str | None = None
+    pool_shared_pool_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from engine.contract import Fire
 from engine.model.services import (
     ANNOTATION,
     LOAD_BALANCER,
+    SHARED_POOL_KEY_ANNOTATION,
     being_deleted,
     has_finalizer,
     is_paused,
@@ -59,6 +60,11 @@ def fingerprint(
             for p in spec.get("ports") or []
         ],
     }
+    key = annotations.get(SHARED_POOL_KEY_ANNOTATION)
+    if key is not None:
+        # Only when present: the fingerprints of Services without a key stay what they were, so
+        # upgrading dklb sends no settled binding back to Pending.
+        inputs["shared_pool_key"] = key
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -68,11 +74,22 @@ def external_trigger(
     """The trigger the world fires on this binding now, or None.
 
     ``observed`` creates a binding: for a LoadBalancer Service, and also for a Service that
-    still carries our finalizer without a binding (its clean-up must still happen).
+    still carries our finalizer without a binding: a LoadBalancer one (being deleted) may have
+    objects in a pool (a lost database), any other type owns nothing and is only released.
     """
     if binding is None:
         if service is None:
             return None
+        if has_finalizer(service) and service_type(service) != LOAD_BALANCER:
+            # Not a LoadBalancer and no binding: nothing dklb made can be its, whatever its
+            # finalizer or annotation say (anyone may write them). A binding that owns nothing
+            # releases the finalizer at once, with no EdgeLB request at all.
+            return Fire(
+                "observed",
+                reason="ServiceObserved",
+                message=f"Service of type {service_type(service)} observed carrying dklb's finalizer: "
+                "it has no load balancer, the finalizer is released and EdgeLB is not touched",
+            )
         if has_finalizer(service):
             return Fire(
                 "observed",

@@ -1,14 +1,14 @@
 """Pending: read the Service's configuration object and decide the pool.
 
-Entered when a LoadBalancer Service is first seen and whenever its inputs change. Parses,
-defaults and validates the ``kubernetes.dcos.io/dklb-config`` annotation, checks the fields
-that cannot change, then adds the finalizer and writes the defaulted object back into the
-annotation in one write (repeating it after a crash changes nothing). Fires ``accept`` (guarded
-by the sharing rules), ``reject``, ``pause``, or ``move`` when the binding is on another pool
-than the configuration names (a cloud load balancer was added). A Service EdgeLB could not reach
-yet (a port without nodePort; no Ready Node in the address backend mode) is a Warning and a wait
-in Rejected until the Service or the Nodes change, never a pool EdgeLB refuses. Nothing in
-EdgeLB is touched here.
+Entered when a LoadBalancer Service is first seen and whenever its inputs change. Parses, defaults
+and validates the ``kubernetes.dcos.io/dklb-config`` annotation, checks the fields that cannot
+change, then adds the finalizer and writes the defaulted object back into the annotation in one
+write (repeating it after a crash changes nothing). Fires ``accept`` (guarded by the tenancy and
+sharing rules, ``states.guards``), ``reject``, ``pause``, or ``move`` when the binding is on
+another pool than the configuration names (a cloud load balancer was added). A Service EdgeLB
+could not reach yet (a port without nodePort; no Ready Node in the address backend mode) is a
+Warning and a wait in Rejected until the Service or the Nodes change, never a pool EdgeLB refuses.
+Nothing in EdgeLB is touched here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from engine.contract import Context, Fire, Outcome, warning
 from engine.model.checks import check_service
 from engine.model.config import PoolConfig
-from engine.model.services import is_paused
+from engine.model.services import is_paused, shared_pool_key
 from engine.model.translation import ServicePort, service_objects
 from states.observe import fingerprint
 
@@ -112,6 +112,7 @@ def enter(ctx: Context) -> Outcome:
             "objects": {"frontends": frontends, "backends": backends},
             "fingerprint": accepted,
             "uid": meta.get("uid", ""),
+            "shared_pool_key": shared_pool_key(service),
         },
     )
 

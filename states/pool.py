@@ -15,6 +15,7 @@ from engine.contract import Context, Retry
 from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.model.config import PoolConfig
 from engine.model.translation import compose_pool, is_empty, same_pool
+from engine.model.translation import created_by_dklb as marked_by_dklb
 
 # The states of a binding that is taking its objects out of its pool: they count for nothing in it.
 LEAVING = frozenset({"Deleting", "Moving"})
@@ -45,10 +46,12 @@ def desired_pool(ctx: Context, base: dict[str, Any], *, pool: str, apply_setting
     )
 
 
-def take_out(ctx: Context, name: str, *, delete_if_empty: bool) -> Retry | None:
-    """Remove this binding's objects from pool ``name`` (it must be in a ``LEAVING`` state);
-    delete the pool when nothing is left in it, no other binding refers to it and
-    ``delete_if_empty``. None when done (also when the pool is gone), a Retry otherwise."""
+def take_out(ctx: Context, name: str, *, may_delete: bool) -> Retry | None:
+    """Remove this binding's objects from pool ``name`` (it must be in a ``LEAVING`` state).
+
+    The pool is deleted only when ``may_delete``, dklb created it (``created_by_dklb``) and
+    nothing is left: no object of anyone else (foreign or another Service's) and no other binding
+    referring to it. None when done (also when the pool is gone), a Retry otherwise."""
     kept = "the Service is kept (finalizer) until its load balancer objects are removed"
     try:
         actual = ctx.edgelb.get_pool(name)
@@ -59,7 +62,7 @@ def take_out(ctx: Context, name: str, *, delete_if_empty: bool) -> Retry | None:
     desired = desired_pool(ctx, actual, pool=name, apply_settings=False)
     others = [b for b in ctx.store.bindings(pool=name) if b.id != ctx.binding.id]
     try:
-        if is_empty(desired) and not others and delete_if_empty:
+        if is_empty(desired) and not others and may_delete and created_by_dklb(ctx, name, actual):
             ctx.edgelb.delete_pool(name)
         elif not same_pool(actual, desired):
             ctx.edgelb.update_pool(desired)
@@ -70,6 +73,16 @@ def take_out(ctx: Context, name: str, *, delete_if_empty: bool) -> Retry | None:
             "EdgeLBUnavailable", f'removing this Service from EdgeLB pool "{name}" failed: {exc}; {kept}'
         )
     return None
+
+
+def created_by_dklb(ctx: Context, name: str, actual: dict[str, Any]) -> bool:
+    """dklb created pool ``name`` (so it may delete it): the pools table says so (a pool found
+    made by someone else stays theirs), or, without a record (a lost database), the pool carries
+    this cluster's mark. A pool without either is never deleted, whatever it holds."""
+    record = ctx.store.pool(name)
+    if record is not None and (record.created_by_dklb or record.pre_existing):
+        return record.created_by_dklb
+    return marked_by_dklb(actual, cluster=ctx.settings.cluster_name)
 
 
 def frontend_port_clash(pool: dict[str, Any], *, owned: set[str]) -> str | None:

@@ -16,13 +16,21 @@ cannot help); EdgeLB failures are retried with backoff.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from engine.contract import Context, Fire, Outcome, Retry, warning
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound
 from engine.model.config import PoolConfig
-from engine.model.translation import made_by_a_dklb, new_pool, same_pool
-from states.pool import desired_pool, frontend_port_clash, ignored_settings
+from engine.model.translation import made_by_a_dklb, new_pool, owned_part, pool_owner, same_pool
+from engine.store import Pool
+from states.pool import LEAVING, desired_pool, frontend_port_clash, ignored_settings
+from states.tenancy import Tenant, refusal
+
+log = logging.getLogger("dklb.tenancy")
+
+# The reason of a rejection by the tenancy rule (also the guard's, through lifecycle.yaml's else).
+POOL_NOT_SHARED = "PoolNotShared"
 
 
 def enter(ctx: Context) -> Outcome:
@@ -49,17 +57,28 @@ def enter(ctx: Context) -> Outcome:
     # found to be someone else's once stays theirs, even when it later holds only dklb's objects.
     adopted = not recorded and not known_foreign and made_by_a_dklb(actual, cluster=ctx.settings.cluster_name)
     owned = recorded or adopted
+    mark = pool_owner(actual, cluster=ctx.settings.cluster_name)
+    owner = _owner(record, mark)
+    refused = _tenancy(ctx, config, actual, owner=owner, pre_existing=not owned)
+    if refused is not None:
+        return refused
     marks: dict[str, Any] = {"pool_created_by_dklb": True} if adopted else {}
+    if adopted and mark is not None:
+        marks.update(pool_namespace=mark[0], pool_shared_pool_key=mark[1])
     if not owned and not known_foreign:
         marks["pool_pre_existing"] = True
-    desired = desired_pool(ctx, actual, pool=name, apply_settings=owned)
+    # A pool made for another namespace takes its settings from that namespace's Services (equal
+    # to this one's, the guard saw to it), never from a sharer alone: after a lost database the
+    # sharer could otherwise flip them.
+    settles = owned and (owner is None or owner.namespace == ctx.binding.namespace or _present(ctx, owner))
+    desired = desired_pool(ctx, actual, pool=name, apply_settings=settles)
     clash = frontend_port_clash(desired, owned={fe["name"] for fe in binding.objects["frontends"]})
     if clash:
         return Fire(
             "reject", reason="FrontendPortInUse", message=clash, events=(warning("FrontendPortInUse", clash),)
         )
     events = (
-        () if owned else tuple(warning("PoolSettingsIgnored", m) for m in ignored_settings(config, actual))
+        () if settles else tuple(warning("PoolSettingsIgnored", m) for m in ignored_settings(config, actual))
     )
     if same_pool(actual, desired):
         return Fire(
@@ -81,6 +100,69 @@ def enter(ctx: Context) -> Outcome:
         return Retry("EdgeLBUnavailable", f'updating EdgeLB pool "{name}" failed: {exc}')
     message = f'EdgeLB pool "{name}" updated'
     return Fire("provisioned", reason="PoolUpdated", message=message, events=events, **marks)
+
+
+def _owner(record: Pool | None, mark: tuple[str, str | None] | None) -> Tenant | None:
+    # The database's record first; the pool's own marks when it has none (a lost database, or
+    # a pool whose record went with its last binding).
+    if record is not None and record.namespace:
+        return Tenant(record.namespace, record.shared_pool_key)
+    return Tenant(*mark) if mark is not None else None
+
+
+def _present(ctx: Context, owner: Tenant) -> bool:
+    return any(
+        b.namespace == owner.namespace and b.state not in LEAVING
+        for b in ctx.store.bindings(pool=ctx.binding.pool)
+    )
+
+
+def _tenancy(
+    ctx: Context, config: PoolConfig, actual: dict[str, Any], *, owner: Tenant | None, pre_existing: bool
+) -> Fire | None:
+    """The tenancy rule (``states.tenancy``) against the pool as EdgeLB has it: the ``accept``
+    guard judged by the database alone, which a lost database leaves blank. A refusal writes
+    nothing: the objects this Service already has in the pool stay there (recorded, so that its
+    deletion still removes them), nothing else of it goes in."""
+    name = config.name
+    others = [
+        b
+        for b in ctx.store.bindings(pool=name)
+        if b.id != ctx.binding.id and b.state not in LEAVING and b.config is not None
+    ]
+    cloud = (
+        config.cloud_provider_configuration is not None
+        or bool(actual.get("cloudProvider"))
+        or any((b.config or {}).get("cloudProviderConfiguration") is not None for b in others)
+    )
+    refused = refusal(
+        name,
+        Tenant(ctx.binding.namespace, ctx.binding.shared_pool_key),
+        others=[Tenant(b.namespace, b.shared_pool_key) for b in others],
+        owner=owner,
+        pre_existing=pre_existing,
+        cloud=cloud,
+        settings=ctx.settings,
+    )
+    if refused is None:
+        return None
+    message, details = refused
+    log.warning("Service %s may not use EdgeLB pool %s: %s", ctx.binding.key, name, details)
+    frontends, backends = owned_part(
+        actual, cluster=ctx.settings.cluster_name, owner=(ctx.binding.namespace, ctx.binding.name)
+    )
+    kept: dict[str, Any] = (
+        {"objects": {"frontends": frontends, "backends": backends}}
+        if frontends or backends
+        else {"pool": None, "objects": None}
+    )
+    return Fire(
+        "reject",
+        reason=POOL_NOT_SHARED,
+        message=message,
+        events=(warning(POOL_NOT_SHARED, message),),
+        updates=kept,
+    )
 
 
 def _refused(message: str) -> Fire:
@@ -114,6 +196,8 @@ def _create(ctx: Context, config: PoolConfig) -> Outcome:
             reason="CreatingPool",
             message=f'EdgeLB pool "{name}" does not exist: dklb creates it and owns its settings',
             pool_created_by_dklb=True,
+            pool_namespace=ctx.binding.namespace,
+            pool_shared_pool_key=ctx.binding.shared_pool_key,
         )
     empty = {"name": name, "haproxy": {"frontends": [], "backends": []}}
     composed = desired_pool(ctx, empty, pool=name, apply_settings=True)
@@ -124,6 +208,8 @@ def _create(ctx: Context, config: PoolConfig) -> Outcome:
         frontends=haproxy.get("frontends") or [],
         backends=haproxy.get("backends") or [],
         created_by=ctx.settings.cluster_name,
+        owner_namespace=record.namespace or ctx.binding.namespace,
+        shared_pool_key=record.shared_pool_key if record.namespace else ctx.binding.shared_pool_key,
     )
     try:
         ctx.edgelb.create_pool(body)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 from typing import Any
 
@@ -83,6 +84,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
+def _namespaces(value: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{value!r}: give one or more namespaces, separated by commas")
+    bad = sorted(n for n in names if not _NAMESPACE.fullmatch(n))
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(map(repr, bad))} is not a namespace name (RFC 1123 label)"
+        )
+    return names
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
 def _controller_flags(parser: argparse.ArgumentParser) -> None:
     add(
         parser,
@@ -107,6 +123,22 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         type=options.non_empty,
         help="take only the LoadBalancer Services whose spec.loadBalancerClass is CLASS (default: "
         "only those without a class); a Service of another class is left alone entirely",
+    )
+    add(
+        parser,
+        "--allow-cross-namespace-pools",
+        action="store_true",
+        help="let Services of different namespaces share a pool without a common "
+        "kubernetes.dcos.io/dklb-shared-pool-key annotation, as the Go dklb did (default: off; "
+        "a pool with a cloud load balancer is never shared across namespaces)",
+    )
+    add(
+        parser,
+        "--pre-existing-pool-namespaces",
+        metavar="NS[,NS...]",
+        type=_namespaces,
+        help="only Services of these namespaces may use a pool dklb did not create "
+        "(default: any namespace); dklb never changes nor deletes such a pool",
     )
     add(
         parser, "--workers", type=int, default=4, help="bindings reconciled in parallel (default %(default)s)"
@@ -285,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
             backend_mode=args.backend_mode,
             resync_period=args.resync_period,
             load_balancer_class=args.load_balancer_class,
+            allow_cross_namespace_pools=args.allow_cross_namespace_pools,
+            pre_existing_pool_namespaces=args.pre_existing_pool_namespaces,
         ),
         edgelb=edgelb,
         workers=args.workers,

@@ -115,13 +115,16 @@ class PoolConfig:
         return value
 
     def shared_settings(self) -> dict[str, Any]:
-        """What every Service sharing the pool must agree on (the pool has only one of each)."""
+        """What every Service sharing the pool must agree on (the pool has only one of each): if
+        one could differ, the last Service written would flip it for all of them."""
         return {
             "role": self.role,
             "network": self.network,
             "cpus": self.cpus,
             "memory": self.memory,
             "size": self.size,
+            "constraints": self.constraints,
+            "cloudProviderConfiguration": self.cloud_provider_configuration,
         }
 
 

@@ -15,6 +15,7 @@ webhook lets it through unchecked, the orphan sweeper does not count it as an ow
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -24,6 +25,9 @@ ANNOTATION = "kubernetes.dcos.io/dklb-config"
 PAUSED_ANNOTATION = "kubernetes.dcos.io/dklb-paused"
 #: Held on every Service dklb handles until its load balancer is cleaned up.
 FINALIZER = "kubernetes.dcos.io/dklb"
+#: Services of different namespaces share a pool only when both carry the same value (like
+#: MetalLB's allow-shared-ip), unless the operator runs dklb with --allow-cross-namespace-pools.
+SHARED_POOL_KEY_ANNOTATION = "kubernetes.dcos.io/dklb-shared-pool-key"
 LOAD_BALANCER = "LoadBalancer"
 
 
@@ -72,6 +76,15 @@ def config_text(service: Mapping[str, Any]) -> str | None:
 def is_paused(annotations: Mapping[str, Any] | None) -> bool:
     """Only the exact string "true" pauses: the historical contract, kept for compatibility."""
     return annotations is not None and annotations.get(PAUSED_ANNOTATION) == "true"
+
+
+def shared_pool_key(service: Mapping[str, Any]) -> str | None:
+    """A digest of the Service's sharing key (None without one): only digests are recorded, in
+    the database and in EdgeLB, so neither shows another namespace's key."""
+    value = annotations_of(service).get(SHARED_POOL_KEY_ANNOTATION)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return hashlib.sha256(value.strip().encode()).hexdigest()[:32]
 
 
 def service_type(service: Mapping[str, Any]) -> Any:

@@ -29,3 +29,9 @@ class Settings:
     # spec.loadBalancerClass of the Services this controller takes (None: those without one);
     # engine.model.services.claims is the rule.
     load_balancer_class: str | None = None
+    # Go-dklb-style open sharing: Services of different namespaces may share a pool without a
+    # common kubernetes.dcos.io/dklb-shared-pool-key (--allow-cross-namespace-pools).
+    allow_cross_namespace_pools: bool = False
+    # The namespaces whose Services may use a pool dklb did not create (None: any namespace;
+    # --pre-existing-pool-namespaces).
+    pre_existing_pool_namespaces: frozenset[str] | None = None

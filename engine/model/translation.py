@@ -36,6 +36,10 @@ Object = dict[str, Any]  # a frontend or a backend
 BIND_ADDRESS = "0.0.0.0"
 # Set in every pool dklb creates, to the cluster name: "dklb created this pool, its settings are dklb's".
 CREATED_BY_VARIABLE = "DKLB_CREATED_BY"
+# Beside it: the namespace dklb created the pool for, and the digest of the creating Service's
+# sharing key (``engine.model.services.shared_pool_key``), so a lost database cannot widen access.
+NAMESPACE_VARIABLE = "DKLB_NAMESPACE"
+SHARED_POOL_KEY_VARIABLE = "DKLB_SHARED_POOL_KEY"
 KUBE_NODE_TASK_PATTERN = "^kube-node-.*$"
 BACKEND_MODES = ("mesos", "address")
 
@@ -189,10 +193,13 @@ def new_pool(
     frontends: list[Object],
     backends: list[Object],
     created_by: str | None = None,
+    owner_namespace: str | None = None,
+    shared_pool_key: str | None = None,
 ) -> Pool:
     """The pool dklb creates (POST) for the Service(s) whose objects are given.
 
-    ``created_by`` (the cluster name) marks the pool as dklb's: see ``created_by_dklb``.
+    ``created_by`` (the cluster name) marks the pool as dklb's: see ``created_by_dklb``;
+    ``owner_namespace`` and ``shared_pool_key`` say whom for: see ``pool_owner``.
     """
     pool: Pool = {
         "name": settings.name,
@@ -215,8 +222,27 @@ def new_pool(
     if settings.cloud_provider is not None:
         pool["cloudProvider"] = link_listeners(settings.cloud_provider, frontends)
     if created_by is not None:
-        pool["environmentVariables"] = {CREATED_BY_VARIABLE: created_by}
+        marks = {CREATED_BY_VARIABLE: created_by}
+        if owner_namespace is not None:
+            marks[NAMESPACE_VARIABLE] = owner_namespace
+        if shared_pool_key is not None:
+            marks[SHARED_POOL_KEY_VARIABLE] = shared_pool_key
+        pool["environmentVariables"] = marks
     return pool
+
+
+def pool_owner(pool: Pool, *, cluster: str) -> tuple[str, str | None] | None:
+    """``(namespace, sharing-key digest)`` a dklb of ``cluster`` created ``pool`` for, from its
+    marks; None when the pool carries no such mark (not created by this cluster's dklb, or
+    created before pools recorded their namespace)."""
+    if not created_by_dklb(pool, cluster=cluster):
+        return None
+    variables = pool["environmentVariables"]
+    namespace = variables.get(NAMESPACE_VARIABLE)
+    if not isinstance(namespace, str) or not namespace:
+        return None
+    key = variables.get(SHARED_POOL_KEY_VARIABLE)
+    return namespace, key if isinstance(key, str) and key else None
 
 
 def created_by_dklb(pool: Pool, *, cluster: str) -> bool:

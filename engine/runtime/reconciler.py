@@ -249,6 +249,8 @@ class Reconciler:
             pool_created_by_dklb=fire.pool_created_by_dklb,
             pool_served=fire.pool_served,
             pool_pre_existing=fire.pool_pre_existing,
+            pool_namespace=fire.pool_namespace,
+            pool_shared_pool_key=fire.pool_shared_pool_key,
             **{k: v for k, v in fire.updates.items() if k in _BINDING_FIELDS},
         )
         events = list(fire.events)
@@ -382,4 +384,4 @@ class Reconciler:
                 log.warning("on_transition hook failed for %s -> %s", source, dest, exc_info=True)
 
 
-_BINDING_FIELDS = frozenset({"pool", "config", "objects", "fingerprint", "uid"})
+_BINDING_FIELDS = frozenset({"pool", "config", "objects", "fingerprint", "uid", "shared_pool_key"})

@@ -45,6 +45,8 @@ class Binding:
     state_since: datetime
     created_at: datetime
     updated_at: datetime
+    # Digest of the Service's sharing key when last accepted (``engine.model.services.shared_pool_key``).
+    shared_pool_key: str | None = None
 
     @property
     def key(self) -> str:
@@ -60,6 +62,10 @@ class Pool:
     created_at: datetime
     updated_at: datetime
     pre_existing: bool
+    # Created by dklb for this namespace (None: not created by dklb, or created before 0003).
+    namespace: str | None = None
+    # Digest of the creating Service's sharing key (None: it had none).
+    shared_pool_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,11 +130,24 @@ class Change:
     attempts: Any = _UNSET
     next_wakeup: Any = _UNSET
     last_error: Any = _UNSET
+    shared_pool_key: Any = _UNSET
     pool_created_by_dklb: bool | None = None
     pool_served: bool | None = None
     pool_pre_existing: bool | None = None
+    pool_namespace: str | None = None
+    pool_shared_pool_key: str | None = None
     remove: bool = False
 
     def updates(self) -> dict[str, Any]:
-        names = ("pool", "config", "objects", "fingerprint", "uid", "attempts", "next_wakeup", "last_error")
+        names = (
+            "pool",
+            "config",
+            "objects",
+            "fingerprint",
+            "uid",
+            "attempts",
+            "next_wakeup",
+            "last_error",
+            "shared_pool_key",
+        )
         return {n: getattr(self, n) for n in names if getattr(self, n) is not _UNSET}

@@ -81,6 +81,9 @@ class BindingRow(Base):
     state_since: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A digest of the Service's kubernetes.dcos.io/dklb-shared-pool-key when it was last accepted:
+    # what the sharing guard compares across namespaces (the value itself is never stored).
+    shared_pool_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class PoolRow(Base):
@@ -95,6 +98,10 @@ class PoolRow(Base):
     # dklb found the pool made by someone else (neither its mark nor only its objects): it is never
     # adopted later, even once it holds nothing but dklb's objects (see states.provisioning).
     pre_existing: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The namespace dklb created the pool for, and the digest of the creating Service's sharing key
+    # (both also marked in EdgeLB, so a lost database cannot widen who may use the pool).
+    namespace: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    shared_pool_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class HistoryRow(Base):

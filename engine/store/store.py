@@ -276,6 +276,7 @@ class Store:
             "state_since": now,
             "created_at": now,
             "updated_at": now,
+            "shared_pool_key": None,
         }
         with self._write() as conn:
             inserted = conn.execute(_INSERT_BINDING, values).inserted_primary_key
@@ -352,6 +353,8 @@ class Store:
             marks = {
                 "created_by_dklb": change.pool_created_by_dklb,
                 "pre_existing": change.pool_pre_existing,
+                "namespace": change.pool_namespace,
+                "shared_pool_key": change.pool_shared_pool_key,
                 "served": change.pool_served or None,
             }
             flags: dict[str, Any] = {k: v for k, v in marks.items() if v is not None}
