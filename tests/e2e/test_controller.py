@@ -13,7 +13,7 @@ import socket
 import pytest
 import yaml
 
-from engine.model.services import ANNOTATION, FINALIZER
+from engine.model.services import ANNOTATION, FINALIZER, SHARED_POOL_KEY_ANNOTATION
 from tests.checks import present
 from tests.e2e.conftest import World
 from tests.integration.conftest import free_port
@@ -76,15 +76,20 @@ def test_a_service_without_annotation_gets_it_written_once_and_keeps_its_pool(wo
 
 
 def test_two_services_in_two_namespaces_share_one_pool(world: World) -> None:
+    # Across namespaces, both Services consent with the same sharing key.
+    keyed = {SHARED_POOL_KEY_ANNOTATION: "team-shared"}
     other = f"{world.namespace}-b"
     # The generated client is typed for its model classes; it takes the plain dict as well.
     world.core.create_namespace({"metadata": {"name": other}}, _preload_content=False)  # type: ignore[arg-type]
     port_a, port_b = free_port(), free_port()
     a = world.create_service(
-        "a", config=f"name: shared\nfrontends:\n- {{port: {port_a}, servicePort: 6379}}\n"
+        "a", config=f"name: shared\nfrontends:\n- {{port: {port_a}, servicePort: 6379}}\n", annotations=keyed
     )
     b = world.create_service(
-        "b", namespace=other, config=f"name: shared\nfrontends:\n- {{port: {port_b}, servicePort: 6379}}\n"
+        "b",
+        namespace=other,
+        config=f"name: shared\nfrontends:\n- {{port: {port_b}, servicePort: 6379}}\n",
+        annotations=keyed,
     )
     world.redis_on_node_port(a)
     world.redis_on_node_port(b)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.model.translation import CREATED_BY_VARIABLE
+from engine.model.translation import CREATED_BY_VARIABLE, NAMESPACE_VARIABLE
 from tests.checks import present
 from tests.engine.harness import CLUSTER, World
 from tests.fakes.kube import make_service
@@ -59,7 +59,8 @@ def test_an_adopted_pool_dklb_created_takes_a_settings_change(tmp_path: Path) ->
     world = World(tmp_path)
     world.kube.apply(make_service("a", ports=[(80, 30001)], config="name: mine\n"))
     world.settle()
-    assert present(world.edgelb.stored("mine"))["environmentVariables"] == {CREATED_BY_VARIABLE: CLUSTER}
+    marks = {CREATED_BY_VARIABLE: CLUSTER, NAMESPACE_VARIABLE: "default"}
+    assert present(world.edgelb.stored("mine"))["environmentVariables"] == marks
 
     lose_database(world, tmp_path)
     writes = world.edgelb.writes()
@@ -71,7 +72,7 @@ def test_an_adopted_pool_dklb_created_takes_a_settings_change(tmp_path: Path) ->
     world.settle()
     pool = present(world.edgelb.stored("mine"))
     assert (pool["cpus"], pool["count"]) == (0.5, 2)
-    assert pool["environmentVariables"] == {CREATED_BY_VARIABLE: CLUSTER}, "the mark stays"
+    assert pool["environmentVariables"] == marks, "the mark stays"
     assert world.binding("default/a").state == "Ready"
     world.assert_invariants()
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from engine.edgelb.errors import Unavailable
-from engine.model.services import FINALIZER
+from engine.model.services import FINALIZER, SHARED_POOL_KEY_ANNOTATION
 from engine.model.settings import Settings
 from engine.runtime import lifecycle
 from engine.runtime.controller import Controller
@@ -165,7 +165,12 @@ def test_observed_services_all_reach_ready(rigs: Callable[..., Rig]) -> None:
     keys += [
         rig.apply(
             make_service(
-                f"shared{i}", namespace=f"ns{i}", ports=[(90 + i, 30020 + i)], config="name: shared\n"
+                f"shared{i}",
+                namespace=f"ns{i}",
+                ports=[(90 + i, 30020 + i)],
+                config="name: shared\n",
+                # Three namespaces share the pool: all carry the same sharing key.
+                annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
             )
         )
         for i in range(3)

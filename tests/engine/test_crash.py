@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.model.services import SHARED_POOL_KEY_ANNOTATION
 from tests.checks import present
 from tests.engine.crash_worker import open_world, run_process
 from tests.engine.harness import World
@@ -31,8 +32,25 @@ REDIS = "name: dklb-redis\nfrontends:\n- port: 16379\n  servicePort: 6379\n"
 
 def create(kube: FakeKube) -> None:
     kube.apply(make_service("redis", config=REDIS))
-    kube.apply(make_service("a", namespace="one", ports=[(80, 30001)], config="name: shared\n"))
-    kube.apply(make_service("b", namespace="two", ports=[(81, 30002)], config="name: shared\n"))
+    # Two namespaces share the pool: both carry the same sharing key.
+    kube.apply(
+        make_service(
+            "a",
+            namespace="one",
+            ports=[(80, 30001)],
+            config="name: shared\n",
+            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+        )
+    )
+    kube.apply(
+        make_service(
+            "b",
+            namespace="two",
+            ports=[(81, 30002)],
+            config="name: shared\n",
+            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+        )
+    )
     kube.apply(make_service("c", ports=[(8080, 30003)]))
 
 
@@ -40,7 +58,15 @@ def change(kube: FakeKube) -> None:
     kube.apply(make_service("redis", config=REDIS.replace("16379", "16380") + "cpus: 0.3\n"))
     a = kube.get("one/a")
     assert a is not None
-    kube.apply(make_service("a", namespace="one", ports=[(80, 30001), (443, 30004)], config="name: shared\n"))
+    kube.apply(
+        make_service(
+            "a",
+            namespace="one",
+            ports=[(80, 30001), (443, 30004)],
+            config="name: shared\n",
+            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+        )
+    )
     kube.delete("two/b")
 
 

@@ -153,7 +153,9 @@ def test_s1_the_review_reproduction_a_cloud_pool_is_never_shared_across_namespac
             }
         }
     )
-    world.kube.apply(service("tenant-b", "web", 443, f"name: cloud--b\ncloudProviderConfiguration: '{b}'\n", key="k"))
+    world.kube.apply(
+        service("tenant-b", "web", 443, f"name: cloud--b\ncloudProviderConfiguration: '{b}'\n", key="k")
+    )
     world.settle()
     writes = world.edgelb.writes()
     world.kube.apply(
@@ -182,7 +184,9 @@ def test_s1_the_review_reproduction_a_rejection_names_no_other_namespace(tmp_pat
             assert secret not in text, (secret, text)
 
 
-def test_sharers_with_a_key_who_differ_are_told_what_they_asked_not_what_the_other_has(tmp_path: Path) -> None:
+def test_sharers_with_a_key_who_differ_are_told_what_they_asked_not_what_the_other_has(
+    tmp_path: Path,
+) -> None:
     """S1 (security review): two namespaces share with a key; a settings or port conflict names
     neither the other Service nor its values, and the pool's settings do not flip."""
     world = World(tmp_path)
@@ -263,7 +267,9 @@ def go_shared_pool(tmp_path: Path) -> World:
     return world
 
 
-def test_migrating_from_the_go_dklb_rejects_without_losing_traffic_until_keys_are_added(tmp_path: Path) -> None:
+def test_migrating_from_the_go_dklb_rejects_without_losing_traffic_until_keys_are_added(
+    tmp_path: Path,
+) -> None:
     """A cluster that shared pools across namespaces under the Go dklb: the second namespace is
     Rejected (the message names the annotation and the flag) and its objects stay in the pool;
     once both carry the same key, both are Ready, and nothing was written in between."""
@@ -303,11 +309,11 @@ def test_after_a_lost_database_the_pools_mark_still_says_whose_it_is(
     the pool before its owner's Services are re-adopted is judged by the pool's marks."""
     world = World(tmp_path)
     # "zeta" sorts after "alpha": the intruder is reconciled first on the new database.
-    world.kube.apply(service("zeta", "web", 80, "name: shop\nconstraints: '[[\"a\",\"b\"]]'\n", key="k"))
+    world.kube.apply(service("zeta", "web", 80, 'name: shop\nconstraints: \'[["a","b"]]\'\n', key="k"))
     world.settle()
     lose_database(world, tmp_path)
     before, writes = present(world.edgelb.stored("shop")), world.edgelb.writes()
-    world.kube.apply(service("alpha", "intruder", 81, "name: shop\nconstraints: '[[\"a\",\"b\"]]'\n", key=key))
+    world.kube.apply(service("alpha", "intruder", 81, 'name: shop\nconstraints: \'[["a","b"]]\'\n', key=key))
     world.step()
     world.step()
     if joins:

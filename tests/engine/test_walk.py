@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from engine.edgelb.errors import Unavailable
-from engine.model.services import ANNOTATION, FINALIZER, PAUSED_ANNOTATION
+from engine.model.services import ANNOTATION, FINALIZER, PAUSED_ANNOTATION, SHARED_POOL_KEY_ANNOTATION
 from tests.checks import present
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
@@ -106,8 +106,25 @@ def test_a_ready_binding_makes_no_write_on_resync(world: World) -> None:
 
 
 def test_two_services_share_a_pool_and_the_last_one_deletes_it(world: World) -> None:
-    world.kube.apply(make_service("a", namespace="one", ports=[(80, 30001)], config="name: shared\n"))
-    world.kube.apply(make_service("b", namespace="two", ports=[(81, 30002)], config="name: shared\n"))
+    # Two namespaces share the pool: both carry the same sharing key.
+    world.kube.apply(
+        make_service(
+            "a",
+            namespace="one",
+            ports=[(80, 30001)],
+            config="name: shared\n",
+            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+        )
+    )
+    world.kube.apply(
+        make_service(
+            "b",
+            namespace="two",
+            ports=[(81, 30002)],
+            config="name: shared\n",
+            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+        )
+    )
     world.settle()
     assert world.states() == {"one/a": "Ready", "two/b": "Ready"}
     assert world.edgelb.names() == ["shared"]

@@ -228,7 +228,11 @@ def test_lifecycle_as_json_lists_the_states(capsys: pytest.CaptureFixture[str]) 
         "trigger": "accept",
         "source": ["Pending"],
         "dest": "Provisioning",
-        "guards": ["states.guards.shares_pool_settings", "states.guards.no_frontend_port_clash"],
+        "guards": [
+            "states.guards.may_use_pool",
+            "states.guards.shares_pool_settings",
+            "states.guards.no_frontend_port_clash",
+        ],
         "else": {"trigger": "reject", "reason": "PoolConflict"},
     }
     assert data["states"]["Ready"]["settled"] is True

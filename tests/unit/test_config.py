@@ -930,7 +930,16 @@ def test_from_dict_accepts_a_record_round_tripped_through_json() -> None:
 def test_shared_settings_are_what_sharing_services_must_agree_on() -> None:
     pool = config(role="*", network="dcos", cpus=0.2, memory=512, size=3)
 
-    assert pool.shared_settings() == {"role": "*", "network": "dcos", "cpus": 0.2, "memory": 512, "size": 3}
+    assert pool.shared_settings() == {
+        "role": "*",
+        "network": "dcos",
+        "cpus": 0.2,
+        "memory": 512,
+        "size": 3,
+        # S1 (security review): a sharer must not flip the placement or the cloud load balancer.
+        "constraints": None,
+        "cloudProviderConfiguration": None,
+    }
 
 
 # --- round trip ----------------------------------------------------------------------------------

@@ -158,8 +158,9 @@ def test_forbidden_pairs_raise_invalid_trigger(shipped: Lifecycle, state: str, t
 
 def test_accept_is_guarded_and_falls_back_to_reject(shipped: Lifecycle) -> None:
     accept = shipped.transition("Pending", "accept")
-    assert accept.guards == (guards.shares_pool_settings, guards.no_frontend_port_clash)
+    assert accept.guards == (guards.may_use_pool, guards.shares_pool_settings, guards.no_frontend_port_clash)
     assert accept.guard_paths == (
+        "states.guards.may_use_pool",
         "states.guards.shares_pool_settings",
         "states.guards.no_frontend_port_clash",
     )
@@ -213,7 +214,7 @@ def test_transition_events(shipped: Lifecycle, state: str, trigger: str, reason:
 
 MERMAID_TRANSITION_LINES = [
     "    [*] --> Pending: observed",
-    "    Pending --> Provisioning: accept [shares_pool_settings, no_frontend_port_clash]",
+    "    Pending --> Provisioning: accept [may_use_pool, shares_pool_settings, no_frontend_port_clash]",
     "    Pending --> Rejected: reject",
     "    Provisioning --> Rejected: reject",
     "    Pending --> Paused: pause",
