@@ -14,7 +14,7 @@ from typing import Any
 from engine.contract import Context, Retry
 from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.model.config import PoolConfig
-from engine.model.translation import compose_pool, is_empty, same_pool
+from engine.model.translation import compose_pool, is_empty, owner_of, same_pool
 from engine.model.translation import created_by_dklb as marked_by_dklb
 
 # The states of a binding that is taking its objects out of its pool: they count for nothing in it.
@@ -85,9 +85,11 @@ def created_by_dklb(ctx: Context, name: str, actual: dict[str, Any]) -> bool:
     return marked_by_dklb(actual, cluster=ctx.settings.cluster_name)
 
 
-def frontend_port_clash(pool: dict[str, Any], *, owned: set[str]) -> str | None:
+def frontend_port_clash(pool: dict[str, Any], *, owned: set[str], namespace: str, cluster: str) -> str | None:
     """A message when one of ``owned`` frontends binds a port another frontend, or the pool's
-    HAProxy stats, binds (EdgeLB refuses a pool with a port bound twice, whatever the address)."""
+    HAProxy stats, binds (EdgeLB refuses a pool with a port bound twice, whatever the address).
+    A frontend of another ``namespace`` (or of no dklb of ``cluster``) is not named: the message
+    goes to this Service's namespace."""
     haproxy = pool.get("haproxy") or {}
     by_port: dict[int, list[str]] = {}
     stats_port = (haproxy.get("stats") or {}).get("bindPort")
@@ -101,9 +103,20 @@ def frontend_port_clash(pool: dict[str, Any], *, owned: set[str]) -> str | None:
         mine = [n for n in names if n in owned]
         if mine and len(names) > 1:
             other = ([n for n in names if n not in owned] or names[1:])[0]
-            holder = "the HAProxy stats" if other == STATS else f'frontend "{other}"'
+            holder = "the HAProxy stats" if other == STATS else _frontend(other, namespace, cluster)
             return f'frontend port {port} is already bound by {holder} of EdgeLB pool "{pool.get("name")}"'
     return None
+
+
+def _frontend(name: str, namespace: str, cluster: str) -> str:
+    owner = owner_of(name, cluster=cluster)
+    if owner is not None:
+        return f'frontend "{name}"' if owner[0][0] == namespace else "a frontend of another namespace"
+    parts = name.split(":")
+    if len(parts) >= 4 and parts[-1].isdigit():
+        # Named by the dklb of another cluster sharing this EdgeLB: it names a namespace too.
+        return "a frontend of another cluster's dklb"
+    return f'frontend "{name}"'  # the operators' own
 
 
 # Stands for the stats listener among frontend names (no frontend can be named so: no ":").

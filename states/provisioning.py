@@ -72,7 +72,12 @@ def enter(ctx: Context) -> Outcome:
     # sharer could otherwise flip them.
     settles = owned and (owner is None or owner.namespace == ctx.binding.namespace or _present(ctx, owner))
     desired = desired_pool(ctx, actual, pool=name, apply_settings=settles)
-    clash = frontend_port_clash(desired, owned={fe["name"] for fe in binding.objects["frontends"]})
+    clash = frontend_port_clash(
+        desired,
+        owned={fe["name"] for fe in binding.objects["frontends"]},
+        namespace=binding.namespace,
+        cluster=ctx.settings.cluster_name,
+    )
     if clash:
         return Fire(
             "reject", reason="FrontendPortInUse", message=clash, events=(warning("FrontendPortInUse", clash),)

@@ -12,15 +12,19 @@ the review is reproduced and must do no harm.
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine import cli
+from engine.cli import run as run_command
 from engine.model.services import FINALIZER, SHARED_POOL_KEY_ANNOTATION
 from engine.model.settings import Settings
 from engine.model.translation import CREATED_BY_VARIABLE, NAMESPACE_VARIABLE, SHARED_POOL_KEY_VARIABLE
+from states.tenancy import Tenant, refusal
 from tests.checks import present
 from tests.engine.harness import CLUSTER, World
 from tests.engine.test_adoption import lose_database
@@ -298,6 +302,19 @@ def test_migrating_from_the_go_dklb_with_the_flag_keeps_open_sharing(tmp_path: P
     world.assert_invariants()
 
 
+def test_a_port_clash_with_another_namespaces_leftover_frontend_does_not_name_it(tmp_path: Path) -> None:
+    """S1 (security review): the Rejected namespace's objects stay in the pool; a port clash with
+    one of them, found by Provisioning, names no other namespace's frontend."""
+    world = go_shared_pool(tmp_path)
+    world.settle()
+    world.kube.apply(service("tenant-a", "second", 81, "name: shared\n"))
+    world.settle()
+    binding = world.binding("tenant-a/second")
+    assert binding.state == "Rejected"
+    assert "frontend port 81 is already bound by a frontend of another namespace" in binding.last_error
+    assert "tenant-b" not in binding.last_error and "api" not in binding.last_error
+
+
 # ---- a lost database cannot widen access ------------------------------------------------------------
 
 
@@ -464,3 +481,125 @@ def test_pre_existing_pool_namespaces_restricts_who_uses_a_pool_dklb_did_not_cre
     world.kube.delete("tenant-a/x")
     world.settle()
     assert world.edgelb.names() == ["ops-reserved"]
+
+
+# ---- the rule itself, and the flags that set it ------------------------------------------------------
+
+OPEN = Settings(allow_cross_namespace_pools=True)
+ONLY_OPS = Settings(pre_existing_pool_namespaces=frozenset({"ops"}))
+
+
+@pytest.mark.parametrize(
+    ("me", "others", "owner", "pre_existing", "cloud", "settings", "refused"),
+    [
+        (Tenant("a"), [], None, False, False, Settings(), None),  # a new pool
+        (Tenant("a"), [Tenant("a")], Tenant("a"), False, False, Settings(), None),  # same namespace
+        (Tenant("a"), [Tenant("b")], None, False, False, Settings(), "dklb-shared-pool-key"),
+        (Tenant("a", "k"), [Tenant("b", "k")], None, False, False, Settings(), None),
+        (
+            Tenant("a", "k"),
+            [Tenant("b", "k"), Tenant("c", "j")],
+            None,
+            False,
+            False,
+            Settings(),
+            "shared-pool-key",
+        ),
+        (Tenant("a"), [Tenant("b")], None, False, False, OPEN, None),
+        (Tenant("a", "k"), [Tenant("b", "k")], None, False, True, OPEN, "never shared across namespaces"),
+        (Tenant("a"), [Tenant("a")], None, False, True, Settings(), None),  # a cloud pool in one namespace
+        # The owner speaks through its mark only while none of its Services is on the pool.
+        (Tenant("a"), [], Tenant("b"), False, False, Settings(), "shared-pool-key"),
+        (Tenant("a", "k"), [], Tenant("b", "k"), False, False, Settings(), None),
+        (Tenant("a", "k"), [Tenant("b", "k")], Tenant("b", "old"), False, False, Settings(), None),
+        (Tenant("a"), [], None, True, False, Settings(), None),  # pre-existing, anyone by default
+        (Tenant("a"), [], None, True, False, ONLY_OPS, "--pre-existing-pool-namespaces"),
+        (Tenant("ops"), [], None, True, False, ONLY_OPS, None),
+        (Tenant("a"), [], None, False, False, ONLY_OPS, None),  # dklb's own pools are not restricted
+    ],
+)
+def test_the_tenancy_rule(
+    me: Tenant,
+    others: list[Tenant],
+    owner: Tenant | None,
+    pre_existing: bool,
+    cloud: bool,
+    settings: Settings,
+    refused: str | None,
+) -> None:
+    got = refusal(
+        "p", me, others=others, owner=owner, pre_existing=pre_existing, cloud=cloud, settings=settings
+    )
+    if refused is None:
+        assert got is None
+        return
+    assert got is not None
+    message, details = got
+    assert refused in message
+    other_namespaces = {o.namespace for o in [*others, *([owner] if owner else [])]} - {me.namespace}
+    for namespace in other_namespaces:
+        assert f'"{namespace}"' not in message and f"'{namespace}'" in details
+
+
+class Recorder:
+    """Stands in for ``engine.app.App``: keeps the config it was given, runs nothing."""
+
+    configs: list[Any] = []
+
+    def __init__(self, config: Any) -> None:
+        Recorder.configs.append(config)
+
+    def run(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "allow", "namespaces"),
+    [
+        ([], False, None),
+        (["--allow-cross-namespace-pools"], True, None),
+        (["--pre-existing-pool-namespaces", "ops, infra"], False, frozenset({"ops", "infra"})),
+    ],
+)
+def test_the_operator_flags_reach_the_settings(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: list[str],
+    allow: bool,
+    namespaces: frozenset[str] | None,
+) -> None:
+    monkeypatch.setattr("engine.app.App", Recorder)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)
+    monkeypatch.setattr(run_command, "configure_logging", lambda level, fmt: None)
+    Recorder.configs.clear()
+    argv = ["run", "--edgelb-url", "http://127.0.0.1:1", "--database", str(tmp_path / "d.db"), *flags]
+    assert cli.main(argv) == 0
+    (config,) = Recorder.configs
+    assert config.settings.allow_cross_namespace_pools is allow
+    assert config.settings.pre_existing_pool_namespaces == namespaces
+
+
+def test_a_bad_namespace_list_is_refused_naming_the_value(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(
+            ["run", "--edgelb-url", "http://127.0.0.1:1", "--pre-existing-pool-namespaces", "ops,Bad_NS"]
+        )
+    assert "'Bad_NS' is not a namespace name" in capsys.readouterr().err
+
+
+def test_s2_moving_out_of_a_pre_existing_pool_never_deletes_it(tmp_path: Path) -> None:
+    """S2 (security review): a Service leaves the operators' pool for a cloud pool of its own
+    (adding a cloud load balancer moves it): the operators' pool, empty again, stays."""
+    world = World(tmp_path)
+    world.seed_foreign_pool(dict(EMPTY))
+    world.kube.apply(service("tenant-a", "x", 80, "name: ops-reserved\n"))
+    world.settle()
+    cloud = json.dumps({"aws": {"elbs": [{"name": "x-elb", "type": "NLB"}]}})
+    world.kube.apply(
+        service("tenant-a", "x", 80, f"name: cloud--x\nrole: '*'\ncloudProviderConfiguration: '{cloud}'\n")
+    )
+    world.settle()
+    assert world.binding("tenant-a/x").pool == "cloud--x"
+    assert sorted(world.edgelb.names()) == ["cloud--x", "ops-reserved"]
+    assert present(world.edgelb.stored("ops-reserved"))["haproxy"]["frontends"] == []
+    assert world.edgelb.calls["DELETE"] == 0
