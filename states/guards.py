@@ -41,9 +41,10 @@ def may_use_pool(ctx: Context, fire: Fire) -> str | None:
     others = _others(ctx, mine.name)
     record = ctx.store.pool(mine.name)
     owner = Tenant(record.namespace, record.shared_pool_key) if record and record.namespace else None
-    if record is None or not (record.created_by_dklb or record.pre_existing):
+    if not others and (record is None or not (record.created_by_dklb or record.pre_existing)):
         # The database does not know who made the pool (a new pool, or a lost database): its
         # marks say, before this Service is recorded on it and judged against by the pool's owner.
+        # Once a Service is on the pool, it was judged so, and the others are judged against it.
         owner = _marked_owner(ctx, mine.name)
     cloud = mine.cloud_provider_configuration is not None or any(
         (o.config or {}).get("cloudProviderConfiguration") is not None for o in others
