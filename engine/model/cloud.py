@@ -46,7 +46,9 @@ def check_cloud_provider(
     None when the Service is unknown (listeners are then not checked against frontends).
     """
     try:
-        decoded = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        decoded = json.loads(
+            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant, parse_int=_bounded_int
+        )
     except RecursionError:
         report.error(path, "the cloud-provider configuration is not valid JSON: it is nested too deeply")
         return
@@ -69,6 +71,15 @@ def _no_duplicate_keys(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"duplicate key {show(key)}")
         result[key] = value
     return result
+
+
+def _bounded_int(text: str) -> int:
+    # Python refuses to convert more than 4,300 digits, with a message about sys; no field takes
+    # more than 2^53 (16 digits).
+    digits = len(text.lstrip("-"))
+    if digits > 16:
+        raise ValueError(f"an integer of {digits:,} digits is out of range")
+    return int(text)
 
 
 def _no_constant(name: str) -> Any:
