@@ -130,7 +130,7 @@ def capped(messages: Sequence[str], limit: int = MAX_MESSAGES) -> tuple[str, ...
     more = len(messages) - limit
     if more <= 0:
         return shown
-    return (*shown, f"and {more} more")
+    return (*shown, f"and {more:,} more")
 
 
 def cut(text: str, limit: int) -> str:

@@ -11,12 +11,12 @@ this text, so what a load may cost is bounded before anything is built from it:
   their position, since libyaml can only name their byte offset;
 * the composed node graph is at most ``MAX_DEPTH`` levels deep, checked without recursion
   before construction (which recurses);
-* a decimal integer literal longer than ``MAX_INTEGER_DIGITS`` is not converted (Python refuses
-  beyond 4,300 digits): it becomes a ``LongInteger`` of the right magnitude, which the type
-  checks refuse by size, naming the field;
+* an integer literal longer than ``MAX_INTEGER_DIGITS`` is not converted (Python refuses beyond
+  4,300 decimal digits; sexagesimal ones cost a multiplication per digit): it becomes a
+  ``LongInteger``, which the type checks refuse by size, naming the field;
 * duplicate keys are an error (PyYAML silently keeps the last one), named with line and column;
-* any error construction raises (``ValueError``, ``TypeError``, ``RecursionError``) becomes a
-  ``YAMLError`` with a one-line message: nothing else leaves ``load_strict``.
+* any error construction raises (``ValueError``, ``TypeError``, ``RecursionError``, ...) becomes
+  a ``YAMLError`` with a one-line message: nothing else leaves ``load_strict``.
 
 The size of the text itself is the caller's to cap (``engine.model.parse.MAX_ANNOTATION_BYTES``).
 ``one_line_problem`` squeezes a message into one line, to fit in an Event.
@@ -36,7 +36,7 @@ FastSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: Deeper than any configuration object (``frontends[0].port`` is 3 levels), far below what the
 #: constructor's recursion could bear.
 MAX_DEPTH = 32
-#: Longer decimal literals are not converted: 2^53 has 16 digits; Python refuses beyond 4,300.
+#: Longer integer literals are not converted: 2^53 has 16 decimal digits; Python refuses beyond 4,300.
 MAX_INTEGER_DIGITS = 100
 
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -44,11 +44,11 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 # What the YAML reader refuses (PyYAML's own pattern): C0/C1 controls but tab, line feed, carriage
 # return and NEL, DEL, lone surrogates, U+FFFE and U+FFFF.
 _NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
 
 
 class LongInteger(int):
-    """A decimal integer literal too long to convert: the value is ±10^(digits-1), its magnitude."""
+    """An integer literal too long to convert: the value is ±10^(digits-1), at least its magnitude
+    (``show`` names it by its digits, never by this value)."""
 
     digits: int
 
@@ -80,12 +80,19 @@ class _NoDuplicateKeys:
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         text = str(node.value)
-        if _DECIMAL.fullmatch(text):
-            digits = len(text.lstrip("+-").replace("_", "").lstrip("0")) or 1
-            if digits > MAX_INTEGER_DIGITS:
-                return LongInteger(digits, text.startswith("-"))
+        digits = _digits(text)
+        if digits > MAX_INTEGER_DIGITS:
+            return LongInteger(digits, text.startswith("-"))
         value: int = super().construct_yaml_int(node)  # type: ignore[misc]
         return value
+
+
+def _digits(literal: str) -> int:
+    """How many digits an integer literal has, as written (any base; sexagesimal counts its colons)."""
+    body = literal.lstrip("+-").replace("_", "")
+    if body[:2].lower() in ("0x", "0o", "0b"):
+        body = body[2:]
+    return len(body.lstrip("0")) or 1
 
 
 class _FastStrictLoader(_NoDuplicateKeys, FastSafeLoader):
@@ -121,9 +128,11 @@ def load_strict(text: str) -> Any:
         raise
     except RecursionError as e:
         raise yaml.YAMLError("the value is nested too deeply") from e
-    except (ValueError, TypeError, OverflowError) as e:
-        # A value PyYAML's constructors cannot build (a timestamp out of range, say).
-        raise yaml.YAMLError(f"cannot read a value: {type(e).__name__}: {e}") from e
+    except Exception as e:
+        # A value PyYAML's constructors cannot build (a month 13, a year 99999, "!!int abc"):
+        # the user's text, not a bug. The message may quote all of it: its start is enough.
+        problem = " ".join(f"{type(e).__name__}: {e}".split())
+        raise yaml.YAMLError(f"cannot read a value: {problem[:200]}") from e
     finally:
         loader.dispose()
 
