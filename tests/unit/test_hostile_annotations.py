@@ -333,7 +333,7 @@ def manifest(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "surrogate" not in c.id])
+@pytest.mark.parametrize("case", [pytest.param(h, id=h.id) for h in ALL if "surrogate" not in h.id])
 def test_dklb_plan_prints_the_error_and_exits_1(
     case: Hostile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -349,7 +349,11 @@ def test_dklb_plan_prints_the_error_and_exits_1(
 
 @pytest.mark.parametrize(
     "case",
-    [c for c in CASES if c.id in ("5,000-digit integer", "!!set as a key", "frontends nested 360 deep")],
+    [
+        pytest.param(h, id=h.id)
+        for h in ALL
+        if h.id in ("5,000-digit integer", "!!set as a key", "frontends nested 360 deep")
+    ],
 )
 def test_dklb_plan_as_a_command_prints_no_traceback(case: Hostile, tmp_path: Path) -> None:
     path = manifest(tmp_path, case.text)
