@@ -82,7 +82,12 @@ S5 = [
 #: over the cap), S9 (merge bomb) and a few more of the same kind.
 S4_S8_S9 = [
     Hostile("256 KiB of ints, a syntax error at the end", _ints(256 * 1024 - 300, "\t@\n"), ANNOTATION_CAP),
-    Hostile("16 KB of ints: 8,132 errors", _ints(16 * 1024 - 100), "and 8,112 more"),
+    Hostile(
+        "16 KB of ints: 8,132 items",
+        _ints(16 * 1024 - 100),
+        "the value holds more than 2,000 keys and values",
+    ),
+    Hostile("3 KB of ints: 1,500 errors", _ints(3020), "and 1,480 more"),
     Hostile(
         "2 KiB, 1,000 deep",
         "frontends: " + "[" * 1000 + "]" * 1000,

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bench import hostile_bench, report
 from engine import cli
 from engine.admission.review import review
 from engine.kube.recorder import MAX_EVENT_MESSAGE_BYTES, capped_message
@@ -415,3 +416,13 @@ def test_the_orphan_sweeper_reads_annotations_with_the_same_bounded_loader(
 def test_the_orphan_sweeper_still_reads_a_pool_name() -> None:
     assert _pool_named("name: p1\nsize: 2\n") == "p1"
     assert load_strict("name: p1") == {"name": "p1"}
+
+
+def test_the_hostile_benchmark_refuses_every_shape_and_reports_its_target() -> None:
+    """The benchmark's own check (its figures are not asserted here: bench/hostile_bench.py)."""
+    result = hostile_bench.run(runs=1)
+
+    assert all(r["refused"] for r in result["shapes"])
+    assert {r["bytes"] for r in result["shapes"]} >= {256 * 1024 - 4}
+    (target,) = [t for t in report.targets({"hostile": result}) if "hostile" in t["target"]]
+    assert target["value"] is not None and "| 256 KiB: ints" in report.markdown({"hostile": result})
