@@ -278,8 +278,9 @@ class _Expand:
 # Shown as written inside a collection ({port: 1}, [hostname, UNIQUE]); anything else is quoted.
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./=-]*")
 _RESOLVER = yaml.resolver.Resolver()
-# repr() of a larger integer is refused by Python (over 4,300 digits) or drowns the message.
-_MAX_SHOWN_BITS = 64
+# repr() of a larger integer is refused by Python (over 4,300 digits) or drowns the message;
+# 2^256 has 78 digits.
+_MAX_SHOWN_BITS = 256
 # Controls (C0, DEL, C1), line and paragraph separators and bidirectional overrides: shown as
 # escapes, so that no message can rewrite a terminal, a log line or the reading order.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

@@ -235,12 +235,12 @@ RECURSIVE.append(RECURSIVE)
         ),
         ({"port": 1, "a b": "true"}, '{port: 1, "a b": "true"}'),
         ({"k": "a\nb"}, '{k: "a\\nb"}'),
-        (2**63, "9223372036854775808"),
-        (2**64, "an integer of 65 bits"),
+        (2**255, str(2**255)),
+        (2**256, "an integer of 257 bits"),
     ],
     ids=[
         *("a list 5,000 deep", "a list that holds itself", "16,001 bits", "5,000 digits", "200 KB"),
-        *("control characters", "100,000 items", "a mapping", "a newline inside", "2^63", "2^64"),
+        *("control characters", "100,000 items", "a mapping", "a newline inside", "2^255", "2^256"),
     ],
 )
 def test_show_never_recurses_never_raises_and_stays_short(value: Any, expected: str) -> None:
