@@ -190,7 +190,8 @@ BEYOND_2_53 = pick(st.integers(min_value=2**53 + 1, max_value=10**40), st.intege
 # What a string field may hold: no control characters, line separators or bidirectional overrides.
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 PRINTABLE = st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters=BIDI)
-CONTROL = st.sampled_from(["\x00", "\x07", "\t", "\n", "\r", "\x1b", "\x7f", "\x85", "\u2028", "\u202e"])
+# Not NEL or U+2028: YAML reads them as line breaks, which a quoted scalar folds into a space.
+CONTROL = st.sampled_from(["\x00", "\x07", "\t", "\n", "\r", "\x1b", "\x7f", "\x9b", "\u202e"])
 WITH_CONTROL = st.tuples(st.text(PRINTABLE, max_size=5), CONTROL, st.text(PRINTABLE, max_size=5)).map("".join)
 
 WRONG_TYPES = pick(
