@@ -96,7 +96,7 @@ SHAPES: list[tuple[str, str]] = [
     ("256 KiB: flow lists nested 131,000 deep", _deep(BIG)),
     ("256 KiB: block list nested 720 deep", _block_deep(BIG)),
     ("256 KiB: a string of 65,000 emoji", _emoji(BIG)),
-    ("16 KiB: ints, 8,000 errors", _ints(UNDER_CAP)),
+    ("16 KiB: 8,000 ints, a syntax error at the end", _ints(UNDER_CAP)),
     ("16 KiB: flow lists nested 8,000 deep", _deep(UNDER_CAP)),
     ("16 KiB: block list nested 178 deep", _block_deep(UNDER_CAP)),
     ("16 KiB: emoji (write-back 40 KB)", _emoji(UNDER_CAP)),

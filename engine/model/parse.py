@@ -11,6 +11,11 @@ the value. An explicit ``null`` asks for the default, as leaving the field out d
 wrote every field it had no value for as ``null`` (and ``cloudProviderConfiguration: ""`` for
 "no cloud load balancer") into every Service it admitted, and those annotations must keep working.
 Where the Go dklb's end-to-end tests matched a message, its text is kept inside ours.
+
+Any Service author writes this text, so what judging it costs is bounded (security review S4,
+S5): a value over ``MAX_ANNOTATION_BYTES`` is refused before parsing, ``strict_yaml`` bounds
+depth, size and integers, at most ``MAX_MESSAGES`` errors are listed, and ``parse_config``
+never raises: an unexpected failure is one more error.
 """
 
 from __future__ import annotations
@@ -204,6 +209,18 @@ def _load(text: str | None, report: Report) -> dict[Any, Any] | None:
 def _check_written_size(config: PoolConfig, report: Report) -> None:
     """The defaulted object is written back into the annotation (non-ASCII escaped) and read
     again at every change: it must be readable too, or the Service would flip to Rejected later."""
+    strings = (
+        config.name,
+        config.role,
+        config.network,
+        config.constraints,
+        config.cloud_provider_configuration,
+    )
+    # An escaped character takes at most 10 bytes ("\U0001F600"), folding adds a few per line, a
+    # frontend entry under 64, the other fields under 512: below that bound, no need to write it.
+    bound = 12 * sum(len(s or "") for s in strings) + 64 * len(config.frontends) + 512
+    if bound <= MAX_ANNOTATION_BYTES:
+        return
     size = len(config.to_annotation().encode("utf-8"))
     if size > MAX_ANNOTATION_BYTES:
         report.error(

@@ -121,7 +121,10 @@ def load_strict(text: str) -> Any:
             f"found character U+{ord(bad.group()):04X}, which YAML does not allow",
             yaml.Mark("<annotation>", -1, line, column, None, 0),
         )
-    _count_events(text)
+    if len(text) > 2 * MAX_NODES:
+        # A node takes two characters at least ("1,"): a shorter text cannot hold too many, and
+        # ``_check_graph`` counts exactly anyway; this pass only stops a large one early.
+        _count_events(text)
     loader = _FastStrictLoader(text)
     try:
         node = loader.get_single_node()

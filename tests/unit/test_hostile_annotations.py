@@ -426,3 +426,19 @@ def test_the_hostile_benchmark_refuses_every_shape_and_reports_its_target() -> N
     assert {r["bytes"] for r in result["shapes"]} >= {256 * 1024 - 4}
     (target,) = [t for t in report.targets({"hostile": result}) if "hostile" in t["target"]]
     assert target["value"] is not None and "| 256 KiB: ints" in report.markdown({"hostile": result})
+
+
+@pytest.mark.parametrize(
+    "constraints",
+    ["\U0001f600" * 1000, '"\\' * 1000, "é" * 1000, "\u00a0" * 1000, "a " * 1000, "a" * 3000, "\ufeff" * 500],
+    ids=["emoji", "quotes and backslashes", "accents", "no-break spaces", "words", "one word", "BOMs"],
+)
+def test_the_write_back_bound_holds_for_the_worst_strings(constraints: str) -> None:
+    """The defaulted object is written only when a cheap bound says it might be too long: the
+    bound must hold for every string, however it is escaped and folded."""
+    text = yaml.safe_dump({"name": "p", "constraints": constraints, "frontends": [{"servicePort": 80}]})
+    result = parse_config(text, service_ports=[80, 81], cluster_name=CLUSTER)
+    config = result.config
+    assert config is not None, result.errors
+    written = len(config.to_annotation().encode())
+    assert written <= 12 * (len(constraints) + len("p") + len(config.role)) + 64 * 2 + 512
