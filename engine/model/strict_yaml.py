@@ -38,7 +38,7 @@ FastSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: constructor's recursion could bear.
 MAX_DEPTH = 32
 #: Keys, values and items in all, aliases counted once: a frontend entry is 5, so this is room
-#: for hundreds of ports; constructing each costs Python calls (8,000 cost 40 ms).
+#: for hundreds of ports; composing and constructing each costs Python objects (8,000: 40 ms).
 MAX_NODES = 2000
 #: Longer integer literals are not converted: 2^53 has 16 decimal digits; Python refuses beyond 4,300.
 MAX_INTEGER_DIGITS = 100
