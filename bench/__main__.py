@@ -2,7 +2,8 @@
 
 Where it sits: runs ``bench.store_bench`` (no servers), then ``bench.scenarios.suite`` for dklb
 and for the Go dklb's algorithm (``bench.baseline``) at each size, the shared-pool scenario for
-both, and dklb alone at the idle size; each on fresh servers in a work directory. Writes
+both, and dklb alone at the idle size (the CPU a hostile annotation costs, ``bench.hostile_bench``,
+first: it takes a second); each on fresh servers in a work directory. Writes
 ``OUT/latest.json`` (every figure, the options, the machine) and ``OUT/latest.md`` (the table the
 README quotes) and prints the markdown. Exit status 0 whether or not targets are met: it is a
 benchmark; the table says what was met.
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios, store_bench
+from bench import hostile_bench, report, scenarios, store_bench
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         (out / "latest.md").write_text(report.markdown(results))
 
     try:
+        say("hostile annotations: CPU per refusal ...")
+        results["hostile"] = hostile_bench.run(runs=5 if args.quick else 20)
+        save()
         say("store: transitions per second vs raw sqlite3 ...")
         results["store"] = store_bench.run(work / "store", transitions=transitions)
         save()

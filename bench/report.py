@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import hostile_bench
+
 
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
@@ -60,6 +62,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         target(f"idle at {n:,}: Kubernetes writes per resync", per["kube_writes"], "==", 0)
         rss = max(largest[phase]["peak_rss_mb"] for phase in ("burst", "idle"))
         target(f"peak RSS at {n:,} bindings (MB)", rss, "<=", 200)
+    hostile = results.get("hostile")
+    if hostile:
+        big = [r for r in hostile["shapes"] if r["bytes"] >= 256 * 1024 - 1024]
+        worst = max((max(r["parse_ms"], r["webhook_ms"]) for r in big), default=None)
+        target("256 KiB hostile annotation refused: CPU, worst shape (ms)", worst, "<=", hostile["budget_ms"])
     return out
 
 
@@ -141,6 +148,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"(ratio {_fmt(store['ratio'])}).",
             "",
         ]
+    if results.get("hostile"):
+        lines += [hostile_bench.markdown(results["hostile"]), ""]
     lines += ["| target | measured | goal | met |", "|---|---|---|---|"]
     for t in results.get("targets", []):
         lines.append(f"| {t['target']} | {_fmt(t['value'])} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")

@@ -38,8 +38,10 @@ import yaml
 from engine.model.checks import NO_TCP_PORT, ConfigCheck, check_service
 from engine.model.config import PoolConfig
 from engine.model.parse import parse_config
+from engine.model.report import cut
 from engine.model.services import ANNOTATION, config_text, json_pointer, wants_load_balancer
 from engine.model.settings import Settings
+from engine.model.strict_yaml import load_strict
 from engine.model.translation import exposed_ports
 
 API_VERSION = "admission.k8s.io/v1"
@@ -85,14 +87,29 @@ def review(
 
     ``rng`` draws the random default pool name (a system RNG when None). Raises ``InvalidReview``
     when ``review`` is not an AdmissionReview v1 request with a uid (the server answers HTTP 400);
-    any other input, however odd, gets a well-formed answer.
+    any other input, however odd, gets a well-formed answer (an unexpected failure included).
     """
     request = _request(review)
     try:
         answer = _decide(request, settings=settings, mutate=mutate, rng=rng)
     except _Malformed as e:
         answer = _Answer(allowed=False, code=BAD_REQUEST, message=f"malformed Service: {e}")
+    except Exception as e:
+        answer = _unexpected(e, mutate=mutate)
     return _response(request["uid"], answer)
+
+
+def _unexpected(e: Exception, *, mutate: bool) -> _Answer:
+    """A bug met on some input: the mutating webhook lets the Service through unchanged (it never
+    refuses); the validating one refuses it, as the controller would reject it."""
+    problem = cut(" ".join(f"{type(e).__name__}: {e}".split()), 200)
+    if mutate:
+        return _Answer(warnings=(f"dklb could not default the Service's configuration ({problem})",))
+    return _Answer(
+        allowed=False,
+        code=FORBIDDEN,
+        message=f"dklb could not check the Service's configuration ({problem}); this is a bug in dklb",
+    )
 
 
 def _request(review: Any) -> dict[str, Any]:
@@ -236,7 +253,7 @@ def _with_name(text: str | None, name: str) -> str:
     # As the parser reads it: blank text (Python's idea of blank, which includes what YAML keeps,
     # such as a no-break space) is the empty object; valid text loads to a mapping (None for a
     # stream of comments only), duplicates excluded.
-    data = (yaml.safe_load(text) if text and text.strip() else None) or {}
+    data = (load_strict(text) if text and text.strip() else None) or {}
     return yaml.safe_dump({"name": name, **{k: v for k, v in data.items() if k != "name"}}, sort_keys=False)
 
 

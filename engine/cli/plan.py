@@ -21,7 +21,9 @@ from engine.cli import options
 from engine.cli.options import UsageError
 from engine.cli.output import emit
 from engine.model.parse import parse_config
-from engine.model.services import LOAD_BALANCER, config_text, service_type
+from engine.model.report import cut
+from engine.model.services import ANNOTATION, LOAD_BALANCER, config_text, service_type
+from engine.model.strict_yaml import FastSafeLoader
 from engine.model.translation import exposed_ports, new_pool, service_objects
 
 
@@ -51,17 +53,37 @@ def _load_service(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        # libyaml, as for the annotation: the manifest may hold anybody's annotation text.
+        documents = [d for d in yaml.load_all(text, Loader=FastSafeLoader) if d is not None]
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML: {exc}") from exc
+        raise UsageError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    except (RecursionError, ValueError, TypeError, OverflowError) as exc:
+        problem = cut(" ".join(f"{type(exc).__name__}: {exc}".split()), 200)
+        raise UsageError(f"{path} is not valid YAML: {problem}") from exc
     services = [d for d in documents if isinstance(d, dict) and d.get("kind") == "Service"]
     if len(services) != 1:
         raise UsageError(f"{path} must hold exactly one object of kind Service (found {len(services)})")
     service = services[0]
+    _check_shape(service, path)
     service.setdefault("metadata", {}).setdefault("namespace", "default")
     if not service["metadata"].get("name"):
         raise UsageError(f"{path}: metadata.name is required")
     return service
+
+
+def _check_shape(service: dict[str, Any], path: str) -> None:
+    """What the plan reads of the Service, checked rather than crashed on (a usage error)."""
+    for field in ("metadata", "spec"):
+        if service.get(field) is not None and not isinstance(service[field], dict):
+            raise UsageError(f"{path}: {field} is not a mapping")
+    annotations = (service.get("metadata") or {}).get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        raise UsageError(f"{path}: metadata.annotations is not a mapping")
+    if not isinstance((annotations or {}).get(ANNOTATION, ""), str | None):
+        raise UsageError(f"{path}: metadata.annotations[{ANNOTATION!r}] is not a string")
+    ports = (service.get("spec") or {}).get("ports") or []
+    if not isinstance(ports, list) or not all(isinstance(p, dict) for p in ports):
+        raise UsageError(f"{path}: spec.ports is not a list of mappings")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from kubernetes.client import ApiClient, ApiException, CoreV1Api
 from engine.kube.api import core_v1, response_json
 from engine.kube.errors import kubernetes_unavailable
 from engine.kube.port import Service
-from engine.kube.recorder import BackgroundRecorder
+from engine.kube.recorder import BackgroundRecorder, capped_message
 from engine.model.services import ANNOTATION, FINALIZER, config_text, json_pointer
 
 log = logging.getLogger("dklb.kube")
@@ -185,7 +185,7 @@ class KubeAdapter:
         return self._write(service, patch, content_type=MERGE_PATCH, retry_invalid=False, status=True)
 
     def event(self, service: Service, *, type: str, reason: str, message: str) -> None:
-        event = _Pending(service, type, reason, message, self.clock())
+        event = _Pending(service, type, reason, capped_message(message), self.clock())
         if self._recorder is None:
             self._record(event)
         else:

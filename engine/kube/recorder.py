@@ -5,7 +5,8 @@
 client-go's event broadcaster does. An Event is a courtesy to the user, so the queue is bounded:
 when the API server falls behind by ``capacity`` Events, new ones are dropped (counted, and
 logged once per burst) rather than growing memory or slowing the workers. ``flush`` waits for
-what is queued (shutdown, tests); ``stop`` flushes, then ends the thread.
+what is queued (shutdown, tests); ``stop`` flushes, then ends the thread. ``capped_message``
+bounds what one Event may say (the reconciler and the adapter both apply it).
 """
 
 from __future__ import annotations
@@ -21,8 +22,22 @@ log = logging.getLogger("dklb.kube")
 
 # Events waiting to be posted; a burst of 1,000 new Services queues 2,000.
 CAPACITY = 10_000
+#: The longest Event message posted, in UTF-8 bytes: the events.k8s.io/v1 API refuses a longer
+#: note (core/v1 checks nothing, but one annotation must not buy megabytes in etcd and in every
+#: ``kubectl describe``). Log lines that carry such a message are cut the same way.
+MAX_EVENT_MESSAGE_BYTES = 1024
 
 _STOP = object()
+
+
+def capped_message(message: str, limit: int = MAX_EVENT_MESSAGE_BYTES) -> str:
+    """``message`` if it fits in ``limit`` UTF-8 bytes, else its start and how many bytes were cut."""
+    data = message.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return message
+    marker = f"... ({len(data):,} bytes, cut)"
+    # Cut on a character boundary: a split UTF-8 sequence is dropped, not sent broken.
+    return data[: max(limit - len(marker), 0)].decode("utf-8", "ignore") + marker
 
 
 class BackgroundRecorder:

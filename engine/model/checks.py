@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.model.config import ParseResult, PoolConfig, check_transition
 from engine.model.parse import parse_config
+from engine.model.report import cut
 from engine.model.services import config_text, metadata
 from engine.model.translation import ServicePort, exposed_ports
 
@@ -63,8 +64,33 @@ def check_service(
     ``previous`` is the configuration in force (None for a new Service): the fields that cannot
     change are checked against it. ``pool_group`` is ``--edgelb-pool-group`` (the pool's name
     must fit a DC/OS service name with it). The admission webhook calls it too: one place
-    decides, one set of messages.
+    decides, one set of messages. Never raises: an unexpected failure is a rejection.
     """
+    try:
+        return _check_service(
+            service,
+            previous=previous,
+            cluster_name=cluster_name,
+            default_size=default_size,
+            pool_group=pool_group,
+            rng=rng,
+        )
+    except Exception as e:
+        problem = cut(" ".join(f"{type(e).__name__}: {e}".split()), 200)
+        error = f"the Service's configuration could not be checked ({problem}); this is a bug in dklb"
+        result = ParseResult(None, (error,), (), defaulted_name=False)
+        return ConfigCheck(None, result, (), (), (error,))
+
+
+def _check_service(
+    service: Mapping[str, Any],
+    *,
+    previous: PoolConfig | None,
+    cluster_name: str,
+    default_size: int,
+    pool_group: str,
+    rng: random.Random | None,
+) -> ConfigCheck:
     ports, port_warnings = exposed_ports(dict(service))
     text = config_text(service)
     meta = metadata(service)

@@ -25,6 +25,7 @@ it does to EdgeLB (Go's encoding/json).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,6 +36,10 @@ ELB_TYPES = ("NLB",)
 LISTENER_PROTOCOLS = ("TCP", "TLS")
 
 Check = Callable[[Any, str, Report], None]
+#: Deeper than any cloudProviderConfiguration (``aws.elbs[].listeners[].tls.certificates[]`` is 8).
+MAX_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def check_cloud_provider(
@@ -45,8 +50,15 @@ def check_cloud_provider(
     ``frontends`` maps each servicePort to the name of its frontend (the Service's objects);
     None when the Service is unknown (listeners are then not checked against frontends).
     """
+    if _depth(text) > MAX_DEPTH:
+        # Checked before decoding: json's RecursionError comes at a depth that depends on the
+        # caller's stack, so the same text would be judged differently in different places.
+        report.error(path, "the cloud-provider configuration is not valid JSON: it is nested too deeply")
+        return
     try:
-        decoded = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        decoded = json.loads(
+            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant, parse_int=_bounded_int
+        )
     except RecursionError:
         report.error(path, "the cloud-provider configuration is not valid JSON: it is nested too deeply")
         return
@@ -69,6 +81,24 @@ def _no_duplicate_keys(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"duplicate key {show(key)}")
         result[key] = value
     return result
+
+
+def _depth(text: str) -> int:
+    """How deep ``text``'s arrays and objects nest (strings left out), without recursion."""
+    depth = deepest = 0
+    for bracket in _BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _bounded_int(text: str) -> int:
+    # Python refuses to convert more than 4,300 digits, with a message about sys; no field takes
+    # more than 2^53 (16 digits).
+    digits = len(text.lstrip("-"))
+    if digits > 16:
+        raise ValueError(f"an integer of {digits:,} digits is out of range")
+    return int(text)
 
 
 def _no_constant(name: str) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -195,14 +196,102 @@ _SafeDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def show(value: Any) -> str:
-    """A value as the user would recognise it: strings quoted, floats as Python repr, others as YAML."""
+    """A value as the user would recognise it: strings quoted, floats as Python repr, others as YAML
+    flow style; at most ``_MAX_SHOWN_VALUE`` characters, control characters escaped.
+
+    Never raises and never recurses: it names values from any annotation, however hostile (a
+    list nested 900 deep, an integer of 16,000 bits, a 200 KiB string).
+    """
     if isinstance(value, str):
-        shown = json.dumps(value, ensure_ascii=False)
-    elif isinstance(value, bool) or value is None:
-        shown = {True: "true", False: "false", None: "null"}[value]
-    elif isinstance(value, int | float):
-        shown = repr(value)
+        shown = _quoted(value)
+    elif isinstance(value, list | tuple | dict | set | frozenset):
+        shown = _flow(value)
     else:
-        dumped = yaml.safe_dump(value, default_flow_style=True, width=2**31)
-        shown = " ".join(dumped.split()).removesuffix(" ...")
-    return shown if len(shown) <= _MAX_SHOWN_VALUE else shown[: _MAX_SHOWN_VALUE - 3] + "..."
+        shown = _scalar(value)
+    return _escaped(_cut(shown))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN_VALUE else text[: _MAX_SHOWN_VALUE - 3] + "..."
+
+
+def _quoted(text: str) -> str:
+    # Only what can be shown is encoded: a 200 KiB string costs no more than an 80-character one.
+    return json.dumps(text[:_MAX_SHOWN_VALUE], ensure_ascii=False) + (
+        "..." if len(text) > _MAX_SHOWN_VALUE else ""
+    )
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, int):
+        digits = getattr(value, "digits", None)  # strict_yaml.LongInteger: never converted
+        if digits is not None:
+            return f"an integer of {digits:,} digits"
+        if value.bit_length() > _MAX_SHOWN_BITS:
+            return f"an integer of {value.bit_length():,} bits"
+        return repr(int(value))
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return value if _PLAIN.fullmatch(value) and _resolves_to_str(value) else _quoted(value)
+    # Timestamps, binary: what they are, and the start of their text.
+    return f"a {type(value).__name__} {_cut(str(value))}"
+
+
+def _flow(value: Any) -> str:
+    """YAML flow style (``{port: 1}``, ``[a, b]``), written left to right until it is long enough."""
+    out: list[str] = []
+    length = 0
+    # A stack of pending tokens: strings to write, or values to expand.
+    stack: list[Any] = [_Expand(value)]
+    while stack and length <= _MAX_SHOWN_VALUE:
+        item = stack.pop()
+        if isinstance(item, _Expand):
+            item = item.value
+            if isinstance(item, dict):
+                parts: list[Any] = ["{"]
+                for i, (k, v) in enumerate(item.items()):
+                    parts += [", "] * (i > 0) + [_Expand(k), ": ", _Expand(v)]
+                    if i > _MAX_SHOWN_VALUE:
+                        break
+                stack.extend(reversed([*parts, "}"]))
+                continue
+            if isinstance(item, list | tuple | set | frozenset):
+                opening, closing = ("{", "}") if isinstance(item, set | frozenset) else ("[", "]")
+                parts = [opening]
+                for i, v in enumerate(item):
+                    parts += [", "] * (i > 0) + [_Expand(v)]
+                    if i > _MAX_SHOWN_VALUE:
+                        break
+                stack.extend(reversed([*parts, closing]))
+                continue
+            item = _scalar(item)
+        out.append(item)
+        length += len(item)
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Expand:
+    value: Any
+
+
+# Shown as written inside a collection ({port: 1}, [hostname, UNIQUE]); anything else is quoted.
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./=-]*")
+_RESOLVER = yaml.resolver.Resolver()
+# repr() of a larger integer is refused by Python (over 4,300 digits) or drowns the message;
+# 2^256 has 78 digits.
+_MAX_SHOWN_BITS = 256
+# Controls (C0, DEL, C1), line and paragraph separators and bidirectional overrides: shown as
+# escapes, so that no message can rewrite a terminal, a log line or the reading order.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _resolves_to_str(text: str) -> bool:
+    return bool(_RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) == "tag:yaml.org,2002:str")
+
+
+def _escaped(text: str) -> str:
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -11,6 +11,11 @@ the value. An explicit ``null`` asks for the default, as leaving the field out d
 wrote every field it had no value for as ``null`` (and ``cloudProviderConfiguration: ""`` for
 "no cloud load balancer") into every Service it admitted, and those annotations must keep working.
 Where the Go dklb's end-to-end tests matched a message, its text is kept inside ours.
+
+Any Service author writes this text, so what judging it costs is bounded (security review S4,
+S5): a value over ``MAX_ANNOTATION_BYTES`` is refused before parsing, ``strict_yaml`` bounds
+depth, size and integers, at most ``MAX_MESSAGES`` errors are listed, and ``parse_config``
+never raises: an unexpected failure is one more error.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import math
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -37,17 +41,18 @@ from engine.model.config import (
     DEFAULT_POOL_GROUP,
     HOST_NETWORK,
     ROLE_PUBLIC,
-    Frontend,
     ParseResult,
     PoolConfig,
     dcos_service_name,
     default_pool_name,
     show,
 )
+from engine.model.frontends import MISSING, frontends
 from engine.model.report import (
     Report,
+    capped,
+    cut,
     integer,
-    is_integer,
     is_number,
     kind,
     number,
@@ -75,12 +80,14 @@ _TOP_LEVEL_FIELDS = (
     "strategies",
     "cloudProviderConfiguration",
 )
-_FRONTEND_FIELDS = ("port", "servicePort")
 _STRATEGY_FIELDS = ("creation",)
 _STRATEGY_CHOICES = ", ".join(CREATION_STRATEGIES)
 
+#: The longest annotation value read, in UTF-8 bytes; a longer one is refused before parsing.
+MAX_ANNOTATION_BYTES = 16 * 1024
+
 # A field left out, or given as null (without_nulls drops those): its default applies.
-_MISSING: Any = object()
+_MISSING: Any = MISSING
 
 
 def parse_config(
@@ -101,11 +108,43 @@ def parse_config(
     service name with it (None: not checked, for callers that only want the pool's name).
     ``owner`` (namespace, name) is the Service: a cloud listener must link one of its frontends
     (None: not checked).
+
+    Never raises: any text, however hostile, is a result (at most ``MAX_MESSAGES`` errors listed).
     """
+    try:
+        return _parse(
+            text,
+            service_ports=service_ports,
+            cluster_name=cluster_name,
+            default_size=default_size,
+            rng=rng,
+            pool_group=pool_group,
+            owner=owner,
+        )
+    except Exception as e:
+        problem = cut(" ".join(f"{type(e).__name__}: {e}".split()), 200)
+        return ParseResult(
+            None,
+            (f"the value of {show(ANNOTATION)} could not be checked ({problem}); this is a bug in dklb",),
+            (),
+            defaulted_name=False,
+        )
+
+
+def _parse(
+    text: str | None,
+    *,
+    service_ports: Sequence[int],
+    cluster_name: str,
+    default_size: int,
+    rng: random.Random | None,
+    pool_group: str | None,
+    owner: tuple[str, str] | None,
+) -> ParseResult:
     report = Report()
     data = _load(text, report)
     if data is None:
-        return ParseResult(None, tuple(report.errors), tuple(report.warnings), defaulted_name=False)
+        return _result(None, report, defaulted_name=False)
     frontend_names = None
     if owner is not None:
         namespace, service = owner
@@ -123,10 +162,16 @@ def parse_config(
         pool_group=pool_group,
         frontend_names=frontend_names,
     )
+    if not report.errors:
+        _check_written_size(config, report)
+    return _result(config, report, defaulted_name=defaulted_name)
+
+
+def _result(config: PoolConfig | None, report: Report, *, defaulted_name: bool) -> ParseResult:
     return ParseResult(
         config if not report.errors else None,
-        tuple(report.errors),
-        tuple(report.warnings),
+        capped(report.errors),
+        capped(report.warnings),
         defaulted_name=defaulted_name,
     )
 
@@ -135,10 +180,20 @@ def _load(text: str | None, report: Report) -> dict[Any, Any] | None:
     """The annotation's mapping ({} when it is empty or null), or None after reporting why there is none."""
     if text is None or not text.strip():
         return {}
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_ANNOTATION_BYTES:
+        # Refused before parsing: real configurations are under 1 KiB, and what parsing costs
+        # grows with the text.
+        report.error(
+            "",
+            f"the value of {show(ANNOTATION)} is {size:,} bytes long: at most {MAX_ANNOTATION_BYTES:,} "
+            "are read (a configuration object is usually under 1 KiB)",
+        )
+        return None
     try:
         value = load_strict(text)
-    except (yaml.YAMLError, RecursionError) as e:
-        problem = one_line_problem(e)
+    except yaml.YAMLError as e:
+        problem = one_line_problem(e, text)
         report.error(
             "", f"failed to parse the value of {show(ANNOTATION)} as a configuration object: {problem}"
         )
@@ -149,6 +204,30 @@ def _load(text: str | None, report: Report) -> dict[Any, Any] | None:
         report.error("", f"the configuration object must be a mapping, got {kind(value)}: {show(value)}")
         return None
     return value
+
+
+def _check_written_size(config: PoolConfig, report: Report) -> None:
+    """The defaulted object is written back into the annotation (non-ASCII escaped) and read
+    again at every change: it must be readable too, or the Service would flip to Rejected later."""
+    strings = (
+        config.name,
+        config.role,
+        config.network,
+        config.constraints,
+        config.cloud_provider_configuration,
+    )
+    # An escaped character takes at most 10 bytes ("\U0001F600"), folding adds a few per line, a
+    # frontend entry under 64, the other fields under 512: below that bound, no need to write it.
+    bound = 12 * sum(len(s or "") for s in strings) + 64 * len(config.frontends) + 512
+    if bound <= MAX_ANNOTATION_BYTES:
+        return
+    size = len(config.to_annotation().encode("utf-8"))
+    if size > MAX_ANNOTATION_BYTES:
+        report.error(
+            "",
+            f"the configuration object, defaulted and written back into {show(ANNOTATION)} (non-ASCII "
+            f"characters escaped), would be {size:,} bytes long: at most {MAX_ANNOTATION_BYTES:,} are read",
+        )
 
 
 def _build(
@@ -181,7 +260,7 @@ def _build(
         cpus=_cpus(data, report),
         memory=_memory(data, report),
         size=_size(data, report, default_size),
-        frontends=_frontends(data, report, service_ports),
+        frontends=frontends(data, report, service_ports),
         constraints=_constraints(data, report),
         creation_strategy=_creation_strategy(data, report),
         cloud_provider_configuration=_cloud_provider_configuration(data, report, frontend_names),
@@ -359,113 +438,9 @@ def _cloud_provider_configuration(
     data: Mapping[Any, Any], report: Report, frontend_names: Mapping[int, str] | None
 ) -> str | None:
     value = data.get("cloudProviderConfiguration", "")
-    text = string("cloudProviderConfiguration", value, report)
+    # JSON text: it may span lines; JSON itself refuses control characters inside its strings.
+    text = string("cloudProviderConfiguration", value, report, multiline=True)
     if not text:
         return None
     check_cloud_provider(text, report, path="cloudProviderConfiguration", frontends=frontend_names)
     return text  # kept verbatim: it is what the user wrote, and EdgeLB's to read
-
-
-# --- frontends -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One ``frontends[i]`` item as given; a port is None when it was missing or invalid."""
-
-    index: int
-    port: int | None
-    service_port: int | None
-
-
-def _frontends(data: Mapping[Any, Any], report: Report, service_ports: Sequence[int]) -> tuple[Frontend, ...]:
-    value = data.get("frontends", _MISSING)
-    entries: list[_Entry] = []
-    if value is not _MISSING:
-        if isinstance(value, list):
-            entries = [e for i, item in enumerate(value) if (e := _entry(i, item, report)) is not None]
-        else:
-            report.error("frontends", f"{show(value)} is not a list")
-    _reject_duplicates(entries, report)
-    mapping = _mapping_of_known_ports(entries, report, service_ports)
-    ports = list(dict.fromkeys(service_ports))  # a port listed twice still gets one frontend
-    _reject_default_clashes(mapping, ports, report)
-    return tuple(Frontend(mapping.get(sp, sp), sp) for sp in ports)
-
-
-def _entry(index: int, item: Any, report: Report) -> _Entry | None:
-    path = f"frontends[{index}]"
-    if not isinstance(item, dict):
-        report.error(path, f"{show(item)} is not a mapping")
-        return None
-    reject_unknown_fields(item, _FRONTEND_FIELDS, path, report)
-    given = without_nulls(item)
-    port = given.get("port", _MISSING)
-    return _Entry(
-        index,
-        # No port: the frontend binds the service port (the Go dklb's default).
-        None if port is _MISSING else _port_field(f"{path}.port", port, report),
-        _port_field(f"{path}.servicePort", given.get("servicePort", _MISSING), report),
-    )
-
-
-def _port_field(path: str, value: Any, report: Report) -> int | None:
-    if value is _MISSING:
-        report.error(path, "the field is required")
-        return None
-    if not is_integer(value):
-        report.error(path, f"{show(value)} is not an integer")
-        return None
-    if not 1 <= value <= 65535:
-        report.error(path, f"{show(value)} is not a valid port number")
-        return None
-    return int(value)
-
-
-def _reject_duplicates(entries: Sequence[_Entry], report: Report) -> None:
-    service_ports: set[int] = set()
-    ports: set[int] = set()
-    for e in entries:
-        if e.service_port is not None:
-            if e.service_port in service_ports:
-                report.error(
-                    f"frontends[{e.index}].servicePort",
-                    f"service port {e.service_port} has been specified twice",
-                )
-            service_ports.add(e.service_port)
-        if e.port is not None:
-            if e.port in ports:
-                report.error(f"frontends[{e.index}].port", f"frontend port {e.port} has been specified twice")
-            ports.add(e.port)
-
-
-def _mapping_of_known_ports(
-    entries: Sequence[_Entry], report: Report, service_ports: Sequence[int]
-) -> dict[int, int]:
-    """servicePort → bind port for the entries that name a port of the Service; warns about the others."""
-    known = set(service_ports)
-    mapping: dict[int, int] = {}
-    for e in entries:
-        if e.service_port is None:
-            continue
-        if e.service_port not in known:
-            # Ports come and go with the Service's spec; a stale entry must not block the others.
-            report.warn(
-                f"frontends[{e.index}]",
-                f"service port {e.service_port} is not a TCP port of the Service; the entry is ignored",
-            )
-        elif e.port is not None:
-            mapping.setdefault(e.service_port, e.port)
-    return mapping
-
-
-def _reject_default_clashes(mapping: Mapping[int, int], ports: Sequence[int], report: Report) -> None:
-    """A defaulted bind port (= its service port) may be the bind port another entry maps to."""
-    mapped_by_port = {port: sp for sp, port in mapping.items()}
-    for sp in ports:
-        if sp not in mapping and sp in mapped_by_port:
-            report.error(
-                "frontends",
-                f"frontend port {sp} of service port {mapped_by_port[sp]} clashes with the default "
-                f"frontend port of service port {sp}",
-            )

@@ -9,12 +9,25 @@ Warning Event (or one admission refusal) tells the user everything to fix.
 from __future__ import annotations
 
 import difflib
-import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.model.config import show
+
+#: The largest integer any field takes, in absolute value (2^53: exact in a float and in JSON).
+MAX_INTEGER = 2**53
+#: A report lists this many errors (or warnings), then "and N more": a hostile annotation makes
+#: thousands, and the message goes into an Event, the history, the log and the webhook's answer.
+MAX_MESSAGES = 20
+#: Any one message, in characters (values in it are already cut by ``show``).
+MAX_MESSAGE_LENGTH = 400
+# C0 and C1 controls, DEL, line and paragraph separators, bidirectional overrides (what
+# ``show`` escapes).
+_UNPRINTABLE = "\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\x00-\x1f{_UNPRINTABLE}]")
+_CONTROL_IN_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f{_UNPRINTABLE}]")  # tab, LF, CR allowed
 
 
 @dataclass
@@ -64,28 +77,68 @@ def is_number(value: Any) -> bool:
     return is_integer(value) or isinstance(value, float)
 
 
-def string(path: str, value: Any, report: Report) -> str | None:
-    if isinstance(value, str):
-        return value
-    report.error(path, f"{show(value)} is not a string")
-    return None
+def string(path: str, value: Any, report: Report, *, multiline: bool = False) -> str | None:
+    """``value`` if it is a string free of control characters (``multiline``: tab, CR, LF allowed)."""
+    if not isinstance(value, str):
+        report.error(path, f"{show(value)} is not a string")
+        return None
+    control = (_CONTROL_IN_TEXT if multiline else _CONTROL).search(value)
+    if control is not None:
+        # These values reach EdgeLB, Marathon, HAProxy's configuration and every terminal that
+        # shows them; none has a use for a control character.
+        report.error(
+            path,
+            f"{show(value)} holds the control character U+{ord(control.group()):04X} "
+            f"(at character {control.start() + 1}): only printable characters are allowed",
+        )
+        return None
+    return value
 
 
 def integer(path: str, value: Any, report: Report, *, fallback: int) -> int:
-    if is_integer(value):
-        return int(value)
-    report.error(path, f"{show(value)} is not an integer")
-    return fallback
+    if not is_integer(value):
+        report.error(path, f"{show(value)} is not an integer")
+        return fallback
+    if not _in_range(value, path, report):
+        return fallback
+    return int(value)
 
 
 def number(path: str, value: Any, report: Report, *, fallback: float) -> float:
     if not is_number(value):
         report.error(path, f"{show(value)} is not a number")
         return fallback
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf  # an integer too large for a float is no sensible request either
+    if is_integer(value) and not _in_range(value, path, report):
+        return fallback
+    return float(value)
+
+
+def _in_range(value: int, path: str, report: Report) -> bool:
+    """Integers beyond ±2^53 are refused whatever the field: no request needs one, JSON readers
+    (and EdgeLB's Go ints) do not all hold one, and their decimal text costs CPU to write."""
+    if -MAX_INTEGER <= value <= MAX_INTEGER:
+        return True
+    report.error(
+        path, f"{show(value)} is out of range: integers are at most 2^53 ({MAX_INTEGER}) in absolute value"
+    )
+    return False
+
+
+def capped(messages: Sequence[str], limit: int = MAX_MESSAGES) -> tuple[str, ...]:
+    """The first ``limit`` messages, each at most ``MAX_MESSAGE_LENGTH`` characters, then "and N more"."""
+    shown = tuple(cut(m, MAX_MESSAGE_LENGTH) for m in messages[:limit])
+    more = len(messages) - limit
+    if more <= 0:
+        return shown
+    return (*shown, f"and {more:,} more")
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and how much was cut."""
+    if len(text) <= limit:
+        return text
+    marker = f"... ({len(text) - limit:,} more characters)"
+    return text[: max(limit - len(marker), 0)] + marker
 
 
 def kind(value: Any) -> str:

@@ -44,7 +44,9 @@ import yaml
 
 from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.edgelb.port import EdgeLB, Pool
+from engine.model.parse import MAX_ANNOTATION_BYTES
 from engine.model.services import ANY_CLASS, config_text, handled, key, metadata
+from engine.model.strict_yaml import load_strict
 from engine.model.translation import Owner, created_by_dklb, owner_of
 from engine.runtime.cache import PoolLocks, ServiceCache
 from engine.runtime.fence import NotLeader
@@ -73,11 +75,14 @@ def _annotated_pool(service: Mapping[str, Any]) -> str | None:
 
 def _pool_named(text: str | None) -> str | None:
     """The pool name a configuration annotation's text asks for, if it names one."""
-    if not text:
+    if not text or len(text) > MAX_ANNOTATION_BYTES:
+        # Longer than the parser reads: the Service is Rejected, it names no pool.
         return None
     try:
-        parsed = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError):
+        # The parser's own loader (libyaml, bounded depth, no pure-Python re-parse): every
+        # handled Service's annotation may be read here at every sweep.
+        parsed = load_strict(text)
+    except yaml.YAMLError:
         # The user's text, whatever it is: an annotation that does not parse names no pool.
         return None
     name = parsed.get("name") if isinstance(parsed, dict) else None

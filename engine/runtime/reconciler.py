@@ -16,7 +16,9 @@ commit.
 
 A handler that raises is a retry with backoff, never a crash: ``KubernetesUnavailable`` (one
 WARNING line, no Event) when the Kubernetes API server did not answer or answered 5xx/429
-(``kubernetes_unavailable``), ``HandlerError`` with its traceback for anything else (a bug).
+(``kubernetes_unavailable``), ``HandlerError`` for anything else (a bug), its traceback logged
+once per binding and error type. Messages that reach an Event or a log line are cut to 1 KiB
+(``capped_message``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +35,7 @@ from engine.contract import Context, Event, Fire, Outcome, Poll, Retry, Stay, wa
 from engine.edgelb.port import EdgeLB
 from engine.kube.errors import KUBERNETES_UNAVAILABLE, kubernetes_unavailable
 from engine.kube.port import Kube
+from engine.kube.recorder import capped_message
 from engine.model.services import foreign, split_key
 from engine.model.settings import Settings
 from engine.runtime.cache import PoolLocks, ServiceCache, WriteThrough
@@ -45,6 +49,8 @@ log = logging.getLogger("dklb.reconciler")
 # A binding walks at most Pending → Provisioning → AwaitingMetadata → Ready in one call; a few
 # more steps absorb an external trigger. Past that something is looping: requeue, do not spin.
 MAX_STEPS = 8
+# Bindings x error types whose traceback is remembered as logged; the oldest are forgotten first.
+MAX_REMEMBERED_TRACEBACKS = 10_000
 
 
 class Reconciler:
@@ -83,6 +89,8 @@ class Reconciler:
         # Keys whose handler runs at their next reconcile even if their wake-up is later: after a
         # start, nothing seen before the crash is trusted until checked again (``verify``).
         self._unverified: set[str] = set()
+        # (binding key, exception type) whose traceback was logged: a retry logs one line.
+        self._tracebacks: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # ---- the contract ------------------------------------------------------------------------
 
@@ -195,8 +203,9 @@ class Reconciler:
                 else:
                     # A handler bug or an unexpected answer must not stop the controller: the
                     # binding records it and retries with backoff, visible in inspect and history.
-                    log.exception("handler of %s failed for %s", binding.state, binding.key)
-                    outcome = Retry("HandlerError", f"{type(exc).__name__}: {exc}")
+                    message = capped_message(" ".join(f"{type(exc).__name__}: {exc}".split()))
+                    self._log_handler_error(binding, exc, message)
+                    outcome = Retry("HandlerError", message)
             checkpoint(f"after-handler-{binding.state}")
             if isinstance(outcome, Fire):
                 transition = self.lifecycle.transition(binding.state, outcome.trigger)
@@ -211,6 +220,25 @@ class Reconciler:
             else:
                 change, events = self._wait_change(binding, spec, outcome, now)
             return self._commit(binding, change, events, service)
+
+    def _log_handler_error(self, binding: Binding, exc: Exception, message: str) -> None:
+        """The traceback once per binding and error type; each retry after it is one line."""
+        seen = (binding.key, type(exc).__qualname__)
+        with self._counter_lock:
+            first = seen not in self._tracebacks
+            self._tracebacks[seen] = None
+            self._tracebacks.move_to_end(seen)
+            while len(self._tracebacks) > MAX_REMEMBERED_TRACEBACKS:
+                self._tracebacks.popitem(last=False)
+        if first:
+            log.exception("handler of %s failed for %s", binding.state, binding.key)
+        else:
+            log.warning(
+                "handler of %s failed for %s again: %s (traceback logged the first time)",
+                binding.state,
+                binding.key,
+                message,
+            )
 
     def _guarded(self, ctx: Context, fire: Fire) -> Fire:
         transition = self.lifecycle.transition(ctx.binding.state, fire.trigger)
@@ -354,12 +382,13 @@ class Reconciler:
                 binding.state,
                 change.to_state,
                 change.trigger,
-                change.message,
+                capped_message(change.message or ""),
             )
         if service is not None:
             for event in events:
                 try:
-                    self._kube.event(service, type=event.type, reason=event.reason, message=event.message)
+                    message = capped_message(event.message)
+                    self._kube.event(service, type=event.type, reason=event.reason, message=message)
                 except NotLeader:
                     break
                 except Exception as exc:

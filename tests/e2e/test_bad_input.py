@@ -66,7 +66,20 @@ INVALID = [
     ),
     ("number-frontends", "frontends: 5", "frontends: 5 is not a list"),
     ("not-a-mapping", "- name: a", "the configuration object must be a mapping, got a list"),
-    ("deeply-nested", "name: " + "[" * 2000 + "]" * 2000, "the value is nested too deeply"),
+    ("deeply-nested", "name: " + "[" * 2000 + "]" * 2000, "exceeded maximum nesting depth"),
+    # S5 (security review): these made the parser raise; the Service looped in Pending.
+    (
+        "nested-360-deep",
+        "frontends: " + "[" * 360 + "]" * 360,
+        "the value is nested more than 32 levels deep",
+    ),
+    ("digits-5000", "size: " + "1" * 5000, "size: an integer of 5,000 digits is out of range"),
+    ("set-as-a-key", "? !!set {a, b}\n: 1", "found unhashable key"),
+    (
+        "hex-port",
+        "frontends:\n- {port: 0x" + "f" * 4000 + ", servicePort: 6379}",
+        "frontends[0].port: an integer",
+    ),
     ("yaml-bomb", LAUGHS + "name: *h", 'unknown field "a"'),
     ("python-tag", "name: !!python/object/apply:os.system ['true']", "failed to parse the value"),
     ("empty-role", "role: ''", 'role: "" is not a valid role'),

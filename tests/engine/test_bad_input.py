@@ -48,10 +48,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from engine.admission.review import review
+from engine.kube.recorder import MAX_EVENT_MESSAGE_BYTES
 from engine.model.checks import NO_TCP_PORT, check_service
 from engine.model.config import PoolConfig
 from engine.model.services import ANNOTATION, FINALIZER
 from engine.model.settings import Settings
+from states import pending
+from tests import hostile
 from tests.checks import present
 from tests.engine.harness import CLUSTER, World
 
@@ -181,7 +184,15 @@ NOT_INTEGER = pick(st.floats(), st.text(max_size=8), st.booleans(), SMALL_LISTS,
 NOT_LIST = pick(st.integers(), st.text(max_size=8), st.booleans(), SMALL_DICTS)
 NOT_MAPPING = pick(st.integers(), st.text(max_size=8), st.booleans(), SMALL_LISTS)
 BAD_PORTS = pick(st.integers(max_value=0), st.integers(min_value=65536))
-HUGE = st.integers(min_value=1, max_value=10**40)
+# EdgeLB reads size and memory as Go int32; 2^53 bounds every integer the parser takes (S8).
+INT32 = 2**31 - 1
+BEYOND_2_53 = pick(st.integers(min_value=2**53 + 1, max_value=10**40), st.integers(max_value=-(2**53) - 1))
+# What a string field may hold: no control characters, line separators or bidirectional overrides.
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+PRINTABLE = st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters=BIDI)
+# Not NEL or U+2028: YAML reads them as line breaks, which a quoted scalar folds into a space.
+CONTROL = st.sampled_from(["\x00", "\x07", "\t", "\n", "\r", "\x1b", "\x7f", "\x9b", "\u202e"])
+WITH_CONTROL = st.tuples(st.text(PRINTABLE, max_size=5), CONTROL, st.text(PRINTABLE, max_size=5)).map("".join)
 
 WRONG_TYPES = pick(
     invalid(("name",), NOT_STRING, "name: "),
@@ -233,13 +244,21 @@ OUT_OF_RANGE = pick(
         st.text(max_size=12).filter(lambda s: s not in ("IfNotPresent", "Once", "Never")),
         "strategies.creation: ",
     ),
+    # S8 (security review): integers beyond 2^53 and control characters are refused, naming the field.
+    invalid(("size",), BEYOND_2_53, "size: "),
+    invalid(("memory",), BEYOND_2_53, "memory: "),
+    invalid(("cpus",), st.integers(min_value=2**53 + 1, max_value=10**300), "cpus: "),
+    invalid(("role",), WITH_CONTROL, "role: "),
+    invalid(("network",), WITH_CONTROL, "network: "),
+    invalid(("constraints",), WITH_CONTROL, "constraints: "),
+    invalid(("contraints",), WITH_CONTROL, "contraints: "),
 )
 
 HUGE_OR_ODD_VALID = pick(
-    valid(("size",), HUGE),
-    valid(("memory",), st.integers(min_value=0, max_value=10**40)),
-    valid(("cpus",), pick(st.floats(min_value=0, max_value=1e300), st.integers(0, 10**300))),
-    valid(("constraints",), st.text(max_size=40)),
+    valid(("size",), st.integers(min_value=1, max_value=INT32)),
+    valid(("memory",), st.integers(min_value=0, max_value=INT32)),
+    valid(("cpus",), pick(st.floats(min_value=0, max_value=1e300), st.integers(0, 2**53))),
+    valid(("constraints",), st.text(PRINTABLE, max_size=40)),
     valid(
         ("frontends", 0, "port"),
         st.integers(1, 65535).filter(lambda p: not FIRST_BIND_PORT <= p < FIRST_BIND_PORT + 8),
@@ -353,11 +372,11 @@ def _role_network(role: Any, network: Any, create: Verdict, edit: Verdict) -> Mu
 ROLES = pick(
     st.just(_role_network("*", None, None, (ROLE_CANNOT_CHANGE,))),
     st.tuples(
-        st.text(min_size=1, max_size=12).filter(lambda r: r != "slave_public"),
-        st.text(min_size=1, max_size=12),
+        st.text(PRINTABLE, min_size=1, max_size=12).filter(lambda r: r != "slave_public"),
+        st.text(PRINTABLE, min_size=1, max_size=12),
     ).map(lambda rn: _role_network(rn[0], rn[1], None, (ROLE_CANNOT_CHANGE,))),
     st.just(_role_network("", None, ("role: ",), ("role: ",))),
-    st.text(min_size=1, max_size=12).map(
+    st.text(PRINTABLE, min_size=1, max_size=12).map(
         lambda n: _role_network("slave_public", n, ("network: ",), ("network: ",))
     ),
     st.just(_role_network("*", "", ("network: ",), ("network: ",))),
@@ -429,7 +448,7 @@ def _constraints_twice(base: Base) -> Outcome:
 
 
 CONSTRAINTS = pick(
-    st.text(max_size=20).map(lambda c: setting(("contraints",), c, None, None)),
+    st.text(PRINTABLE, max_size=20).map(lambda c: setting(("contraints",), c, None, None)),
     st.just(Mutation("constraints and contraints", _constraints_twice)),
 )
 
@@ -529,7 +548,13 @@ ARBITRARY = pick(
     st.just("a: &a [x, x, x, x, x, x, x, x, x]\n" + LAUGHS + "name: *h\n"),
 ).map(lambda text: _text(f"text {text!r:.200}", text, ORACLE, ORACLE))
 
+# S4, S5, S8, S9 (security review): the hostile annotations, each with the error it must give.
+HOSTILE = st.sampled_from(hostile.ALL).map(
+    lambda h: _text(f"hostile: {h.id}", h.text, (h.needle,), (h.needle,))
+)
+
 MUTATIONS = pick(
+    HOSTILE,
     WRONG_TYPES,
     NULLS,
     OUT_OF_RANGE,
@@ -944,3 +969,70 @@ def test_bad_inputs_never_crash_and_never_reach_edgelb(
     worlds: Worlds, spec: Spec, mutation: Mutation, respec: Spec | None
 ) -> None:
     check_case(worlds, spec, mutation, respec)
+
+
+# --- hostile annotations at the controller (security review S4, S5) ------------------------------
+
+
+@pytest.mark.parametrize("case", [pytest.param(h, id=h.id) for h in hostile.ALL])
+def test_a_hostile_annotation_ends_rejected_with_one_short_warning(
+    tmp_path: Path, case: hostile.Hostile
+) -> None:
+    """S5 (security review): the binding looped in Pending with a HandlerError Warning and a
+    full traceback on every retry. S4: one rejection posted a 5 MB Warning Event. Now it ends
+    Rejected at once: one InvalidConfiguration Warning of at most 1 KiB, nothing logged above
+    INFO, nothing sent to EdgeLB; time passing adds nothing."""
+    w = World(tmp_path)
+    trap = LogTrap()
+    logging.getLogger("dklb").addHandler(trap)
+    try:
+        w.kube.apply(service(CREATED, Spec("LoadBalancer", DEFAULT_SPEC_PORTS), case.text))
+        w.settle()
+        w.advance(3600)
+        w.settle()
+    finally:
+        logging.getLogger("dklb").removeHandler(trap)
+
+    binding = w.binding(key(CREATED))
+    assert binding.state == "Rejected" and binding.attempts == 0, (binding.state, binding.last_error)
+    warnings = w.kube.events_for(key(CREATED), type="Warning")
+    assert [e["reason"] for e in warnings] == ["InvalidConfiguration"]
+    message = warnings[0]["message"]
+    assert len(message.encode()) <= MAX_EVENT_MESSAGE_BYTES
+    assert case.needle in message or message.endswith("bytes, cut)")
+    assert trap.take() == []
+    assert sum(w.edgelb.calls.values()) == 0
+    w.store.close()
+
+
+def test_a_handler_error_logs_its_traceback_once_per_binding_and_error_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """S4 (security review): a 731-byte annotation logged a traceback of about 220 KB on every
+    retry, forever. A handler that keeps failing the same way now logs one traceback, then one
+    line per retry; a new error type logs its own traceback once."""
+    failure: list[Exception] = [ValueError("x" * 100_000)]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise failure[0]
+
+    monkeypatch.setattr(pending, "check_service", broken)
+    w = World(tmp_path)
+    caplog.set_level(logging.INFO, logger="dklb")
+    w.kube.apply(service(CREATED, Spec("LoadBalancer", DEFAULT_SPEC_PORTS), "name: p"))
+    for _ in range(4):
+        w.step()
+        w.advance(600)
+    failure[0] = TypeError("y")
+    for _ in range(3):
+        w.advance(600)
+
+    failed = [r for r in caplog.records if "failed for" in r.getMessage()]
+    tracebacks = [r for r in failed if r.exc_info]
+    assert [type(r.exc_info[1]).__name__ for r in tracebacks if r.exc_info] == ["ValueError", "TypeError"]
+    assert len(failed) > len(tracebacks) >= 2, "the retries are logged, as one line each"
+    assert all(len(r.getMessage().encode()) <= 2 * MAX_EVENT_MESSAGE_BYTES for r in failed)
+    binding = w.binding(key(CREATED))
+    assert binding.state == "Pending" and len((binding.last_error or "").encode()) <= MAX_EVENT_MESSAGE_BYTES
+    assert all(len(e["message"].encode()) <= MAX_EVENT_MESSAGE_BYTES for e in w.kube.events_for(key(CREATED)))
+    w.store.close()

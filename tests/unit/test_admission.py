@@ -280,8 +280,8 @@ def test_the_injected_object_passes_validation_without_warnings() -> None:
 # --- validating: invalid configurations ----------------------------------------------------------
 
 INVALID = [
-    ("name: [", PARSE_FAILED + "while parsing a flow node: expected the node content, but found "
-     "'<stream end>' (line 1, column 8)"),
+    ("name: [", PARSE_FAILED + "while parsing a flow node: did not find expected node content "
+     "(at the end of the text)"),
     ("- a", "the configuration object must be a mapping, got a list: [a]"),
     ("name: __foo__", 'name: "__foo__" is not a valid edgelb pool name'),
     ("network: foo", 'network: cannot join a virtual network when the pool\'s role is "slave_public"'),

@@ -24,6 +24,7 @@ from engine.model.config import (
     default_pool_name,
 )
 from engine.model.parse import parse_config
+from engine.model.report import MAX_INTEGER
 from engine.model.services import ANNOTATION, PAUSED_ANNOTATION, is_paused
 
 CLUSTER = "kubernetes-cluster"
@@ -301,7 +302,8 @@ def case(sentence: str, text: str, *errors: str, ports: tuple[int, ...] = PORTS)
         case(
             "name: a trailing newline is refused",
             'name: "foo\\n"',
-            'name: "foo\\n" is not a valid edgelb pool name',
+            'name: "foo\\n" holds the control character U+000A (at character 4): only printable characters '
+            "are allowed",
         ),
         case("name: a number is not a string", "name: 123", "name: 123 is not a string"),
         # role and network
@@ -576,12 +578,12 @@ def test_unknown_fields_are_refused_at_every_level(text: str, expected: list[str
         pytest.param(
             "name: [a",
             PARSE_FAILED
-            + "while parsing a flow sequence: expected ',' or ']', but got '<stream end>' (line 1, column 9)",
+            + "while parsing a flow sequence: did not find expected ',' or ']' (at the end of the text)",
             id="a YAML syntax error is reported on one line with its position",
         ),
         pytest.param(
             "name: a: b",
-            PARSE_FAILED + "mapping values are not allowed here (line 1, column 8)",
+            PARSE_FAILED + "mapping values are not allowed in this context (line 1, column 8)",
             id="an unquoted colon is a YAML syntax error",
         ),
         pytest.param(
@@ -985,6 +987,13 @@ def test_writing_back_the_defaulted_object_is_a_fixpoint(text: str | None, ports
 POOL_NAMES = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True)
 CLOUD_POOL_NAMES = st.from_regex(r"cloud--[a-z0-9]([a-z0-9-]{0,54}[a-z0-9])?", fullmatch=True)
 PORT_NUMBERS = st.integers(min_value=1, max_value=65535)
+# What a string field may hold: no control characters, line separators or bidirectional overrides.
+PRINTABLE_TEXT = st.text(
+    st.characters(
+        exclude_categories=("Cc", "Cs", "Zl", "Zp"),
+        exclude_characters="\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+    )
+)
 CLOUD_ELBS = st.fixed_dictionaries(
     {"name": st.text(max_size=8)},
     optional={
@@ -1006,23 +1015,23 @@ def pool_configs(draw: st.DrawFn) -> PoolConfig:
         st.lists(PORT_NUMBERS, unique=True, min_size=len(service_ports), max_size=len(service_ports))
     )
     cloud = draw(st.none() | JSON_OBJECTS)
-    role = draw(st.sampled_from([ROLE_PUBLIC, "*"]) | st.text(min_size=1))
+    role = draw(st.sampled_from([ROLE_PUBLIC, "*"]) | PRINTABLE_TEXT.filter(bool))
     if cloud is not None:
         name, network = draw(CLOUD_POOL_NAMES), ""
     elif role == ROLE_PUBLIC:
         name, network = draw(POOL_NAMES), ""
     else:
-        name, network = draw(POOL_NAMES), draw(st.just(DEFAULT_NETWORK) | st.text(min_size=1))
+        name, network = draw(POOL_NAMES), draw(st.just(DEFAULT_NETWORK) | PRINTABLE_TEXT.filter(bool))
     return PoolConfig(
         name=name,
         role=role,
         network=network,
         cpus=draw(st.floats(min_value=0, allow_nan=False, allow_infinity=False)),
-        memory=draw(st.integers(min_value=0)),
-        size=draw(st.integers(min_value=1)),
+        memory=draw(st.integers(min_value=0, max_value=MAX_INTEGER)),
+        size=draw(st.integers(min_value=1, max_value=MAX_INTEGER)),
         frontends=tuple(Frontend(p, sp) for p, sp in zip(bind_ports, service_ports, strict=True)),
         creation_strategy=draw(st.sampled_from(CREATION_STRATEGIES)),
-        constraints=draw(st.none() | st.text()),
+        constraints=draw(st.none() | PRINTABLE_TEXT),
         cloud_provider_configuration=cloud,
     )
 
