@@ -68,6 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add(parser, "--kubeconfig", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
     options.cluster(parser)
     options.pool_defaults(parser)
+    options.pool_limits(parser)
     options.database(parser)
     _controller_flags(parser)
     _leader_flags(parser)
@@ -285,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
             backend_mode=args.backend_mode,
             resync_period=args.resync_period,
             load_balancer_class=args.load_balancer_class,
+            limits=options.limits(args),
         ),
         edgelb=edgelb,
         workers=args.workers,

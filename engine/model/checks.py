@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.model.config import ParseResult, PoolConfig, check_transition
 from engine.model.parse import parse_config
+from engine.model.policy import DEFAULT_LIMITS, Limits, check_pool
 from engine.model.services import config_text, metadata
 from engine.model.translation import ServicePort, exposed_ports
 
@@ -28,7 +29,8 @@ class ConfigCheck:
     result: ParseResult
     ports: tuple[ServicePort, ...]  # the exposed (TCP) ports
     port_warnings: tuple[str, ...]  # ports that are not exposed (UDP, SCTP)
-    errors: tuple[str, ...]  # in Pending's order: parse errors, no TCP port, forbidden transitions
+    errors: tuple[str, ...]  # in Pending's order: parse errors, the operator's limits, no TCP port,
+    # forbidden transitions
 
     @property
     def config(self) -> PoolConfig | None:
@@ -57,13 +59,15 @@ def check_service(
     default_size: int,
     pool_group: str,
     rng: random.Random | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ConfigCheck:
     """Parse, default and validate a LoadBalancer Service's configuration, as ``states.pending`` does.
 
     ``previous`` is the configuration in force (None for a new Service): the fields that cannot
     change are checked against it. ``pool_group`` is ``--edgelb-pool-group`` (the pool's name
     must fit a DC/OS service name with it). The admission webhook calls it too: one place
-    decides, one set of messages.
+    decides, one set of messages. ``limits`` are the operator's bounds (``Settings.limits``):
+    a configuration outside them is as invalid as a malformed one.
     """
     ports, port_warnings = exposed_ports(dict(service))
     text = config_text(service)
@@ -81,6 +85,8 @@ def check_service(
         owner=owner,
     )
     errors = list(result.errors)
+    if result.config is not None and not errors:
+        errors += check_pool(result.config, limits)
     if not ports:
         errors.append(NO_TCP_PORT)
     if previous is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.model.policy import DEFAULT_LIMITS, Limits
+
 #: How often a Ready binding re-verifies its pool, the watch re-delivers every Service and the
 #: orphan sweep runs, unless ``--resync-period`` says otherwise.
 DEFAULT_RESYNC_PERIOD = 300.0
@@ -29,3 +31,6 @@ class Settings:
     # spec.loadBalancerClass of the Services this controller takes (None: those without one);
     # engine.model.services.claims is the rule.
     load_balancer_class: str | None = None
+    # The operator's bounds on pool size, CPUs, memory, roles and networks (--max-pool-*,
+    # --allowed-pool-*); engine.model.policy judges a configuration against them.
+    limits: Limits = DEFAULT_LIMITS
