@@ -75,13 +75,15 @@ DEFAULT_LIMITS = Limits()
 
 def check_pool(config: PoolConfig, limits: Limits) -> list[str]:
     """Every way ``config`` leaves the operator's bounds or a shape EdgeLB passes on unchecked."""
-    errors = _bounds(config, limits)
-    errors += _role(config.role, limits.allowed_roles)
+    bounds = _bounds(config, limits)
+    errors = bounds + _role(config.role, limits.allowed_roles)
     errors += _network(config.network, limits.allowed_networks)
     if config.constraints is not None:
         problem = constraints_problem(config.constraints)
         if problem:
             errors.append(f"constraints: {problem}")
+    if bounds:
+        return errors  # a number out of bounds may be too long to write at all: no write-back to measure
     written = len(config.to_annotation().encode("utf-8"))
     if written > MAX_WRITE_BACK_BYTES:
         errors.append(
@@ -96,15 +98,23 @@ def _bounds(config: PoolConfig, limits: Limits) -> list[str]:
     over = "is over this cluster's limit of"
     errors = []
     if config.size > limits.max_pool_size:
-        errors.append(f"size: {show(config.size)} {over} {limits.max_pool_size} ({MAX_POOL_SIZE_FLAG})")
+        errors.append(f"size: {_amount(config.size)} {over} {limits.max_pool_size} ({MAX_POOL_SIZE_FLAG})")
     if config.cpus > limits.max_pool_cpus:
-        errors.append(f"cpus: {show(config.cpus)} {over} {limits.max_pool_cpus:g} ({MAX_POOL_CPUS_FLAG})")
+        errors.append(f"cpus: {_amount(config.cpus)} {over} {limits.max_pool_cpus:g} ({MAX_POOL_CPUS_FLAG})")
     if config.memory > limits.max_pool_memory:
         errors.append(
-            f"memory: {show(config.memory)} (MiB) {over} {limits.max_pool_memory} MiB "
+            f"memory: {_amount(config.memory)} (MiB) {over} {limits.max_pool_memory} MiB "
             f"({MAX_POOL_MEMORY_FLAG})"
         )
     return errors
+
+
+def _amount(value: float) -> str:
+    """``show(value)``, or its size in bits for an integer too long to print (Python refuses to
+    print one of more than 4300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    return show(value)
 
 
 def _role(role: str, allowed: Sequence[str] | None) -> list[str]:

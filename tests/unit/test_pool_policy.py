@@ -50,8 +50,8 @@ SEED_CONSTRAINTS = '[["hostname","MAX_PER","1"],["@zone","GROUP_BY","3"]]'
 WRITE_BACK_REFUSED = "annotation would be"
 
 
-def judge(config: str | None, limits: Limits = DEFAULT_LIMITS, ports: int = 1) -> tuple[str, ...]:
-    service = make_service("svc", config=config, ports=[(1000 + i, 30000 + i) for i in range(ports)])
+def judge(config: str | None, limits: Limits = DEFAULT_LIMITS) -> tuple[str, ...]:
+    service = make_service("svc", config=config, ports=[(1000, 30000)])
     check = check_service(
         service, previous=None, cluster_name=CLUSTER, default_size=1, pool_group=GROUP, limits=limits
     )
@@ -93,6 +93,9 @@ ELB = {"name": "elb-a"}
         ),
         # 2^63 may also be refused by the parser's integer range: refused either way.
         pytest.param(annotation(size=2**63), ["size: "], id="size 2^63"),
+        # S5's hex integer of 4,000 digits: refused, never printed whole (Python would raise).
+        pytest.param("size: 0x" + "f" * 4000, ["size: "], id="size of 16000 bits"),
+        pytest.param("memory: 0x" + "f" * 4000, ["memory: "], id="memory of 16000 bits"),
         pytest.param(annotation(size=33), ["size: 33 is over this cluster's limit of 32"], id="size 33"),
         pytest.param(
             annotation(cpus=100000), ["cpus: 100000.0 is over", "(--max-pool-cpus)"], id="cpus 100000"
@@ -362,10 +365,10 @@ def test_a_write_back_over_the_annotation_budget_is_refused() -> None:
     errors = judge(annotation(constraints=emoji))
     assert any(e.startswith("constraints: ") for e in errors)
     assert any(WRITE_BACK_REFUSED in e and ANNOTATION in e for e in errors)
-    # A write-back over the budget with nothing else wrong: a Service with very many ports.
-    many = judge(annotation(), ports=2500)
-    assert len(many) == 1 and WRITE_BACK_REFUSED in many[0] and f"limit of {MAX_WRITE_BACK_BYTES}" in many[0]
-    assert judge(annotation(), ports=100) == ()
+    # A write-back over the budget with nothing else wrong: a role name Mesos would take.
+    long = judge(annotation(role="r" * 70_000, network="dcos"))
+    assert len(long) == 1 and WRITE_BACK_REFUSED in long[0] and f"limit of {MAX_WRITE_BACK_BYTES}" in long[0]
+    assert judge(annotation(role="r" * 60_000, network="dcos")) == ()
 
 
 def test_check_pool_judges_a_parsed_configuration_alone() -> None:
