@@ -1,8 +1,9 @@
-"""How a Service's configuration is judged: by the Pending handler and by the admission webhook.
+"""How a Service's configuration is judged: by the Pending handler, the admission webhook and ``dklb plan``.
 
-Both call ``check_service`` with the Service and the configuration in force, so a change the
-webhook refuses at ``kubectl apply`` time is refused with the same message by the controller
-when the webhook is not there (failure policy Ignore, or no webhook at all).
+All call ``check_service`` with the Service, the configuration in force and the operator's
+limits (``engine.model.policy``), so a change the webhook refuses at ``kubectl apply`` time is
+refused with the same message by the controller when the webhook is not there (failure policy
+Ignore, or no webhook at all), and ``dklb plan`` predicts both.
 """
 
 from __future__ import annotations
