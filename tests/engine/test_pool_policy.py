@@ -124,3 +124,24 @@ def test_a_ready_service_edited_out_of_bounds_keeps_its_pool(world: World) -> No
     assert "size: 100000 is over this cluster's limit of 32 (--max-pool-size)" in (binding.last_error or "")
     assert world.edgelb.writes() == writes and world.edgelb.stored("pool-b") == pool
     world.assert_invariants()
+
+
+def test_a_lowered_limit_leaves_serving_pools_alone_until_their_service_changes(world: World) -> None:
+    """An operator who lowers ``--max-pool-size`` under a serving pool's size does not take it
+    down at the restart: the Service stays Ready, EdgeLB untouched, until its annotation changes."""
+    world.kube.apply(make_service("lb", namespace="tenant-b", config="name: pool-b\nsize: 3\n"))
+    world.settle()
+    writes, pool = world.edgelb.writes(), world.edgelb.stored("pool-b")
+    world.settings = Settings(cluster_name=CLUSTER, limits=Limits(max_pool_size=2))
+    world.restart()
+    world.advance(600)  # resyncs: the Ready binding re-verifies its pool
+    world.settle()
+    assert world.binding(KEY).state == "Ready"
+    assert world.edgelb.writes() == writes and world.edgelb.stored("pool-b") == pool
+    world.kube.apply(make_service("lb", namespace="tenant-b", config="name: pool-b\nsize: 4\n"))
+    world.settle()
+    binding = world.binding(KEY)
+    assert binding.state == "Rejected"
+    assert "size: 4 is over this cluster's limit of 2 (--max-pool-size)" in (binding.last_error or "")
+    assert world.edgelb.writes() == writes
+    world.assert_invariants()
