@@ -52,6 +52,7 @@ def enter(ctx: Context) -> Outcome:
         default_size=ctx.settings.default_pool_size,
         pool_group=ctx.settings.pool_group,
         rng=ctx.rng,
+        limits=ctx.settings.limits,
     )
     config = check.config
     if config is None:

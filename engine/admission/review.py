@@ -218,6 +218,7 @@ def _check(
         default_size=settings.default_pool_size,
         pool_group=settings.pool_group,
         rng=rng,
+        limits=settings.limits,
     )
 
 

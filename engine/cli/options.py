@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST, ClientOptions, EdgeLBClient
+from engine.model import policy
 from engine.model.durations import parse_duration
+from engine.model.policy import Limits
 from engine.model.settings import Settings
 
 log = logging.getLogger("dklb.cli")
@@ -110,6 +113,40 @@ def count(text: str) -> int:
     return value
 
 
+def positive_count(text: str) -> int:
+    """A whole number >= 1."""
+    value = count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def cpu_share(text: str) -> float:
+    """A finite number of CPUs > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
+    return value
+
+
+def name_list(problem: Callable[[str], str | None], what: str) -> Callable[[str], tuple[str, ...]]:
+    """A converter of ``A,B,...`` (spaces around names ignored; "" is no name) whose names
+    ``problem`` judges."""
+
+    def convert(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        for name in names:
+            reason = problem(name)
+            if reason:
+                raise argparse.ArgumentTypeError(f"{name!r} is not a valid {what}: {reason}")
+        return names
+
+    return convert
+
+
 # ---- declaring flags -------------------------------------------------------------------------------
 
 Container = argparse.ArgumentParser | argparse._ArgumentGroup
@@ -185,6 +222,50 @@ def pool_defaults(parser: Container, *, aliases: tuple[Sequence[str], Sequence[s
         type=int,
         default=Settings.default_pool_size,
         help="pool size when the annotation sets none (default %(default)s)",
+    )
+
+
+def pool_limits(parser: Container) -> None:
+    """The operator's bounds on what a Service's annotation may ask of its pool (``Limits``)."""
+    defaults = Limits()
+    add(
+        parser,
+        policy.MAX_POOL_SIZE_FLAG,
+        metavar="N",
+        type=positive_count,
+        default=defaults.max_pool_size,
+        help="refuse a pool of more than N HAProxy instances (default %(default)s)",
+    )
+    add(
+        parser,
+        policy.MAX_POOL_CPUS_FLAG,
+        metavar="CPUS",
+        type=cpu_share,
+        default=defaults.max_pool_cpus,
+        help="refuse a pool whose instances ask for more CPUs each (default %(default)g)",
+    )
+    add(
+        parser,
+        policy.MAX_POOL_MEMORY_FLAG,
+        metavar="MIB",
+        type=positive_count,
+        default=defaults.max_pool_memory,
+        help="refuse a pool whose instances ask for more memory each, in MiB (default %(default)s)",
+    )
+    add(
+        parser,
+        policy.ALLOWED_POOL_ROLES_FLAG,
+        metavar="ROLE[,ROLE...]",
+        type=name_list(policy.role_problem, "Mesos role"),
+        help='the Mesos roles a pool may run under, e.g. "slave_public,*" (default: any valid role)',
+    )
+    add(
+        parser,
+        policy.ALLOWED_POOL_NETWORKS_FLAG,
+        metavar="NETWORK[,NETWORK...]",
+        type=name_list(policy.network_problem, "DC/OS virtual network name"),
+        help='the DC/OS virtual networks a private pool may join, e.g. "dcos"; "" for none '
+        "(the host network of public and cloud pools is always allowed; default: any valid name)",
     )
 
 
@@ -288,6 +369,25 @@ def output(parser: Container, choices: Sequence[str], default: str) -> None:
 
 
 # ---- from parsed flags to what the layers below take ------------------------------------------------
+
+
+def limits(args: argparse.Namespace) -> Limits:
+    """The ``Limits`` of ``pool_limits``' flags; ``UsageError`` when no Service could be admitted
+    without a size of its own."""
+    if args.edgelb_default_pool_size > args.max_pool_size:
+        raise UsageError(
+            f"--edgelb-default-pool-size {args.edgelb_default_pool_size} is over "
+            f"{policy.MAX_POOL_SIZE_FLAG} {args.max_pool_size}: every Service without a size would be refused"
+        )
+    if args.allowed_pool_roles == ():
+        raise UsageError(f"{policy.ALLOWED_POOL_ROLES_FLAG} is empty: no pool could run under any role")
+    return Limits(
+        max_pool_size=args.max_pool_size,
+        max_pool_cpus=args.max_pool_cpus,
+        max_pool_memory=args.max_pool_memory,
+        allowed_roles=args.allowed_pool_roles,
+        allowed_networks=args.allowed_pool_networks,
+    )
 
 
 def settings(args: argparse.Namespace, **more: Any) -> Settings:

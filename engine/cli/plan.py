@@ -1,7 +1,8 @@
 """``dklb plan``: what dklb would do with one Service, without a cluster, a database or EdgeLB.
 
 Where it sits in the data flow: a dry run of the Pending and Provisioning decisions for a
-Service manifest: the configuration parsed and defaulted (``engine.model.config``), the
+Service manifest: the configuration parsed, defaulted and judged against the operator's limits
+(``engine.model.checks.check_service``, as the controller judges it), the
 objects and the pool body it translates to (``engine.model.translation``), or every validation
 error (exit 1), each naming the field and the value, exactly as the controller would report
 them in a Warning Event.
@@ -20,9 +21,9 @@ import yaml
 from engine.cli import options
 from engine.cli.options import UsageError
 from engine.cli.output import emit
-from engine.model.parse import parse_config
+from engine.model.checks import check_service
 from engine.model.report import cut
-from engine.model.services import ANNOTATION, LOAD_BALANCER, config_text, service_type
+from engine.model.services import ANNOTATION, LOAD_BALANCER, service_type
 from engine.model.strict_yaml import FastSafeLoader
 from engine.model.translation import exposed_ports, new_pool, service_objects
 
@@ -43,6 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     options.cluster(parser, aliases=["--cluster-name"])
     options.pool_defaults(parser, aliases=(["--pool-group"], ["--default-pool-size"]))
+    options.pool_limits(parser)
     options.output(parser, ("yaml", "json"), "yaml")
     parser.set_defaults(func=run)
 
@@ -103,18 +105,17 @@ def run(args: argparse.Namespace) -> int:
                 f"spec.ports[{i}] ({p.get('port')}/{p.get('protocol', 'TCP')}) has no nodePort yet: "
                 "its backend port is shown as 0 until Kubernetes assigns one"
             )
-    result = parse_config(
-        config_text(service),
-        service_ports=[p.port for p in ports],
+    # The controller's own check (Pending's, the webhook's), with the operator's limits.
+    check = check_service(
+        service,
+        previous=None,
         cluster_name=args.kubernetes_cluster_framework_name,
         default_size=args.edgelb_default_pool_size,
-        rng=random.Random(),
         pool_group=args.edgelb_pool_group,
-        owner=(meta["namespace"], meta["name"]),
+        rng=random.Random(),
+        limits=options.limits(args),
     )
-    errors = list(result.errors)
-    if not ports:
-        errors.append("the Service has no TCP port to expose")
+    result, errors = check.result, check.errors
     if errors or result.config is None:
         for error in errors:
             print(f"error: {error}", file=sys.stderr)

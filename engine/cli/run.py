@@ -69,6 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add(parser, "--kubeconfig", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
     options.cluster(parser)
     options.pool_defaults(parser)
+    options.pool_limits(parser)
     options.database(parser)
     _controller_flags(parser)
     _leader_flags(parser)
@@ -319,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
             load_balancer_class=args.load_balancer_class,
             allow_cross_namespace_pools=args.allow_cross_namespace_pools,
             pre_existing_pool_namespaces=args.pre_existing_pool_namespaces,
+            limits=options.limits(args),
         ),
         edgelb=edgelb,
         workers=args.workers,

@@ -1,8 +1,9 @@
-"""How a Service's configuration is judged: by the Pending handler and by the admission webhook.
+"""How a Service's configuration is judged: by the Pending handler, the admission webhook and ``dklb plan``.
 
-Both call ``check_service`` with the Service and the configuration in force, so a change the
-webhook refuses at ``kubectl apply`` time is refused with the same message by the controller
-when the webhook is not there (failure policy Ignore, or no webhook at all).
+All call ``check_service`` with the Service, the configuration in force and the operator's
+limits (``engine.model.policy``), so a change the webhook refuses at ``kubectl apply`` time is
+refused with the same message by the controller when the webhook is not there (failure policy
+Ignore, or no webhook at all), and ``dklb plan`` predicts both.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 from engine.model.config import ParseResult, PoolConfig, check_transition
 from engine.model.parse import parse_config
-from engine.model.report import cut
+    decides, one set of messages. ``limits`` are the operator's bounds (``Settings.limits``):
+    a configuration outside them is as invalid as a malformed one. Never raises: an unexpected
+    failure is a rejection.
 from engine.model.services import config_text, metadata
 from engine.model.translation import ServicePort, exposed_ports
 
@@ -29,7 +32,8 @@ class ConfigCheck:
     result: ParseResult
     ports: tuple[ServicePort, ...]  # the exposed (TCP) ports
     port_warnings: tuple[str, ...]  # ports that are not exposed (UDP, SCTP)
-    errors: tuple[str, ...]  # in Pending's order: parse errors, no TCP port, forbidden transitions
+    errors: tuple[str, ...]  # in Pending's order: parse errors, the operator's limits, no TCP port,
+    # forbidden transitions
 
     @property
     def config(self) -> PoolConfig | None:
@@ -58,6 +62,7 @@ def check_service(
     default_size: int,
     pool_group: str,
     rng: random.Random | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ConfigCheck:
     """Parse, default and validate a LoadBalancer Service's configuration, as ``states.pending`` does.
 
@@ -65,6 +70,8 @@ def check_service(
     change are checked against it. ``pool_group`` is ``--edgelb-pool-group`` (the pool's name
     must fit a DC/OS service name with it). The admission webhook calls it too: one place
     decides, one set of messages. Never raises: an unexpected failure is a rejection.
+    decides, one set of messages. ``limits`` are the operator's bounds (``Settings.limits``):
+    a configuration outside them is as invalid as a malformed one.
     """
     try:
         return _check_service(
@@ -74,6 +81,7 @@ def check_service(
             default_size=default_size,
             pool_group=pool_group,
             rng=rng,
+            limits=limits,
         )
     except Exception as e:
         problem = cut(" ".join(f"{type(e).__name__}: {e}".split()), 200)
@@ -90,6 +98,7 @@ def _check_service(
     default_size: int,
     pool_group: str,
     rng: random.Random | None,
+    limits: Limits,
 ) -> ConfigCheck:
     ports, port_warnings = exposed_ports(dict(service))
     text = config_text(service)
@@ -107,6 +116,8 @@ def _check_service(
         owner=owner,
     )
     errors = list(result.errors)
+    if result.config is not None and not errors:
+        errors += check_pool(result.config, limits)
     if not ports:
         errors.append(NO_TCP_PORT)
     if previous is not None:

@@ -18,8 +18,8 @@ The shape, from EdgeLB's cloud-connector documentation (1.5 to 1.7), the same in
                                       "linkFrontend": str}],
                        "accessLogS3Location": str, "deletionProtection": bool, "arn": str}]}}
 
-JSON is strict (no duplicate keys, no NaN), except that a ``null`` field means "not given", as
-it does to EdgeLB (Go's encoding/json).
+JSON is strict (no duplicate keys, no NaN, at most 16 KiB), except that a ``null`` field means
+"not given", as it does to EdgeLB (Go's encoding/json).
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ from engine.model.report import Report, is_integer, kind, reject_unknown_fields,
 
 ELB_TYPES = ("NLB",)
 LISTENER_PROTOCOLS = ("TCP", "TLS")
+
+#: A load balancer's description is a few hundred bytes; the cap bounds the parse and the
+#: annotation dklb writes back.
+MAX_CLOUD_PROVIDER_BYTES = 16 * 1024
 
 Check = Callable[[Any, str, Report], None]
 #: Deeper than any cloudProviderConfiguration (``aws.elbs[].listeners[].tls.certificates[]`` is 8).
@@ -50,6 +54,13 @@ def check_cloud_provider(
     ``frontends`` maps each servicePort to the name of its frontend (the Service's objects);
     None when the Service is unknown (listeners are then not checked against frontends).
     """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CLOUD_PROVIDER_BYTES:
+        report.error(
+            path,
+            f"the cloud-provider configuration is {size} bytes, over the limit of {MAX_CLOUD_PROVIDER_BYTES}",
+        )
+        return
     if _depth(text) > MAX_DEPTH:
         # Checked before decoding: json's RecursionError comes at a depth that depends on the
         # caller's stack, so the same text would be judged differently in different places.

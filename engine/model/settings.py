@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.model.policy import DEFAULT_LIMITS, Limits
+
 #: How often a Ready binding re-verifies its pool, the watch re-delivers every Service and the
 #: orphan sweep runs, unless ``--resync-period`` says otherwise.
 DEFAULT_RESYNC_PERIOD = 300.0
@@ -35,3 +37,6 @@ class Settings:
     # The namespaces whose Services may use a pool dklb did not create (None: any namespace;
     # --pre-existing-pool-namespaces).
     pre_existing_pool_namespaces: frozenset[str] | None = None
+    # The operator's bounds on pool size, CPUs, memory, roles and networks (--max-pool-*,
+    # --allowed-pool-*); engine.model.policy judges a configuration against them.
+    limits: Limits = DEFAULT_LIMITS

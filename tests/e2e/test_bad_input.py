@@ -7,14 +7,16 @@ twin, ``tests/engine/test_bad_input.py``, fuzzes thousands of cases through the 
 here a table of them (distinct from ``test_controller.INVALID``) goes through the API server.
 
 * Invalid annotations (wrong types, unknown and duplicate keys, unicode and overlong names,
-  huge and zero ports, YAML bombs and tags, a Service with no TCP port): each Service gets an
-  InvalidConfiguration Warning naming the field, its binding is Rejected, its annotation is
-  not rewritten, it gets no finalizer and no address, and EdgeLB saw no write at all (while a
-  valid Service created next to them is provisioned, and its one POST is counted).
+  huge and zero ports, YAML bombs and tags, values over the operator's limits, a Service with
+  no TCP port): each Service gets an InvalidConfiguration Warning naming the field, its
+  binding is Rejected, its annotation is not rewritten, it gets no finalizer and no address,
+  and EdgeLB saw no write at all (while a valid Service created next to them is provisioned,
+  and its one POST is counted).
 * ``test_controller`` covers an immutable change (name, role) of a serving Service; here a
   serving Service is edited to annotations that fail validation (a YAML error, a negative
-  cpus, an unknown field, an out-of-range port): the pool is untouched, redis traffic keeps
-  flowing through HAProxy, and restoring the annotation makes it Ready again without a write.
+  cpus, an unknown field, an out-of-range port, a size over ``--max-pool-size``): the pool is
+  untouched, redis traffic keeps flowing through HAProxy, and restoring the annotation makes
+  it Ready again without a write.
 """
 
 from __future__ import annotations
@@ -83,6 +85,18 @@ INVALID = [
     ("yaml-bomb", LAUGHS + "name: *h", 'unknown field "a"'),
     ("python-tag", "name: !!python/object/apply:os.system ['true']", "failed to parse the value"),
     ("empty-role", "role: ''", 'role: "" is not a valid role'),
+    # S8 (security review): pool-level values beyond the operator's limits (default flags).
+    (
+        "s8-numbers",
+        "size: 1000000000000\ncpus: 100000.0\nmemory: 999999999999",
+        "size: 1000000000000 is over this cluster's limit of 32 (--max-pool-size)",
+    ),
+    (
+        "s8-role-and-constraints",
+        'role: "tenant-b-reserved\\u001b[2J\\r\\n"\nnetwork: ops-admin-overlay\n'
+        'constraints: "hostname:CLUSTER:10.0.0.5\\nx"',
+        "role: ",
+    ),
     (
         "cloud-not-json",
         "cloudProviderConfiguration: '{aws'",
@@ -201,6 +215,8 @@ INVALID_EDITS: list[tuple[Callable[[str], str], str]] = [
         lambda written: edited(written, frontends=[{"port": 70000, "servicePort": 6379}]),
         "frontends[0].port: 70000 is not a valid port number",
     ),
+    # S8 (security review): a serving pool's size raised past --max-pool-size (default 32).
+    (lambda written: edited(written, size=100000), "size: 100000 is over this cluster's limit of 32"),
 ]
 
 

@@ -254,11 +254,49 @@ OUT_OF_RANGE = pick(
     invalid(("contraints",), WITH_CONTROL, "contraints: "),
 )
 
+# S8 (security review): the operator's limits (defaults: size 32, 16 CPUs, 32768 MiB) bound what
+# was once valid however large.
+LIMITS = ADMISSION.limits
+OVER_LIMITS = pick(
+    invalid(("size",), st.integers(LIMITS.max_pool_size + 1, 10**40), "size: "),
+    invalid(("memory",), st.integers(min_value=LIMITS.max_pool_memory + 1, max_value=10**40), "memory: "),
+    invalid(
+        ("cpus",),
+        pick(st.floats(min_value=LIMITS.max_pool_cpus + 0.01, max_value=1e300), st.integers(17, 10**300)),
+        "cpus: ",
+    ),
+)
+# The DC/OS SDK's two forms of placement constraints (engine.model.policy), written independently.
+CONSTRAINT_FIELDS = st.sampled_from(["hostname", "@zone", "@region", "rack_id"])
+CONSTRAINT_ROWS = pick(
+    st.tuples(CONSTRAINT_FIELDS, st.sampled_from(["UNIQUE", "unique"])),
+    st.tuples(CONSTRAINT_FIELDS, st.sampled_from(["GROUP_BY", "MAX_PER"]), st.integers(0, 99).map(str)),
+    st.tuples(
+        CONSTRAINT_FIELDS,
+        st.sampled_from(["CLUSTER", "LIKE", "UNLIKE", "IS"]),
+        st.from_regex(r"[a-z0-9.-]{1,8}", fullmatch=True),
+    ),
+)
+VALID_CONSTRAINTS = pick(
+    st.sampled_from(["", "[]"]),
+    st.lists(CONSTRAINT_ROWS, min_size=1, max_size=3).map(lambda rows: ",".join(":".join(r) for r in rows)),
+    st.lists(CONSTRAINT_ROWS, min_size=1, max_size=3).map(lambda rows: json.dumps([list(r) for r in rows])),
+)
+INVALID_CONSTRAINTS = pick(
+    # A control character, or anything else than printable ASCII, anywhere.
+    st.tuples(VALID_CONSTRAINTS, st.characters().filter(lambda c: not " " <= c <= "~")).map(
+        lambda vc: vc[0] + vc[1]
+    ),
+    st.sampled_from(
+        ["hostname", "hostname:NEAR", "hostname:CLUSTER", "hostname:MAX_PER:x", "[[1]]", "x" * 1025]
+    ),
+)
 HUGE_OR_ODD_VALID = pick(
-    valid(("size",), st.integers(min_value=1, max_value=INT32)),
-    valid(("memory",), st.integers(min_value=0, max_value=INT32)),
-    valid(("cpus",), pick(st.floats(min_value=0, max_value=1e300), st.integers(0, 2**53))),
-    valid(("constraints",), st.text(PRINTABLE, max_size=40)),
+    valid(("size",), st.integers(1, LIMITS.max_pool_size)),
+    valid(("memory",), st.integers(min_value=0, max_value=LIMITS.max_pool_memory)),
+    valid(("cpus",), pick(st.floats(min_value=0, max_value=LIMITS.max_pool_cpus), st.integers(0, 16))),
+    valid(("constraints",), VALID_CONSTRAINTS),
+    invalid(("constraints",), INVALID_CONSTRAINTS, "constraints: "),
     valid(
         ("frontends", 0, "port"),
         st.integers(1, 65535).filter(lambda p: not FIRST_BIND_PORT <= p < FIRST_BIND_PORT + 8),
@@ -369,12 +407,33 @@ def _role_network(role: Any, network: Any, create: Verdict, edit: Verdict) -> Mu
     return Mutation(f"role {role!r:.30} network {network!r:.30}", build)
 
 
+# S8 (security review): a Mesos role (not "." or "..", no leading "-", no whitespace, "/", "\\" or
+# control character) and a DC/OS virtual network name (CNI's: [A-Za-z0-9][A-Za-z0-9_.-]*, not
+# host, bridge or default), written independently of engine.model.policy.
+VALID_ROLES = st.text(
+    alphabet=st.characters(exclude_categories=["Cc", "Cs", "Zs", "Zl", "Zp"], exclude_characters="/\\\x85"),
+    min_size=1,
+    max_size=12,
+).filter(lambda r: r not in (".", "..", "slave_public") and not r.startswith("-"))
+INVALID_ROLES = pick(
+    st.sampled_from([".", "..", "-x", "a/b", "a\\b", "a b", "tenant\x1b[2J", "r\r\n"]),
+    st.tuples(VALID_ROLES, st.sampled_from(["/", " ", "\t", "\x00", "\x7f", "\x9b"])).map("".join),
+)
+VALID_NETWORKS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,12}", fullmatch=True).filter(
+    lambda n: n not in ("host", "bridge", "default")
+)
+INVALID_NETWORKS = pick(
+    st.sampled_from(["host", "bridge", "default", "-net", ".net", "a b", "net\x1b", "ops/admin", "réseau"]),
+)
 ROLES = pick(
     st.just(_role_network("*", None, None, (ROLE_CANNOT_CHANGE,))),
-    st.tuples(
-        st.text(PRINTABLE, min_size=1, max_size=12).filter(lambda r: r != "slave_public"),
-        st.text(PRINTABLE, min_size=1, max_size=12),
-    ).map(lambda rn: _role_network(rn[0], rn[1], None, (ROLE_CANNOT_CHANGE,))),
+    st.tuples(VALID_ROLES, VALID_NETWORKS).map(
+        lambda rn: _role_network(rn[0], rn[1], None, (ROLE_CANNOT_CHANGE,))
+    ),
+    INVALID_ROLES.map(lambda r: _role_network(r, "dcos", ("role: ",), ("role: ",))),
+    st.tuples(VALID_ROLES, INVALID_NETWORKS).map(
+        lambda rn: _role_network(rn[0], rn[1], ("network: ",), ("network: ",))
+    ),
     st.just(_role_network("", None, ("role: ",), ("role: ",))),
     st.text(PRINTABLE, min_size=1, max_size=12).map(
         lambda n: _role_network("slave_public", n, ("network: ",), ("network: ",))
@@ -448,7 +507,7 @@ def _constraints_twice(base: Base) -> Outcome:
 
 
 CONSTRAINTS = pick(
-    st.text(PRINTABLE, max_size=20).map(lambda c: setting(("contraints",), c, None, None)),
+    VALID_CONSTRAINTS.map(lambda c: setting(("contraints",), c, None, None)),
     st.just(Mutation("constraints and contraints", _constraints_twice)),
 )
 
@@ -559,6 +618,7 @@ MUTATIONS = pick(
     NULLS,
     OUT_OF_RANGE,
     HUGE_OR_ODD_VALID,
+    OVER_LIMITS,
     UNKNOWN_KEYS,
     NAMES,
     DUPLICATE_KEYS,
