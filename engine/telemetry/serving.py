@@ -427,7 +427,14 @@ class HttpServer:
         self, writer: asyncio.StreamWriter, client: str, target: str, refusal: _Refusal
     ) -> bool:
         self._log.debug("%s: %s %s refused: %s", self.name, client, target, refusal)
-        await self._send(writer, json_response(refusal.status, {"error": str(refusal)}), close=True)
+        writer.write(
+            render(json_response(refusal.status, {"error": str(refusal)}), server=self._server, close=True)
+        )
+        await writer.drain()
+        # Not a graceful close: that would read (and, over TLS, decrypt) the unread body until the
+        # client's goodbye, 8 MiB of it if the client says so. The answer is already with the
+        # kernel; the abort resets the connection, and the client's send fails at once.
+        writer.transport.abort()
         return False
 
     async def _send(self, writer: asyncio.StreamWriter, response: Response, close: bool) -> None:
