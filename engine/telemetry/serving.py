@@ -15,8 +15,9 @@ can take (security review S3):
   A kept-alive connection with no new request is closed after ``Limits.idle_timeout``.
 - **memory**: the request line and headers are at most ``Limits.max_header`` bytes; a body needs
   a Content-Length (no chunked bodies) of at most ``Limits.max_body``, refused before a byte of it
-  is read. A body over ``Limits.large_body`` is read and handled one at a time (JSON parsing
-  multiplies a body's size by ~20 in Python objects), so many large bodies cost one.
+  is read. A body over ``Limits.large_body`` is read and handled one at a time, on a thread of
+  its own (JSON parsing multiplies a body's size by ~20 in Python objects), so many large bodies
+  cost about one.
 
 A handler is a plain function ``Request -> Response`` run in the pool; whatever it raises becomes a
 500. The access log goes through ``logging`` at debug level (every line of a JSON-logging process
@@ -250,6 +251,10 @@ class HttpServer:
         self._stopping = asyncio.Event()  # bound to the loop on first use, in the loop's thread
         self._large = asyncio.Semaphore(1)
         self._workers = _Workers(limits.workers, name)
+        # Large bodies on a thread of their own, not just one at a time: glibc gives each thread a
+        # malloc arena and keeps what a parse freed there, so a large parse on each of the pool's
+        # threads in turn would cost the process a large parse's memory per thread.
+        self._large_worker = _Workers(1, name + "-large")
 
     def listen(
         self, host: str, port: int, handler: Handler, *, tls: Callable[[], ssl.SSLContext] | None = None
@@ -281,6 +286,7 @@ class HttpServer:
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(self._loop_exception)
         self._workers.start()
+        self._large_worker.start()
         self._thread = threading.Thread(
             target=self._loop.run_until_complete, args=(self._serve(),), name=self.name, daemon=True
         )
@@ -294,6 +300,7 @@ class HttpServer:
                 loop.call_soon_threadsafe(self._request_stop)
             thread.join(timeout=5)
             self._workers.stop()
+            self._large_worker.stop()
             if not thread.is_alive():
                 loop.close()
         for listener in self._listeners:
@@ -412,7 +419,10 @@ class HttpServer:
         try:
             body = await reader.readexactly(size) if size else b""
             request = Request(request.method, request.target, request.headers, body, request.client)
-            future = self._workers.submit(handler, request, semaphore.release if large else _nothing)
+            if large:
+                future = self._large_worker.submit(handler, request, semaphore.release)
+            else:
+                future = self._workers.submit(handler, request, _nothing)
             handed = True
             try:
                 return await future
