@@ -50,7 +50,7 @@ from engine.runtime.orphans import OrphanSweeper
 from engine.runtime.reconciler import Reconciler
 from engine.runtime.recovery import EdgeLBRecovery
 from engine.store import migrate
-from engine.telemetry.health import HealthServer, Probes
+from engine.telemetry.health import BindError, HealthServer, Probes
 from engine.telemetry.metrics import Metrics
 from engine.telemetry.serving import format_address
 
@@ -80,6 +80,8 @@ class AppConfig:
     # An explicit address is a promise (fatal when taken); the default one is a convenience.
     http_listen_explicit: bool
     admission: AdmissionPlan
+    # /metrics on an address of its own (--metrics-listen); None: beside the probes on http_listen.
+    metrics_listen: tuple[str, int] | None = None
 
 
 class StartError(Exception):
@@ -319,19 +321,19 @@ class App:
                     database=self.store.ping,
                     leader=self.is_leading,
                 ),
+                metrics=self.config.metrics_listen,
             )
-        except OSError as exc:
-            where = format_address(host, port)
-            if self.config.http_listen_explicit:
-                raise StartError(
-                    f"cannot listen on {where} for --http-listen: {exc.strerror or exc}"
-                ) from exc
+        except BindError as exc:
+            where, why = format_address(*exc.address), exc.error.strerror or exc.error
+            if self.config.http_listen_explicit or exc.which == "metrics":
+                flag = "--metrics-listen" if exc.which == "metrics" else "--http-listen"
+                raise StartError(f"cannot listen on {where} for {flag}: {why}") from exc
             # The default address is a convenience: a second replica on one machine (or a test
             # starting several) must still run.
             log.warning(
                 "cannot listen on %s (%s): /metrics, /healthz and /readyz are not served; set --http-listen",
                 where,
-                exc.strerror or exc,
+                why,
             )
             return None
 

@@ -10,37 +10,44 @@ The API server only speaks HTTPS to webhooks, so the server does TLS itself (1.2
 certificate usually comes from a mounted Secret that a rotation replaces on disk:
 ``reload_certificates`` swaps in a new TLS context, used from the next connection on.
 
-The server is stdlib ``ThreadingHTTPServer`` in a daemon thread. TLS handshakes happen in the
-per-connection threads, so a client that connects and says nothing never blocks the accept loop,
-and bad input of any kind (plain HTTP, garbage, a body that is no AdmissionReview) ends in an
-error answer or a closed connection, never in a dead server.
+The server is ``engine.telemetry.serving.HttpServer`` with the webhook's ``LIMITS`` (security
+review S3): 8 worker threads, at most 256 connections, a body of at most 3 MiB (the API server's
+own request limit) refused by its Content-Length before it is read, and 10 s from accept (TLS
+handshake included) to answer, whatever the client's pace. Bad input of any kind (plain HTTP,
+garbage, a body that is no AdmissionReview) ends in an error answer or a closed connection, never
+in a dead server.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from engine.admission.review import InvalidReview, review
 from engine.model.settings import Settings
-from engine.telemetry.serving import Handler, Server, server_class
+from engine.telemetry.serving import MIB, HttpServer, Limits, Request, Response, json_response
 
 log = logging.getLogger("dklb.admission")
 
 MUTATE_PATH = "/mutate"
 VALIDATE_PATH = "/validate"
 HEALTH_PATH = "/healthz"
-# An AdmissionReview carries the object and the old object; Kubernetes objects are at most ~1.5 MiB.
-MAX_BODY = 8 * 1024 * 1024
-# Per socket operation (handshake, each read): bounds a stalled client and an idle keep-alive.
-CONNECTION_TIMEOUT = 30.0
+# The API server refuses requests over 3 MiB itself, so no AdmissionReview it sends is larger.
+MAX_BODY = 3 * MIB
+LIMITS = Limits(
+    # Reviews are CPU-bound under the GIL: more threads would only queue on it.
+    workers=8,
+    max_connections=256,
+    max_body=MAX_BODY,
+    # Past the API server's own timeoutSeconds (at most 30 s, ours 5 s): its answer is lost anyway.
+    deadline=10.0,
+    # The API server keeps connections alive between reviews; a closed one costs it a handshake.
+    idle_timeout=10.0,
+)
 
 OnRequest = Callable[[str, bool, float], None]
 
@@ -52,127 +59,57 @@ def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
-class _Server(Server):
-    settings: Settings
-    on_request: OnRequest | None
-    context: ssl.SSLContext  # replaced whole by reload_certificates; read once per connection
+class _Webhook:
+    """The handler: one request in, one answer out (run in the server's worker threads)."""
 
-    def __init__(self, address: tuple[str, int]) -> None:
-        super().__init__(address, _Handler)
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
+    def __init__(self, settings: Settings, on_request: OnRequest | None) -> None:
+        self.settings, self.on_request = settings, on_request
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(CONNECTION_TIMEOUT)
-        try:
-            # Here, in the connection's thread, not in the accept loop: a slow handshake delays
-            # nobody else. The context is read once: a reload affects the next connections only.
-            tls = self.context.wrap_socket(request, server_side=True)
-        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError: plain HTTP, a port scan
-            log.debug("TLS handshake with %s failed: %s", client_address[0], e)
-            return
-        with self._lock:
-            self._connections.add(tls)
-        try:
-            _Handler(tls, client_address, self)
-        finally:
-            with self._lock:
-                self._connections.discard(tls)
-            # wrap_socket detached ``request``: the caller's shutdown_request no longer closes it.
-            self.shutdown_request(tls)
-
-    def close_connections(self) -> None:
-        """Ends the keep-alive connections, so that clients reconnect (to another replica)."""
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            # The plain socket's shutdown: SSLSocket.shutdown would drop the SSL object under the
-            # thread reading from it. Its read returns and the thread finishes.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(connection, socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Never a traceback on stderr: a client hanging up mid-request is routine.
-        log.debug("connection from %s failed", client_address[0], exc_info=True)
-
-
-class _Handler(Handler):
-    server: _Server
-    logger = log
-    server_version = "dklb-admission"
-    # Keep-alive: the API server reuses its connections; a handshake per review would cost more
-    # than the review.
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in separate writes; with Nagle, the second waits for the client's
-    # delayed ACK (~40 ms per review on a kept-alive connection).
-    disable_nagle_algorithm = True
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == HEALTH_PATH:
-            self.send_body(200, b"ok\n", "text/plain; charset=utf-8")
-        elif path in (MUTATE_PATH, VALIDATE_PATH):
-            self._error(405, f"{path} takes a POST of an AdmissionReview")
-        else:
-            self._error(404, f"no such path {path}; try {MUTATE_PATH}, {VALIDATE_PATH} or {HEALTH_PATH}")
-
-    def do_POST(self) -> None:
+    def __call__(self, request: Request) -> Response:
+        path = request.path
+        if request.method == "GET":
+            if path == HEALTH_PATH:
+                return Response(200, b"ok\n", "text/plain; charset=utf-8")
+            if path in (MUTATE_PATH, VALIDATE_PATH):
+                return json_response(405, {"error": f"{path} takes a POST of an AdmissionReview"})
+            return json_response(
+                404, {"error": f"no such path {path}; try {MUTATE_PATH}, {VALIDATE_PATH} or {HEALTH_PATH}"}
+            )
+        if request.method != "POST":
+            return json_response(501, {"error": f"method {request.method[:20]} not supported"})
         # The API server appends "?timeout=10s" to the webhook's path.
-        path = self.path.split("?", 1)[0]
         if path not in (MUTATE_PATH, VALIDATE_PATH):
-            self._error(404, f"no such path {path}; try {MUTATE_PATH} or {VALIDATE_PATH}")
-            return
+            return json_response(404, {"error": f"no such path {path}; try {MUTATE_PATH} or {VALIDATE_PATH}"})
         started = time.monotonic()
-        status, answer = self._review(path)
+        status, answer = self._review(path, request)
         seconds = time.monotonic() - started
         allowed = status == 200 and bool(answer.get("response", {}).get("allowed"))
-        if self.server.on_request is not None:
+        if self.on_request is not None:
             try:
-                self.server.on_request(path, allowed, seconds)
+                self.on_request(path, allowed, seconds)
             except Exception:
                 log.warning("on_request hook failed", exc_info=True)
-        self.send_json(status, answer)
+        return json_response(status, answer)
 
-    def _review(self, path: str) -> tuple[int, dict[str, Any]]:
+    def _review(self, path: str, request: Request) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) for one POST; logs the one line of the review."""
-        body, problem = self._body()
-        if problem is not None:
-            log.info("%s %s refused: %s", path, self.client_address[0], problem[1])
-            return problem[0], {"error": problem[1]}
         try:
-            document = json.loads(body)
+            # Within MAX_BODY only: the server refused anything larger before reading it.
+            document = json.loads(request.body)
         except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; "[[[[..." recurses
-            log.info("%s %s refused: the body is not JSON: %s", path, self.client_address[0], e)
+            log.info("%s %s refused: the body is not JSON: %s", path, request.client, e)
             return 400, {"error": f"the body is not JSON: {e}"}
         try:
-            answer = review(document, settings=self.server.settings, mutate=path == MUTATE_PATH)
+            answer = review(document, settings=self.settings, mutate=path == MUTATE_PATH)
         except InvalidReview as e:
-            log.info("%s %s refused: not an AdmissionReview: %s", path, self.client_address[0], e)
+            log.info("%s %s refused: not an AdmissionReview: %s", path, request.client, e)
             return 400, {"error": f"not an AdmissionReview: {e}"}
         except Exception as e:
             # A bug, not the input's fault: the API server applies the webhook's failurePolicy.
-            log.exception("%s %s failed", path, self.client_address[0])
+            log.exception("%s %s failed", path, request.client)
             return 500, {"error": f"{type(e).__name__}: {e}"}
         _log_review(path, document, answer)
         return 200, answer
-
-    def _body(self) -> tuple[bytes, tuple[int, str] | None]:
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or length is None:
-            # The API server always sends a length; reading a chunked body is not worth the code.
-            self.close_connection = True
-            return b"", (411, "a Content-Length is required")
-        try:
-            size = int(length)
-        except ValueError:
-            size = -1
-        if not 0 <= size <= MAX_BODY:
-            self.close_connection = True  # the unread body would be taken for the next request
-            return b"", (413 if size > MAX_BODY else 400, f"bad Content-Length {length!r}")
-        return self.rfile.read(size), None
-
-    def _error(self, status: int, message: str) -> None:
-        self.send_json(status, {"error": message})
 
 
 def _log_review(path: str, document: dict[str, Any], answer: dict[str, Any]) -> None:
@@ -216,54 +153,45 @@ class AdmissionServer:
         key_file: str,
         settings: Settings,
         on_request: OnRequest | None = None,
+        limits: Limits = LIMITS,
     ) -> None:
         """Raises ``OSError``/``ssl.SSLError`` when the certificate or key cannot be loaded."""
         self._host, self._port = host, port
         self._cert_file, self._key_file = str(cert_file), str(key_file)
-        self._settings = settings
-        self._on_request = on_request
+        self._handler = _Webhook(settings, on_request)
+        self._limits = limits
         # Loaded now: a missing or mismatched certificate fails at start-up, not on the first review.
         self._context = _tls_context(self._cert_file, self._key_file)
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HttpServer | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         """The address really bound (the kernel's pick for port 0); the configured one before start."""
-        if self._httpd is None:
+        if self._server is None:
             return self._host, self._port
-        host, port = self._httpd.server_address[:2]
-        return str(host), int(port)
+        return self._server.addresses()[0]
+
+    @property
+    def open_connections(self) -> int:
+        return 0 if self._server is None else self._server.open_connections
 
     def start(self) -> tuple[str, int]:
         """Binds and serves in a daemon thread; returns the bound address. Raises ``OSError``."""
-        if self._httpd is None:
-            httpd = server_class(_Server, self._host)((self._host, self._port))
-            httpd.settings = self._settings
-            httpd.on_request = self._on_request
-            httpd.context = self._context
-            self._httpd = httpd
-            self._thread = threading.Thread(
-                target=httpd.serve_forever,
-                kwargs={"poll_interval": 0.2},
-                name="dklb-admission",
-                daemon=True,
-            )
-            self._thread.start()
+        if self._server is None:
+            server = HttpServer("dklb-admission", self._limits, logger=log, server="dklb-admission")
+            # The context is read once per connection: a reload affects the next connections only.
+            server.listen(self._host, self._port, self._handler, tls=lambda: self._context)
+            server.start()
+            self._server = server
             log.info("admission webhook listening on https://%s:%d", *self.address)
         return self.address
 
     def stop(self) -> None:
-        """Stops accepting, closes the open connections and the listening socket; idempotent."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        httpd.server_close()
-        httpd.close_connections()
+        """Stops accepting, cuts the open connections (clients reconnect, to another replica) and
+        closes the listening socket; idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
 
     def reload_certificates(self) -> None:
         """Re-reads the certificate and key (a rotated Secret) for the connections to come.
@@ -271,8 +199,6 @@ class AdmissionServer:
         Raises ``OSError``/``ssl.SSLError`` (e.g. a key not matching the certificate, as seen while
         a rotation is half written) and then keeps serving the previous certificate.
         """
-        context = _tls_context(self._cert_file, self._key_file)
-        self._context = context
-        if self._httpd is not None:
-            self._httpd.context = context  # one attribute swap: a connection sees old or new, whole
+        # One attribute swap: a connection sees the old context or the new one, whole.
+        self._context = _tls_context(self._cert_file, self._key_file)
         log.info("admission webhook certificate reloaded from %s", self._cert_file)

@@ -155,6 +155,14 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
     )
     add(
         parser,
+        "--metrics-listen",
+        type=listen,
+        metavar="HOST:PORT",
+        help="serve /metrics here instead, e.g. 127.0.0.1:9421 for a scraper in the Pod, while the "
+        "kubelet's /healthz and /readyz stay on --http-listen (default: /metrics on --http-listen)",
+    )
+    add(
+        parser,
         "--log-level",
         default="info",
         type=log_level,
@@ -336,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
         http_listen=args.http_listen if explicit else ("0.0.0.0" if IN_CLUSTER else "127.0.0.1", HTTP_PORT),
         http_listen_explicit=explicit,
         admission=plan,
+        metrics_listen=args.metrics_listen,
     )
     try:
         app = App(config)

@@ -12,6 +12,11 @@ and says ``"leader": false``.
 fails fast, before any thread starts), serves first and stops serving last, so the probes
 answer throughout start-up and shutdown. The server (``engine.telemetry.serving``) runs in daemon
 threads: a slow scrape never blocks a probe, and nothing here can keep the process alive.
+
+It is bounded (security review S3, ``LIMITS``): GET only (no body), 4 worker threads, at most 128
+connections, 5 s from accept to answer, whatever the client's pace. ``/metrics`` can be moved to an
+address of its own (``--metrics-listen``, e.g. 127.0.0.1 beside a sidecar scraper) while the
+kubelet keeps probing ``/healthz`` and ``/readyz`` on the Pod's address.
 """
 
 from __future__ import annotations
@@ -25,9 +30,27 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from engine.telemetry.serving import Handler, Server, format_address, server_class
+from engine.telemetry.serving import (
+    Handler,
+    HttpServer,
+    Limits,
+    Request,
+    Response,
+    format_address,
+    json_response,
+)
 
 log = logging.getLogger("dklb.http")
+
+LIMITS = Limits(
+    workers=4,
+    # 50 idle connections still leave room for the kubelet and the scraper.
+    max_connections=128,
+    max_body=0,  # GET only
+    # The kubelet's probe timeout is 1 s by default; a scrape renders in milliseconds.
+    deadline=5.0,
+    idle_timeout=5.0,
+)
 
 
 @dataclass(frozen=True)
@@ -79,66 +102,97 @@ def readiness(probes: Probes) -> tuple[int, dict[str, Any]]:
     return 200, {"ready": True, "leader": leader}
 
 
-class _Server(Server):
-    probes: Probes
-    registry: CollectorRegistry
+class BindError(Exception):
+    """One of the addresses cannot be bound; says which flag's (``http`` or ``metrics``)."""
+
+    def __init__(self, which: str, address: tuple[str, int], error: OSError) -> None:
+        super().__init__(f"cannot listen on {format_address(*address)}: {error.strerror or error}")
+        self.which, self.address, self.error = which, address, error
 
 
-class _Handler(Handler):
-    server: _Server
-    server_version = "dklb"
+def _metrics(registry: CollectorRegistry, request: Request) -> Response:
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(200, encoder(registry), content_type)
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+
+def _handler(registry: CollectorRegistry, probes: Probes, *, metrics: bool, probing: bool) -> Handler:
+    """The paths one address serves: probes, /metrics, or both."""
+    paths = [p for p, on in (("/metrics", metrics), ("/healthz", probing), ("/readyz", probing)) if on]
+
+    def handle(request: Request) -> Response:
+        path = request.path
+        if request.method != "GET":
+            return json_response(405, {"error": f"{path} takes a GET"})
         try:
-            if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self.send_body(200, encoder(self.server.registry), content_type)
-            elif path == "/healthz":
-                self.send_json(*liveness(self.server.probes))
-            elif path == "/readyz":
-                self.send_json(*readiness(self.server.probes))
-            else:
-                self.send_json(404, {"error": f"no such path {path}; try /metrics, /healthz or /readyz"})
+            if path == "/metrics" and metrics:
+                return _metrics(registry, request)
+            if path == "/healthz" and probing:
+                return json_response(*liveness(probes))
+            if path == "/readyz" and probing:
+                return json_response(*readiness(probes))
         except Exception as exc:
             log.exception("GET %s failed", path)
-            self.send_json(500, {"error": f"{type(exc).__name__}: {exc}"})
+            return json_response(500, {"error": f"{type(exc).__name__}: {exc}"})
+        hint = " (/metrics is on its own address: --metrics-listen)" if path == "/metrics" else ""
+        return json_response(404, {"error": f"no such path {path}{hint}; try {', '.join(paths)}"})
+
+    return handle
 
 
 class HealthServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` on one address; bound on construction."""
+    """``/healthz`` and ``/readyz`` on one address, ``/metrics`` on the same or on ``metrics``;
+    bound on construction."""
 
-    def __init__(self, host: str, port: int, *, registry: CollectorRegistry, probes: Probes) -> None:
-        """Raises ``OSError`` when the address cannot be bound (in use, not local)."""
-        self._httpd = server_class(_Server, host)((host, port), _Handler)
-        self._httpd.registry = registry
-        self._httpd.probes = probes
-        self._thread: threading.Thread | None = None
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        registry: CollectorRegistry,
+        probes: Probes,
+        metrics: tuple[str, int] | None = None,
+        limits: Limits = LIMITS,
+    ) -> None:
+        """Raises ``BindError`` when an address cannot be bound (in use, not local)."""
+        self._server = HttpServer("dklb-http", limits, logger=log)
+        try:
+            self._server.listen(host, port, _handler(registry, probes, metrics=metrics is None, probing=True))
+        except OSError as exc:
+            raise BindError("http", (host, port), exc) from exc
+        if metrics is not None:
+            try:
+                self._server.listen(*metrics, _handler(registry, probes, metrics=True, probing=False))
+            except OSError as exc:
+                self._server.stop()
+                raise BindError("metrics", metrics, exc) from exc
+        self._started = False
 
     @property
     def address(self) -> tuple[str, int]:
         """The address really bound (the kernel's pick for port 0)."""
-        return self._httpd.bound
+        return self._server.addresses()[0]
+
+    @property
+    def metrics_address(self) -> tuple[str, int]:
+        """Where /metrics is served."""
+        return self._server.addresses()[-1]
 
     @property
     def url(self) -> str:
         return "http://" + format_address(*self.address)
 
+    @property
+    def open_connections(self) -> int:
+        return self._server.open_connections
+
     def start(self) -> HealthServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.2},
-                name="dklb-http",
-                daemon=True,
-            )
-            self._thread.start()
+        if not self._started:
+            self._started = True
+            self._server.start()
             log.info("http listening on %s", self.url)
+            if self.metrics_address != self.address:
+                log.info("/metrics served on http://%s", format_address(*self.metrics_address))
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._httpd.server_close()
+        self._server.stop()

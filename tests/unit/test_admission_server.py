@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -23,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from engine.admission.certs import generate_self_signed
-from engine.admission.server import AdmissionServer
+from engine.admission.server import LIMITS, MAX_BODY, AdmissionServer
 from engine.model.services import ANNOTATION
 from engine.model.settings import Settings
 
@@ -466,3 +469,89 @@ def test_a_failed_reload_keeps_the_old_certificate(
     with pytest.raises(ssl.SSLError):
         server.reload_certificates()
     assert peer_serial(server, ca) == serial
+
+
+# --- S3: bounds ----------------------------------------------------------------------------------
+
+
+def raw_exchange(server: AdmissionServer, ca: Path, data: bytes) -> bytes:
+    """``data`` sent over a fresh TLS connection; everything until the server closes."""
+    context = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(server.address, timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=HOST) as tls,
+    ):
+        tls.sendall(data)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := tls.recv(65536):
+                answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("length", [MAX_BODY + 1, 8 * 1024 * 1024])
+def test_a_body_over_3_mib_is_refused_before_it_is_read(
+    server: AdmissionServer, certs: tuple[Path, Path, Path], recorder: Recorder, length: int
+) -> None:
+    """S3 (security review): 8 MiB bodies were read and parsed (10 of them: 755 MB of peak RSS).
+    The cap is now the API server's own 3 MiB, and the Content-Length decides before a byte of the
+    body is read: the client announces it and sends nothing more, and still gets its answer."""
+    started = time.monotonic()
+    answer = raw_exchange(
+        server, certs[0], b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % length
+    )
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"over the limit of 3145728 bytes" in answer
+    assert time.monotonic() - started < LIMITS.deadline / 2
+    assert recorder.calls == []  # no review ran
+
+
+def test_a_body_of_3_mib_is_read_and_parsed(server: AdmissionServer, certs: tuple[Path, Path, Path]) -> None:
+    body = b'"' + b"a" * (MAX_BODY - 2) + b'"'
+    response = requests.post(
+        url(server, "/validate"),
+        data=body,
+        headers={"Content-Type": "application/json"},
+        verify=str(certs[0]),
+        timeout=10,
+    )
+    assert response.status_code == 400 and "not an AdmissionReview" in response.json()["error"]
+
+
+def test_the_webhook_limits() -> None:
+    """The figures the load test and RELIABILITY.md rely on."""
+    assert (LIMITS.workers, LIMITS.max_body, LIMITS.deadline) == (8, 3 * 1024 * 1024, 10.0)
+    assert LIMITS.max_connections >= 128 and LIMITS.idle_timeout <= LIMITS.deadline
+
+
+def test_a_silent_client_is_cut_at_the_deadline(certs: tuple[Path, Path, Path]) -> None:
+    """S3 (security review): a silent or dribbling client held a thread for 30 s per read; now the
+    whole exchange, TLS handshake included, has one deadline (1 s here, 10 s in ``dklb run``)."""
+    ca, cert, key = certs
+    limits = dataclasses.replace(LIMITS, deadline=1.0)
+    server = AdmissionServer(
+        host=HOST, port=0, cert_file=str(cert), key_file=str(key), settings=Settings(), limits=limits
+    )
+    server.start()
+    try:
+        with socket.create_connection(server.address, timeout=10) as silent:
+            started = time.monotonic()
+            readable, _, _ = select.select([silent], [], [], 5)
+            assert readable and silent.recv(1) == b""
+            assert 0.95 <= time.monotonic() - started < 2.5
+        context = ssl.create_default_context(cafile=str(ca))
+        with (
+            socket.create_connection(server.address, timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=HOST) as tls,
+        ):
+            started = time.monotonic()
+            for byte in b"POST /validate HTTP/1.1\r\n":  # one byte per 0.2 s: never a whole request
+                readable, _, _ = select.select([tls], [], [], 0.2)
+                if readable:
+                    break
+                tls.send(bytes([byte]))
+            with contextlib.suppress(OSError):
+                assert tls.recv(1) == b""
+            assert time.monotonic() - started < 2.5
+    finally:
+        server.stop()

@@ -584,3 +584,76 @@ def test_the_default_address_in_use_only_warns(tmp_path: Path) -> None:
     warnings = [e["message"] for e in json_lines(log_path) if e["level"] == "warning"]
     expected = f"cannot listen on 127.0.0.1:{HTTP_PORT} (Address already in use)"
     assert any(w.startswith(expected) for w in warnings), warnings
+
+
+# ---- S3: bounds and --metrics-listen ------------------------------------------------------------
+
+
+def test_the_metrics_port_takes_no_body(served: tuple[HealthServer, Parts]) -> None:
+    """S3 (security review): the metrics port read whatever it was sent; it is GET only now, and a
+    body is refused by its Content-Length before a byte of it is read."""
+    server, _ = served
+    with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
+        sock.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 8388608\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 413 ")
+    assert requests.post(server.url + "/metrics", timeout=TIMEOUT).status_code == 405
+    assert get(server, "/healthz").status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_metrics_listen_serves_metrics_apart_from_the_probes(world: World, metrics: Metrics) -> None:
+    """S3 (security review): /metrics can be bound to localhost while the kubelet's probes stay on
+    the Pod's address."""
+    parts = Parts(lambda: None)
+    server = HealthServer(
+        "127.0.0.1", 0, registry=metrics.registry, probes=parts.probes(), metrics=("127.0.0.1", 0)
+    ).start()
+    try:
+        assert server.metrics_address != server.address
+        probes_url, metrics_url = server.url, f"http://127.0.0.1:{server.metrics_address[1]}"
+        assert requests.get(probes_url + "/healthz", timeout=TIMEOUT).status_code == 200
+        assert "ready" in requests.get(probes_url + "/readyz", timeout=TIMEOUT).json()
+        moved = requests.get(probes_url + "/metrics", timeout=TIMEOUT)
+        assert moved.status_code == 404 and "--metrics-listen" in moved.json()["error"]
+        scraped = requests.get(metrics_url + "/metrics", timeout=TIMEOUT)
+        assert scraped.status_code == 200 and "dklb_" in scraped.text
+        assert requests.get(metrics_url + "/healthz", timeout=TIMEOUT).status_code == 404
+    finally:
+        server.stop()
+        parts.release.set()
+
+
+def test_dklb_run_serves_metrics_on_metrics_listen(tmp_path: Path) -> None:
+    http, scrape = free_port(), free_port()
+    proc, log_path = dklb_run(
+        tmp_path, "--http-listen", f"127.0.0.1:{http}", "--metrics-listen", f"127.0.0.1:{scrape}"
+    )
+    try:
+        wait_for(lambda: "dklb running" in log_path.read_text(), timeout=60, what="dklb running")
+        assert requests.get(f"http://127.0.0.1:{http}/healthz", timeout=TIMEOUT).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{http}/metrics", timeout=TIMEOUT).status_code == 404
+        assert requests.get(f"http://127.0.0.1:{scrape}/metrics", timeout=TIMEOUT).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_a_metrics_listen_address_in_use_stops_dklb_run(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        proc, log_path = dklb_run(
+            tmp_path, "--http-listen", "127.0.0.1:0", "--metrics-listen", f"127.0.0.1:{port}"
+        )
+        assert proc.wait(timeout=60) == 1
+    errors = [e["message"] for e in json_lines(log_path) if e["level"] == "error"]
+    assert errors == [f"cannot listen on 127.0.0.1:{port} for --metrics-listen: Address already in use"]
