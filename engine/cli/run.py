@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 from typing import Any
 
@@ -259,11 +260,22 @@ def _admission_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    configure_logging(level=args.log_level, fmt=args.log_format)
+    # Everything the controller creates (the database and its -wal/-shm, a self-signed webhook
+    # key) is its own alone (S10 of the security review). Restored on return: an embedding
+    # process (a test) keeps its own.
+    previous = os.umask(0o077)
+    try:
+        return _run(args)
+    finally:
+        os.umask(previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     from engine.admission.plan import AdmissionFlagError, admission_plan
     from engine.app import App, AppConfig, LeaderElection, StartError
     from engine.store import StoreError
 
-    configure_logging(level=args.log_level, fmt=args.log_format)
     for notice in goflags.resolve(args):
         log.info("%s", notice)
     try:
