@@ -49,6 +49,7 @@ def plaintext_refusal(what: str, url: str) -> str:
         f"or give {ALLOW_INSECURE_HTTP_FLAG} to accept that (e.g. a local EdgeLB in a test)"
     )
 
+
 SECRET_FIELDS = ("uid", "private_key", "login_endpoint")
 
 

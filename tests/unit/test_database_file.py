@@ -43,7 +43,7 @@ def test_a_symlink_at_the_database_path_is_refused_and_its_target_never_created(
     planted = tmp_path / "elsewhere" / "planted.db"
     link = tmp_path / "b.db"
     link.symlink_to(planted)
-    with pytest.raises(StoreError, match="b.db is a symbolic link .*planted.db.*refused"):
+    with pytest.raises(StoreError, match=r"b.db is a symbolic link .*planted.db.*refused"):
         migrate.upgrade(str(link))
     assert not planted.exists(), "the link was not followed"
     planted.write_bytes(b"")  # a link to an existing file: refused all the same
@@ -110,7 +110,7 @@ def test_a_readable_database_that_cannot_be_tightened_is_refused(
 
     monkeypatch.setattr(os, "fchmod", not_the_owner)
     with pytest.raises(
-        StoreError, match="mode 0644 .*cannot be made 0600 .*Operation not permitted.*refused"
+        StoreError, match=r"mode 0644 .*cannot be made 0600 .*Operation not permitted.*refused"
     ):
         migrate.upgrade(str(db))
 
@@ -182,7 +182,7 @@ def test_a_corrupt_file_is_still_called_corrupt(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     db.write_bytes(b"not a database at all, " * 100)
     db.chmod(0o600)
-    with pytest.raises(StoreError, match="not a usable dklb database .*restore it or remove it") as refused:
+    with pytest.raises(StoreError, match=r"not a usable dklb database .*restore it or remove it") as refused:
         migrate.upgrade(str(db))
     assert not isinstance(refused.value, migrate.DatabaseLocked)
 

@@ -257,7 +257,8 @@ def test_client_logs_in_again_on_401(stub, iam, rsa_key, tmp_path):
     )
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(secret(stub, rsa_key)))
-    client = client_from_options(url=stub.url + "/service/edgelb", service_account_secret_file=str(path), allow_insecure_http=True
+    client = client_from_options(
+        url=stub.url + "/service/edgelb", service_account_secret_file=str(path), allow_insecure_http=True
     )
     assert isinstance(client.token_source, ServiceAccountLogin)
     assert client.get_pool("dklb-redis") == POOL
@@ -281,7 +282,9 @@ def test_client_surfaces_login_errors_as_edgelb_errors(stub, rsa_key, tmp_path):
 
 def test_service_account_secret_file_is_checked_by_the_factory(tmp_path):
     with pytest.raises(LoginError, match="cannot read"):
-        client_from_options(host="h", service_account_secret_file=str(tmp_path / "nope.json"), allow_insecure_http=True)
+        client_from_options(
+            host="h", service_account_secret_file=str(tmp_path / "nope.json"), allow_insecure_http=True
+        )
 
 
 # --- simple sources ------------------------------------------------------------------------------
