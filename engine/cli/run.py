@@ -13,6 +13,7 @@ SIGINT stop it.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -32,6 +33,21 @@ log = logging.getLogger("dklb.run")
 # /metrics, /healthz, /readyz. Not 8080: the local EdgeLB of the demo listens there. Outside a
 # cluster only on loopback: nobody else needs a developer's metrics.
 HTTP_PORT = 9420
+
+
+def node_cidrs(text: str) -> tuple[str, ...]:
+    """``--node-address-cidr``: a comma list of networks (``10.0.0.0/16,fd00::/64``), normalized."""
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=True)))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{entry!r} is not a network in CIDR notation ({exc})") from None
+    if not networks:
+        raise argparse.ArgumentTypeError("give at least one network, e.g. 10.0.0.0/16")
+    return tuple(networks)
 
 
 def listen(text: str) -> tuple[str, int]:
@@ -92,6 +108,15 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         choices=["mesos", "address"],
         help="backends select kube-node tasks "
         "(mesos) or Node InternalIPs + nodePort (address); default %(default)s",
+    )
+    add(
+        parser,
+        "--node-address-cidr",
+        metavar="CIDR[,CIDR...]",
+        type=node_cidrs,
+        default=(),
+        help="with --backend-mode address: only Node InternalIPs inside these networks become "
+        "backends (default: any unicast address; loopback, link-local and non-IPs never do)",
     )
     add(
         parser,
@@ -295,6 +320,7 @@ def _run(args: argparse.Namespace) -> int:
         settings=options.settings(
             args,
             backend_mode=args.backend_mode,
+            node_address_cidrs=args.node_address_cidr,
             resync_period=args.resync_period,
             load_balancer_class=args.load_balancer_class,
         ),

@@ -29,3 +29,6 @@ class Settings:
     # spec.loadBalancerClass of the Services this controller takes (None: those without one);
     # engine.model.services.claims is the rule.
     load_balancer_class: str | None = None
+    # --node-address-cidr: the networks ("10.0.0.0/16") Node InternalIPs must lie in to become
+    # backends in the "address" mode (empty: any unicast address); engine.kube.watch checks them.
+    node_address_cidrs: tuple[str, ...] = ()
