@@ -244,7 +244,7 @@ def _admission_flags(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_NAME,
         metavar="NAME",
         help="the name of both webhook configurations (default %(default)s, the one name "
-        "deploy/rbac.yaml lets the controller GET and update)",
+        "deploy/components/register-webhook lets the controller GET and update)",
     )
     add(
         parser,
