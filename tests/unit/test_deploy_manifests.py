@@ -138,8 +138,9 @@ CLUSTER_RULES: dict[tuple[str, str, tuple[str, ...]], set[str]] = {
     ("", "services/status", ()): {"patch"},
     ("", "events", ()): {"create", "patch"},
 }
-NODE_RULES = {("", "nodes", ()): {"list", "watch"}}
-REGISTER_RULES = {
+Rules = dict[tuple[str, str, tuple[str, ...]], set[str]]
+NODE_RULES: Rules = {("", "nodes", ()): {"list", "watch"}}
+REGISTER_RULES: Rules = {
     **{(ADMISSION, resource, ()): {"create"} for resource in WEBHOOK_CONFIGURATIONS},
     **{(ADMISSION, resource, ("dklb",)): {"get", "update"} for resource in WEBHOOK_CONFIGURATIONS},
 }
