@@ -24,6 +24,7 @@ controller that lost its database re-adopts every Service before judging any poo
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable
@@ -234,7 +235,10 @@ class App:
         c, metrics = self.config, self.metrics
         self.kube = KubeAdapter(self.api, background_events=True)
         fence = Fence(self.is_leading)
-        self.nodes = Nodes(on_change=lambda: self.controller.enqueue_all())
+        self.nodes = Nodes(
+            on_change=lambda: self.controller.enqueue_all(),
+            networks=tuple(ipaddress.ip_network(n) for n in c.settings.node_address_cidrs),
+        )
         reconciler = Reconciler(
             store=self.store,
             lifecycle=self.machine,

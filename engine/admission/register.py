@@ -11,11 +11,12 @@ itself: with ``failurePolicy: Ignore`` (the default, as the Go dklb had) a write
 webhook is down is stored unchecked.
 
 Both objects are cluster-scoped and named ``name`` (``dklb`` by default; the ClusterRole of
-``deploy/rbac.yaml`` lets the controller GET and PUT only that name). ``register`` is idempotent:
-it reads each object, creates it when missing, replaces it (with the ``resourceVersion`` it
-read, so a concurrent writer makes it retry, never overwrite blindly) when it differs from what
-it should be, and writes nothing when it is already right, so restarting the controller
-does not churn the API server's webhook cache.
+``deploy/components/register-webhook`` lets the controller GET and PUT only that name; the
+base ``deploy/`` ships the objects statically instead). ``register`` is idempotent: it reads
+each object, creates it when missing, replaces it (with the ``resourceVersion`` it read, so a
+concurrent writer makes it retry, never overwrite blindly) when it differs from what it should
+be, and writes nothing when it is already right, so restarting the controller does not churn
+the API server's webhook cache.
 
 Like every call dklb makes, requests go with ``_preload_content=False`` and raw JSON bodies: no
 generated model class decodes anything.
@@ -285,7 +286,8 @@ def register(
     ``service`` at those paths), trusting ``ca_bundle`` (PEM).
 
     Raises ``ValueError`` for unusable arguments, ``RegistrationError`` when the API server
-    refuses a write (e.g. 403 without the RBAC of ``deploy/rbac.yaml``) or cannot be reached.
+    refuses a write (e.g. 403 without the RBAC of ``deploy/components/register-webhook``) or
+    cannot be reached.
     """
     bodies = webhook_configurations(
         name=name,

@@ -30,7 +30,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST, ClientOptions, EdgeLBClient
+from engine.edgelb.auth import ALLOW_INSECURE_HTTP_FLAG, plaintext_refusal
+from engine.edgelb.client import (
+    DEFAULT_IN_CLUSTER_HOST,
+    ClientOptions,
+    EdgeLBClient,
+    base_url_of,
+    plaintext_credential,
+)
 from engine.model import policy
 from engine.model.durations import parse_duration
 from engine.model.policy import Limits
@@ -326,6 +333,17 @@ def edgelb(
     )
     add(
         group,
+        ALLOW_INSECURE_HTTP_FLAG,
+        metavar="BOOL",
+        nargs="?",
+        const=True,
+        type=boolean,
+        default=False,
+        help="send a bearer token or a service-account login over plain http:// anyway, with a "
+        "WARNING (default false: refused; a local test EdgeLB); bare, or =true/=false",
+    )
+    add(
+        group,
         "--edgelb-request-timeout",
         metavar="DURATION",
         type=duration,
@@ -414,6 +432,23 @@ def edgelb_options(args: argparse.Namespace) -> ClientOptions | None:
             "the EdgeLB bearer token of --edgelb-bearer-token (or DKLB_EDGELB_BEARER_TOKEN) is visible "
             "in the process list / Pod spec: prefer --edgelb-bearer-token-file"
         )
+    allow_insecure_http = bool(args.edgelb_allow_insecure_http)
+    if not allow_insecure_http:
+        # Here, before `dklb run` migrates anything; the client checks it again when built.
+        try:
+            base_url = base_url_of(
+                url=args.edgelb_url, host=args.edgelb_host, scheme=args.edgelb_scheme, path=args.edgelb_path
+            )
+        except ValueError as exc:
+            raise UsageError(f"EdgeLB options: {exc}") from None
+        credential = plaintext_credential(
+            base_url,
+            token_file=args.edgelb_bearer_token_file,
+            token_value=token.reveal() if token is not None else None,
+            service_account_secret_file=args.edgelb_service_account_secret_file,
+        )
+        if credential is not None:
+            raise UsageError(plaintext_refusal(credential, base_url))
     return ClientOptions(
         url=args.edgelb_url,
         host=args.edgelb_host,
@@ -425,6 +460,7 @@ def edgelb_options(args: argparse.Namespace) -> ClientOptions | None:
         insecure_skip_tls_verify=bool(args.edgelb_insecure_skip_tls_verify),
         read_timeout=args.edgelb_request_timeout,
         token_value=token.reveal() if token is not None else None,
+        allow_insecure_http=allow_insecure_http,
     )
 
 

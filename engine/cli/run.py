@@ -13,8 +13,10 @@ SIGINT stop it.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import re
+import os
 import signal
 from typing import Any
 
@@ -32,6 +34,21 @@ log = logging.getLogger("dklb.run")
 # /metrics, /healthz, /readyz. Not 8080: the local EdgeLB of the demo listens there. Outside a
 # cluster only on loopback: nobody else needs a developer's metrics.
 HTTP_PORT = 9420
+
+
+def node_cidrs(text: str) -> tuple[str, ...]:
+    """``--node-address-cidr``: a comma list of networks (``10.0.0.0/16,fd00::/64``), normalized."""
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=True)))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{entry!r} is not a network in CIDR notation ({exc})") from None
+    if not networks:
+        raise argparse.ArgumentTypeError("give at least one network, e.g. 10.0.0.0/16")
+    return tuple(networks)
 
 
 def listen(text: str) -> tuple[str, int]:
@@ -108,6 +125,15 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         choices=["mesos", "address"],
         help="backends select kube-node tasks "
         "(mesos) or Node InternalIPs + nodePort (address); default %(default)s",
+    )
+    add(
+        parser,
+        "--node-address-cidr",
+        metavar="CIDR[,CIDR...]",
+        type=node_cidrs,
+        default=(),
+        help="with --backend-mode address: only Node InternalIPs inside these networks become "
+        "backends (default: any unicast address; loopback, link-local and non-IPs never do)",
     )
     add(
         parser,
@@ -259,7 +285,7 @@ def _admission_flags(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_NAME,
         metavar="NAME",
         help="the name of both webhook configurations (default %(default)s, the one name "
-        "deploy/rbac.yaml lets the controller GET and update)",
+        "deploy/components/register-webhook lets the controller GET and update)",
     )
     add(
         parser,
@@ -300,11 +326,22 @@ def _admission_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    configure_logging(level=args.log_level, fmt=args.log_format)
+    # Everything the controller creates (the database and its -wal/-shm, a self-signed webhook
+    # key) is its own alone (S10 of the security review). Restored on return: an embedding
+    # process (a test) keeps its own.
+    previous = os.umask(0o077)
+    try:
+        return _run(args)
+    finally:
+        os.umask(previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     from engine.admission.plan import AdmissionFlagError, admission_plan
     from engine.app import App, AppConfig, LeaderElection, StartError
     from engine.store import StoreError
 
-    configure_logging(level=args.log_level, fmt=args.log_format)
     for notice in goflags.resolve(args):
         log.info("%s", notice)
     try:
@@ -324,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
         settings=options.settings(
             args,
             backend_mode=args.backend_mode,
+            node_address_cidrs=args.node_address_cidr,
             resync_period=args.resync_period,
             load_balancer_class=args.load_balancer_class,
             allow_cross_namespace_pools=args.allow_cross_namespace_pools,

@@ -38,6 +38,18 @@ from engine.edgelb.errors import EdgeLBError, Unavailable
 
 log = logging.getLogger("dklb.edgelb")
 
+#: The operator's consent to credentials over plain HTTP (S6 of the security review).
+ALLOW_INSECURE_HTTP_FLAG = "--edgelb-allow-insecure-http"
+
+
+def plaintext_refusal(what: str, url: str) -> str:
+    """The message refusing ``what`` (a credential) over the plain-HTTP ``url``: names the flag."""
+    return (
+        f"{what} would cross the network in the clear to {url} (plain http://): use https, "
+        f"or give {ALLOW_INSECURE_HTTP_FLAG} to accept that (e.g. a local EdgeLB in a test)"
+    )
+
+
 SECRET_FIELDS = ("uid", "private_key", "login_endpoint")
 
 
@@ -140,6 +152,11 @@ class ServiceAccountLogin:
     (``{"uid", "private_key", "login_endpoint"}``). The secret is checked when the object is
     built, so a broken deployment fails at start-up; a file is read again before every login so a
     rotated key is used. The ACS token is cached until ``renew()`` (the client calls it on 401).
+
+    A plain ``http://`` login endpoint is refused (``LoginError`` naming
+    ``--edgelb-allow-insecure-http``) unless ``allow_insecure_http``: the signed JWT and the
+    long-lived ACS token it buys would cross the network in the clear. Checked at every (re)load,
+    so a rotated secret cannot switch to plain HTTP either.
     """
 
     def __init__(
@@ -149,7 +166,9 @@ class ServiceAccountLogin:
         verify: bool | str = True,
         timeout: float = 10.0,
         jwt_lifetime: float = 300.0,
+        allow_insecure_http: bool = False,
     ) -> None:
+        self._allow_insecure_http = allow_insecure_http
         self._secret_path: Path | None = None
         self._secret: Mapping[str, Any] | None = None
         if isinstance(secret, Mapping):
@@ -204,6 +223,8 @@ class ServiceAccountLogin:
         endpoint = data["login_endpoint"]
         if not endpoint.startswith(("http://", "https://")):
             raise LoginError(f"the login_endpoint of the {where} must be an http(s) URL")
+        if endpoint.startswith("http://") and not self._allow_insecure_http:
+            raise LoginError(plaintext_refusal(f"the DC/OS login (login_endpoint) of the {where}", endpoint))
         try:
             key = serialization.load_pem_private_key(data["private_key"].encode("utf-8"), password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm):

@@ -21,6 +21,11 @@ with go-openapi's 6xx code in the body) are both ``Invalid``, carrying EdgeLB's 
 
 Secrets: the bearer token travels only in the ``Authorization`` header; it is never logged,
 never part of an error message (server messages echoing it are scrubbed) and never in a repr.
+``client_from_options`` (the one way the command line builds a client) refuses any credential
+(token flag, token file, ``DKLB_EDGELB_TOKEN``, service account) with a plain ``http://`` EdgeLB
+URL or login endpoint unless ``allow_insecure_http`` (``--edgelb-allow-insecure-http``), and
+then logs a WARNING: "TLS verified by default" means nothing when there is no TLS. The
+in-cluster default (plain HTTP to EdgeLB's DC/OS-internal address) carries no credential.
 """
 
 from __future__ import annotations
@@ -38,12 +43,14 @@ import requests
 from requests.auth import AuthBase
 
 from engine.edgelb.auth import (
+    ALLOW_INSECURE_HTTP_FLAG,
     EnvToken,
     FileToken,
     LoginError,
     ServiceAccountLogin,
     StaticToken,
     TokenSource,
+    plaintext_refusal,
     scrub,
     server_detail,
     transport_reason,
@@ -348,6 +355,7 @@ def client_from_options(
     read_timeout: float = 30.0,
     on_response: OnResponse | None = None,
     token_value: str | None = None,
+    allow_insecure_http: bool = False,
 ) -> EdgeLBClient:
     """Build the client from command-line style options.
 
@@ -357,23 +365,11 @@ def client_from_options(
     dklb's ``--edgelb-bearer-token``), else the ``token_env`` variable when it is set, else none
     (in-cluster EdgeLB needs no token). TLS is verified unless
     ``insecure_skip_tls_verify``; ``ca_bundle`` names the CA file to verify against.
-    Raises ValueError for contradictory or malformed options, LoginError for an unusable
-    service-account secret.
+    Raises ValueError for contradictory or malformed options and for a credential over plain
+    HTTP without ``allow_insecure_http`` (see ``plaintext_credential``), LoginError for an
+    unusable service-account secret (or its plain-HTTP login endpoint).
     """
-    if url:
-        base_url = url
-    else:
-        if not host:
-            raise ValueError(f"give the EdgeLB url or host (in DC/OS, usually {DEFAULT_IN_CLUSTER_HOST})")
-        scheme = scheme.lower()
-        if scheme not in _SCHEMES:
-            raise ValueError(f"the EdgeLB scheme must be http or https, not {scheme!r}")
-        if "/" in host or "@" in host:
-            raise ValueError(
-                "the EdgeLB host must be a host name with an optional port, without scheme or path"
-            )
-        prefix = path.strip("/")
-        base_url = f"{scheme}://{host}" + (f"/{prefix}" if prefix else "")
+    base_url = base_url_of(url=url, host=host, scheme=scheme, path=path)
 
     if insecure_skip_tls_verify and ca_bundle:
         raise ValueError("a CA bundle and skipping TLS verification contradict each other: give only one")
@@ -389,10 +385,29 @@ def client_from_options(
         raise ValueError("give either a token file or a service account secret file, not both")
     if token_value and (service_account_secret_file or token_file):
         raise ValueError("give either a token or a token file or service account secret file, not both")
+    credential = plaintext_credential(
+        base_url,
+        token_file=token_file,
+        token_value=token_value,
+        service_account_secret_file=service_account_secret_file,
+        token_env=token_env,
+    )
+    if credential is not None:
+        if not allow_insecure_http:
+            raise ValueError(plaintext_refusal(credential, base_url))
+        log.warning(
+            "%s goes to EdgeLB at %s over plain HTTP, readable by anyone on the path (%s)",
+            credential,
+            base_url,
+            ALLOW_INSECURE_HTTP_FLAG,
+        )
     token: TokenSource | None = None
     if service_account_secret_file:
         token = ServiceAccountLogin(
-            service_account_secret_file, verify=verify, timeout=connect_timeout + read_timeout
+            service_account_secret_file,
+            verify=verify,
+            timeout=connect_timeout + read_timeout,
+            allow_insecure_http=allow_insecure_http,
         )
     elif token_file:
         token = FileToken(token_file)
@@ -411,6 +426,45 @@ def client_from_options(
     )
 
 
+def base_url_of(*, url: str | None, host: str | None, scheme: str = "http", path: str = "") -> str:
+    """``url`` when given, else ``<scheme>://<host><path>``; ValueError for a malformed part."""
+    if url:
+        return url
+    if not host:
+        raise ValueError(f"give the EdgeLB url or host (in DC/OS, usually {DEFAULT_IN_CLUSTER_HOST})")
+    scheme = scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(f"the EdgeLB scheme must be http or https, not {scheme!r}")
+    if "/" in host or "@" in host:
+        raise ValueError("the EdgeLB host must be a host name with an optional port, without scheme or path")
+    prefix = path.strip("/")
+    return f"{scheme}://{host}" + (f"/{prefix}" if prefix else "")
+
+
+def plaintext_credential(
+    base_url: str,
+    *,
+    token_file: str | None = None,
+    token_value: str | None = None,
+    service_account_secret_file: str | None = None,
+    token_env: str = "DKLB_EDGELB_TOKEN",
+) -> str | None:
+    """The credential (as the flag or variable that gives it) that would go to ``base_url`` in
+    the clear, or None: none is given, or the URL is https. (A service account's login endpoint
+    is ``ServiceAccountLogin``'s to check: it is inside the secret.)"""
+    if urlsplit(base_url).scheme.lower() != "http":
+        return None
+    if service_account_secret_file:
+        return "the service account of --edgelb-service-account-secret-file"
+    if token_file:
+        return "the bearer token of --edgelb-bearer-token-file"
+    if token_value:
+        return "the bearer token of --edgelb-bearer-token"
+    if token_env and os.environ.get(token_env):
+        return f"the bearer token of {token_env}"
+    return None
+
+
 @dataclass(frozen=True)
 class ClientOptions:
     """How to reach EdgeLB, as the command line says it (``engine.cli.options.edgelb``)."""
@@ -426,6 +480,7 @@ class ClientOptions:
     read_timeout: float = 30.0
     # A secret: never in a repr (AppConfig's, this one's).
     token_value: str | None = field(default=None, repr=False)
+    allow_insecure_http: bool = False
 
     def client(self, *, on_response: OnResponse | None = None) -> EdgeLBClient:
         """``client_from_options`` with these options; raises what it raises."""

@@ -40,3 +40,6 @@ class Settings:
     # The operator's bounds on pool size, CPUs, memory, roles and networks (--max-pool-*,
     # --allowed-pool-*); engine.model.policy judges a configuration against them.
     limits: Limits = DEFAULT_LIMITS
+    # --node-address-cidr: the networks ("10.0.0.0/16") Node InternalIPs must lie in to become
+    # backends in the "address" mode (empty: any unicast address); engine.kube.watch checks them.
+    node_address_cidrs: tuple[str, ...] = ()

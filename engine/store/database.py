@@ -4,11 +4,19 @@ SQLite (WAL) is the default; any SQLAlchemy URL works. ``make_engine`` is used b
 writer engine whose transactions take SQLite's write lock at BEGIN, and a reader engine whose
 transactions take none), by the CLI (read-only) and by the Alembic environment
 (``migrations/env.py``), so a migration runs with the same settings as the controller.
+
+The file (S10 of the security review): a writer opens only a regular file that is not a symbolic
+link (nor its ``-wal``/``-shm``), creates it with ``O_NOFOLLOW``/``O_EXCL`` and mode 0600, and
+tightens one readable by group or other to 0600 with a WARNING (or refuses it when it cannot).
+Pool names and recorded configurations are nobody else's business, and a planted link must not
+make the controller write elsewhere.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +24,72 @@ from sqlalchemy import Engine, create_engine, event
 
 from engine.store.records import StoreError
 
+log = logging.getLogger("dklb.store")
+
+#: How long a connection waits for another's lock, in seconds (tests shorten it).
+BUSY_TIMEOUT = 30.0
+
 
 def database_url(target: str) -> str:
-    """A SQLAlchemy URL as given, or a filesystem path turned into a SQLite URL."""
+    """A SQLAlchemy URL as given, or a filesystem path turned into a SQLite URL.
+
+    Absolute, but the last component is not resolved: a symbolic link there must stay visible
+    to ``secure_database_file``, which refuses it."""
     if "://" in target:
         return target
-    return f"sqlite:///{Path(target).expanduser().resolve()}"
+    return f"sqlite:///{os.path.abspath(Path(target).expanduser())}"
+
+
+def _refuse_odd(path: Path) -> os.stat_result | None:
+    """lstat ``path``; StoreError for a symbolic link or anything but a regular file."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(found.st_mode):
+        raise StoreError(
+            f"database {path} is a symbolic link (to {os.readlink(path)}): refused, a link could send "
+            "the controller's writes elsewhere; give the real file's path"
+        )
+    if not stat.S_ISREG(found.st_mode):
+        raise StoreError(f"database {path} is not a regular file: refused")
+    return found
+
+
+def _tighten(path: Path) -> None:
+    """Mode 0600 for a file group or other can read or write: a WARNING, or a refusal."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if not mode & 0o077:
+            return
+        try:
+            os.fchmod(fd, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                f"database {path} has mode {mode:04o} (readable beyond its owner) and cannot be "
+                f"made 0600 ({exc.strerror}): refused; chmod 0600 it"
+            ) from None
+        log.warning("database %s had mode %04o (readable beyond its owner): now 0600", path, mode)
+    finally:
+        os.close(fd)
+
+
+def secure_database_file(path: Path) -> None:
+    """Create ``path`` owner-only, or check the one there (and its -wal/-shm): see the docstring."""
+    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    if _refuse_odd(path) is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: a link planted since the lstat is not followed either.
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            _refuse_odd(path)  # created meanwhile: check what is there now
+        else:
+            os.close(fd)
+    for each in (path, *companions):
+        if _refuse_odd(each) is not None:
+            _tighten(each)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -49,15 +117,13 @@ def make_engine(url: str, *, read_only: bool = False, deferred: bool = False) ->
         if not path.exists():
             raise StoreError(f"database {path} does not exist")
         engine = create_engine(
-            f"sqlite:///file:{path}?mode=ro&uri=true", future=True, connect_args={"timeout": 30}
+            f"sqlite:///file:{path}?mode=ro&uri=true", future=True, connect_args={"timeout": BUSY_TIMEOUT}
         )
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            # The database holds pool names and recorded configurations: owner-only from birth.
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
-        engine = create_engine(url, future=True, connect_args={"timeout": 30, "check_same_thread": False})
+        secure_database_file(path)
+        engine = create_engine(
+            url, future=True, connect_args={"timeout": BUSY_TIMEOUT, "check_same_thread": False}
+        )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -68,7 +134,7 @@ def make_engine(url: str, *, read_only: bool = False, deferred: bool = False) ->
         if not read_only:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

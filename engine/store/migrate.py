@@ -3,11 +3,14 @@
 Alembic is configured programmatically (the revisions ship inside the installed ``migrations``
 package), so an installed dklb migrates without a checkout or alembic.ini. Readers call
 ``check`` first: a database that is missing, unmigrated or newer than this dklb is refused with
-a message that says what to do.
+a message that says what to do. A database locked by another process (a running controller, a
+migration) is told apart from a corrupt one: the advice for a corrupt file (restore or remove it)
+would, for a locked one, make an operator delete a live controller's database.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from alembic import command
@@ -34,14 +37,32 @@ def head() -> str:
     return head_revision
 
 
+class DatabaseLocked(StoreError):
+    """Another connection holds the database's lock past the busy timeout: the file is fine."""
+
+
+def is_locked(exc: BaseException) -> bool:
+    """SQLite's "database is locked" / "database table is locked" (SQLITE_BUSY, SQLITE_LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
 def current(url: str, *, read_only: bool = True) -> str | None:
     engine = make_engine(url, read_only=read_only)
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except DatabaseError as exc:
-        # A corrupted or foreign file: say so and stop, before anything writes to it.
         where = url.removeprefix("sqlite:///")
+        if exc.orig is not None and is_locked(exc.orig):
+            raise DatabaseLocked(
+                f"database {where} is locked by another process ({exc.orig}): a dklb controller or "
+                "migration is using it; stop that one or wait, then try again (the file is not "
+                "damaged: do not remove it)"
+            ) from exc
+        # A corrupted or foreign file: say so and stop, before anything writes to it.
         raise StoreError(
             f"{where} is not a usable dklb database ({exc.orig}); restore it or remove it"
         ) from exc
@@ -84,6 +105,8 @@ def check(target: str) -> None:
     url = database_url(target)
     try:
         found = current(url)
+    except DatabaseLocked:
+        raise
     except StoreError as exc:
         raise StoreError(f"{exc}: run `dklb migrate --database {target}` to create it") from exc
     if found is None:

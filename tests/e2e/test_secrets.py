@@ -202,7 +202,12 @@ def test_no_credential_leaks_anywhere(world: World, tmp_path: Path) -> None:
         secret_file.chmod(0o600)
         database = world.directory / "dklb.db"
         base_args = list(world.controller.args)
-        common = ["--edgelb-url", proxy.url, "--http-listen", "127.0.0.1:0", "--edgelb-request-timeout", "2s"]
+        # The local EdgeLB and its proxy speak plain HTTP: credentials need the operator's word (S6).
+        insecure = "--edgelb-allow-insecure-http"
+        common = [
+            *("--edgelb-url", proxy.url, "--http-listen", "127.0.0.1:0", "--edgelb-request-timeout", "2s"),
+            insecure,
+        ]
 
         # 1. The bearer token file, through 503s and echoing servers: provision, then delete.
         offset = world.controller.log_path.stat().st_size
@@ -229,7 +234,7 @@ def test_no_credential_leaks_anywhere(world: World, tmp_path: Path) -> None:
 
         # 2. Every CLI command that talks to EdgeLB, with the token file; one cannot connect.
         before = len(proxy.edgelb_requests())
-        with_token = ["--database", str(database), "--edgelb-bearer-token-file", str(token_file)]
+        with_token = ["--database", str(database), "--edgelb-bearer-token-file", str(token_file), insecure]
         closed = f"http://127.0.0.1:{free_port()}"
         for output in ("table", "json", "yaml"):
             for command in (["inspect", f"{world.namespace}/web"], ["pools"]):
@@ -271,6 +276,7 @@ def test_no_credential_leaks_anywhere(world: World, tmp_path: Path) -> None:
             proxy.url,
             "--edgelb-service-account-secret-file",
             str(secret_file),
+            insecure,
             "-o",
             "json",
         )

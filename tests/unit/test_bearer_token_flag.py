@@ -79,7 +79,9 @@ def test_a_command_line_token_is_used_warned_about_once_and_shown_nowhere(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
-    token_args = ["--edgelb-bearer-token", TOKEN] if source == "flag" else []
+    # The stub speaks plain HTTP: consent to it (S6), as every local EdgeLB setup does.
+    token_args = ["--edgelb-allow-insecure-http"]
+    token_args += ["--edgelb-bearer-token", TOKEN] if source == "flag" else []
     if source == "environment":
         monkeypatch.setenv("DKLB_EDGELB_BEARER_TOKEN", TOKEN)
 

@@ -4,12 +4,16 @@ No container engine and no cluster here: every manifest is parsed and checked fo
 controller needs and nothing more (kinds, names, namespaces; the exact RBAC rules; one replica
 with strategy Recreate on a ReadWriteOnce volume; probes on the port ``--http-listen`` serves;
 the database on the mounted volume; non-root and a read-only root filesystem; the admission
-webhook served behind the Service dklb-webhook with the certificate of a read-only Secret, and
-registered under the one name RBAC grants), and every flag and
-``DKLB_*`` variable the Deployment sets is one that ``dklb run`` accepts. The Dockerfile is parsed
-the same way: the build context holds every path it copies, the wheel is built from every package
-pyproject.toml lists, and the final stage runs ``dklb run`` as uid 65532 with the database on the
-volume. ``tests/e2e/test_rbac.py`` applies the RBAC manifests to a real API server.
+webhook served behind the Service dklb-webhook with the certificate of a read-only Secret, its
+configurations static (security review S7: the controller may not write them; the optional
+component register-webhook grants that, components/address-mode the Nodes); the NetworkPolicy
+(S3), the Pod Security label (S11), no EdgeLB credential over the plain-HTTP default (S6)), and
+every flag and ``DKLB_*`` variable the Deployment sets is one that ``dklb run`` accepts. The
+Dockerfile is parsed the same way: the build context holds every path it copies, the wheel is
+built from every package pyproject.toml lists, the base image is pinned by digest, and the final
+stage, without pip or the stand-ins, runs ``dklb run`` as uid 65532 with the database on the
+volume. ``tests/e2e/test_rbac.py`` applies the RBAC manifests (and the components') to a real
+API server.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -94,7 +100,10 @@ EXPECTED = {
     ("Role", "dklb-leader-election"): ("rbac.yaml", NAMESPACE, "rbac.authorization.k8s.io/v1"),
     ("RoleBinding", "dklb-leader-election"): ("rbac.yaml", NAMESPACE, "rbac.authorization.k8s.io/v1"),
     ("PersistentVolumeClaim", "dklb-data"): ("pvc.yaml", NAMESPACE, "v1"),
+    ("NetworkPolicy", "dklb"): ("networkpolicy.yaml", NAMESPACE, "networking.k8s.io/v1"),
     ("Service", "dklb-webhook"): ("webhook.yaml", NAMESPACE, "v1"),
+    ("MutatingWebhookConfiguration", "dklb"): ("webhook.yaml", None, "admissionregistration.k8s.io/v1"),
+    ("ValidatingWebhookConfiguration", "dklb"): ("webhook.yaml", None, "admissionregistration.k8s.io/v1"),
     ("Deployment", "dklb"): ("deployment.yaml", NAMESPACE, "apps/v1"),
 }
 
@@ -118,9 +127,9 @@ def test_every_object_has_the_expected_kind_name_namespace_and_api_version() -> 
 
 
 # The exact permissions of `dklb run`: its adapter (Service GET and PATCH, status PATCH, Events
-# create/patch), its watchers (LIST + WATCH of Services, and of Nodes in --backend-mode address),
-# its leader election (one Lease in its own namespace: GET, create, PUT) and its webhook
-# registration (create, then GET and PUT of the two configurations named "dklb"). Nothing else.
+# create/patch), its Service watcher (LIST + WATCH) and its leader election (one Lease in its own
+# namespace: GET, create, PUT). Nothing else: not the Nodes (components/address-mode) and not the
+# webhook configurations (components/register-webhook; security review S7).
 ADMISSION = "admissionregistration.k8s.io"
 WEBHOOK_CONFIGURATIONS = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
 CLUSTER_RULES: dict[tuple[str, str, tuple[str, ...]], set[str]] = {
@@ -128,7 +137,10 @@ CLUSTER_RULES: dict[tuple[str, str, tuple[str, ...]], set[str]] = {
     ("", "services", ()): {"get", "list", "watch", "patch"},
     ("", "services/status", ()): {"patch"},
     ("", "events", ()): {"create", "patch"},
-    ("", "nodes", ()): {"list", "watch"},
+}
+Rules = dict[tuple[str, str, tuple[str, ...]], set[str]]
+NODE_RULES: Rules = {("", "nodes", ()): {"list", "watch"}}
+REGISTER_RULES: Rules = {
     **{(ADMISSION, resource, ()): {"create"} for resource in WEBHOOK_CONFIGURATIONS},
     **{(ADMISSION, resource, ("dklb",)): {"get", "update"} for resource in WEBHOOK_CONFIGURATIONS},
 }
@@ -308,12 +320,13 @@ WEBHOOK_PORT = 8443
 WEBHOOK_SECRET = "dklb-webhook-tls"
 
 
-def admission_plan(monkeypatch: pytest.MonkeyPatch) -> admission.AdmissionPlan:
-    """The Deployment's webhook flags as `dklb run` checks them at start-up in the container."""
+def admission_plan(monkeypatch: pytest.MonkeyPatch, *extra: str) -> admission.AdmissionPlan:
+    """The Deployment's webhook flags (plus ``extra``, a component's) as `dklb run` checks them
+    at start-up in the container."""
     for name, item in env().items():
         if "value" in item:
             monkeypatch.setenv(name, item["value"])
-    args = [a.replace("$(POD_NAMESPACE)", NAMESPACE) for a in container()["args"]]
+    args = [a.replace("$(POD_NAMESPACE)", NAMESPACE) for a in [*container()["args"], *extra]]
     parsed = cli.build_parser([args[0]]).parse_args(args)
     # The certificate files exist only in the Pod (the mounted Secret).
     monkeypatch.setattr(admission.os, "access", lambda path, mode: True)
@@ -331,21 +344,39 @@ def test_the_webhook_service_reaches_the_pods_admission_listener() -> None:
     assert f"--admission-listen=0.0.0.0:{WEBHOOK_PORT}" in container()["args"]
 
 
-def test_the_deployment_serves_and_registers_the_webhook_through_that_service(
+def test_the_deployment_serves_the_webhook_and_does_not_register_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """S7 (security review): the controller cannot rewrite cluster admission: no registration
+    flag, and no RBAC on webhook configurations (test_the_cluster_role_...)."""
     plan = admission_plan(monkeypatch)
     assert plan.listen == ("0.0.0.0", WEBHOOK_PORT)
-    assert plan.register is True
+    assert plan.register is False
+    assert plan.service is None and plan.url is None and plan.self_signed_dir is None
+    assert not [a for a in container()["args"] if "register" in a or "webhook-service" in a]
+    assert not any(group == ADMISSION for group, _, _ in rule_table(find("ClusterRole", "dklb")["rules"]))
+
+
+def test_the_static_webhook_configurations_are_what_dklb_would_register() -> None:
+    """S7 (security review): shipped as manifests, the same objects `--register-admission-webhook`
+    writes (but the caBundle, which cert-manager's CA injector or a kustomize patch fills in)."""
+    from engine.admission.register import webhook_configurations
+
     service = find("Service", "dklb-webhook")
-    assert plan.service == (service["metadata"]["namespace"], service["metadata"]["name"], 443)
-    assert plan.url is None and plan.self_signed_dir is None
-    assert plan.failure_policy == "Ignore", "the Go dklb's default: Services are accepted while dklb is down"
-    assert plan.namespace_selector is None
-    # The name the ClusterRole lets it GET and update is the one it registers.
-    (named,) = [r for r in find("ClusterRole", "dklb")["rules"] if r.get("resourceNames")]
-    assert named["resourceNames"] == [plan.name] == [DEFAULT_NAME]
-    assert run_parser().get_default("admission_webhook_name") == DEFAULT_NAME
+    ca = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    generated = webhook_configurations(
+        ca_bundle=ca, service=(service["metadata"]["namespace"], service["metadata"]["name"], 443)
+    )
+    for expected in generated:
+        shipped = find(expected["kind"], DEFAULT_NAME)
+        for hook in expected["webhooks"]:
+            del hook["clientConfig"]["caBundle"]
+        assert shipped["webhooks"] == expected["webhooks"]
+        assert shipped["apiVersion"] == expected["apiVersion"]
+        # cert-manager injects the CA of the Certificate the recipe in webhook.yaml creates.
+        assert shipped["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "dklb/dklb-webhook"}
+    recipe = (DEPLOY / "webhook.yaml").read_text()
+    assert "metadata: {name: dklb-webhook, namespace: dklb}" in recipe and "caBundle" in recipe
 
 
 def test_the_webhook_certificate_is_the_secrets_mounted_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -363,7 +394,6 @@ def test_the_webhook_certificate_is_the_secrets_mounted_read_only(monkeypatch: p
     # The key names of a cert-manager Certificate's Secret (and of the openssl recipe).
     assert PurePosixPath(plan.cert_file or "") == directory / "tls.crt"
     assert PurePosixPath(plan.key_file or "") == directory / "tls.key"
-    assert PurePosixPath(plan.ca_bundle_file or "") == directory / "ca.crt"
     assert WEBHOOK_SECRET in (DEPLOY / "webhook.yaml").read_text(), "the recipe names the Secret"
 
 
@@ -439,7 +469,8 @@ def dockerfile_stages() -> list[dict[str, list[str]]]:
     for keyword, rest in dockerfile_instructions():
         if keyword == "FROM":
             stages.append({})
-        stages[-1].setdefault(keyword, []).append(rest)
+        if stages:  # the ARGs before the first FROM belong to no stage (dockerfile_args)
+            stages[-1].setdefault(keyword, []).append(rest)
     return stages
 
 
@@ -481,11 +512,48 @@ def ignored(path: str, patterns: list[str]) -> bool:
     return verdict
 
 
-def test_the_dockerfile_has_two_python_311_slim_stages() -> None:
+def dockerfile_args() -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults."""
+    values: dict[str, str] = {}
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, value = rest.partition("=")
+            values[name] = value
+    return values
+
+
+def test_the_dockerfile_has_two_python_311_slim_stages_pinned_by_digest() -> None:
+    """S11 (security review): both FROM lines name python:3.11-slim by digest, not a movable tag."""
     stages = dockerfile_stages()
     assert len(stages) == 2
-    assert stages[0]["FROM"] == ["python:3.11-slim AS build"]
-    assert stages[1]["FROM"] == ["python:3.11-slim"]
+    assert stages[0]["FROM"] == ["${PYTHON_IMAGE} AS build"]
+    assert stages[1]["FROM"] == ["${PYTHON_IMAGE}"]
+    image = dockerfile_args()["PYTHON_IMAGE"]
+    name, _, digest = image.partition("@")
+    assert name == "python:3.11-slim"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), image
+    assert "docker buildx imagetools inspect python:3.11-slim" in (REPO / "Dockerfile").read_text()
+
+
+def test_the_runtime_stage_has_no_pip_and_no_stand_ins() -> None:
+    """S11 (security review): pip, setuptools and wheel are uninstalled after the one install,
+    and the stand-ins (edgelb_local drives HAProxy) are neither copied nor installed."""
+    build, final = dockerfile_stages()
+    (install,) = [r for r in final["RUN"] if "pip install" in r]
+    assert install.index("pip install") < install.index("pip uninstall -y setuptools wheel pip")
+    assert "!  python -m pip --version" in install or "! python -m pip --version" in install
+    after = install[install.index("pip uninstall") :]
+    assert "pip install" not in after, "nothing is installed after pip is gone"
+    assert not [r for r in final["RUN"] if r is not install and "pip" in r]
+    copied = {s for stage in (build, final) for rest in stage.get("COPY", []) for s in copy_sources(rest)}
+    with (REPO / "pyproject.toml").open("rb") as stream:
+        packages = tomllib.load(stream)["tool"]["setuptools"]["packages"]
+    for stand_in in ("edgelb_local", "localcluster", "standins"):
+        assert stand_in not in copied and stand_in not in {p.split(".")[0] for p in packages}
+        if stand_in != "standins":
+            assert f'! python -c "import {stand_in}"' in install
 
 
 def test_every_path_the_dockerfile_copies_is_in_the_build_context() -> None:
@@ -529,3 +597,197 @@ def test_the_dockerignore_keeps_local_state_out_of_the_context() -> None:
     for path in (".git", ".venv", ".pytest_cache", ".ruff_cache", ".hypothesis", "dklb.egg-info", "dklb.db"):
         assert ignored(path, patterns), path
     assert ignored("engine/__pycache__", patterns)
+
+
+# ---- the optional components ------------------------------------------------------------------------
+
+COMPONENTS = DEPLOY / "components"
+
+
+def component(name: str) -> Obj:
+    with (COMPONENTS / name / "kustomization.yaml").open(encoding="utf-8") as stream:
+        doc: Obj = yaml.safe_load(stream)
+    return doc
+
+
+def component_objects(name: str) -> list[Obj]:
+    objects: list[Obj] = []
+    for resource in component(name)["resources"]:
+        with (COMPONENTS / name / resource).open(encoding="utf-8") as stream:
+            objects += [doc for doc in yaml.safe_load_all(stream) if doc is not None]
+    return objects
+
+
+def added_args(name: str) -> list[str]:
+    (patch,) = component(name)["patches"]
+    assert patch["target"] == {"group": "apps", "version": "v1", "kind": "Deployment", "name": "dklb"}
+    operations = yaml.safe_load(patch["patch"])
+    assert {op["op"] for op in operations} == {"add"}
+    assert {op["path"] for op in operations} == {"/spec/template/spec/containers/0/args/-"}
+    return [op["value"] for op in operations]
+
+
+@pytest.mark.parametrize(
+    ("name", "role", "rules", "args"),
+    [
+        ("address-mode", "dklb-nodes", NODE_RULES, ["--backend-mode=address"]),
+        (
+            "register-webhook",
+            "dklb-register-webhook",
+            REGISTER_RULES,
+            [
+                "--register-admission-webhook",
+                "--admission-webhook-service=dklb/dklb-webhook:443",
+                "--admission-ca-bundle-file=/etc/dklb/webhook/ca.crt",
+            ],
+        ),
+    ],
+)
+def test_each_component_grants_its_rules_to_the_service_account_and_sets_its_flags(
+    name: str, role: str, rules: dict[tuple[str, str, tuple[str, ...]], set[str]], args: list[str]
+) -> None:
+    """S7 (security review): Nodes only for the address mode, webhook registration only for
+    those who add it; each with exactly the rules it needs and the flags that use them."""
+    assert component(name)["kind"] == "Component"
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in component_objects(name)}
+    assert set(objects) == {("ClusterRole", role), ("ClusterRoleBinding", role)}
+    assert rule_table(objects[("ClusterRole", role)]["rules"]) == rules
+    binding = objects[("ClusterRoleBinding", role)]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role,
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dklb", "namespace": NAMESPACE}]
+    assert added_args(name) == args
+
+
+def test_with_the_register_component_the_deployment_registers_under_the_name_rbac_grants(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan = admission_plan(monkeypatch, *added_args("register-webhook"))
+    assert plan.register is True
+    service = find("Service", "dklb-webhook")
+    assert plan.service == (service["metadata"]["namespace"], service["metadata"]["name"], 443)
+    assert plan.failure_policy == "Ignore" and plan.namespace_selector is None
+    assert PurePosixPath(plan.ca_bundle_file or "") == PurePosixPath("/etc/dklb/webhook/ca.crt")
+    (role,) = [o for o in component_objects("register-webhook") if o["kind"] == "ClusterRole"]
+    (named,) = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named["resourceNames"] == [plan.name] == [DEFAULT_NAME]
+    assert run_parser().get_default("admission_webhook_name") == DEFAULT_NAME
+
+
+def test_kustomize_builds_the_components_into_the_base(tmp_path: Path) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl is not installed: `./dev test` installs it (apt-get install kubernetes-client)")
+    # An overlay as a user writes one, outside the repository (hence the load restrictor).
+    up = os.path.relpath(DEPLOY, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [up],
+                "components": [f"{up}/components/address-mode", f"{up}/components/register-webhook"],
+            }
+        )
+    )
+    built = subprocess.run(
+        [kubectl, "kustomize", "--load-restrictor=LoadRestrictionsNone", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    objects = [doc for doc in yaml.safe_load_all(built) if doc is not None]
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert names == set(EXPECTED) | {
+        ("ClusterRole", "dklb-nodes"),
+        ("ClusterRoleBinding", "dklb-nodes"),
+        ("ClusterRole", "dklb-register-webhook"),
+        ("ClusterRoleBinding", "dklb-register-webhook"),
+    }
+    (built_deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    args = built_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == container()["args"] + added_args("address-mode") + added_args("register-webhook")
+    parsed = cli.build_parser(["run"]).parse_args([a.replace("$(POD_NAMESPACE)", NAMESPACE) for a in args])
+    assert parsed.backend_mode == "address" and parsed.register_admission_webhook is True
+
+
+# ---- the NetworkPolicy, the namespace, the EdgeLB connection -----------------------------------------
+
+
+def ports_of(rule: Obj) -> set[tuple[str, int]]:
+    return {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
+
+
+def test_the_network_policy_isolates_the_dklb_pod_both_ways() -> None:
+    """S3 (security review): "every Pod in the cluster can reach both ports": now only the API
+    server's range reaches 8443 and only labelled scrapers reach 9420; nothing else gets in."""
+    policy = find("NetworkPolicy", "dklb")
+    spec = policy["spec"]
+    assert policy["metadata"]["namespace"] == deployment()["metadata"]["namespace"]
+    pod_labels = deployment()["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    webhook, metrics = spec["ingress"]
+    # Every ingress rule names both its peers and its port: no rule admits "anyone" or "any port".
+    assert ports_of(webhook) == {("TCP", WEBHOOK_PORT)} == {("TCP", named_port("webhook"))}
+    assert ports_of(metrics) == {("TCP", HTTP_PORT)} == {("TCP", named_port("http"))}
+    (api_server,) = webhook["from"]
+    assert set(api_server) == {"ipBlock"} and api_server["ipBlock"]["cidr"] == "192.0.2.0/24"
+    (scraper,) = metrics["from"]
+    label = {"dklb.dcos.io/scraper": "true"}
+    assert scraper == {"namespaceSelector": {"matchLabels": label}, "podSelector": {"matchLabels": label}}
+    # Egress: DNS, the API server (443/6443, also EdgeLB through Admin Router), EdgeLB (80).
+    assert set().union(*(ports_of(rule) for rule in spec["egress"])) == {
+        ("UDP", 53),
+        ("TCP", 53),
+        ("TCP", 443),
+        ("TCP", 6443),
+        ("TCP", 80),
+    }
+    text = (DEPLOY / "networkpolicy.yaml").read_text()
+    for documented in ("/spec/ingress/0/from/0/ipBlock/cidr", "kubectl label namespace", "RFC 5737"):
+        assert documented in text
+
+
+def test_the_namespace_enforces_pod_security_restricted() -> None:
+    """S11 (security review): the restricted profile, enforced and also audited and warned."""
+    labels = find("Namespace", NAMESPACE)["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    # What `restricted` demands of the Pod, which the Deployment already meets.
+    pod = deployment()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container()["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    volumes = pod["volumes"]
+    assert all(set(v) - {"name"} <= {"persistentVolumeClaim", "emptyDir", "secret"} for v in volumes)
+
+
+def test_the_in_cluster_default_is_plain_http_without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S6 (security review): no credential goes out over the shipped plain-HTTP default, and the
+    Deployment says that credentials need https."""
+    names = set(env())
+    credentials = {"DKLB_EDGELB_BEARER_TOKEN", "DKLB_EDGELB_BEARER_TOKEN_FILE", "DKLB_EDGELB_TOKEN"}
+    credentials |= {"DKLB_EDGELB_SERVICE_ACCOUNT_SECRET_FILE", "DKLB_EDGELB_ALLOW_INSECURE_HTTP"}
+    assert not names & credentials
+    assert not [a for a in container()["args"] if "token" in a or "service-account" in a or "insecure" in a]
+    text = (DEPLOY / "deployment.yaml").read_text()
+    assert "plain HTTP and WITHOUT" in text and "DKLB_EDGELB_ALLOW_INSECURE_HTTP" in text
+    for name, item in env().items():
+        if "value" in item:
+            monkeypatch.setenv(name, item["value"])
+    args = [a.replace("$(POD_NAMESPACE)", NAMESPACE) for a in container()["args"]]
+    chosen = options.edgelb_options(cli.build_parser(["run"]).parse_args(args))
+    assert chosen is not None and chosen.scheme == "http" and chosen.allow_insecure_http is False
+
+
+def test_the_kustomization_says_how_to_pin_the_image_by_digest() -> None:
+    """S11 (security review): the image is a tag here (no digest exists before you push it); the
+    kustomization says how to pin yours."""
+    text = (DEPLOY / "kustomization.yaml").read_text()
+    assert "kustomize edit set image dklb=registry.example.com/dklb@sha256:" in text

@@ -88,6 +88,11 @@ def iam(stub, rsa_key) -> Iam:
     return handler
 
 
+def login(secret: Any, **kwargs: Any) -> ServiceAccountLogin:
+    """The stub speaks plain HTTP: these tests consent to it (S6 is tested in test_plaintext_credentials)."""
+    return ServiceAccountLogin(secret, allow_insecure_http=True, **kwargs)
+
+
 def secret(stub: StubServer, key: Any, **override: Any) -> dict[str, Any]:
     return {"uid": UID, "private_key": pem(key), "login_endpoint": stub.url + LOGIN, **override}
 
@@ -96,7 +101,7 @@ def secret(stub: StubServer, key: Any, **override: Any) -> dict[str, Any]:
 
 
 def test_login_obtains_caches_and_renews_the_token(stub, iam, rsa_key):
-    sa = ServiceAccountLogin(secret(stub, rsa_key))
+    sa = login(secret(stub, rsa_key))
     assert iam.logins == 0  # lazy: building the source does not log in
     assert sa.token() == "acs-1"
     assert sa.token() == "acs-1"
@@ -115,7 +120,7 @@ def test_login_obtains_caches_and_renews_the_token(stub, iam, rsa_key):
 def test_login_from_a_secret_file_rereads_it_on_renew(stub, iam, rsa_key, other_rsa_key, tmp_path):
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(secret(stub, rsa_key)))
-    sa = ServiceAccountLogin(path)
+    sa = login(path)
     assert sa.token() == "acs-1"
     # The key was rotated: the secret file now holds a key IAM does not know yet.
     path.write_text(json.dumps(secret(stub, other_rsa_key)))
@@ -128,7 +133,7 @@ def test_login_from_a_secret_file_rereads_it_on_renew(stub, iam, rsa_key, other_
 def test_refused_login_is_a_clear_login_error_without_secrets(stub, iam, rsa_key, other_rsa_key):
     bad = secret(stub, other_rsa_key)
     with pytest.raises(LoginError) as info:
-        ServiceAccountLogin(bad).token()
+        login(bad).token()
     msg = str(info.value)
     assert msg.startswith(
         f"DC/OS login of service account '{UID}' at {stub.url}{LOGIN} refused: 401 invalid token"
@@ -140,13 +145,13 @@ def test_refused_login_is_a_clear_login_error_without_secrets(stub, iam, rsa_key
 
 def test_unknown_uid_is_refused(stub, iam, rsa_key):
     with pytest.raises(LoginError, match="unknown uid"):
-        ServiceAccountLogin(secret(stub, rsa_key, uid="someone-else")).token()
+        login(secret(stub, rsa_key, uid="someone-else")).token()
 
 
 def test_a_jwt_echoed_by_the_login_endpoint_is_scrubbed(stub, rsa_key):
     stub.script("POST", LOGIN, lambda rec: Reply(403, {"description": f"nope for {rec.json()['token']}"}))
     with pytest.raises(LoginError) as info:
-        ServiceAccountLogin(secret(stub, rsa_key)).token()
+        login(secret(stub, rsa_key)).token()
     assert "nope for <redacted>" in str(info.value)
     assert "eyJ" not in str(info.value)  # no JWT (base64url of '{"') left
 
@@ -163,18 +168,18 @@ def test_a_jwt_echoed_by_the_login_endpoint_is_scrubbed(stub, rsa_key):
 def test_login_endpoint_failures(stub, rsa_key, reply, cls, message):
     stub.script("POST", LOGIN, reply)
     with pytest.raises(EdgeLBError, match=message) as info:
-        ServiceAccountLogin(secret(stub, rsa_key)).token()
+        login(secret(stub, rsa_key)).token()
     assert type(info.value) is cls
 
 
 def test_unreachable_or_slow_login_endpoint_is_unavailable(stub, rsa_key):
     refused = secret(stub, rsa_key, login_endpoint=f"http://127.0.0.1:{free_port()}{LOGIN}")
     with pytest.raises(Unavailable, match="refused") as info:
-        ServiceAccountLogin(refused).token()
+        login(refused).token()
     assert info.value.status is None
     stub.script("POST", LOGIN, Reply(200, {"token": "late"}, hold=True))
     with pytest.raises(Unavailable, match=r"no answer within 0\.2s"):
-        ServiceAccountLogin(secret(stub, rsa_key), timeout=0.2).token()
+        login(secret(stub, rsa_key), timeout=0.2).token()
 
 
 def _write(tmp_path, name: str, content: str | None):
@@ -218,7 +223,7 @@ def _write(tmp_path, name: str, content: str | None):
 def test_bad_secrets_give_clear_errors_without_key_material(stub, rsa_key, tmp_path, make, message):
     good = secret(stub, rsa_key)
     with pytest.raises(LoginError, match=message) as info:
-        ServiceAccountLogin(make(good, tmp_path))
+        login(make(good, tmp_path))
     for fragment in key_fragments(good["private_key"]):
         assert fragment not in str(info.value)
     assert stub.requests == []  # nothing was sent
@@ -227,7 +232,7 @@ def test_bad_secrets_give_clear_errors_without_key_material(stub, rsa_key, tmp_p
 def test_repr_and_logs_hold_no_secret(stub, iam, rsa_key, caplog):
     caplog.set_level(logging.DEBUG)
     good = secret(stub, rsa_key)
-    sa = ServiceAccountLogin(good)
+    sa = login(good)
     token = sa.token()
     assert repr(sa) == f"ServiceAccountLogin(uid='{UID}', login_endpoint='{stub.url}{LOGIN}')"
     for text in (repr(sa), caplog.text):
@@ -252,7 +257,9 @@ def test_client_logs_in_again_on_401(stub, iam, rsa_key, tmp_path):
     )
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(secret(stub, rsa_key)))
-    client = client_from_options(url=stub.url + "/service/edgelb", service_account_secret_file=str(path))
+    client = client_from_options(
+        url=stub.url + "/service/edgelb", service_account_secret_file=str(path), allow_insecure_http=True
+    )
     assert isinstance(client.token_source, ServiceAccountLogin)
     assert client.get_pool("dklb-redis") == POOL
     assert iam.logins == 2
@@ -267,7 +274,7 @@ def test_client_logs_in_again_on_401(stub, iam, rsa_key, tmp_path):
 
 def test_client_surfaces_login_errors_as_edgelb_errors(stub, rsa_key, tmp_path):
     stub.script("POST", LOGIN, Reply(401, {"description": "account disabled"}))
-    client = EdgeLBClient(stub.url, token=ServiceAccountLogin(secret(stub, rsa_key)))
+    client = EdgeLBClient(stub.url, token=login(secret(stub, rsa_key)))
     with pytest.raises(LoginError, match="account disabled"):
         client.list_pools()
     assert [r.path for r in stub.requests] == [LOGIN]
@@ -275,7 +282,9 @@ def test_client_surfaces_login_errors_as_edgelb_errors(stub, rsa_key, tmp_path):
 
 def test_service_account_secret_file_is_checked_by_the_factory(tmp_path):
     with pytest.raises(LoginError, match="cannot read"):
-        client_from_options(host="h", service_account_secret_file=str(tmp_path / "nope.json"))
+        client_from_options(
+            host="h", service_account_secret_file=str(tmp_path / "nope.json"), allow_insecure_http=True
+        )
 
 
 # --- simple sources ------------------------------------------------------------------------------
@@ -324,6 +333,6 @@ def test_all_sources_satisfy_the_protocol(stub, rsa_key, tmp_path):
         StaticToken("x"),
         FileToken(tmp_path / "t"),
         EnvToken("X"),
-        ServiceAccountLogin(secret(stub, rsa_key)),
+        login(secret(stub, rsa_key)),
     ):
         assert isinstance(source, TokenSource)

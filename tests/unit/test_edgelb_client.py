@@ -736,14 +736,17 @@ def test_options_choose_the_token_source(tmp_path, monkeypatch):
     monkeypatch.delenv("DKLB_EDGELB_TOKEN", raising=False)
     assert client_from_options(host="h").token_source is None
     monkeypatch.setenv("DKLB_EDGELB_TOKEN", SENTINEL)
-    env = client_from_options(host="h").token_source
+    env = client_from_options(host="h", scheme="https").token_source
     assert isinstance(env, EnvToken) and env.token() == SENTINEL
     monkeypatch.setenv("OTHER_VAR", "x")
-    assert present(client_from_options(host="h", token_env="OTHER_VAR").token_source).token() == "x"
+    assert (
+        present(client_from_options(host="h", scheme="https", token_env="OTHER_VAR").token_source).token()
+        == "x"
+    )
     (tmp_path / "t").write_text("from-file\n")
-    ft = client_from_options(host="h", token_file=str(tmp_path / "t")).token_source
+    ft = client_from_options(host="h", scheme="https", token_file=str(tmp_path / "t")).token_source
     assert isinstance(ft, FileToken) and ft.token() == "from-file"
-    assert SENTINEL not in repr(client_from_options(host="h"))
+    assert SENTINEL not in repr(client_from_options(host="h", scheme="https"))
 
 
 def test_insecure_logs_one_warning(caplog):

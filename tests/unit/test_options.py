@@ -33,6 +33,7 @@ EDGELB_FLAGS = {
     "--edgelb-service-account-secret-file",
     "--edgelb-ca-bundle",
     "--edgelb-insecure-skip-tls-verify",
+    "--edgelb-allow-insecure-http",
     "--edgelb-request-timeout",
 }
 # The stand-ins' own command is theirs to shape.
