@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import re
 import os
+import re
 import signal
 from typing import Any
 

@@ -15,9 +15,8 @@ from typing import Any
 
 from engine.model.config import ParseResult, PoolConfig, check_transition
 from engine.model.parse import parse_config
-    decides, one set of messages. ``limits`` are the operator's bounds (``Settings.limits``):
-    a configuration outside them is as invalid as a malformed one. Never raises: an unexpected
-    failure is a rejection.
+from engine.model.policy import DEFAULT_LIMITS, Limits, check_pool
+from engine.model.report import cut
 from engine.model.services import config_text, metadata
 from engine.model.translation import ServicePort, exposed_ports
 
@@ -69,9 +68,9 @@ def check_service(
     ``previous`` is the configuration in force (None for a new Service): the fields that cannot
     change are checked against it. ``pool_group`` is ``--edgelb-pool-group`` (the pool's name
     must fit a DC/OS service name with it). The admission webhook calls it too: one place
-    decides, one set of messages. Never raises: an unexpected failure is a rejection.
     decides, one set of messages. ``limits`` are the operator's bounds (``Settings.limits``):
-    a configuration outside them is as invalid as a malformed one.
+    a configuration outside them is as invalid as a malformed one. Never raises: an unexpected
+    failure is a rejection.
     """
     try:
         return _check_service(
