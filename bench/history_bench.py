@@ -9,6 +9,11 @@ queries the CLI runs (``Store.history``) — the query alone, and the whole comm
 and again with them dropped, and prints one small table with each query's plan. A benchmark,
 not a test: it exits 0 and says whether the per-Service query met its 100 ms budget.
 
+Then retention (``engine.store.pruning``) on a copy of the same million rows: the row cap alone
+(``--history-max-rows-per-service 200``), then the age rule (``--history-max-age 30d``): the
+time each pass takes, its batches, the longest single batch (how long it held SQLite's write
+lock: what a worker's commit may wait behind) and the file size after (incremental vacuum).
+
     .venv/bin/python bench/history_bench.py [--rows 1000000] [--runs 20] [--keep PATH]
 """
 
@@ -19,6 +24,7 @@ import contextlib
 import io
 import itertools
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -34,6 +40,7 @@ from sqlalchemy import event
 from engine import cli
 from engine.cli.output import table
 from engine.store import Store, database_url, migrate
+from engine.store.pruning import HistoryPruner, Retention
 
 BUDGET_MS = 100.0
 STATES = ("Pending", "Provisioning", "AwaitingMetadata", "Ready")
@@ -188,6 +195,48 @@ def measure(
     return results
 
 
+def prune(path: Path, *, rows: int) -> list[list[Any]]:
+    """Retention passes over the million rows at ``path``, one table row each."""
+    newest = START + timedelta(seconds=rows * SECONDS_PER_ROW)
+    passes = (
+        ("--history-max-rows-per-service 200 (no age limit)", Retention(max_age=0, max_rows_per_service=200)),
+        ("--history-max-age 30d (after the cap)", Retention(max_age=30 * 86400.0, max_rows_per_service=0)),
+    )
+    store = Store(database_url(str(path)))
+    results: list[list[Any]] = []
+    try:
+        for label, retention in passes:
+            before = count_rows(path)
+            began = time.perf_counter()
+            report = HistoryPruner(store, retention).prune(now=newest)
+            seconds = time.perf_counter() - began
+            checkpoint = sqlite3.connect(path)
+            checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            checkpoint.close()
+            results.append(
+                [
+                    label,
+                    f"{before:,}",
+                    f"{count_rows(path):,}",
+                    f"{seconds:.1f}",
+                    report.batches,
+                    f"{report.longest_batch * 1000:.1f}",
+                    f"{path.stat().st_size / 1e6:.0f}",
+                ]
+            )
+    finally:
+        store.close()
+    return results
+
+
+def count_rows(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM history").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def stats(times: list[float]) -> list[str]:
     return [f"{statistics.median(times):.2f}", f"{min(times):.2f}", f"{max(times):.2f}"]
 
@@ -215,16 +264,32 @@ def main(argv: list[str] | None = None) -> int:
         shape = {"runs": args.runs, "services": args.services, "rows": args.rows}
         rows = measure(path, indexed="yes", rng=random.Random(1), **shape)
         per_service_ms = float(rows[0][2])
+        pruned_copy = path.with_name("pruned.db")
+        shutil.copyfile(path, pruned_copy)
         conn = sqlite3.connect(path)
         with conn:
             for name in INDEXES:
                 conn.execute(f"DROP INDEX {name}")
         conn.close()
         rows += measure(path, indexed="no", rng=random.Random(1), **shape)
+        print(f"pruning a copy ({pruned_copy.stat().st_size / 1e6:.0f} MB)")
+        pruning = prune(pruned_copy, rows=args.rows)
+        pruned_copy.unlink()
 
     headers = ("QUERY", "INDEXES", "MEDIAN MS", "MIN MS", "MAX MS", "ROWS", "PLAN")
     print()
     print(table(headers, rows, right=(2, 3, 4, 5)))
+    print()
+    headers = (
+        "RETENTION PASS",
+        "ROWS BEFORE",
+        "ROWS AFTER",
+        "SECONDS",
+        "BATCHES",
+        "LONGEST BATCH MS",
+        "MB AFTER",
+    )
+    print(table(headers, pruning, right=(1, 2, 3, 4, 5, 6)))
     verdict = "within" if per_service_ms < BUDGET_MS else "OVER"
     print(f"\nper-Service query: median {per_service_ms:.2f} ms, {verdict} the {BUDGET_MS:.0f} ms budget")
     return 0
