@@ -135,13 +135,15 @@ def pruned_doc(p: HistoryPruned) -> dict[str, object]:
 def pruned_note(p: HistoryPruned, key: str | None, at: datetime) -> str:
     """One line saying what retention deleted, and by which flag of ``dklb run``."""
     when = f"last pruned {relative(p.at, at)}"
-    if p.rule == "max-age":
-        whose = "entries"
-    elif key is not None:
-        whose = f"{key}'s entries"
-    else:
-        whose = f"entries of {p.services} Service{'s' if p.services != 1 else ''}, the latest cut:"
+    flag = f"--history-{p.rule}"
+    if p.rule == "max-age" or key is not None:
+        whose = "entries" if p.rule == "max-age" else f"{key}'s entries"
+        return (
+            f"older history pruned ({flag}): {whose} before {timestamp(p.before)} are gone "
+            f"({p.rows:,} rows, {when})"
+        )
+    services = f"{p.services} Service{'s' if p.services != 1 else ''}"
     return (
-        f"older history pruned (--history-{p.rule}): {whose} before {timestamp(p.before)} are gone "
-        f"({p.rows:,} rows, {when})"
+        f"older history pruned ({flag}): the oldest entries of {services} are gone, up to "
+        f"{timestamp(p.before)} for the latest cut ({p.rows:,} rows, {when})"
     )

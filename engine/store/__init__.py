@@ -1,4 +1,4 @@
-"""The store: bindings, pools and the append-only history, in one SQL database, and all its SQL.
+"""The store: bindings, pools and the history (appended to, pruned by age and count), and all its SQL.
 
 What the layer is: the only code that knows tables and statements. ``schema`` declares the
 tables (Alembic, in ``migrations/``, creates and upgrades them through ``migrate``),

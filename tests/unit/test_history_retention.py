@@ -271,7 +271,10 @@ def test_dklb_history_says_older_rows_were_pruned(
         "(2 rows, last pruned 5m ago)"
     ]
     _, err = history(capsys, db)
-    assert "entries of 1 Service, the latest cut: before 2026-12-03 11:59:58Z" in err.splitlines()[1]
+    assert err.splitlines()[1] == (
+        "older history pruned (--history-max-rows-per-service): the oldest entries of 1 Service are "
+        "gone, up to 2026-12-03 11:59:58Z for the latest cut (2 rows, last pruned 5m ago)"
+    )
     # Asked only for what is newer than any cut: nothing pruned is missing from the answer.
     out, err = history(capsys, db, "a/busy", "--since", "2026-12-03T11:59:59Z")
     assert len(out.splitlines()) == 3 and err == ""
