@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -88,6 +88,8 @@ class PruneReport:
     batches: int = 0
     #: The longest a single deleting batch held the write transaction, in seconds.
     longest_batch: float = 0.0
+    #: How long each deleting batch held it (the benchmark's percentiles).
+    batch_seconds: list[float] = field(default_factory=list)
     #: The longest a single incremental vacuum step held it, in seconds.
     longest_reclaim: float = 0.0
     reclaimed_pages: int = 0
@@ -121,7 +123,8 @@ class HistoryPruner:
             self._by_age(now - timedelta(seconds=r.max_age), now, report, keep_going)
         if r.max_rows_per_service and report.complete:
             self._by_rows(r.max_rows_per_service, now, report, keep_going)
-        if report.rows and report.complete:
+        if report.complete:
+            # Also after a pass that deleted nothing: the previous one may have stopped half-way.
             self._reclaim(report, keep_going)
         return report
 
@@ -201,7 +204,7 @@ class HistoryPruner:
         """Give freed pages back to the file system, if the SQLite file was made to allow it."""
         if self.store.engine.dialect.name != "sqlite":
             return
-        with self.store.engine.connect() as conn:
+        with self.store._read() as conn:
             if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() != _INCREMENTAL:
                 return
         while keep_going():
@@ -224,6 +227,7 @@ class HistoryPruner:
     def _timed(report: PruneReport, seconds: float) -> None:
         report.batches += 1
         report.longest_batch = max(report.longest_batch, seconds)
+        report.batch_seconds.append(seconds)
 
 
 def _extend_trace(
