@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(table(headers, rows, right=(2, 3, 4, 5)))
     print()
-    headers = (
+    pruning_headers = (
         "RETENTION PASS",
         "ROWS BEFORE",
         "ROWS AFTER",
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "LONGEST VACUUM STEP MS",
         "MB AFTER",
     )
-    print(table(headers, pruning, right=(1, 2, 3, 4, 5, 6, 7, 8, 9)))
+    print(table(pruning_headers, pruning, right=(1, 2, 3, 4, 5, 6, 7, 8, 9)))
     if not rows:
         return 0
     per_service_ms = float(rows[0][2])
