@@ -1,7 +1,8 @@
 """Benchmark: ``dklb history NAMESPACE/NAME --limit 50`` on a million history rows.
 
-Where it sits: the controller appends one history row per transition and never deletes any, so
-after months a busy cluster has millions; ``dklb history`` (``engine.cli``) must still answer
+Where it sits: the controller appends one history row per transition; retention
+(``--history-max-age``, ``--history-max-rows-per-service``) bounds them, but a busy cluster
+still holds hundreds of thousands to millions; ``dklb history`` (``engine.cli``) must still answer
 at once. This script builds such a database (schema by ``engine.store.migrate``, rows bulk-inserted
 with ``executemany`` in a few transactions: ~2,000 Services on ~50 pools), then times the
 queries the CLI runs (``Store.history``) — the query alone, and the whole command
@@ -9,7 +10,12 @@ queries the CLI runs (``Store.history``) — the query alone, and the whole comm
 and again with them dropped, and prints one small table with each query's plan. A benchmark,
 not a test: it exits 0 and says whether the per-Service query met its 100 ms budget.
 
-    .venv/bin/python bench/history_bench.py [--rows 1000000] [--runs 20] [--keep PATH]
+Then retention (``engine.store.pruning``) on a copy of the same million rows: the row cap alone
+(``--history-max-rows-per-service 200``), then the age rule (``--history-max-age 30d``): the
+time each pass takes, its batches, the longest single batch (how long it held SQLite's write
+lock: what a worker's commit may wait behind) and the file size after (incremental vacuum).
+
+    .venv/bin/python bench/history_bench.py [--rows 1000000] [--runs 20] [--keep PATH] [--prune-only]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import io
 import itertools
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -34,6 +41,7 @@ from sqlalchemy import event
 from engine import cli
 from engine.cli.output import table
 from engine.store import Store, database_url, migrate
+from engine.store.pruning import HistoryPruner, Retention
 
 BUDGET_MS = 100.0
 STATES = ("Pending", "Provisioning", "AwaitingMetadata", "Ready")
@@ -188,6 +196,58 @@ def measure(
     return results
 
 
+def prune(path: Path, *, rows: int) -> list[list[Any]]:
+    """Retention passes over the million rows at ``path``, one table row each."""
+    newest = START + timedelta(seconds=rows * SECONDS_PER_ROW)
+    passes = (
+        ("--history-max-rows-per-service 200 (no age limit)", Retention(max_age=0, max_rows_per_service=200)),
+        ("--history-max-age 30d (after the cap)", Retention(max_age=30 * 86400.0, max_rows_per_service=0)),
+    )
+    store = Store(database_url(str(path)))
+    results: list[list[Any]] = []
+    try:
+        for label, retention in passes:
+            before = count_rows(path)
+            began = time.perf_counter()
+            report = HistoryPruner(store, retention).prune(now=newest)
+            seconds = time.perf_counter() - began
+            checkpoint = sqlite3.connect(path)
+            checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            checkpoint.close()
+            results.append(
+                [
+                    label,
+                    f"{before:,}",
+                    f"{count_rows(path):,}",
+                    f"{seconds:.1f}",
+                    report.batches,
+                    *percentiles(report.batch_seconds),
+                    f"{report.longest_batch * 1000:.1f}",
+                    f"{report.longest_reclaim * 1000:.1f}",
+                    f"{path.stat().st_size / 1e6:.0f}",
+                ]
+            )
+    finally:
+        store.close()
+    return results
+
+
+def percentiles(seconds: list[float]) -> list[str]:
+    """Median and 99th percentile of the batches, in ms."""
+    if not seconds:
+        return ["-", "-"]
+    ordered = sorted(seconds)
+    return [f"{statistics.median(ordered) * 1000:.1f}", f"{ordered[int(len(ordered) * 0.99)] * 1000:.1f}"]
+
+
+def count_rows(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM history").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def stats(times: list[float]) -> list[str]:
     return [f"{statistics.median(times):.2f}", f"{min(times):.2f}", f"{max(times):.2f}"]
 
@@ -201,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pools", type=int, default=50)
     parser.add_argument("--runs", type=int, default=20, help="runs per query; the median is reported")
     parser.add_argument("--keep", type=Path, default=None, help="build the database here and keep it")
+    parser.add_argument(
+        "--prune-only", action="store_true", help="skip the queries: build the rows, measure retention"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="dklb-bench-") as tmp:
@@ -212,19 +275,45 @@ def main(argv: list[str] | None = None) -> int:
         size = path.stat().st_size / 1e6
         print(f"inserted in {seconds:.1f}s ({args.rows / seconds:,.0f} rows/s), {size:.0f} MB")
 
-        shape = {"runs": args.runs, "services": args.services, "rows": args.rows}
-        rows = measure(path, indexed="yes", rng=random.Random(1), **shape)
-        per_service_ms = float(rows[0][2])
-        conn = sqlite3.connect(path)
-        with conn:
-            for name in INDEXES:
-                conn.execute(f"DROP INDEX {name}")
-        conn.close()
-        rows += measure(path, indexed="no", rng=random.Random(1), **shape)
+        rows: list[list[Any]] = []
+        if args.prune_only:
+            pruning = prune(path, rows=args.rows)
+        else:
+            shape = {"runs": args.runs, "services": args.services, "rows": args.rows}
+            rows = measure(path, indexed="yes", rng=random.Random(1), **shape)
+            pruned_copy = path.with_name("pruned.db")
+            shutil.copyfile(path, pruned_copy)
+            conn = sqlite3.connect(path)
+            with conn:
+                for name in INDEXES:
+                    conn.execute(f"DROP INDEX {name}")
+            conn.close()
+            rows += measure(path, indexed="no", rng=random.Random(1), **shape)
+            print(f"pruning a copy ({pruned_copy.stat().st_size / 1e6:.0f} MB)")
+            pruning = prune(pruned_copy, rows=args.rows)
+            pruned_copy.unlink()
 
-    headers = ("QUERY", "INDEXES", "MEDIAN MS", "MIN MS", "MAX MS", "ROWS", "PLAN")
+    if rows:
+        headers = ("QUERY", "INDEXES", "MEDIAN MS", "MIN MS", "MAX MS", "ROWS", "PLAN")
+        print()
+        print(table(headers, rows, right=(2, 3, 4, 5)))
     print()
-    print(table(headers, rows, right=(2, 3, 4, 5)))
+    pruning_headers = (
+        "RETENTION PASS",
+        "ROWS BEFORE",
+        "ROWS AFTER",
+        "SECONDS",
+        "BATCHES",
+        "MEDIAN BATCH MS",
+        "P99 BATCH MS",
+        "LONGEST BATCH MS",
+        "LONGEST VACUUM STEP MS",
+        "MB AFTER",
+    )
+    print(table(pruning_headers, pruning, right=(1, 2, 3, 4, 5, 6, 7, 8, 9)))
+    if not rows:
+        return 0
+    per_service_ms = float(rows[0][2])
     verdict = "within" if per_service_ms < BUDGET_MS else "OVER"
     print(f"\nper-Service query: median {per_service_ms:.2f} ms, {verdict} the {BUDGET_MS:.0f} ms budget")
     return 0

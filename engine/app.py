@@ -10,8 +10,9 @@ the order of ``parts`` and, once ``done`` is set (SIGTERM, SIGINT), stops them i
     admission webhook     serving and registered before any Service is reconciled
     leader elector        the Lease; released after the controller stopped writing
     kube adapter          flushes the Events still queued
-    controller            workers, wake-ups and the orphan sweep; stopping it first closes the
-                          fence, so nothing is written once leadership is given up
+    controller            workers, wake-ups, the orphan sweep and history retention; stopping it
+                          first closes the fence, so nothing is written once leadership is
+                          given up
     EdgeLB recovery       probes EdgeLB while it fails; wakes the retrying bindings once it answers
     watchers              Services (and Nodes): the cache fills, then ``mark_synced`` lets the
                           workers go
@@ -28,7 +29,7 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -50,7 +51,9 @@ from engine.runtime.fence import Fence, FencedEdgeLB, FencedKube
 from engine.runtime.orphans import OrphanSweeper
 from engine.runtime.reconciler import Reconciler
 from engine.runtime.recovery import EdgeLBRecovery
+from engine.runtime.retention import RetentionJob
 from engine.store import migrate
+from engine.store.pruning import Retention
 from engine.telemetry.health import BindError, HealthServer, Probes
 from engine.telemetry.metrics import Metrics
 from engine.telemetry.serving import format_address
@@ -83,6 +86,8 @@ class AppConfig:
     admission: AdmissionPlan
     # /metrics on an address of its own (--metrics-listen); None: beside the probes on http_listen.
     metrics_listen: tuple[str, int] | None = None
+    # --history-max-age, --history-max-rows-per-service.
+    retention: Retention = field(default_factory=Retention)
 
 
 class StartError(Exception):
@@ -279,6 +284,15 @@ class App:
             id="sweep-orphans",
             executor="orphans",
         )
+        self.retention = RetentionJob(
+            self.store,
+            c.retention,
+            # Like the sweep: the leader alone, and not before the start-up verification is done.
+            may_run=lambda: self._verified.is_set() and self.is_leading() and not controller.stopping,
+            on_pruned=metrics.history_rows_pruned,
+        )
+        if c.retention.enabled:
+            self.retention.schedule(controller.scheduler, period=self.resync_period)
         # The final state is never stored (the binding row is deleted), so it has no gauge.
         metrics.watch_store(self.store, states=[s for s in self.machine.states if s != self.machine.final])
         metrics.watch_queue(lambda: len(controller.queue))

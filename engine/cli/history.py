@@ -4,6 +4,11 @@ Where it sits in the data flow: every transition the controller commits writes o
 (``Store.commit``), kept after the Service is gone; this command reads them from another
 process, read-only, through ``Store.history`` (one query, shaped so that one index answers it
 even in millions of rows), filtered by Service, pool, target state and time.
+
+Retention (``dklb run --history-max-age / --history-max-rows-per-service``) deletes old rows;
+what it deleted is said after the table (on stderr) and, with ``-o json|yaml``, in the
+document's ``pruned`` list beside its ``entries``: an operator must not mistake a pruned past
+for a quiet one.
 """
 
 from __future__ import annotations
@@ -14,15 +19,18 @@ from datetime import UTC, datetime, timedelta
 
 from engine.cli import options
 from engine.cli.bindings import history_doc, history_table, now, parse_key, state_named
-from engine.cli.output import emit, note
+from engine.cli.output import emit, note, relative, timestamp
 from engine.model.durations import parse_duration
+from engine.store import HistoryPruned
 from engine.store.migrate import open_read_only
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = textwrap.fill(
-        "Every transition of every binding, as recorded by the controller (append-only; kept "
-        "after a Service is deleted). Newest first; filters combine. Reads the database read-only.",
+        "Every transition of every binding, as recorded by the controller (kept after a Service "
+        "is deleted, until dklb run's --history-max-age and --history-max-rows-per-service prune "
+        "it; the output says when they did). Newest first; filters combine. Reads the database "
+        "read-only.",
         90,
     )
     parser.epilog = (
@@ -96,18 +104,46 @@ def run(args: argparse.Namespace) -> int:
     store = open_read_only(args.database)
     try:
         entries = store.history(key=key, pool=args.pool, since=start, state=state, limit=args.limit or None)
+        # A prune older than --since took nothing the question asked for.
+        pruned = [p for p in store.pruned(key) if start is None or p.before > start]
     finally:
         store.close()
     if args.reverse:
         # The newest N, told in the order they happened (like `tail`).
         entries.reverse()
     if args.output != "table":
-        emit([history_doc(h) for h in entries], args.output)
+        emit(
+            {"entries": [history_doc(h) for h in entries], "pruned": [pruned_doc(p) for p in pruned]},
+            args.output,
+        )
         return 0
     if not entries:
         note("no history matches")
-        return 0
-    print(history_table(entries, at, wide=args.wide))
-    if args.limit and len(entries) == args.limit:
-        note(f"(the {args.limit} newest shown: --limit N for more, --limit 0 for all)")
+    else:
+        print(history_table(entries, at, wide=args.wide))
+        if args.limit and len(entries) == args.limit:
+            note(f"(the {args.limit} newest shown: --limit N for more, --limit 0 for all)")
+    for p in pruned:
+        note(pruned_note(p, key, at))
     return 0
+
+
+def pruned_doc(p: HistoryPruned) -> dict[str, object]:
+    return {"rule": p.rule, "before": p.before, "rows": p.rows, "at": p.at, "services": p.services}
+
+
+def pruned_note(p: HistoryPruned, key: str | None, at: datetime) -> str:
+    """One line saying what retention deleted, and by which flag of ``dklb run``."""
+    when = f"last pruned {relative(p.at, at)}"
+    flag = f"--history-{p.rule}"
+    if p.rule == "max-age" or key is not None:
+        whose = "entries" if p.rule == "max-age" else f"{key}'s entries"
+        return (
+            f"older history pruned ({flag}): {whose} before {timestamp(p.before)} are gone "
+            f"({p.rows:,} rows, {when})"
+        )
+    services = f"{p.services} Service{'s' if p.services != 1 else ''}"
+    return (
+        f"older history pruned ({flag}): the oldest entries of {services} are gone, up to "
+        f"{timestamp(p.before)} for the latest cut ({p.rows:,} rows, {when})"
+    )

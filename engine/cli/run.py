@@ -26,6 +26,7 @@ from engine.cli.options import IN_CLUSTER, add
 from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST
 from engine.model.durations import format_duration
 from engine.model.settings import DEFAULT_RESYNC_PERIOD
+from engine.store.pruning import DEFAULT_MAX_AGE, DEFAULT_MAX_ROWS_PER_SERVICE, Retention
 from engine.telemetry.logs import configure_logging, level_name
 from engine.telemetry.serving import parse_listen
 
@@ -142,6 +143,23 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RESYNC_PERIOD,
         help="how often a Ready binding re-verifies, the watch re-lists and orphans are swept "
         f"(default {format_duration(DEFAULT_RESYNC_PERIOD)}; the Go dklb's was 2m)",
+    )
+    add(
+        parser,
+        "--history-max-age",
+        type=options.duration,
+        default=DEFAULT_MAX_AGE,
+        metavar="DURATION",
+        help="history entries older than this are pruned, those of removed Services too; 0 keeps "
+        f"every age (default {format_duration(DEFAULT_MAX_AGE)}; pruned every resync period)",
+    )
+    add(
+        parser,
+        "--history-max-rows-per-service",
+        type=options.count,
+        default=DEFAULT_MAX_ROWS_PER_SERVICE,
+        metavar="N",
+        help="each Service keeps its newest N history entries; 0: no cap (default %(default)s)",
     )
     add(
         parser,
@@ -383,6 +401,9 @@ def _run(args: argparse.Namespace) -> int:
         http_listen_explicit=explicit,
         admission=plan,
         metrics_listen=args.metrics_listen,
+        retention=Retention(
+            max_age=args.history_max_age, max_rows_per_service=args.history_max_rows_per_service
+        ),
     )
     try:
         app = App(config)

@@ -1,11 +1,11 @@
-"""The store: bindings, pools and the append-only history, in one SQL database, and all its SQL.
+"""The store: bindings, pools and the history (appended to, pruned by age and count), and all its SQL.
 
 What the layer is: the only code that knows tables and statements. ``schema`` declares the
 tables (Alembic, in ``migrations/``, creates and upgrades them through ``migrate``),
 ``database`` opens a path or URL with dklb's engine settings, ``records`` holds what the store
 hands out (``Binding``, ``Pool``, ``HistoryEntry``) and takes in (``Change``), and ``store``
 is ``Store``: every read and every one-transaction write, for the controller, ``/metrics`` and
-the operator commands alike.
+the operator commands alike. ``pruning`` applies history retention in small batches.
 
 What it may import: the model (``engine.model``), and nothing above it: the runtime, the
 admission webhook, telemetry and the CLI use the store, never the other way round.
@@ -17,6 +17,7 @@ from engine.store.records import (
     BindingSummary,
     Change,
     HistoryEntry,
+    HistoryPruned,
     Pool,
     StaleBinding,
     StoreError,
@@ -31,6 +32,7 @@ __all__ = [
     "BindingSummary",
     "Change",
     "HistoryEntry",
+    "HistoryPruned",
     "Pool",
     "StaleBinding",
     "Store",

@@ -3,6 +3,8 @@
 ``Binding``, ``Pool`` and ``HistoryEntry`` are snapshots of rows (``engine.store.schema``);
 ``BindingSummary`` is the four columns the orphan sweep reads of every binding. A ``Change`` is
 one transition as the reconciler computed it, which ``Store.commit`` applies in one transaction.
+``HistoryPruned`` is what retention (``engine.store.pruning``) left as a trace of what it
+deleted; ``cap_message`` bounds what one history row may hold.
 """
 
 from __future__ import annotations
@@ -24,6 +26,23 @@ class StaleBinding(Exception):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: The most a history message keeps, in UTF-8 bytes: one hostile annotation's error report must
+#: not cost megabytes per row (S4 of the security review).
+MESSAGE_CAP = 4096
+
+
+def cap_message(message: str, cap: int = MESSAGE_CAP) -> str:
+    """``message`` if it fits in ``cap`` UTF-8 bytes, else its head and a marker saying how long it
+    was, together exactly within ``cap`` (never a character cut in half)."""
+    data = message.encode("utf-8", errors="replace")
+    if len(data) <= cap:
+        return message
+    marker = f" … [truncated: {len(data):,} bytes, the first {{kept:,}} kept]"
+    room = cap - len(marker.format(kept=cap).encode())
+    head = data[: max(room, 0)].decode("utf-8", errors="ignore")
+    return head + marker.format(kept=len(head.encode()))
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,22 @@ class HistoryEntry:
     @property
     def key(self) -> str:
         return join_key(self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class HistoryPruned:
+    """A trace retention left: entries older than ``before`` were deleted by ``rule``.
+
+    ``rule`` is ``max-age`` (every Service's history; ``services`` is 0) or
+    ``max-rows-per-service`` (``services`` Services' oldest rows; ``before`` is the latest cut
+    among them). ``rows``: how many rows the rule deleted so far; ``at``: when it last did.
+    """
+
+    rule: str
+    before: datetime
+    rows: int
+    at: datetime
+    services: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""The database schema: three tables, as SQLAlchemy declares them and Alembic migrates them.
+"""The database schema: four tables, as SQLAlchemy declares them and Alembic migrates them.
 
 ``bindings`` (one row per Service dklb handles), ``pools`` (a row exactly while bindings refer to
-the pool: its reference count) and the append-only ``history``. ``migrations/`` creates them;
-``engine.store.store`` reads and writes them with statements built on the ``Table`` objects
-below. Column types keep SQLite readable (JSON as text) and times comparable (UTC only).
+the pool: its reference count), the ``history`` (appended to by every transition, pruned by
+retention only) and ``history_pruned`` (what retention deleted, so ``dklb history`` can say
+so). ``migrations/`` creates them; ``engine.store.store`` reads and writes them with statements
+built on the ``Table`` objects below. Column types keep SQLite readable (JSON as text) and times
+comparable (UTC only).
 """
 
 from __future__ import annotations
@@ -130,7 +132,24 @@ class HistoryRow(Base):
     duration: Mapped[float | None] = mapped_column(Float)
 
 
+class HistoryPrunedRow(Base):
+    """One row per retention rule and Service: entries older than ``before`` are gone.
+
+    The key ``("", "")`` is the age rule (every Service's history); a Service's key is its row
+    cap. A Service's row is dropped once the age rule's ``before`` passes it (it says no more).
+    """
+
+    __tablename__ = "history_pruned"
+
+    namespace: Mapped[str] = mapped_column(String(253), primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    before: Mapped[datetime] = mapped_column(UTCDateTime)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # The Table objects, for SQLAlchemy Core statements (the store's reads and writes).
 BINDINGS = cast(Table, BindingRow.__table__)
 POOLS = cast(Table, PoolRow.__table__)
 HISTORY = cast(Table, HistoryRow.__table__)
+HISTORY_PRUNED = cast(Table, HistoryPrunedRow.__table__)

@@ -36,12 +36,14 @@ from engine.store.records import (
     BindingSummary,
     Change,
     HistoryEntry,
+    HistoryPruned,
     Pool,
     StaleBinding,
     StoreError,
+    cap_message,
     utcnow,
 )
-from engine.store.schema import BINDINGS, HISTORY, POOLS
+from engine.store.schema import BINDINGS, HISTORY, HISTORY_PRUNED, POOLS
 
 # The controller's statements, built once and run with parameters: building a statement (coercing
 # every value into the expression tree and keying the compiled cache on it) cost more CPU than
@@ -207,6 +209,25 @@ class Store:
         with self._read() as conn:
             return [HistoryEntry(**r._mapping) for r in conn.execute(query)]
 
+    def pruned(self, key: str | None = None) -> list[HistoryPruned]:
+        """What retention deleted (``engine.store.pruning``), for ``dklb history``'s footer: the
+        age rule's trace, then the row cap's (of ``key``, or of every Service taken together)."""
+        t = HISTORY_PRUNED
+        capped = select(func.max(t.c.before), func.sum(t.c.rows), func.max(t.c.at), func.count())
+        capped = capped.where(t.c.namespace != "")
+        if key is not None:
+            namespace, name = split_key(key)
+            capped = capped.where(t.c.namespace == namespace, t.c.name == name)
+        found: list[HistoryPruned] = []
+        with self._reader.connect() as conn, conn.begin():
+            age = conn.execute(select(t).where(t.c.namespace == "", t.c.name == "")).first()
+            before, rows, at, services = conn.execute(capped).one()
+        if age is not None:
+            found.append(HistoryPruned("max-age", age.before, int(age.rows), age.at))
+        if services:
+            found.append(HistoryPruned("max-rows-per-service", before, int(rows), at, int(services)))
+        return found
+
     def summaries(self) -> Iterator[BindingSummary]:
         """Every binding's key, pool and configuration (in ``bindings()``'s order), one row at a
         time: the orphan sweep's read, which must not hold thousands of whole bindings at once."""
@@ -293,7 +314,7 @@ class Store:
                     "to_state": state,
                     "trigger": trigger,
                     "reason": reason,
-                    "message": message,
+                    "message": cap_message(message),
                     "attempt": 0,
                     "at": now,
                     "duration": None,
@@ -335,7 +356,7 @@ class Store:
                         "to_state": change.to_state,
                         "trigger": change.trigger,
                         "reason": change.reason,
-                        "message": change.message,
+                        "message": cap_message(change.message),
                         "attempt": updates.get("attempts", row["attempts"]),
                         "at": now,
                         "duration": (now - row["state_since"]).total_seconds(),

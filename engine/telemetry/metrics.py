@@ -159,6 +159,12 @@ class Metrics:
             "EdgeLB pools dklb created that no Service used any more, deleted (engine.runtime.orphans).",
             registry=r,
         )
+        self.history_pruned = Counter(
+            "dklb_history_pruned_rows",
+            "History rows deleted by retention, by rule (max-age, max-rows-per-service).",
+            ["rule"],
+            registry=r,
+        )
         self.admission_reviews = Counter(
             "dklb_admission_reviews",
             'AdmissionReviews answered by the webhook, by path; allowed "false" when refused or failed.',
@@ -193,6 +199,9 @@ class Metrics:
     def orphan_pool_deleted(self, _pool: str) -> None:
         # The pool name is not a label: one time series per pool would grow without bound.
         self.orphan_pools_deleted.inc()
+
+    def history_rows_pruned(self, rule: str, rows: int) -> None:
+        self.history_pruned.labels(rule).inc(rows)
 
     def admission_review(self, path: str, allowed: bool, seconds: float) -> None:
         self.admission_reviews.labels(path, "true" if allowed else "false").inc()

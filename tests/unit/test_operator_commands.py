@@ -427,7 +427,10 @@ def history_json(
 ) -> list[dict[str, Any]]:
     code, out, _ = run(capsys, db, now, "history", *argv, "-o", "json")
     assert code == 0
-    return json.loads(out)
+    doc = json.loads(out)
+    assert doc["pruned"] == [], "nothing was pruned in this scene"
+    entries: list[dict[str, Any]] = doc["entries"]
+    return entries
 
 
 def test_history_filters(capsys: pytest.CaptureFixture[str], scene: Scene, db: Path) -> None:
