@@ -90,6 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     options.pool_limits(parser)
     options.database(parser)
     _controller_flags(parser)
+    _sharing_and_history_flags(parser)
     _leader_flags(parser)
     _admission_flags(parser)
     goflags.declare(parser)
@@ -145,6 +146,45 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         f"(default {format_duration(DEFAULT_RESYNC_PERIOD)}; the Go dklb's was 2m)",
     )
     add(
+        parser, "--workers", type=int, default=4, help="bindings reconciled in parallel (default %(default)s)"
+    )
+    add(
+        parser,
+        "--http-listen",
+        type=listen,
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and /readyz here; port 0 picks a free port "
+        f"(default: 0.0.0.0:{HTTP_PORT} in a cluster, else 127.0.0.1:{HTTP_PORT}; "
+        "the default address, unlike an explicit one, is skipped with a warning when in use)",
+    )
+    add(
+        parser,
+        "--metrics-listen",
+        type=listen,
+        metavar="HOST:PORT",
+        help="serve /metrics here instead, e.g. 127.0.0.1:9421 for a scraper in the Pod, while the "
+        "kubelet's /healthz and /readyz stay on --http-listen (default: /metrics on --http-listen)",
+    )
+    add(
+        parser,
+        "--log-level",
+        default="info",
+        type=log_level,
+        metavar="LEVEL",
+        help="debug, info, warning, error or critical; also the Go dklb's (logrus) trace (= debug), "
+        "warn (= warning), fatal and panic (= critical); any case (default %(default)s)",
+    )
+    add(
+        parser,
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text or JSON lines (default %(default)s)",
+    )
+
+
+def _sharing_and_history_flags(parser: argparse.ArgumentParser) -> None:
+    add(
         parser,
         "--history-max-age",
         type=options.duration,
@@ -184,42 +224,6 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         type=_namespaces,
         help="only Services of these namespaces may use a pool dklb did not create "
         "(default: any namespace); dklb never changes nor deletes such a pool",
-    )
-    add(
-        parser, "--workers", type=int, default=4, help="bindings reconciled in parallel (default %(default)s)"
-    )
-    add(
-        parser,
-        "--http-listen",
-        type=listen,
-        metavar="HOST:PORT",
-        help="serve /metrics, /healthz and /readyz here; port 0 picks a free port "
-        f"(default: 0.0.0.0:{HTTP_PORT} in a cluster, else 127.0.0.1:{HTTP_PORT}; "
-        "the default address, unlike an explicit one, is skipped with a warning when in use)",
-    )
-    add(
-        parser,
-        "--metrics-listen",
-        type=listen,
-        metavar="HOST:PORT",
-        help="serve /metrics here instead, e.g. 127.0.0.1:9421 for a scraper in the Pod, while the "
-        "kubelet's /healthz and /readyz stay on --http-listen (default: /metrics on --http-listen)",
-    )
-    add(
-        parser,
-        "--log-level",
-        default="info",
-        type=log_level,
-        metavar="LEVEL",
-        help="debug, info, warning, error or critical; also the Go dklb's (logrus) trace (= debug), "
-        "warn (= warning), fatal and panic (= critical); any case (default %(default)s)",
-    )
-    add(
-        parser,
-        "--log-format",
-        default="text",
-        choices=["text", "json"],
-        help="text or JSON lines (default %(default)s)",
     )
 
 

@@ -35,10 +35,6 @@ from engine.model.report import Report, is_integer, kind, reject_unknown_fields,
 ELB_TYPES = ("NLB",)
 LISTENER_PROTOCOLS = ("TCP", "TLS")
 
-#: A load balancer's description is a few hundred bytes; the cap bounds the parse and the
-#: annotation dklb writes back.
-MAX_CLOUD_PROVIDER_BYTES = 16 * 1024
-
 Check = Callable[[Any, str, Report], None]
 #: Deeper than any cloudProviderConfiguration (``aws.elbs[].listeners[].tls.certificates[]`` is 8).
 MAX_DEPTH = 32
@@ -54,13 +50,6 @@ def check_cloud_provider(
     ``frontends`` maps each servicePort to the name of its frontend (the Service's objects);
     None when the Service is unknown (listeners are then not checked against frontends).
     """
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_CLOUD_PROVIDER_BYTES:
-        report.error(
-            path,
-            f"the cloud-provider configuration is {size} bytes, over the limit of {MAX_CLOUD_PROVIDER_BYTES}",
-        )
-        return
     if _depth(text) > MAX_DEPTH:
         # Checked before decoding: json's RecursionError comes at a depth that depends on the
         # caller's stack, so the same text would be judged differently in different places.

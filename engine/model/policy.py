@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.model.config import PoolConfig, show
-from engine.model.services import ANNOTATION
 
 MAX_POOL_SIZE_FLAG = "--max-pool-size"
 MAX_POOL_CPUS_FLAG = "--max-pool-cpus"
@@ -39,9 +38,6 @@ ALLOWED_POOL_NETWORKS_FLAG = "--allowed-pool-networks"
 
 #: ``constraints`` is a one-line placement rule; 1 KiB holds dozens of rows.
 MAX_CONSTRAINTS_BYTES = 1024
-#: What dklb writes back into the annotation: Kubernetes allows 256 KiB for all of a Service's
-#: annotations together, and ``kubectl apply`` keeps a second copy in last-applied-configuration.
-MAX_WRITE_BACK_BYTES = 64 * 1024
 
 #: The DC/OS SDK's placement operators (``MarathonConstraintParser``), in any case; the set of
 #: those whose value is required and those whose value is a count.
@@ -75,22 +71,12 @@ DEFAULT_LIMITS = Limits()
 
 def check_pool(config: PoolConfig, limits: Limits) -> list[str]:
     """Every way ``config`` leaves the operator's bounds or a shape EdgeLB passes on unchecked."""
-    bounds = _bounds(config, limits)
-    errors = bounds + _role(config.role, limits.allowed_roles)
+    errors = _bounds(config, limits) + _role(config.role, limits.allowed_roles)
     errors += _network(config.network, limits.allowed_networks)
     if config.constraints is not None:
         problem = constraints_problem(config.constraints)
         if problem:
             errors.append(f"constraints: {problem}")
-    if bounds:
-        return errors  # a number out of bounds may be too long to write at all: no write-back to measure
-    written = len(config.to_annotation().encode("utf-8"))
-    if written > MAX_WRITE_BACK_BYTES:
-        errors.append(
-            f"the defaulted configuration dklb writes back into the {ANNOTATION} annotation would be "
-            f"{written} bytes (non-ASCII characters are escaped), over the limit of {MAX_WRITE_BACK_BYTES}: "
-            "Kubernetes would refuse the write"
-        )
     return errors
 
 
