@@ -326,11 +326,15 @@ def test_after_a_lost_database_the_pools_mark_still_says_whose_it_is(
     the pool before its owner's Services are re-adopted is judged by the pool's marks."""
     world = World(tmp_path)
     # "zeta" sorts after "alpha": the intruder is reconciled first on the new database.
-    world.kube.apply(service("zeta", "web", 80, 'name: shop\nconstraints: \'[["a","b"]]\'\n', key="k"))
+    world.kube.apply(
+        service("zeta", "web", 80, 'name: shop\nconstraints: \'[["hostname","UNIQUE"]]\'\n', key="k")
+    )
     world.settle()
     lose_database(world, tmp_path)
     before, writes = present(world.edgelb.stored("shop")), world.edgelb.writes()
-    world.kube.apply(service("alpha", "intruder", 81, 'name: shop\nconstraints: \'[["a","b"]]\'\n', key=key))
+    world.kube.apply(
+        service("alpha", "intruder", 81, 'name: shop\nconstraints: \'[["hostname","UNIQUE"]]\'\n', key=key)
+    )
     world.step()
     world.step()
     if joins:
