@@ -130,3 +130,14 @@ S4_S8_S9 = [
 ]
 
 ALL = S5 + S4_S8_S9
+
+
+# The review's S8 annotation, verbatim.
+S8_ANNOTATION = """\
+size: 1000000000000
+cpus: 100000.0
+memory: 999999999999
+role: "tenant-b-reserved\\u001b[2J\\r\\n"
+network: "ops-admin-overlay"
+constraints: "hostname:CLUSTER:10.0.0.5\\nx"
+"""

@@ -38,7 +38,7 @@ import yaml
 from engine.model.checks import NO_TCP_PORT, ConfigCheck, check_service
 from engine.model.config import PoolConfig
 from engine.model.parse import parse_config
-from engine.model.report import cut
+from engine.model.report import described
 from engine.model.services import ANNOTATION, config_text, json_pointer, wants_load_balancer
 from engine.model.settings import Settings
 from engine.model.strict_yaml import load_strict
@@ -102,7 +102,7 @@ def review(
 def _unexpected(e: Exception, *, mutate: bool) -> _Answer:
     """A bug met on some input: the mutating webhook lets the Service through unchanged (it never
     refuses); the validating one refuses it, as the controller would reject it."""
-    problem = cut(" ".join(f"{type(e).__name__}: {e}".split()), 200)
+    problem = described(e)
     if mutate:
         return _Answer(warnings=(f"dklb could not default the Service's configuration ({problem})",))
     return _Answer(

@@ -22,7 +22,7 @@ from engine.cli import options
 from engine.cli.options import UsageError
 from engine.cli.output import emit
 from engine.model.checks import check_service
-from engine.model.report import cut
+from engine.model.report import described
 from engine.model.services import ANNOTATION, LOAD_BALANCER, service_type
 from engine.model.strict_yaml import FastSafeLoader
 from engine.model.translation import exposed_ports, new_pool, service_objects
@@ -60,7 +60,7 @@ def _load_service(path: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise UsageError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
-        problem = cut(" ".join(f"{type(exc).__name__}: {exc}".split()), 200)
+        problem = described(exc)
         raise UsageError(f"{path} is not valid YAML: {problem}") from exc
     services = [d for d in documents if isinstance(d, dict) and d.get("kind") == "Service"]
     if len(services) != 1:

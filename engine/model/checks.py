@@ -16,7 +16,7 @@ from typing import Any
 from engine.model.config import ParseResult, PoolConfig, check_transition
 from engine.model.parse import parse_config
 from engine.model.policy import DEFAULT_LIMITS, Limits, check_pool
-from engine.model.report import cut
+from engine.model.report import described
 from engine.model.services import config_text, metadata
 from engine.model.translation import ServicePort, exposed_ports
 
@@ -83,7 +83,7 @@ def check_service(
             limits=limits,
         )
     except Exception as e:
-        problem = cut(" ".join(f"{type(e).__name__}: {e}".split()), 200)
+        problem = described(e)
         error = f"the Service's configuration could not be checked ({problem}); this is a bug in dklb"
         result = ParseResult(None, (error,), (), defaulted_name=False)
         return ConfigCheck(None, result, (), (), (error,))

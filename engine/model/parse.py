@@ -51,7 +51,7 @@ from engine.model.frontends import MISSING, frontends
 from engine.model.report import (
     Report,
     capped,
-    cut,
+    described,
     integer,
     is_number,
     kind,
@@ -122,7 +122,7 @@ def parse_config(
             owner=owner,
         )
     except Exception as e:
-        problem = cut(" ".join(f"{type(e).__name__}: {e}".split()), 200)
+        problem = described(e)
         return ParseResult(
             None,
             (f"the value of {show(ANNOTATION)} could not be checked ({problem}); this is a bug in dklb",),

@@ -141,6 +141,11 @@ def cut(text: str, limit: int) -> str:
     return text[: max(limit - len(marker), 0)] + marker
 
 
+def described(exc: BaseException, limit: int = 200) -> str:
+    """An unexpected exception as one bounded line: its type and message, whitespace folded."""
+    return cut(" ".join(f"{type(exc).__name__}: {exc}".split()), limit)
+
+
 def kind(value: Any) -> str:
     if value is None:
         return "null"

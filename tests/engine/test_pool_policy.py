@@ -17,16 +17,8 @@ from engine.model.settings import Settings
 from tests.checks import present
 from tests.engine.harness import CLUSTER, World
 from tests.fakes.kube import make_service
+from tests.hostile import S8_ANNOTATION
 
-# The review's S8 annotation, verbatim.
-S8_ANNOTATION = """\
-size: 1000000000000
-cpus: 100000.0
-memory: 999999999999
-role: "tenant-b-reserved\\u001b[2J\\r\\n"
-network: "ops-admin-overlay"
-constraints: "hostname:CLUSTER:10.0.0.5\\nx"
-"""
 KEY = "tenant-b/lb"
 
 

@@ -32,18 +32,10 @@ from engine.model.policy import (
 from engine.model.services import ANNOTATION
 from engine.model.settings import Settings
 from tests.fakes.kube import make_service
+from tests.hostile import S8_ANNOTATION
 
 CLUSTER = "kubernetes-cluster"
 GROUP = "dcos-edgelb/pools"
-# The review's S8 annotation, verbatim.
-S8_ANNOTATION = """\
-size: 1000000000000
-cpus: 100000.0
-memory: 999999999999
-role: "tenant-b-reserved\\u001b[2J\\r\\n"
-network: "ops-admin-overlay"
-constraints: "hostname:CLUSTER:10.0.0.5\\nx"
-"""
 S8_NUMBERS = "size: 1000000000000\ncpus: 100000.0\nmemory: 999999999999\n"
 SEED_CONSTRAINTS = '[["hostname","MAX_PER","1"],["@zone","GROUP_BY","3"]]'
 
