@@ -38,7 +38,11 @@ OBJECTS_UNKNOWN: dict[str, list[Any]] = {"frontends": [], "backends": []}
 
 
 def fingerprint(
-    service: dict[str, Any], *, annotation: str | None = _FROM_SERVICE, nodes: tuple[str, ...] = ()
+    service: dict[str, Any],
+    *,
+    annotation: str | None = _FROM_SERVICE,
+    nodes: tuple[str, ...] = (),
+    policy: str | None = None,
 ) -> str:
     """A digest of every Service input a binding depends on.
 
@@ -46,6 +50,7 @@ def fingerprint(
     Service as it will be once the defaulted configuration is written back, so the watch event
     caused by that write is recognised as nothing new. ``nodes`` are the Node addresses the
     backends point at in the "address" backend mode (empty otherwise): a new Node is a change.
+    ``policy`` is ``Settings.policy_digest``: a change of the operator's rules is one too.
     """
     meta = service.get("metadata") or {}
     spec = service.get("spec") or {}
@@ -65,11 +70,17 @@ def fingerprint(
         # Only when present: the fingerprints of Services without a key stay what they were, so
         # upgrading dklb sends no settled binding back to Pending.
         inputs["shared_pool_key"] = key
+    if policy is not None:
+        inputs["policy"] = policy  # likewise: absent while the operator keeps the defaults
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def external_trigger(
-    binding: Binding | None, service: dict[str, Any] | None, *, nodes: tuple[str, ...] = ()
+    binding: Binding | None,
+    service: dict[str, Any] | None,
+    *,
+    nodes: tuple[str, ...] = (),
+    policy: str | None = None,
 ) -> Fire | None:
     """The trigger the world fires on this binding now, or None.
 
@@ -108,11 +119,11 @@ def external_trigger(
     if binding.uid and uid and uid != binding.uid:
         # Same name, another object: the Service we served was deleted while we were away.
         return Fire("delete", reason="ServiceGone", message=_why_gone(service))
-    if binding.state != "Pending" and fingerprint(service, nodes=nodes) != binding.fingerprint:
+    if binding.state != "Pending" and fingerprint(service, nodes=nodes, policy=policy) != binding.fingerprint:
         return Fire(
             "spec_changed",
             reason="SpecChanged",
-            message="the Service's configuration, ports or pause annotation changed",
+            message="the Service's configuration, ports or pause annotation changed, or the operator's rules",
         )
     return None
 

@@ -7,7 +7,8 @@ the same object, so the two can never default a Service differently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import asdict, dataclass
 
 from engine.model.policy import DEFAULT_LIMITS, Limits
 
@@ -43,3 +44,14 @@ class Settings:
     # --node-address-cidr: the networks ("10.0.0.0/16") Node InternalIPs must lie in to become
     # backends in the "address" mode (empty: any unicast address); engine.kube.watch checks them.
     node_address_cidrs: tuple[str, ...] = ()
+
+    def policy_digest(self) -> str | None:
+        """A digest of the operator's rules a Service is judged by (sharing, pre-existing pools,
+        limits); None while they are all the defaults. It joins every binding's fingerprint, so
+        when the operator changes a rule (e.g. sets --allow-cross-namespace-pools), every
+        Service is judged again at start, a Rejected one included, without anyone touching it."""
+        rules = (self.allow_cross_namespace_pools, self.pre_existing_pool_namespaces, self.limits)
+        if rules == (False, None, DEFAULT_LIMITS):
+            return None
+        text = repr((rules[0], sorted(rules[1] or ()) if rules[1] is not None else None, asdict(self.limits)))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

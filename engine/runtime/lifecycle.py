@@ -250,11 +250,13 @@ class Lifecycle:
                     assert spec.dest == mt.dest
                     self._next[(source, trigger)] = spec
 
-    def external(self, binding: Any, service: Any, *, nodes: tuple[str, ...] = ()) -> Fire | None:
+    def external(
+        self, binding: Any, service: Any, *, nodes: tuple[str, ...] = (), policy: str | None = None
+    ) -> Fire | None:
         """The trigger the observed world fires on ``binding`` (None: a binding to create, if any)."""
         if self._external is None:
             return None
-        result: Fire | None = self._external(binding, service, nodes=nodes)
+        result: Fire | None = self._external(binding, service, nodes=nodes, policy=policy)
         return result
 
     @property

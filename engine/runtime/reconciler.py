@@ -116,7 +116,9 @@ class Reconciler:
             if service is not None and foreign(service, self.settings.load_balancer_class):
                 # Another controller's (spec.loadBalancerClass): for the lifecycle it does not exist.
                 service = None
-            fire = self.lifecycle.external(binding, service, nodes=self.node_addresses())
+            fire = self.lifecycle.external(
+                binding, service, nodes=self.node_addresses(), policy=self.settings.policy_digest()
+            )
             try:
                 if binding is None:
                     if fire is None:

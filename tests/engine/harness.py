@@ -92,7 +92,10 @@ class World:
         for key in set(cache.keys()) | set(bindings):
             binding = bindings.get(key)
             if observe.external_trigger(
-                binding, self.visible(cache.get(key)), nodes=self.reconciler.node_addresses()
+                binding,
+                self.visible(cache.get(key)),
+                nodes=self.reconciler.node_addresses(),
+                policy=self.reconciler.settings.policy_digest(),
             ):
                 return True
             if binding is not None and binding.state not in SETTLED:

@@ -302,6 +302,25 @@ def test_migrating_from_the_go_dklb_with_the_flag_keeps_open_sharing(tmp_path: P
     world.assert_invariants()
 
 
+def test_the_operators_flag_takes_effect_at_the_next_start_without_touching_the_services(
+    tmp_path: Path,
+) -> None:
+    """The issue: a Service Rejected for sharing across namespaces waits "until the user or
+    operator acts". The operator acting (--allow-cross-namespace-pools, a restart) is enough: the
+    operator's rules are part of every binding's fingerprint, so the Rejected Service is judged
+    again, with zero EdgeLB writes, its objects having stayed in the pool."""
+    world = go_shared_pool(tmp_path)
+    world.settle()
+    assert world.states() == {"tenant-a/web": "Ready", "tenant-b/api": "Rejected"}
+    before, writes = frontends(world, "shared"), world.edgelb.writes()
+    world.settings = replace(world.settings, allow_cross_namespace_pools=True)
+    world.restart()
+    world.settle()
+    assert set(world.states().values()) == {"Ready"}
+    assert frontends(world, "shared") == before and world.edgelb.writes() == writes
+    world.assert_invariants()
+
+
 def test_a_port_clash_with_another_namespaces_leftover_frontend_does_not_name_it(tmp_path: Path) -> None:
     """S1 (security review): the Rejected namespace's objects stay in the pool; a port clash with
     one of them, found by Provisioning, names no other namespace's frontend."""

@@ -505,3 +505,25 @@ def test_plan_judges_like_the_controller(tmp_path: Any, capsys: pytest.CaptureFi
     assert "size: 3 is over this cluster's limit of 2 (--max-pool-size)" in capsys.readouterr().err
     assert cli.main(["plan", "-f", str(svc), "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["pool"]["count"] == 3
+
+
+@pytest.mark.parametrize(
+    ("settings", "digest_is_none"),
+    [
+        (Settings(), True),
+        (Settings(cluster_name="other", pool_group="g", default_pool_size=3), True),  # not rules
+        (Settings(limits=Limits(max_pool_size=2)), False),
+        (Settings(allow_cross_namespace_pools=True), False),
+        (Settings(pre_existing_pool_namespaces=frozenset({"ops"})), False),
+    ],
+)
+def test_the_operators_rules_have_a_digest_only_when_not_the_defaults(
+    settings: Settings, digest_is_none: bool
+) -> None:
+    """The digest joins every binding's fingerprint: None keeps the fingerprints of a cluster on
+    the defaults what they were (no re-judging at upgrade); any rule changed changes it."""
+    digest = settings.policy_digest()
+    assert (digest is None) is digest_is_none
+    assert digest == settings.policy_digest()
+    if digest is not None:
+        assert digest not in {Settings(limits=Limits(max_pool_size=3)).policy_digest(), None}
