@@ -28,7 +28,7 @@ def enter(ctx: Context) -> Outcome:
     assert service is not None, "Pending runs only for an observed LoadBalancer Service"
     meta = service.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    seen = fingerprint(service, nodes=ctx.node_addresses, policy=ctx.settings.policy_digest())
+    seen = fingerprint(service, nodes=ctx.node_addresses, policy=ctx.settings.policy_digest)
     if is_paused(annotations):
         return Fire(
             "pause",
@@ -85,7 +85,7 @@ def enter(ctx: Context) -> Outcome:
     annotation = written if check.text != written else None
     service = ctx.kube.add_finalizer(service, annotation=annotation) or service
     accepted = fingerprint(
-        service, annotation=written, nodes=ctx.node_addresses, policy=ctx.settings.policy_digest()
+        service, annotation=written, nodes=ctx.node_addresses, policy=ctx.settings.policy_digest
     )
     if ctx.binding.pool is not None and ctx.binding.objects is not None and ctx.binding.pool != config.name:
         return Fire(

@@ -6,6 +6,7 @@ namespace. Started on free loopback ports, stopped by PID at the end of the sess
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -20,3 +21,11 @@ def kube_cluster() -> Iterator[localcluster.LocalCluster]:
         yield cluster
     finally:
         localcluster.stop(cluster)
+
+
+@pytest.fixture
+def no_dklb_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``DKLB_*`` variable of the shell running the tests: an operator's exported
+    ``DKLB_EDGELB_URL`` must not change what a test of flags and defaults sees."""
+    for name in [n for n in os.environ if n.startswith("DKLB_")]:
+        monkeypatch.delenv(name)

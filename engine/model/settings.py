@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 from engine.model.policy import DEFAULT_LIMITS, Limits
 
@@ -45,11 +46,13 @@ class Settings:
     # backends in the "address" mode (empty: any unicast address); engine.kube.watch checks them.
     node_address_cidrs: tuple[str, ...] = ()
 
+    @cached_property
     def policy_digest(self) -> str | None:
         """A digest of the operator's rules a Service is judged by (sharing, pre-existing pools,
         limits); None while they are all the defaults. It joins every binding's fingerprint, so
         when the operator changes a rule (e.g. sets --allow-cross-namespace-pools), every
-        Service is judged again at start, a Rejected one included, without anyone touching it."""
+        Service is judged again at start, a Rejected one included, without anyone touching it.
+        Cached: the reconciler asks for it at every reconcile, and Settings never change."""
         rules = (self.allow_cross_namespace_pools, self.pre_existing_pool_namespaces, self.limits)
         if rules == (False, None, DEFAULT_LIMITS):
             return None

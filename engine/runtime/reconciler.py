@@ -117,7 +117,7 @@ class Reconciler:
                 # Another controller's (spec.loadBalancerClass): for the lifecycle it does not exist.
                 service = None
             fire = self.lifecycle.external(
-                binding, service, nodes=self.node_addresses(), policy=self.settings.policy_digest()
+                binding, service, nodes=self.node_addresses(), policy=self.settings.policy_digest
             )
             try:
                 if binding is None:

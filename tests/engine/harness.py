@@ -95,7 +95,7 @@ class World:
                 binding,
                 self.visible(cache.get(key)),
                 nodes=self.reconciler.node_addresses(),
-                policy=self.reconciler.settings.policy_digest(),
+                policy=self.reconciler.settings.policy_digest,
             ):
                 return True
             if binding is not None and binding.state not in SETTLED:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from engine.edgelb.errors import Unavailable
-from engine.model.services import FINALIZER, SHARED_POOL_KEY_ANNOTATION
+from engine.model.services import FINALIZER
 from engine.model.settings import Settings
 from engine.runtime import lifecycle
 from engine.runtime.controller import Controller
@@ -170,7 +170,7 @@ def test_observed_services_all_reach_ready(rigs: Callable[..., Rig]) -> None:
                 ports=[(90 + i, 30020 + i)],
                 config="name: shared\n",
                 # Three namespaces share the pool: all carry the same sharing key.
-                annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+                shared_pool_key="k",
             )
         )
         for i in range(3)

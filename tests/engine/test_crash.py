@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.model.services import SHARED_POOL_KEY_ANNOTATION
 from tests.checks import present
 from tests.engine.crash_worker import open_world, run_process
 from tests.engine.harness import World
@@ -39,7 +38,7 @@ def create(kube: FakeKube) -> None:
             namespace="one",
             ports=[(80, 30001)],
             config="name: shared\n",
-            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+            shared_pool_key="k",
         )
     )
     kube.apply(
@@ -48,7 +47,7 @@ def create(kube: FakeKube) -> None:
             namespace="two",
             ports=[(81, 30002)],
             config="name: shared\n",
-            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+            shared_pool_key="k",
         )
     )
     kube.apply(make_service("c", ports=[(8080, 30003)]))
@@ -64,7 +63,7 @@ def change(kube: FakeKube) -> None:
             namespace="one",
             ports=[(80, 30001), (443, 30004)],
             config="name: shared\n",
-            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+            shared_pool_key="k",
         )
     )
     kube.delete("two/b")

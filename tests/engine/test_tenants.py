@@ -29,6 +29,7 @@ from tests.checks import present
 from tests.engine.harness import CLUSTER, World
 from tests.engine.test_adoption import lose_database
 from tests.fakes.kube import make_service
+from tests.unit.test_go_compat import Recorder
 
 KEY = SHARED_POOL_KEY_ANNOTATION
 
@@ -48,7 +49,7 @@ def service(
         ports=[(port, 30000 + port % 2000)],
         config=config,
         type=type,
-        annotations={KEY: key} if key is not None else None,
+        shared_pool_key=key,
     )
 
 
@@ -562,18 +563,6 @@ def test_the_tenancy_rule(
     other_namespaces = {o.namespace for o in [*others, *([owner] if owner else [])]} - {me.namespace}
     for namespace in other_namespaces:
         assert f'"{namespace}"' not in message and f"'{namespace}'" in details
-
-
-class Recorder:
-    """Stands in for ``engine.app.App``: keeps the config it was given, runs nothing."""
-
-    configs: list[Any] = []
-
-    def __init__(self, config: Any) -> None:
-        Recorder.configs.append(config)
-
-    def run(self) -> int:
-        return 0
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from engine.edgelb.errors import Unavailable
-from engine.model.services import ANNOTATION, FINALIZER, PAUSED_ANNOTATION, SHARED_POOL_KEY_ANNOTATION
+from engine.model.services import ANNOTATION, FINALIZER, PAUSED_ANNOTATION
 from tests.checks import present
 from tests.engine.harness import World
 from tests.fakes.kube import make_service
@@ -113,7 +113,7 @@ def test_two_services_share_a_pool_and_the_last_one_deletes_it(world: World) -> 
             namespace="one",
             ports=[(80, 30001)],
             config="name: shared\n",
-            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+            shared_pool_key="k",
         )
     )
     world.kube.apply(
@@ -122,7 +122,7 @@ def test_two_services_share_a_pool_and_the_last_one_deletes_it(world: World) -> 
             namespace="two",
             ports=[(81, 30002)],
             config="name: shared\n",
-            annotations={SHARED_POOL_KEY_ANNOTATION: "k"},
+            shared_pool_key="k",
         )
     )
     world.settle()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelb_local.state import atomic_write_text
-from engine.model.services import ANNOTATION, FINALIZER
+from engine.model.services import ANNOTATION, FINALIZER, SHARED_POOL_KEY_ANNOTATION
 from engine.runtime.crashpoints import checkpoint
 
 Service = dict[str, Any]
@@ -33,10 +33,13 @@ def make_service(
     config: str | None = None,
     type: str = "LoadBalancer",
     annotations: dict[str, str] | None = None,
+    shared_pool_key: str | None = None,
 ) -> Service:
     notes = dict(annotations or {})
     if config is not None:
         notes[ANNOTATION] = config
+    if shared_pool_key is not None:
+        notes[SHARED_POOL_KEY_ANNOTATION] = shared_pool_key
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 from collections.abc import Callable, Iterator
 
@@ -26,14 +25,10 @@ from engine.cli.options import UsageError
 from engine.edgelb.errors import EdgeLBError
 from tests.unit.test_edgelb_client import Recorded, Reply, StubServer, free_port
 
+pytestmark = pytest.mark.usefixtures("no_dklb_environment")
+
 TOKEN = "go-T0KEN-5b1f0c9e-visible-nowhere"
 WARNING = "prefer --edgelb-bearer-token-file"
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("DKLB_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
-import os
 import re
 import signal
 from pathlib import Path
@@ -54,9 +53,8 @@ GO_DEPLOYMENT_ARGS = [
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("DKLB_") or n == "POD_NAMESPACE"]:
-        monkeypatch.delenv(name)
+def _no_ambient_configuration(no_dklb_environment: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
 
 
 def kubelet_expand(args: list[str], env: dict[str, str]) -> list[str]:

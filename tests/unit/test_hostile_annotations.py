@@ -37,6 +37,7 @@ from engine.model.settings import Settings
 from engine.model.strict_yaml import LongInteger, load_strict
 from engine.runtime.orphans import _pool_named
 from tests.hostile import ALL, Hostile, merge_bomb
+from tests.unit.test_admission import admission_review
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = "kubernetes-cluster"
@@ -58,16 +59,7 @@ def service(text: str, name: str = "web") -> dict[str, Any]:
 
 
 def admission(obj: dict[str, Any], *, mutate: bool) -> dict[str, Any]:
-    document = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u1",
-            "kind": {"group": "", "version": "v1", "kind": "Service"},
-            "operation": "CREATE",
-            "object": obj,
-        },
-    }
+    document = admission_review("CREATE", obj)
     response: dict[str, Any] = review(document, settings=SETTINGS, mutate=mutate, rng=random.Random(0))[
         "response"
     ]

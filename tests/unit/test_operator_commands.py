@@ -19,13 +19,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -841,9 +839,5 @@ def test_yaml_keeps_multi_line_text_readable_and_exact() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_edgelb(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # An operator's shell may export DKLB_EDGELB_URL: these tests choose their EdgeLB themselves.
-    for name in list(os.environ):
-        if name.startswith("DKLB_"):
-            monkeypatch.delenv(name)
-    yield
+def _no_ambient_edgelb(no_dklb_environment: None) -> None:
+    """An operator's shell may export DKLB_EDGELB_URL: these tests choose their EdgeLB themselves."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import pytest
 from engine import cli
 from engine.cli.goflags import GO_BINARY, GO_FLAGS, go_command_line
 from engine.cli.options import UsageError, env_name
+
+pytestmark = pytest.mark.usefixtures("no_dklb_environment")
 
 REPO = Path(__file__).resolve().parents[2]
 EDGELB_FLAGS = {
@@ -55,12 +56,6 @@ def flags(command: str) -> set[str]:
 
 def parse(*argv: str) -> argparse.Namespace:
     return cli.build_parser([argv[0]]).parse_args(list(argv))
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("DKLB_")]:
-        monkeypatch.delenv(name)
 
 
 def test_a_flag_shared_by_two_commands_is_declared_once_under_engine() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,13 +29,9 @@ from engine.edgelb.client import client_from_options, plaintext_credential
 from tests.unit.test_edgelb_auth import LOGIN, pem
 from tests.unit.test_edgelb_client import Reply, StubServer
 
+pytestmark = pytest.mark.usefixtures("no_dklb_environment")
+
 SENTINEL = "SENTINEL-TOKEN-never-in-the-clear"
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("DKLB_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 import pytest
@@ -33,6 +32,9 @@ from engine.model.services import ANNOTATION
 from engine.model.settings import Settings
 from tests.fakes.kube import make_service
 from tests.hostile import S8_ANNOTATION
+from tests.unit.test_admission import admission_review
+
+pytestmark = pytest.mark.usefixtures("no_dklb_environment")
 
 CLUSTER = "kubernetes-cluster"
 GROUP = "dcos-edgelb/pools"
@@ -374,16 +376,7 @@ def test_the_webhook_refuses_with_the_controllers_message() -> None:
     apply`` is refused with the message the controller would put in its Warning."""
     limits = Limits(allowed_roles=("slave_public",))
     obj = make_service("svc", config=annotation(size=1000, role="*", network="dcos"))
-    request = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u",
-            "kind": {"group": "", "version": "v1", "kind": "Service"},
-            "operation": "CREATE",
-            "object": obj,
-        },
-    }
+    request = admission_review("CREATE", obj)
     response = review(request, settings=Settings(cluster_name=CLUSTER, limits=limits), mutate=False)[
         "response"
     ]
@@ -394,12 +387,6 @@ def test_the_webhook_refuses_with_the_controllers_message() -> None:
 
 
 # ---- the flags -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("DKLB_")]:
-        monkeypatch.delenv(name)
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -522,8 +509,8 @@ def test_the_operators_rules_have_a_digest_only_when_not_the_defaults(
 ) -> None:
     """The digest joins every binding's fingerprint: None keeps the fingerprints of a cluster on
     the defaults what they were (no re-judging at upgrade); any rule changed changes it."""
-    digest = settings.policy_digest()
+    digest = settings.policy_digest
     assert (digest is None) is digest_is_none
-    assert digest == settings.policy_digest()
+    assert digest == settings.policy_digest
     if digest is not None:
-        assert digest not in {Settings(limits=Limits(max_pool_size=3)).policy_digest(), None}
+        assert digest not in {Settings(limits=Limits(max_pool_size=3)).policy_digest, None}
