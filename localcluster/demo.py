@@ -355,11 +355,17 @@ def _walkthrough(cluster: Any, work: Path, processes: Processes, *, timeout: flo
         raise DemoFailed(f"GET foo through the pool answered {answer!r}")
     say()
 
-    events = response_json(
-        core.list_namespaced_event(
-            "default", field_selector="involvedObject.name=redis", _preload_content=False
-        )
-    )["items"]
+    def events_once_ensured() -> list[dict[str, Any]] | None:
+        # Events are posted in the background, after the status write the address came from:
+        # the first listing may come before EnsuredLoadBalancer is there (seen on a loaded machine).
+        items: list[dict[str, Any]] = response_json(
+            core.list_namespaced_event(
+                "default", field_selector="involvedObject.name=redis", _preload_content=False
+            )
+        )["items"]
+        return items if any(e.get("reason") == "EnsuredLoadBalancer" for e in items) else None
+
+    events = wait_for(events_once_ensured, timeout=timeout, what="the Service's EnsuredLoadBalancer Event")
     shell(
         "kubectl describe svc redis   # Events",
         table(("TYPE", "REASON", "MESSAGE"), [(e["type"], e["reason"], e["message"]) for e in events]),
