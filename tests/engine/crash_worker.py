@@ -15,7 +15,9 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import traceback
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from engine.runtime import crashpoints
@@ -56,17 +58,25 @@ def _child(directory: str, crash_at: int | None) -> None:
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload([__name__])
+# Process.start() polls every other live child (multiprocessing's _cleanup), reading its exit code
+# from the forkserver's pipe: concurrent with that child's own join() in another thread, one of
+# the two reads an EOF and multiprocessing reports 255. Starting and reaping under one lock, and
+# waiting outside it, keeps the threads parallel and the exit codes right.
+_REAP_LOCK = threading.Lock()
 
 
 def run_process(directory: Path, crash_at: int | None = None) -> tuple[int | None, str]:
     """Settle ``directory`` in a process of its own, killed at checkpoint ``crash_at`` (None: never):
     its exit code (``-SIGKILL`` when killed) and what it reported as an error."""
     process = _CONTEXT.Process(target=_child, args=(str(directory), crash_at))
-    process.start()
-    process.join(timeout=120)
-    if process.exitcode is None:
-        process.kill()
+    with _REAP_LOCK:
+        process.start()
+    finished = wait([process.sentinel], timeout=120)
+    with _REAP_LOCK:
+        if not finished:
+            process.kill()
         process.join()
+    if not finished:
         return None, "still running after 120 s"
     error = directory / "error.txt"
     return process.exitcode, error.read_text() if error.exists() else ""
