@@ -10,8 +10,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 import localcluster
+
+# Hypothesis' per-example deadline (200 ms) measures the machine, not the code: on a loaded CI
+# runner a pure parser example can take longer and fail with DeadlineExceeded. Every property
+# test keeps its example count; none is timed.
+settings.register_profile("dklb", deadline=None)
+settings.load_profile("dklb")
 
 
 @pytest.fixture(scope="session")

@@ -498,7 +498,7 @@ def test_dklb_run_exits_1_with_the_problem_before_touching_anything(tmp_path: Pa
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
     )
     assert result.returncode == 1
     assert "--admission-listen needs a certificate" in result.stderr

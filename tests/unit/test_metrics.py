@@ -567,7 +567,7 @@ def test_an_explicit_address_in_use_stops_dklb_run_at_once(tmp_path: Path) -> No
         sock.listen()
         port = sock.getsockname()[1]
         proc, log_path = dklb_run(tmp_path, "--http-listen", f"127.0.0.1:{port}")
-        assert proc.wait(timeout=60) == 1
+        assert proc.wait(timeout=300) == 1
     errors = [e["message"] for e in json_lines(log_path) if e["level"] == "error"]
     assert errors == [f"cannot listen on 127.0.0.1:{port} for --http-listen: Address already in use"]
 
@@ -576,7 +576,7 @@ def test_the_default_address_in_use_only_warns(tmp_path: Path) -> None:
     with occupied("127.0.0.1", HTTP_PORT):
         proc, log_path = dklb_run(tmp_path)
         try:
-            wait_for(lambda: "dklb running" in log_path.read_text(), timeout=60, what="dklb running")
+            wait_for(lambda: "dklb running" in log_path.read_text(), timeout=300, what="dklb running")
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=30)
@@ -637,7 +637,7 @@ def test_dklb_run_serves_metrics_on_metrics_listen(tmp_path: Path) -> None:
         tmp_path, "--http-listen", f"127.0.0.1:{http}", "--metrics-listen", f"127.0.0.1:{scrape}"
     )
     try:
-        wait_for(lambda: "dklb running" in log_path.read_text(), timeout=60, what="dklb running")
+        wait_for(lambda: "dklb running" in log_path.read_text(), timeout=300, what="dklb running")
         assert requests.get(f"http://127.0.0.1:{http}/healthz", timeout=TIMEOUT).status_code == 200
         assert requests.get(f"http://127.0.0.1:{http}/metrics", timeout=TIMEOUT).status_code == 404
         assert requests.get(f"http://127.0.0.1:{scrape}/metrics", timeout=TIMEOUT).status_code == 200
@@ -654,6 +654,6 @@ def test_a_metrics_listen_address_in_use_stops_dklb_run(tmp_path: Path) -> None:
         proc, log_path = dklb_run(
             tmp_path, "--http-listen", "127.0.0.1:0", "--metrics-listen", f"127.0.0.1:{port}"
         )
-        assert proc.wait(timeout=60) == 1
+        assert proc.wait(timeout=300) == 1
     errors = [e["message"] for e in json_lines(log_path) if e["level"] == "error"]
     assert errors == [f"cannot listen on 127.0.0.1:{port} for --metrics-listen: Address already in use"]
