@@ -24,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: no display on a benchmark machine
 
 import matplotlib.pyplot as plt  # the backend must be chosen first
+from matplotlib import ticker
 
 LABELS = {"dklb": "dklb", "floor": "floor (requests alone)", "baseline": "Go dklb algorithm"}
 COLORS = {"dklb": "tab:blue", "floor": "tab:green", "baseline": "tab:red"}
@@ -88,13 +89,15 @@ def draw(results: dict[str, Any], out: Path, *, cdf_size: int = 1000) -> list[di
         fig, ax = plt.subplots(figsize=(8, 5))
         for mode, (seconds, fractions) in cdf.items():
             ax.step(seconds, fractions, where="post", label=LABELS.get(mode, mode), color=COLORS.get(mode))
-        ax.set_xscale("symlog", linthresh=10)
+        # Log seconds: the floor's few seconds and the Go algorithm's minutes on one axis.
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set_xlabel("seconds from the Service's creation to its address in status")
         ax.set_ylabel("fraction of Services Ready")
         title = f"Burst of {cdf_size:,} Services: time to Ready"
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
         _save(fig, out / "time-to-ready.png")
         drawn.append({"file": "time-to-ready.png", "title": title})
     panels = {t: s for t, s in scaling_series(results).items() if s}
@@ -104,6 +107,10 @@ def draw(results: dict[str, Any], out: Path, *, cdf_size: int = 1000) -> list[di
             for mode, (sizes, values) in series.items():
                 ax.plot(sizes, values, marker="o", label=LABELS.get(mode, mode), color=COLORS.get(mode))
             ax.set_xscale("log")
+            sizes_drawn = sorted({x for xs, _ in series.values() for x in xs})
+            ax.set_xticks(sizes_drawn, [f"{x:,.0f}" for x in sizes_drawn])
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
+            ax.set_ylim(bottom=0)
             ax.set_xlabel("Services")
             ax.set_title(panel, fontsize=10)
             ax.grid(True, alpha=0.3)
