@@ -179,3 +179,32 @@ def test_markdown_has_the_floor_column_the_ratios_the_plots_and_the_targets() ->
 )
 def test_quantiles(values: list[float], points: int, expected: list[float]) -> None:
     assert measure.quantiles(values, points) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "compared", "floors", "large", "targets"),
+    [
+        ([], [100, 1000], [1000, 5000], 20000, {"burst": 1000, "idle": 5000, "large": 20000}),
+        (["--quick"], [40], [40], 80, {"burst": 40, "idle": 40, "large": 80}),
+        (
+            ["--large-services", "0", "--floor-sizes", ""],
+            [100, 1000],
+            [],
+            0,
+            {"burst": 1000, "idle": 5000, "large": 0},
+        ),
+    ],
+)
+def test_the_runs_plan(
+    argv: list[str], compared: list[int], floors: list[int], large: int, targets: dict[str, int]
+) -> None:
+    from bench.__main__ import parse, plan
+
+    options, sizes = plan(parse(argv))
+    assert (sizes["compared"], sizes["floor"], sizes["large"], sizes["targets"]) == (
+        compared,
+        floors,
+        large,
+        targets,
+    )
+    assert options.dklb_metadata_resync == "5m"
