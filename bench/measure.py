@@ -357,3 +357,15 @@ def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 90, 99)) -> 
     if not ordered:
         return {}
     return {f"p{q:g}": percentile(ordered, q) for q in qs}
+
+
+def quantiles(values: Iterable[float], points: int = 101) -> list[float]:
+    """``points`` nearest-rank quantiles from the smallest value to the largest, evenly spaced in
+    rank (the q-th of ``points - 1`` steps), rounded to the millisecond; ``[]`` for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return []
+    if points < 2:
+        raise ValueError(f"quantiles need at least 2 points, not {points}")
+    last = len(ordered) - 1
+    return [round(ordered[round(i * last / (points - 1))], 3) for i in range(points)]

@@ -1,7 +1,8 @@
 """The benchmark's scenarios: burst, restart, churn and idle, for dklb and for the Go baseline.
 
-Where it sits: ``bench.__main__`` calls ``suite(mode, n, ...)`` once per controller and size, each
-on fresh servers (``bench.servers``), and gets back one dict of figures per phase; ``bench.report``
+Where it sits: ``bench.__main__`` calls ``suite(mode, n, ...)`` once per controller and size, and
+``floor(n, ...)`` for the same burst made by ``bench.floor`` (the requests alone), each on fresh
+servers (``bench.servers``), and gets back one dict of figures per phase; ``bench.report``
 turns them into the JSON file and the markdown table. Every phase is measured the same way for
 both controllers: ``Probe.snapshot()`` before and after (EdgeLB requests by method as the local
 EdgeLB counted them, Kubernetes writes as the kube-apiserver counted them minus the benchmark's
@@ -21,8 +22,24 @@ from pathlib import Path
 from typing import Any
 
 from bench import measure
-from bench.servers import ControllerProc, Servers, baseline_controller, dklb_controller, start_servers
-from bench.workload import EdgeLBPoller, Kube, ReadyWatcher, Spec, frontend_ports, in_parallel, specs
+from bench.servers import (
+    ControllerProc,
+    Servers,
+    baseline_controller,
+    dklb_controller,
+    floor_controller,
+    start_servers,
+)
+from bench.workload import (
+    EdgeLBPoller,
+    Kube,
+    ReadyWatcher,
+    Spec,
+    frontend_ports,
+    in_parallel,
+    pool_members,
+    specs,
+)
 from engine.model.durations import parse_duration
 from engine.model.translation import object_name
 from localcluster.processes import wait_for
@@ -34,7 +51,8 @@ POLL = 0.25
 @dataclass(frozen=True)
 class Options:
     metadata_delay: str = "2s"
-    dklb_resync: str = "30s"  # how often a Ready binding re-verifies (dklb)
+    dklb_resync: str = "30s"  # how often dklb compares the pools (--resync-period)
+    dklb_metadata_resync: str = "5m"  # how often a Ready pool's metadata is re-read (dklb)
     baseline_resync: str = "2m"  # the Go dklb's informer resync
     idle_periods: int = 3
     workers: int = 4
@@ -108,15 +126,26 @@ class Probe:
         return figures
 
 
+def controller_for(mode: str, servers: Servers, options: Options, wanted: list[Spec]) -> ControllerProc:
+    if mode == "dklb":
+        return dklb_controller(
+            servers,
+            resync=options.dklb_resync,
+            workers=options.workers,
+            metadata_resync=options.dklb_metadata_resync,
+        )
+    if mode == "floor":
+        return floor_controller(servers, plan=pool_members(wanted), workers=options.workers)
+    return baseline_controller(servers, resync=options.baseline_resync)
+
+
 @contextlib.contextmanager
-def running(mode: str, work: Path, options: Options) -> Iterator[tuple[Servers, Kube, Probe]]:
+def running(
+    mode: str, work: Path, options: Options, wanted: list[Spec]
+) -> Iterator[tuple[Servers, Kube, Probe]]:
     """Fresh servers, a namespace, and the controller of ``mode`` running on them; all stopped after."""
     servers = start_servers(work, metadata_delay=options.metadata_delay)
-    controller = (
-        dklb_controller(servers, resync=options.dklb_resync, workers=options.workers)
-        if mode == "dklb"
-        else baseline_controller(servers, resync=options.baseline_resync)
-    )
+    controller = controller_for(mode, servers, options, wanted)
     kube = Kube(servers.cluster.server, servers.cluster.token, f"bench-{uuid.uuid4().hex[:6]}")
     try:
         kube.create_namespace()
@@ -127,12 +156,14 @@ def running(mode: str, work: Path, options: Options) -> Iterator[tuple[Servers, 
         servers.stop()
 
 
-def suite(mode: str, n: int, work: Path, options: Options, *, churn: bool = True) -> dict[str, Any]:
+def suite(
+    mode: str, n: int, work: Path, options: Options, *, churn: bool = True, shared_fraction: float = 0.4
+) -> dict[str, Any]:
     """Burst, restart, churn and idle phases of one controller over ``n`` Services."""
-    results: dict[str, Any] = {"mode": mode, "services": n}
-    wanted = specs(n)
+    wanted = specs(n, shared_fraction=shared_fraction)
+    results = _described(mode, wanted, shared_fraction)
     with (
-        running(mode, work, options) as (servers, kube, probe),
+        running(mode, work, options, wanted) as (servers, kube, probe),
         ReadyWatcher(str(servers.cluster.kubeconfig), kube.namespace) as watcher,
     ):
         results["burst"] = burst(probe, kube, watcher, wanted, options)
@@ -141,6 +172,28 @@ def suite(mode: str, n: int, work: Path, options: Options, *, churn: bool = True
             results["churn"] = churn_phase(probe, kube, servers, wanted, options)
         results["idle"] = idle(probe, options)
     return results
+
+
+def floor(n: int, work: Path, options: Options, *, shared_fraction: float = 0.4) -> dict[str, Any]:
+    """The same burst for ``bench.floor``: the requests alone, no logic (burst only: it has no
+    restart, no resync, no deletes)."""
+    wanted = specs(n, shared_fraction=shared_fraction)
+    results = _described("floor", wanted, shared_fraction)
+    with (
+        running("floor", work, options, wanted) as (servers, kube, probe),
+        ReadyWatcher(str(servers.cluster.kubeconfig), kube.namespace) as watcher,
+    ):
+        results["burst"] = burst(probe, kube, watcher, wanted, options)
+    return results
+
+
+def _described(mode: str, wanted: list[Spec], shared_fraction: float) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "services": len(wanted),
+        "shared_fraction": shared_fraction,
+        "pools": len({s.pool for s in wanted}),
+    }
 
 
 def burst(
@@ -156,7 +209,11 @@ def burst(
         interval=POLL,
         what=f"{len(names)} Services with an address",
     )
-    figures = probe.phase(before, latencies=[watcher.ready[s] - created[s] for s in names])
+    latencies = [watcher.ready[s] - created[s] for s in names]
+    figures = probe.phase(before, latencies=latencies)
+    # The distribution, in 101 points (the plots draw its CDF; 20,000 raw values would bloat the JSON).
+    figures["latency_quantiles"] = measure.quantiles(latencies)
+    figures["cpu_ms_per_service"] = round(figures["cpu_seconds"] * 1000 / len(names), 2)
     figures["ready_seconds"] = round(max(watcher.ready[s] for s in names) - before.at, 2)
     return figures
 
@@ -267,7 +324,7 @@ def _settled(probe: Probe) -> bool:
 def shared(mode: str, n: int, work: Path, options: Options) -> dict[str, Any]:
     """``n`` Services joining pools of 10 at once: how many EdgeLB writes until EdgeLB holds them all?"""
     wanted = specs(n, shared_fraction=1.0)
-    with running(mode, work, options) as (servers, kube, probe):
+    with running(mode, work, options, wanted) as (servers, kube, probe):
         poller = EdgeLBPoller(servers.edgelb_url)
         before = probe.snapshot()
         in_parallel(wanted, kube.create)

@@ -2,15 +2,18 @@
 
 Where it sits: ``bench.scenarios`` asks for a fresh ``Servers`` (a new kube-apiserver and a new
 local EdgeLB, so no run sees another's Services, pools or request counters), then starts either
-controller on them — ``dklb run`` or ``bench.baseline`` (the Go dklb's algorithm) — as a separate
-process, exactly as an operator would. Everything is started on free loopback ports and stopped
-by PID; ``ControllerProc.stats()`` reads what the controller says about itself (dklb's /metrics,
-the baseline's /stats).
+controller on them — ``dklb run``, ``bench.baseline`` (the Go dklb's algorithm) or ``bench.floor``
+(the requests alone) — as a separate process, exactly as an operator would. Everything is started
+on free loopback ports and stopped by PID; ``ControllerProc.stats()`` reads what the controller
+says about itself (dklb's /metrics, the baseline's and the floor's /stats). The servers are set
+for the largest run (20,000 Services): ``NODE_PORTS``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import re
 import signal
 import subprocess
@@ -28,6 +31,7 @@ from edgelb_local import process as edgelb_process
 from localcluster.processes import terminate, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
+MODULES = {"dklb": "engine.cli", "baseline": "bench.baseline", "floor": "bench.floor"}
 LISTENING = re.compile(r"http listening on (http://\S+)")
 STATS = re.compile(r"stats on (http://\S+)")
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -49,10 +53,17 @@ class Servers:
         localcluster.stop(self.cluster)
 
 
+# One node port per LoadBalancer Service: the default range (2,768 ports) cannot hold 5,000, and
+# 20,000 Services need 20,000. Above the pools' frontend bind ports (10000 + i, up to 29999 for
+# 20,000 Services; the churn moves some by 20000), below the ephemeral ports (32768+ would not
+# matter here: no kube-proxy listens on node ports). The cluster IP range (10.96.0.0/16,
+# localcluster/start.sh) holds 65,534 Services; etcd's quota (2 GiB) ~100x what 20,000 take.
+NODE_PORTS = "30000-59999"
+
+
 def start_servers(work: Path, *, metadata_delay: str) -> Servers:
     work.mkdir(parents=True, exist_ok=True)
-    # One node port per LoadBalancer Service: the default range (2,768 ports) cannot hold 5,000.
-    cluster = localcluster.start(apiserver_args=["--service-node-port-range=30000-39999"])
+    cluster = localcluster.start(apiserver_args=[f"--service-node-port-range={NODE_PORTS}"])
     try:
         with (work / "edgelb.log").open("ab") as log:
             edgelb, url = edgelb_process.start(
@@ -68,7 +79,7 @@ def start_servers(work: Path, *, metadata_delay: str) -> Servers:
 class ControllerProc:
     """``dklb run`` or the baseline, as a process with its log and its self-reported figures."""
 
-    mode: str  # "dklb" | "baseline"
+    mode: str  # "dklb" | "baseline" | "floor"
     args: list[str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
@@ -83,7 +94,7 @@ class ControllerProc:
     def start(self) -> ControllerProc:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = self.log_path.open("ab")
-        module = "engine.cli" if self.mode == "dklb" else "bench.baseline"
+        module = MODULES[self.mode]
         command = [sys.executable, "-m", module, *(["run"] if self.mode == "dklb" else []), *self.args]
         self.proc = subprocess.Popen(command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         pattern = LISTENING if self.mode == "dklb" else STATS
@@ -113,13 +124,29 @@ class ControllerProc:
             self._log.close()
 
     def stats(self) -> Any:
-        """dklb: its /metrics (a ``bench.measure.Scrape``); the baseline: its /stats JSON."""
-        if self.mode == "baseline":
+        """dklb: its /metrics (a ``bench.measure.Scrape``); the baseline and the floor: their /stats JSON."""
+        if self.mode != "dklb":
             return requests.get(self.url + "/stats", timeout=10).json()
         return controller_metrics(self.url)
 
 
-def dklb_controller(servers: Servers, *, resync: str, workers: int = 4) -> ControllerProc:
+@functools.cache
+def dklb_flags() -> frozenset[str]:
+    """The flags this checkout's ``dklb run`` knows (from its --help), asked once per benchmark run."""
+    command = [sys.executable, "-m", "engine.cli", "run", "--help"]
+    answer = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)
+    return frozenset(re.findall(r"(--[a-z][a-z0-9-]+)", answer.stdout))
+
+
+def dklb_controller(
+    servers: Servers, *, resync: str, workers: int = 4, metadata_resync: str | None = None
+) -> ControllerProc:
+    # --metadata-resync-period is newer than this benchmark's first runs: passed when dklb knows it.
+    metadata = (
+        ["--metadata-resync-period", metadata_resync]
+        if metadata_resync and "--metadata-resync-period" in dklb_flags()
+        else []
+    )
     return ControllerProc(
         mode="dklb",
         args=[
@@ -139,6 +166,7 @@ def dklb_controller(servers: Servers, *, resync: str, workers: int = 4) -> Contr
             "127.0.0.1:0",
             "--log-level",
             "info",
+            *metadata,
         ],
         log_path=servers.work / "dklb.log",
     )
@@ -158,4 +186,26 @@ def baseline_controller(servers: Servers, *, resync: str) -> ControllerProc:
             "127.0.0.1:0",
         ],
         log_path=servers.work / "baseline.log",
+    )
+
+
+def floor_controller(servers: Servers, *, plan: dict[str, int], workers: int = 4) -> ControllerProc:
+    """``bench.floor``, told how many Services each pool will hold (``plan``)."""
+    plan_path = servers.work / "floor-plan.json"
+    plan_path.write_text(json.dumps(plan))
+    return ControllerProc(
+        mode="floor",
+        args=[
+            "--kubeconfig",
+            str(servers.cluster.kubeconfig),
+            "--edgelb-url",
+            servers.edgelb_url,
+            "--plan",
+            str(plan_path),
+            "--workers",
+            str(workers),
+            "--stats-listen",
+            "127.0.0.1:0",
+        ],
+        log_path=servers.work / "floor.log",
     )

@@ -1,6 +1,6 @@
 """What a benchmark asks of a controller, and how it sees the answers arrive.
 
-Where it sits: ``bench.scenarios`` builds ``specs`` (60% dedicated pools, 40% shared pools of 10,
+Where it sits: ``bench.scenarios`` builds ``specs`` (by default 60% dedicated pools, 40% shared pools of 10,
 each Service with an explicit annotation as the Go dklb's admission webhook would have written),
 creates, updates and deletes them through the kube-apiserver's REST API from a few threads (as a
 burst of ``kubectl apply`` would), and reads the times at which each Service got its address
@@ -55,7 +55,7 @@ class Spec:
 
 
 def specs(n: int, *, shared_fraction: float = 0.4) -> list[Spec]:
-    """``n`` Services: the first 60% on pools of their own, the rest in pools of 10."""
+    """``n`` Services: the first ``1 - shared_fraction`` on pools of their own, the rest in pools of 10."""
     shared = int(n * shared_fraction) // SHARED_POOL_SIZE * SHARED_POOL_SIZE
     out = [Spec(name=f"svc-{i:05d}", pool=f"bench-d-{i:05d}", port=10000 + i) for i in range(n - shared)]
     out += [
@@ -65,6 +65,14 @@ def specs(n: int, *, shared_fraction: float = 0.4) -> list[Spec]:
         for i in range(n - shared, n)
     ]
     return out
+
+
+def pool_members(wanted: Iterable[Spec]) -> dict[str, int]:
+    """How many of ``wanted`` each pool holds (what ``bench.floor`` is told)."""
+    counts: dict[str, int] = {}
+    for spec in wanted:
+        counts[spec.pool] = counts.get(spec.pool, 0) + 1
+    return counts
 
 
 class Kube:
