@@ -11,6 +11,11 @@ both keep what comes from here:
   it), its keys and short strings interned, so that the objects decoded from thousands of
   Services share one ``"metadata"``, ``"LoadBalancer"`` or ``"TCP"`` instead of each holding
   its own;
+* ``slim_service(obj)``: a Service reduced further, to what dklb reads of it (``SERVICE_FIELDS``:
+  what the states, guards, fingerprint, translation, orphan sweep and the Kubernetes adapter's
+  patches and Events read), interned like ``compact``. What it drops (the selector, cluster IPs,
+  labels, other tools' annotations such as kubectl's last-applied-configuration, a full copy of
+  the object) is what grows with the cluster's users, not with dklb's needs;
 * ``encode``/``decode``: a compact object as one ``bytes`` value (``marshal``: fast, about a KB
   for a Service, and it keeps strings interned through the round trip), instead of some hundred
   small objects that would also scatter across the allocator's arenas and pin them.
@@ -23,6 +28,8 @@ from __future__ import annotations
 import marshal
 import sys
 from typing import Any
+
+from engine.model.services import FINALIZER
 
 Object = dict[str, Any]
 
@@ -37,6 +44,62 @@ def compact(obj: Object) -> Object:
     if isinstance(meta, dict) and "managedFields" in meta:
         obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
     return _interned(obj)
+
+
+#: What ``slim_service`` keeps, by section: the top-level keys, and for each section the keys of it
+#: kept whole. Every reader of a cached or watched Service goes through
+#: ``engine.model.services``, ``states/observe.fingerprint``, ``engine.model.translation`` (ports)
+#: or ``engine.kube.adapter`` (uid, resourceVersion and the finalizers list in JSON-patch tests;
+#: kind, apiVersion and resourceVersion in an Event's involvedObject); a field read anywhere
+#: else must be added here.
+SERVICE_FIELDS: dict[str, frozenset[str]] = {
+    "metadata": frozenset(
+        {
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "finalizers",
+            "annotations",
+        }
+    ),
+    "spec": frozenset({"type", "ports", "loadBalancerClass"}),
+    "status": frozenset({"loadBalancer"}),
+}
+_TOP = frozenset({"apiVersion", "kind", *SERVICE_FIELDS})
+
+#: Annotations kept: dklb's own (the configuration, the pause switch, the shared-pool key, any
+#: later one), all named under the finalizer's prefix.
+DKLB_ANNOTATIONS = FINALIZER
+
+
+def _ours(annotation: Any) -> bool:
+    return isinstance(annotation, str) and annotation.startswith(DKLB_ANNOTATIONS)
+
+
+def slim_service(obj: Object) -> Object:
+    """A copy of the Service ``obj`` with only ``SERVICE_FIELDS`` (and dklb's annotations), interned.
+
+    ``annotations`` stays (empty if need be) when the Service has any: the finalizer patch adds
+    dklb's annotation into the map when it exists and creates the map otherwise. Idempotent, so
+    an object already slim may be passed again.
+    """
+    slim: Object = {}
+    for top, value in obj.items():
+        if top not in _TOP:
+            continue
+        fields = SERVICE_FIELDS.get(top)
+        if fields is not None and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k in fields}
+            annotations = value.get("annotations")
+            if top == "metadata" and isinstance(annotations, dict):
+                value["annotations"] = {k: v for k, v in annotations.items() if _ours(k)}
+        slim[top] = value
+    result: Object = _interned(slim)
+    return result
 
 
 def _interned(value: Any) -> Any:

@@ -18,7 +18,8 @@ Memory: what the watcher last saw of each object (``known``, a ``Known``) is kep
 ``bytes`` value per object, and decoded only when it is delivered again (resync, or a delete
 found by a re-LIST); a LIST is held that way too while its pages arrive, so only one page is
 ever decoded at once. Objects are delivered compact (``engine.kube.objects.compact``): without
-``metadata.managedFields``, which nothing in dklb reads and which are half of a Service's size.
+``metadata.managedFields``, which nothing in dklb reads and which are half of a Service's size;
+Services slimmer still (``engine.kube.objects.slim_service``: only the fields dklb reads).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from engine.kube.api import core_v1
-from engine.kube.objects import compact, decode, encode
+from engine.kube.objects import compact, decode, encode, slim_service
 
 log = logging.getLogger("dklb.kube.watch")
 
@@ -46,6 +47,9 @@ Object = dict[str, Any]
 # The kind and apiVersion of each watchable resource: LIST responses leave them out of the
 # items, watch events include them; consumers get them on every object either way.
 RESOURCES = {"services": ("Service", "v1"), "nodes": ("Node", "v1")}
+# What is kept of each object: of a Service only what dklb reads (there may be tens of
+# thousands); a Node (a few, read by ``node_addresses``) compact.
+SHAPES: dict[str, Callable[[Object], Object]] = {"services": slim_service, "nodes": compact}
 
 LIST_PAGE = 500
 
@@ -195,6 +199,7 @@ class Watcher(threading.Thread):
         self._next_resync = 0.0
         self._failures = 0
         self._kind, self._api_version = RESOURCES[resource]
+        self._shape = SHAPES[resource]
 
     # ---- control -------------------------------------------------------------------------------
 
@@ -334,8 +339,8 @@ class Watcher(threading.Thread):
             log.exception("%s: callback failed for %s", self.resource, object_key(obj))
 
     def _compact(self, obj: Object) -> Object:
-        """``obj`` compact, with its kind and apiVersion (which LIST items lack)."""
-        obj = compact(obj)
+        """``obj`` shaped (``SHAPES``), with its kind and apiVersion (which LIST items lack)."""
+        obj = self._shape(obj)
         obj.setdefault("kind", self._kind)
         obj.setdefault("apiVersion", self._api_version)
         return obj

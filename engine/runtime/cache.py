@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from engine.kube.objects import compact, decode, encode
+from engine.kube.objects import decode, encode, slim_service
 from engine.kube.port import Kube
 from engine.model import services
 
@@ -40,10 +40,10 @@ class PoolLocks:
 class ServiceCache:
     """The Services as last observed, by ``namespace/name``; fed by the watch and by our own writes.
 
-    Each Service is kept encoded (``engine.kube.objects``: without managedFields, one ``bytes``
-    value instead of some hundred small objects), beside its uid and resourceVersion: at
-    thousands of Services this cache is most of the controller's memory. ``get`` decodes, so
-    every call returns a fresh dict.
+    Each Service is kept slim and encoded (``engine.kube.objects``: only the fields dklb reads,
+    one ``bytes`` value instead of some dozens of small objects), beside its uid and
+    resourceVersion: at thousands of Services this cache grows with every one. ``get`` decodes,
+    so every call returns a fresh dict.
     """
 
     def __init__(self) -> None:
@@ -65,7 +65,7 @@ class ServiceCache:
             held = self._services.get(key)
             if held is not None and _covers(held, uid, version):
                 return key
-        blob = encode(compact(service))
+        blob = encode(slim_service(service))
         with self._lock:
             held = self._services.get(key)
             if held is None or not _covers(held, uid, version):

@@ -7,7 +7,9 @@ import copy
 import json
 from typing import Any
 
-from engine.kube.objects import compact, decode, encode
+import pytest
+
+from engine.kube.objects import compact, decode, encode, slim_service
 from engine.kube.watch import Known
 from engine.runtime.cache import ServiceCache
 
@@ -52,6 +54,14 @@ def service(
 def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     obj = copy.deepcopy(obj)
     del obj["metadata"]["managedFields"]
+    return obj
+
+
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the cache and the watch keep of ``service()``: without managedFields and the spec
+    fields dklb does not read."""
+    obj = without_managed_fields(obj)
+    obj["spec"] = {k: v for k, v in obj["spec"].items() if k in ("type", "ports", "loadBalancerClass")}
     return obj
 
 
@@ -127,6 +137,122 @@ def test_an_encoded_object_is_much_smaller_than_the_api_json():
     assert len(encode(compact(service()))) < len(raw)
 
 
+# ---- slim_service: what dklb keeps of a Service --------------------------------------------------
+
+# (where, value in the API's Service, kept?): a field dklb reads (engine.model.services, the
+# fingerprint, translation, the adapter's patches and Events) is kept; anything else is dropped.
+SLIM_CASES = [
+    (("kind",), "Service", True),
+    (("apiVersion",), "v1", True),
+    (("metadata", "name"), "web", True),
+    (("metadata", "namespace"), "default", True),
+    (("metadata", "uid"), "u1", True),
+    (("metadata", "resourceVersion"), "10", True),  # the finalizer patch's test op
+    (("metadata", "generation"), 3, True),
+    (("metadata", "deletionTimestamp"), "2026-01-01T00:00:00Z", True),
+    (("metadata", "deletionGracePeriodSeconds"), 0, True),
+    (("metadata", "finalizers"), ["other.io/x", "kubernetes.dcos.io/dklb"], True),  # whole: patch tests it
+    (("metadata", "annotations", "kubernetes.dcos.io/dklb-config"), "name: web\n", True),
+    (("metadata", "annotations", "kubernetes.dcos.io/dklb-paused"), "true", True),
+    (("metadata", "annotations", "kubernetes.dcos.io/dklb-shared-pool-key"), "team-a", True),
+    (("metadata", "annotations", "kubectl.kubernetes.io/last-applied-configuration"), "{...}", False),
+    (("metadata", "annotations", "example.com/owner"), "me", False),
+    (("metadata", "labels"), {"app": "web"}, False),
+    (("metadata", "creationTimestamp"), "2026-01-01T00:00:00Z", False),
+    (("metadata", "ownerReferences"), [{"kind": "X"}], False),
+    (("metadata", "managedFields"), [{"manager": "kubectl"}], False),
+    (("spec", "type"), "LoadBalancer", True),
+    (("spec", "ports"), [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 31000}], True),
+    (("spec", "loadBalancerClass"), "example.com/other-lb", True),
+    (("spec", "selector"), {"app": "web"}, False),
+    (("spec", "clusterIP"), "10.96.0.10", False),
+    (("spec", "clusterIPs"), ["10.96.0.10"], False),
+    (("spec", "externalTrafficPolicy"), "Cluster", False),
+    (("spec", "sessionAffinity"), "None", False),
+    (("spec", "ipFamilies"), ["IPv4"], False),
+    (("status", "loadBalancer"), {"ingress": [{"ip": "127.0.0.1", "ports": [{"port": 80}]}]}, True),
+    (("status", "conditions"), [{"type": "X"}], False),
+    (("extra",), {"a": 1}, False),
+]
+
+
+def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {"metadata": {"name": "web", "namespace": "default"}}
+    node = obj
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+    return obj
+
+
+def _at(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(obj, dict) or part not in obj:
+            return _MISSING
+        obj = obj[part]
+    return obj
+
+
+_MISSING = object()
+
+
+@pytest.mark.parametrize(("path", "value", "kept"), SLIM_CASES, ids=[".".join(c[0]) for c in SLIM_CASES])
+def test_slim_service_keeps_what_dklb_reads_and_drops_the_rest(path, value, kept):
+    original = _with(path, value)
+    before = copy.deepcopy(original)
+
+    slimmed = slim_service(original)
+
+    assert _at(slimmed, path) == (value if kept else _MISSING)
+    assert original == before, "the object passed in is not modified"
+    assert slim_service(slimmed) == slimmed, "idempotent: an object already slim passes unchanged"
+
+
+def test_slim_service_keeps_an_annotations_map_that_held_only_foreign_annotations():
+    # The finalizer patch adds dklb's annotation into an existing map, and creates the map only
+    # when the Service has none: a dropped map would make it replace the user's annotations.
+    slimmed = slim_service(_with(("metadata", "annotations", "example.com/owner"), "me"))
+    assert slimmed["metadata"]["annotations"] == {}
+    assert "annotations" not in slim_service(_with(("metadata", "name"), "web"))["metadata"]
+
+
+def test_slim_services_share_their_keys_and_short_strings():
+    a = slim_service(json.loads(json.dumps(service("a"))))
+    b = slim_service(json.loads(json.dumps(service("b"))))
+    assert a["spec"]["type"] is b["spec"]["type"]
+    key_a = next(k for k in a["metadata"] if k == "namespace")
+    key_b = next(k for k in b["metadata"] if k == "namespace")
+    assert key_a is key_b
+
+
+def test_a_slim_service_answers_every_reader_as_the_whole_one_does():
+    from engine.model import services
+    from engine.model.translation import exposed_ports
+    from states.observe import fingerprint
+
+    whole = service()
+    whole["metadata"]["annotations"]["kubernetes.dcos.io/dklb-shared-pool-key"] = "k"
+    whole["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
+    whole["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    whole["spec"]["loadBalancerClass"] = "example.com/lb"
+    slimmed = slim_service(whole)
+
+    assert fingerprint(slimmed) == fingerprint(whole)
+    assert exposed_ports(slimmed) == exposed_ports(whole)
+    for read in (
+        services.key,
+        services.config_text,
+        services.shared_pool_key,
+        services.service_type,
+        services.being_deleted,
+        services.load_balancer_class,
+        services.has_finalizer,
+    ):
+        assert read(slimmed) == read(whole), read.__name__
+    for lb_class in (None, "example.com/lb", services.ANY_CLASS):
+        assert services.handled(slimmed, lb_class) == services.handled(whole, lb_class)
+
+
 # ---- ServiceCache ----------------------------------------------------------------------------------
 
 
@@ -137,7 +263,7 @@ def test_cache_keeps_a_compact_copy():
     key = cache.put(given)
 
     assert key == "default/web"
-    assert cache.get(key) == without_managed_fields(given)
+    assert cache.get(key) == slim(given)
     assert "managedFields" in given["metadata"], "the caller's object is left alone"
     assert cache.keys() == ["default/web"]
 
@@ -225,6 +351,6 @@ def test_known_holds_compact_copies_decoded_afresh_on_every_read():
     known = Known({"default/web": service()})
 
     assert list(known) == ["default/web"] and len(known) == 1 and "default/web" in known
-    assert known["default/web"] == without_managed_fields(service())
+    assert known["default/web"] == compact(service())
     assert known["default/web"] is not known["default/web"]
     assert Known(known) == known and Known() == {}
