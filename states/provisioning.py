@@ -37,9 +37,10 @@ POOL_NOT_SHARED = "PoolNotShared"
 
 
 # Pools this process found missing and fired ``claim_pool`` for, by pool name: the run after the
-# claim creates the pool without reading it again (a POST answers 409 when it exists after all:
-# a retry then reads and merges; a pool found there after the claim is the claimer's either way).
-# Taken by that next run; lost with the process (the run after a restart reads first).
+# claim creates the pool without reading it again, while the pools table still says dklb claimed
+# it (a POST answers 409 when it exists after all: a retry then reads and merges; a pool found
+# there after the claim is the claimer's either way). Taken by that next run; lost with the
+# process (the run after a restart reads first).
 _claimed: set[str] = set()
 MAX_CLAIMED = 10_000
 _claimed_lock = threading.Lock()
@@ -54,7 +55,11 @@ def enter(ctx: Context) -> Outcome:
         claimed = name in _claimed
         _claimed.discard(name)
     if claimed:
-        return _create(ctx, config)
+        record = ctx.store.pool(name)
+        # Only while the claim stands: a memo left by a Service deleted before its next run must
+        # not let another Service claim a pool someone made since without reading it first.
+        if record is not None and record.created_by_dklb:
+            return _create(ctx, config, record)
     try:
         actual = ctx.edgelb.get_pool(name)
     except NotFound:
@@ -203,9 +208,9 @@ def _refused(message: str) -> Fire:
     )
 
 
-def _create(ctx: Context, config: PoolConfig) -> Outcome:
+def _create(ctx: Context, config: PoolConfig, record: Pool | None = None) -> Outcome:
     name = config.name
-    record = ctx.store.pool(name)
+    record = record or ctx.store.pool(name)
     if config.creation_strategy == "Never":
         return Retry(
             "PoolNotFound",
