@@ -14,6 +14,7 @@ namespace, nor its settings.
 from __future__ import annotations
 
 import logging
+import threading
 
 from engine.contract import Context, Fire
 from engine.edgelb.errors import EdgeLBError
@@ -28,17 +29,29 @@ log = logging.getLogger("dklb.tenancy")
 _SHARED = "role, network, cpus, memory, size, constraints and cloudProviderConfiguration"
 
 
-def _others(ctx: Context, pool: str) -> list[Binding]:
-    return [
+# The guards of one transition run one after the other, under the pool's lock, on the same
+# ``Fire``: they judge one reading of the pool's bindings (each read decodes every binding's
+# configuration and objects), taken by the first guard. Per thread: workers judge in parallel.
+_reading = threading.local()
+
+
+def _others(ctx: Context, fire: Fire, pool: str) -> list[Binding]:
+    last = getattr(_reading, "last", None)
+    if last is not None and last[0] is fire and last[1] is ctx and last[2] == pool:
+        others: list[Binding] = last[3]
+        return others
+    others = [
         b
         for b in ctx.store.bindings(pool=pool)
         if b.id != ctx.binding.id and b.state not in LEAVING and b.config is not None
     ]
+    _reading.last = (fire, ctx, pool, others)
+    return others
 
 
 def may_use_pool(ctx: Context, fire: Fire) -> str | None:
     mine = PoolConfig.from_dict(fire.updates["config"])
-    others = _others(ctx, mine.name)
+    others = _others(ctx, fire, mine.name)
     record = ctx.store.pool(mine.name)
     owner = Tenant(record.namespace, record.shared_pool_key) if record and record.namespace else None
     if not others and (record is None or not (record.created_by_dklb or record.pre_existing)):
@@ -77,7 +90,7 @@ def _marked_owner(ctx: Context, name: str) -> Tenant | None:
 def shares_pool_settings(ctx: Context, fire: Fire) -> str | None:
     mine = PoolConfig.from_dict(fire.updates["config"])
     wanted = mine.shared_settings()
-    for other in _others(ctx, mine.name):
+    for other in _others(ctx, fire, mine.name):
         theirs = PoolConfig.from_dict(other.config or {}).shared_settings()
         differing = [k for k in wanted if wanted[k] != theirs[k]]
         if not differing:
@@ -107,7 +120,7 @@ def shares_pool_settings(ctx: Context, fire: Fire) -> str | None:
 def no_frontend_port_clash(ctx: Context, fire: Fire) -> str | None:
     mine = PoolConfig.from_dict(fire.updates["config"])
     ports = {f.port for f in mine.frontends if f.port}
-    for other in _others(ctx, mine.name):
+    for other in _others(ctx, fire, mine.name):
         theirs = {f.port for f in PoolConfig.from_dict(other.config or {}).frontends}
         clash = sorted(ports & theirs)
         if clash:

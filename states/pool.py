@@ -9,6 +9,7 @@ nothing to write — changes to one pool coalesce.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from engine.contract import Context, Retry
@@ -16,14 +17,24 @@ from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.model.config import PoolConfig
 from engine.model.translation import compose_pool, is_empty, owner_of, same_pool
 from engine.model.translation import created_by_dklb as marked_by_dklb
+from engine.store import Binding
 
 # The states of a binding that is taking its objects out of its pool: they count for nothing in it.
 LEAVING = frozenset({"Deleting", "Moving"})
 
 
-def desired_pool(ctx: Context, base: dict[str, Any], *, pool: str, apply_settings: bool) -> dict[str, Any]:
-    """``base`` with the objects of every binding on ``pool`` set to what they should be now."""
-    bindings = ctx.store.bindings(pool=pool)
+def desired_pool(
+    ctx: Context,
+    base: dict[str, Any],
+    *,
+    pool: str,
+    apply_settings: bool,
+    bindings: Sequence[Binding] | None = None,
+) -> dict[str, Any]:
+    """``base`` with the objects of every binding on ``pool`` set to what they should be now
+    (``bindings``: the bindings on ``pool`` as the caller just read them, else read here)."""
+    if bindings is None:
+        bindings = ctx.store.bindings(pool=pool)
     owners = {(b.namespace, b.name) for b in bindings}
     owners.add((ctx.binding.namespace, ctx.binding.name))
     frontends: list[dict[str, Any]] = []

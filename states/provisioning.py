@@ -9,7 +9,8 @@ only objects named by a dklb of this cluster (the Go dklb marked nothing)
 (``engine.model.translation.made_by_a_dklb``), which is then recorded. A pool found to be
 someone else's is recorded as such and never adopted; a settings edit it ignores is a Warning.
 Every step is safe to repeat after a crash: a re-run reads the pool again and writes only what
-is still missing. Fires ``provisioned``, or ``reject`` when the pool itself refuses this Service
+is still missing (the run right after a claim, in the same process, POSTs without reading again).
+Fires ``provisioned``, or ``reject`` when the pool itself refuses this Service
 (a frontend or stats port already bound) or EdgeLB refuses the body (400/422: sending it again
 cannot help); EdgeLB failures are retried with backoff.
 """
@@ -17,13 +18,15 @@ cannot help); EdgeLB failures are retried with backoff.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 from engine.contract import Context, Fire, Outcome, Retry, warning
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound
 from engine.model.config import PoolConfig
 from engine.model.translation import made_by_a_dklb, new_pool, owned_part, pool_owner, same_pool
-from engine.store import Pool
+from engine.store import Binding, Pool
 from states.pool import LEAVING, desired_pool, frontend_port_clash, ignored_settings
 from states.tenancy import Tenant, refusal
 
@@ -33,11 +36,30 @@ log = logging.getLogger("dklb.tenancy")
 POOL_NOT_SHARED = "PoolNotShared"
 
 
+# Pools this process found missing and fired ``claim_pool`` for, by pool name: the run after the
+# claim creates the pool without reading it again, while the pools table still says dklb claimed
+# it (a POST answers 409 when it exists after all: a retry then reads and merges; a pool found
+# there after the claim is the claimer's either way). Taken by that next run; lost with the
+# process (the run after a restart reads first).
+_claimed: set[str] = set()
+MAX_CLAIMED = 10_000
+_claimed_lock = threading.Lock()
+
+
 def enter(ctx: Context) -> Outcome:
     binding = ctx.binding
     assert binding.pool is not None and binding.config is not None and binding.objects is not None
     config = PoolConfig.from_dict(binding.config)
     name = binding.pool
+    with _claimed_lock:
+        claimed = name in _claimed
+        _claimed.discard(name)
+    if claimed:
+        record = ctx.store.pool(name)
+        # Only while the claim stands: a memo left by a Service deleted before its next run must
+        # not let another Service claim a pool someone made since without reading it first.
+        if record is not None and record.created_by_dklb:
+            return _create(ctx, config, record)
     try:
         actual = ctx.edgelb.get_pool(name)
     except NotFound:
@@ -49,6 +71,9 @@ def enter(ctx: Context) -> Outcome:
         return _create(ctx, config)
 
     record = ctx.store.pool(name)
+    # One reading of the pool's bindings for the tenancy rule, the settings' owner and the
+    # composition (each read decodes every binding's configuration and objects).
+    on_pool = ctx.store.bindings(pool=name)
     recorded = bool(record and record.created_by_dklb)
     known_foreign = bool(record and record.pre_existing)
     # Not recorded, yet marked as dklb's for this cluster (the database was lost, or never saw the
@@ -59,7 +84,7 @@ def enter(ctx: Context) -> Outcome:
     owned = recorded or adopted
     mark = pool_owner(actual, cluster=ctx.settings.cluster_name)
     owner = _owner(record, mark)
-    refused = _tenancy(ctx, config, actual, owner=owner, pre_existing=not owned)
+    refused = _tenancy(ctx, config, actual, on_pool, owner=owner, pre_existing=not owned)
     if refused is not None:
         return refused
     marks: dict[str, Any] = {"pool_created_by_dklb": True} if adopted else {}
@@ -70,8 +95,10 @@ def enter(ctx: Context) -> Outcome:
     # A pool made for another namespace takes its settings from that namespace's Services (equal
     # to this one's, the guard saw to it), never from a sharer alone: after a lost database the
     # sharer could otherwise flip them.
-    settles = owned and (owner is None or owner.namespace == ctx.binding.namespace or _present(ctx, owner))
-    desired = desired_pool(ctx, actual, pool=name, apply_settings=settles)
+    settles = owned and (
+        owner is None or owner.namespace == ctx.binding.namespace or _present(owner, on_pool)
+    )
+    desired = desired_pool(ctx, actual, pool=name, apply_settings=settles, bindings=on_pool)
     clash = frontend_port_clash(
         desired,
         owned={fe["name"] for fe in binding.objects["frontends"]},
@@ -115,15 +142,18 @@ def _owner(record: Pool | None, mark: tuple[str, str | None] | None) -> Tenant |
     return Tenant(*mark) if mark is not None else None
 
 
-def _present(ctx: Context, owner: Tenant) -> bool:
-    return any(
-        b.namespace == owner.namespace and b.state not in LEAVING
-        for b in ctx.store.bindings(pool=ctx.binding.pool)
-    )
+def _present(owner: Tenant, on_pool: Sequence[Binding]) -> bool:
+    return any(b.namespace == owner.namespace and b.state not in LEAVING for b in on_pool)
 
 
 def _tenancy(
-    ctx: Context, config: PoolConfig, actual: dict[str, Any], *, owner: Tenant | None, pre_existing: bool
+    ctx: Context,
+    config: PoolConfig,
+    actual: dict[str, Any],
+    on_pool: Sequence[Binding],
+    *,
+    owner: Tenant | None,
+    pre_existing: bool,
 ) -> Fire | None:
     """The tenancy rule (``states.tenancy``) against the pool as EdgeLB has it: the ``accept``
     guard judged by the database alone, which a lost database leaves blank. A refusal writes
@@ -131,9 +161,7 @@ def _tenancy(
     deletion still removes them), nothing else of it goes in."""
     name = config.name
     others = [
-        b
-        for b in ctx.store.bindings(pool=name)
-        if b.id != ctx.binding.id and b.state not in LEAVING and b.config is not None
+        b for b in on_pool if b.id != ctx.binding.id and b.state not in LEAVING and b.config is not None
     ]
     cloud = (
         config.cloud_provider_configuration is not None
@@ -180,9 +208,9 @@ def _refused(message: str) -> Fire:
     )
 
 
-def _create(ctx: Context, config: PoolConfig) -> Outcome:
+def _create(ctx: Context, config: PoolConfig, record: Pool | None = None) -> Outcome:
     name = config.name
-    record = ctx.store.pool(name)
+    record = record or ctx.store.pool(name)
     if config.creation_strategy == "Never":
         return Retry(
             "PoolNotFound",
@@ -196,6 +224,10 @@ def _create(ctx: Context, config: PoolConfig) -> Outcome:
             "it is not re-created; re-create it in EdgeLB or change the strategy",
         )
     if record is None or not record.created_by_dklb:
+        with _claimed_lock:
+            if len(_claimed) >= MAX_CLAIMED:
+                _claimed.clear()  # of Services deleted before their next run: forgetting is safe
+            _claimed.add(name)
         return Fire(
             "claim_pool",
             reason="CreatingPool",

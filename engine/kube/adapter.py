@@ -30,7 +30,7 @@ from typing import Any
 
 from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
-from engine.kube.api import core_v1, response_json
+from engine.kube.api import core_v1, request, response_json
 from engine.kube.errors import kubernetes_unavailable
 from engine.kube.port import Service
 from engine.kube.recorder import BackgroundRecorder, capped_message
@@ -38,8 +38,15 @@ from engine.model.services import ANNOTATION, FINALIZER, config_text, json_point
 
 log = logging.getLogger("dklb.kube")
 
+JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
+
+# The paths of the hot writes, filled with the quoted namespace and name.
+SERVICE = "/api/v1/namespaces/{}/services/{}"
+SERVICE_STATUS = "/api/v1/namespaces/{}/services/{}/status"
+EVENTS = "/api/v1/namespaces/{}/events"
+EVENT = "/api/v1/namespaces/{}/events/{}"
 
 # Writes that lost a race (a failed JSON-patch test, a 409) re-read the object and try again;
 # more than a handful of lost races in a row means something fights us: surface it.
@@ -286,14 +293,21 @@ class KubeAdapter:
         raise AssertionError("unreachable")
 
     def _patch(self, namespace: str, name: str, body: Body, *, content_type: str, status: bool) -> Service:
-        call = self.core.patch_namespaced_service_status if status else self.core.patch_namespaced_service
-        response = call(
-            name,
-            namespace,
+        path = SERVICE_STATUS if status else SERVICE
+        return self._request("PATCH", path, body, content_type=content_type, path_params=(namespace, name))
+
+    def _request(
+        self, method: str, path: str, body: Any, *, content_type: str, path_params: tuple[str, ...]
+    ) -> dict[str, Any]:
+        # The hot writes skip the generated methods' argument validation (``engine.kube.api.request``).
+        response = request(
+            self.core.api_client,
+            method,
+            path,
             body,
-            _content_type=content_type,
-            _preload_content=False,
-            _request_timeout=self.timeout,
+            content_type=content_type,
+            timeout=self.timeout,
+            path_params=path_params,
         )
         return response_json(response)
 
@@ -312,13 +326,12 @@ class KubeAdapter:
                 recent = None
         if recent is not None:
             try:
-                self.core.patch_namespaced_event(
-                    recent.name,
-                    recent.namespace,
+                self._request(
+                    "PATCH",
+                    EVENT,
                     {"count": count, "lastTimestamp": _timestamp(now)},
-                    _content_type=MERGE_PATCH,
-                    _preload_content=False,
-                    _request_timeout=self.timeout,
+                    content_type=MERGE_PATCH,
+                    path_params=(recent.namespace, recent.name),
                 )
                 return
             except ApiException as e:
@@ -348,14 +361,7 @@ class KubeAdapter:
             "lastTimestamp": _timestamp(now),
             "count": 1,
         }
-        # A raw JSON body (no generated model): the client sends a dict as it is.
-        response = self.core.create_namespaced_event(
-            namespace,
-            event,  # type: ignore[arg-type]
-            _preload_content=False,
-            _request_timeout=self.timeout,
-        )
-        created = response_json(response)
+        created = self._request("POST", EVENTS, event, content_type=JSON, path_params=(namespace,))
         with self._events_lock:
             self._recent[key] = _Recent(
                 name=created["metadata"]["name"], namespace=namespace, count=1, last=now

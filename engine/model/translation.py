@@ -28,6 +28,7 @@ from typing import Any
 
 from engine.edgelb.schema import normalize_pool
 from engine.model.config import PoolConfig
+from engine.model.samepool import same_pool as same_pool  # re-exported: callers import it from here
 
 Pool = dict[str, Any]
 Owner = tuple[str, str]  # (namespace, service name)
@@ -419,11 +420,6 @@ def remove_owner(base: Pool, *, cluster: str, owner: Owner) -> Pool:
 def is_empty(pool: Pool) -> bool:
     haproxy = pool.get("haproxy") or {}
     return not haproxy.get("frontends") and not haproxy.get("backends")
-
-
-def same_pool(a: Pool, b: Pool) -> bool:
-    """True when EdgeLB would run the same thing for both: compared after normalizing defaults/order."""
-    return normalize_pool(a) == normalize_pool(b)
 
 
 def owned_part(pool: Pool, *, cluster: str, owner: Owner) -> tuple[list[Object], list[Object]]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from engine.edgelb.errors import Unavailable
+from engine.edgelb.errors import Conflict, Unavailable
 from engine.model.services import FINALIZER
 from engine.model.settings import Settings
 from engine.runtime import lifecycle
@@ -225,6 +225,39 @@ def test_edgelb_failures_are_retried_through_scheduler_wakeups(rigs: Callable[..
     assert rig.edgelb.calls["POST"] == 3
     binding = rig.store.get(key)
     assert binding is not None and (binding.attempts, binding.last_error) == (0, None)
+
+
+def test_a_claimed_pool_is_created_without_reading_it_again(rigs: Callable[..., Rig]) -> None:
+    rig = rigs()
+    rig.controller.start()
+    rig.controller.mark_synced()
+    key = rig.apply(make_service("redis", config=REDIS))
+
+    wait_until(lambda: rig.all_ready([key]), "the binding to reach Ready")
+
+    assert [h.trigger for h in reversed(rig.store.history(key=key, limit=None))][:4] == [
+        "observed",
+        "accept",
+        "claim_pool",
+        "provisioned",
+    ]
+    # The accept guard and Provisioning found it missing; the run after the claim only POSTs.
+    assert (rig.edgelb.calls[GET_POOL], rig.edgelb.calls["POST"]) == (2, 1)
+
+
+def test_a_pool_that_appears_between_the_claim_and_the_post_is_merged(rigs: Callable[..., Rig]) -> None:
+    rig = rigs()
+    # The POST after the claim meets a pool someone else made meanwhile (409).
+    rig.edgelb.fail_next("create_pool", Conflict)
+    rig.controller.start()
+    rig.controller.mark_synced()
+    key = rig.apply(make_service("redis", config=REDIS))
+
+    wait_until(lambda: rig.all_ready([key]), "the binding to reach Ready after the 409")
+
+    reasons = [h.reason for h in rig.store.history(key=key, limit=None) if h.trigger == "failed"]
+    assert reasons == ["PoolExists"]
+    assert rig.edgelb.names() == ["dklb-redis"]
 
 
 def test_nothing_is_reconciled_before_mark_synced(rigs: Callable[..., Rig]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from engine.edgelb.errors import Invalid, NotFound, Unavailable
 from engine.model.settings import Settings
+from states import provisioning
 from states.awaiting_metadata import WARN_EVERY
 from tests.checks import present
 from tests.engine.harness import CLUSTER, World
@@ -294,3 +295,20 @@ def test_adding_a_cloud_load_balancer_moves_the_service_to_its_cloud_pool(tmp_pa
     assert visited[moving - 1 : moving + 2] == ["Pending", "Moving", "Pending"]
     assert {p.name: p.ref_count for p in world.store.pools()} == {"cloud--ns": 1, "keep": 1}
     world.assert_invariants()
+
+
+def test_a_claim_left_over_by_a_gone_service_never_claims_a_pool_made_since(tmp_path: Path) -> None:
+    # A Service claimed "theirs" and was deleted before its next run; someone made the pool since.
+    provisioning._claimed.add("theirs")
+    try:
+        world = World(tmp_path)
+        world.seed_foreign_pool({"name": "theirs", "cpus": 2.0, "mem": 1024, "count": 1})
+        world.kube.apply(
+            make_service("a", ports=[(80, 30001)], config="name: theirs\ncpus: 2.0\nmemory: 1024\n")
+        )
+        world.settle()
+        record = present(world.store.pool("theirs"))
+        assert (record.created_by_dklb, record.pre_existing) == (False, True)
+        assert world.edgelb.calls["POST"] == 0
+    finally:
+        provisioning._claimed.discard("theirs")

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgelb_local.validation import validate_pool
-from engine.edgelb.schema import fill_defaults
+from engine.edgelb.schema import fill_defaults, normalize_pool
 from engine.model.config import PoolConfig
 from engine.model.translation import (
     CREATED_BY_VARIABLE,
@@ -659,6 +659,47 @@ def test_same_pool_after_server_defaults_and_shuffle(seed: int) -> None:
     returned["packageVersion"] = "v1.5.1"
     assert same_pool(sent, returned)
     assert same_pool(redis_pool(), fill_defaults(redis_pool()))
+
+
+def _resized(pool: dict, size: int) -> dict:
+    changed = copy.deepcopy(pool)
+    changed["count"] = size
+    return changed
+
+
+def _shuffled(pool: dict) -> dict:
+    changed = copy.deepcopy(pool)
+    changed["haproxy"]["frontends"].reverse()
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        (redis_pool(), redis_pool(), True),  # the same JSON value: no normalization needed
+        (redis_pool(), fill_defaults(redis_pool()), True),  # server defaults
+        (redis_pool(), _resized(redis_pool(), 7), False),
+        (_resized(redis_pool(), 7), _resized(redis_pool(), 7), True),
+        (_resized(redis_pool(), 7), _resized(redis_pool(), 8), False),
+        (shared_pool(), _shuffled(shared_pool()), True),  # order of named lists
+        ({"name": "p", "bad": {1, 2}}, {"name": "p", "bad": {1, 2}}, True),  # no JSON text: no memo
+        ({"name": "p", "bad": {1, 2}}, {"name": "q", "bad": {1, 2}}, False),
+    ],
+)
+def test_same_pool_memo_answers_as_normalization(a: dict, b: dict, same: bool) -> None:
+    before = (copy.deepcopy(a), copy.deepcopy(b))
+    # Asked twice: the second answer comes from the memo and must not differ.
+    assert [same_pool(a, b), same_pool(a, b), same_pool(b, a)] == [same] * 3
+    assert (normalize_pool(a) == normalize_pool(b)) is same
+    assert (a, b) == before  # the arguments are not mutated
+
+
+def test_same_pool_memo_follows_a_changed_pool() -> None:
+    pool = fill_defaults(redis_pool())
+    assert same_pool(redis_pool(), pool)
+    # The same dict, changed after it was compared: its new text is a new key.
+    pool["count"] = 9
+    assert not same_pool(redis_pool(), pool)
 
 
 @pytest.mark.parametrize(
