@@ -420,3 +420,30 @@ class Store:
                 .values(next_wakeup=at)
             )
             return bool(result.rowcount)
+
+    # ---- reads for the pool sweep (engine.runtime.poolsweep) ---------------------------------
+
+    def expectations(
+        self, states: Sequence[str], *, pools: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, str, Any]]:
+        """``(key, pool, objects)`` of every binding in ``states`` that has a pool and objects
+        (only of ``pools`` when given), one row at a time: what each settled binding expects its
+        pool to hold, compared with one pool listing per resync period. Three columns: no whole
+        ``Binding`` (configuration, history fields) is built for thousands of rows."""
+        query = select(BINDINGS.c.namespace, BINDINGS.c.name, BINDINGS.c.pool, BINDINGS.c.objects).where(
+            BINDINGS.c.state.in_(list(states)),
+            BINDINGS.c.pool.is_not(None),
+            BINDINGS.c.objects.is_not(None),
+        )
+        if pools is not None:
+            query = query.where(BINDINGS.c.pool.in_(list(pools)))
+        with self._read() as conn:
+            for namespace, name, pool, objects in conn.execute(query):
+                yield join_key(namespace, name), pool, objects
+
+    def keys_in(self, states: Sequence[str]) -> list[str]:
+        """The keys of the bindings in ``states`` (two columns, like ``keys``): at start-up, the
+        settled bindings the pool sweep verifies, whose handlers need not run one by one."""
+        query = select(BINDINGS.c.namespace, BINDINGS.c.name).where(BINDINGS.c.state.in_(list(states)))
+        with self._read() as conn:
+            return [join_key(namespace, name) for namespace, name in conn.execute(query)]
