@@ -109,7 +109,11 @@ class Controller:
     # ---- inputs ------------------------------------------------------------------------------
 
     def observe(self, service: dict) -> None:
-        self.queue.add(self.reconciler.cache.put(service))
+        # A version the cache already holds brings nothing to reconcile: the watch's periodic
+        # redelivery of every Service, or the event of a write whose reconcile saw its result.
+        key = self.reconciler.cache.put_new(service)
+        if key is not None:
+            self.queue.add(key)
 
     def forget(self, key: str) -> None:
         self.reconciler.cache.remove(key)

@@ -3,8 +3,8 @@
 The real ``Controller`` (worker threads, APScheduler wake-ups) and ``EdgeLBRecovery`` (its probe
 thread) over a SQLite file, the fake cluster and a fake EdgeLB behind a switch that reports every
 call the way the HTTP client's ``on_response`` hook does. Ready's retry backoff is made 10 minutes
-and its own (declared) resync a fraction of a second, so one failed resync during the outage leaves the binding
-waiting far longer than the test: only the recovery can make it run again within the deadline.
+and its own (declared) resync a fraction of a second, so one failed resync during the outage leaves
+the binding waiting far longer than the test: only the recovery can make it run again within the deadline.
 The recovery's clock is a number the test moves (an outage is failures lasting 10 s or more);
 everything else runs on the real clock, and every wait is a condition with a deadline.
 

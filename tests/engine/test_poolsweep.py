@@ -228,7 +228,7 @@ def test_a_restart_verifies_every_ready_binding_with_one_listing(procs: Callable
 
     # While dklb is down: a pool modified, a status cleared, a Service deleted.
     edgelb, kube = first.edgelb, first.kube
-    modified = present(first.store.get("default/s1")).pool
+    modified = present(present(first.store.get("default/s1")).pool)
     pool = present(edgelb.stored(modified))
     pool["haproxy"]["frontends"][0]["bindPort"] = 4321
     edgelb.seed(pool)
