@@ -28,6 +28,8 @@ and no EdgeLB request of its own.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import time
@@ -36,7 +38,6 @@ from typing import Any
 
 from engine.edgelb.errors import EdgeLBError
 from engine.edgelb.port import EdgeLB
-from engine.edgelb.schema import normalize_pool
 from engine.model.services import split_key
 from engine.model.translation import Object, Owner, ingress_from_metadata, normalized_objects, owner_of
 from engine.runtime.cache import ServiceCache
@@ -47,7 +48,7 @@ log = logging.getLogger("dklb.poolsweep")
 #: --metadata-resync-period: how often each Ready pool's metadata is read again.
 DEFAULT_METADATA_RESYNC_PERIOD = 300.0
 
-# (key, pool, recorded objects) of one settled binding: ``Store.expectations``.
+# (key, pool, recorded objects: a dict, or the JSON text the store holds) of one settled binding.
 Expectation = tuple[str, str, Any]
 # Per listed pool, per owner: its (frontends, backends), normalized as ``owned_part`` gives them.
 Owned = dict[str, dict[Owner, tuple[list[Object], list[Object]]]]
@@ -57,16 +58,18 @@ Owned = dict[str, dict[Owner, tuple[list[Object], list[Object]]]]
 
 
 def index_pools(pools: Iterable[Any], *, cluster: str) -> Owned:
-    """The listed pools by name, each pool's objects grouped by owner: each pool is normalized
-    once, however many bindings share it (``owned_part`` normalizes the whole pool per call)."""
+    """The listed pools by name, each pool's objects of this cluster grouped by owner, as listed
+    (normalization happens per group, memoized: ``Digests``)."""
     index: Owned = {}
     for pool in pools:
         if not isinstance(pool, dict) or not isinstance(pool.get("name"), str):
             continue
-        haproxy = normalize_pool(pool).get("haproxy") or {}
+        found_haproxy = pool.get("haproxy")
+        haproxy: dict[str, Any] = found_haproxy if isinstance(found_haproxy, dict) else {}
         owners: dict[Owner, tuple[list[Object], list[Object]]] = {}
         for position, kind in enumerate(("frontends", "backends")):
-            for obj in haproxy.get(kind) or []:
+            found = haproxy.get(kind)
+            for obj in found if isinstance(found, list) else []:
                 if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
                     continue
                 parsed = owner_of(obj["name"], cluster=cluster)
@@ -76,21 +79,53 @@ def index_pools(pools: Iterable[Any], *, cluster: str) -> Owned:
     return index
 
 
-def to_wake(expectations: Iterable[Expectation], listed: Owned) -> list[str]:
-    """The keys whose pool is missing from ``listed`` or holds other objects for them than recorded."""
+class Digests:
+    """Content digest of a ``{"frontends", "backends"}`` set -> digest of its normalized form.
+
+    Normalizing (``normalized_objects``: defaults filled, sorted) costs about half a millisecond
+    per set: thousands per sweep would be most of a core. Recorded objects and listed ones change
+    rarely, so each distinct content is normalized once; what is kept is two short digests per
+    content, not the objects (bounded: cleared when it outgrows ``limit``).
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._memo: dict[bytes, bytes] = {}
+
+    def of(self, objects: Any) -> bytes:
+        """``objects`` as a dict, or as the JSON text the store holds."""
+        text = objects if isinstance(objects, str) else _canonical(objects)
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        found = self._memo.get(key)
+        if found is None:
+            parsed = json.loads(text) if isinstance(objects, str) else objects
+            try:
+                normalized: Any = normalized_objects(parsed)
+            except (KeyError, TypeError, AttributeError):
+                normalized = ["unreadable", text]  # never equal to a readable set's form
+            found = hashlib.blake2b(_canonical(normalized).encode(), digest_size=16).digest()
+            if len(self._memo) >= self.limit:
+                self._memo.clear()
+            self._memo[key] = found
+        return found
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def to_wake(expectations: Iterable[Expectation], listed: Owned, digests: Digests | None = None) -> list[str]:
+    """The keys whose pool is missing from ``listed`` or holds other objects for them than recorded
+    (compared normalized: server-filled defaults are no difference)."""
+    digests = digests if digests is not None else Digests()
     woken: list[str] = []
     for key, pool, objects in expectations:
         owners = listed.get(pool)
         if owners is None:
             woken.append(key)
             continue
-        try:
-            expected = normalized_objects(objects)
-        except (KeyError, TypeError, AttributeError):
-            # Recorded objects the sweep cannot read: the handler judges them.
-            woken.append(key)
-            continue
-        if owners.get(split_key(key), ([], [])) != expected:
+        frontends, backends = owners.get(split_key(key), ([], []))
+        if digests.of(objects) != digests.of({"frontends": frontends, "backends": backends}):
             woken.append(key)
     return woken
 
@@ -117,8 +152,9 @@ def stale_statuses(
         if found is None:
             continue
         try:
-            names = [fe["name"] for fe in objects["frontends"]]
-        except (KeyError, TypeError):
+            parsed = json.loads(objects) if isinstance(objects, str) else objects
+            names = [fe["name"] for fe in parsed["frontends"]]
+        except (KeyError, TypeError, ValueError):
             continue
         ingress = ingress_from_metadata(found, frontend_names=names)
         status = statuses(key)
@@ -192,6 +228,7 @@ class PoolSweep:
         self.states = sorted(states)
         self.cluster = cluster
         self.metadata = metadata
+        self.digests = Digests()
         # Counters, read by tests and logs.
         self.sweeps = 0
         self.failures = 0
@@ -211,7 +248,7 @@ class PoolSweep:
             self.metadata.track(())
             return []
         listed = index_pools(self.edgelb.list_pools(), cluster=self.cluster)
-        woken = to_wake(expectations, listed)
+        woken = to_wake(expectations, listed, self.digests)
         if startup:
             seen = set(woken)
             for key, _, _ in expectations:

@@ -20,12 +20,14 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Text,
     bindparam,
     delete,
     func,
     insert,
     select,
     text,
+    type_coerce,
     update,
 )
 
@@ -425,12 +427,15 @@ class Store:
 
     def expectations(
         self, states: Sequence[str], *, pools: Sequence[str] | None = None
-    ) -> Iterator[tuple[str, str, Any]]:
-        """``(key, pool, objects)`` of every binding in ``states`` that has a pool and objects
+    ) -> Iterator[tuple[str, str, str]]:
+        """``(key, pool, objects as JSON text)`` of every binding in ``states`` that has a pool and objects
         (only of ``pools`` when given), one row at a time: what each settled binding expects its
         pool to hold, compared with one pool listing per resync period. Three columns: no whole
         ``Binding`` (configuration, history fields) is built for thousands of rows."""
-        query = select(BINDINGS.c.namespace, BINDINGS.c.name, BINDINGS.c.pool, BINDINGS.c.objects).where(
+        # The objects as the JSON text stored: the sweep digests the text and parses it only when
+        # that content was never seen (engine.runtime.poolsweep.Digests).
+        objects = type_coerce(BINDINGS.c.objects, Text)
+        query = select(BINDINGS.c.namespace, BINDINGS.c.name, BINDINGS.c.pool, objects).where(
             BINDINGS.c.state.in_(list(states)),
             BINDINGS.c.pool.is_not(None),
             BINDINGS.c.objects.is_not(None),
