@@ -10,7 +10,9 @@ the order of ``parts`` and, once ``done`` is set (SIGTERM, SIGINT), stops them i
     admission webhook     serving and registered before any Service is reconciled
     leader elector        the Lease; released after the controller stopped writing
     kube adapter          flushes the Events still queued
-    controller            workers, wake-ups, the orphan sweep and history retention; stopping it
+    controller            workers, wake-ups, the pool sweep (one listing per resync period
+                          compared with every Ready binding, metadata per pool), the orphan
+                          sweep and history retention; stopping it
                           first closes the fence, so nothing is written once leadership is
                           given up
     EdgeLB recovery       probes EdgeLB while it fails; wakes the retrying bindings once it answers
@@ -49,9 +51,11 @@ from engine.runtime import lifecycle
 from engine.runtime.controller import Controller
 from engine.runtime.fence import Fence, FencedEdgeLB, FencedKube
 from engine.runtime.orphans import OrphanSweeper
+from engine.runtime.poolsweep import DEFAULT_METADATA_RESYNC_PERIOD, MetadataSchedule, PoolSweep
 from engine.runtime.reconciler import Reconciler
 from engine.runtime.recovery import EdgeLBRecovery
 from engine.runtime.retention import RetentionJob
+from engine.runtime.sharedmetadata import SharedMetadata
 from engine.store import migrate
 from engine.store.pruning import Retention
 from engine.telemetry.health import BindError, HealthServer, Probes
@@ -88,6 +92,8 @@ class AppConfig:
     metrics_listen: tuple[str, int] | None = None
     # --history-max-age, --history-max-rows-per-service.
     retention: Retention = field(default_factory=Retention)
+    # --metadata-resync-period: each Ready pool's metadata is read again once per this period.
+    metadata_resync_period: float = DEFAULT_METADATA_RESYNC_PERIOD
 
 
 class StartError(Exception):
@@ -247,7 +253,8 @@ class App:
         reconciler = Reconciler(
             store=self.store,
             lifecycle=self.machine,
-            edgelb=FencedEdgeLB(self.edgelb, fence),
+            # Bindings of one pool polling its metadata share a read for a moment.
+            edgelb=SharedMetadata(FencedEdgeLB(self.edgelb, fence)),
             kube=FencedKube(self.kube, fence),
             settings=c.settings,
             node_addresses=self.nodes.addresses if c.settings.backend_mode == "address" else tuple,
@@ -259,12 +266,26 @@ class App:
             metrics.verified(seconds)
             self._verified.set()
 
+        sweep = PoolSweep(
+            edgelb=reconciler.edgelb,
+            store=self.store,
+            cache=reconciler.cache,
+            # The settled states with a handler (Ready): their bindings wait on the sweep.
+            states=[n for n, s in self.machine.states.items() if s.settled and s.handler is not None],
+            cluster=c.settings.cluster_name,
+            metadata=MetadataSchedule(c.metadata_resync_period),
+        )
         controller = Controller(
             reconciler,
             workers=c.workers,
             active=self.is_leading,
             on_reconcile=metrics.reconciled,
             on_verified=on_verified,
+            sweep=sweep,
+            sweep_interval=max(self.resync_period, 1.0),
+            # Pools fall due one by one over the period: look for due ones often enough to
+            # spread them, rarely enough that an idle look costs nothing.
+            metadata_interval=min(max(c.metadata_resync_period / 30, 1.0), 10.0),
         )
         sweeper = OrphanSweeper(
             edgelb=reconciler.edgelb,

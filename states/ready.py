@@ -1,9 +1,15 @@
-"""Ready: verify, at each resync, that the pool still holds what this Service needs.
+"""Ready: confirm that the pool still holds what this Service needs, when something says it may not.
 
-Reads only: the objects this Service owns in the pool are compared with the recorded ones after
-normalization (server-filled defaults do not count as changes), so a settled binding causes
-zero EdgeLB and Kubernetes writes. A pool deleted or modified out of band fires ``drift``
-(back to Provisioning); new addresses in the metadata refresh the status.
+The handler runs when woken, not on a timer of its own: by the pool sweep
+(``engine.runtime.poolsweep``: the one pool listing per resync period showed this binding's pool
+missing or its objects different, or at start-up its Service had no address), by the metadata
+refresh (the pool's metadata gives other addresses than the Service's status), after an EdgeLB
+outage, or by the day-long backstop ``lifecycle.yaml`` declares. It reads, it never trusts the
+listing: the objects this Service owns in the pool (``GET`` of the pool itself) are compared
+with the recorded ones after normalization (server-filled defaults do not count as changes),
+so a settled binding causes zero EdgeLB and Kubernetes writes and a stale or partial listing
+fires nothing. A pool deleted or modified out of band fires ``drift`` (back to Provisioning);
+new addresses in the metadata refresh the status.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ with logrus' level names...; those only Go had are ``engine.cli.goflags``'), and
 be set as ``DKLB_<FLAG>``. Defaults that differ from Go's say so in their help. The
 ``--admission-*`` flags are checked together (``engine.admission.plan``) before anything starts:
 a mistake costs no migration and no thread. ``engine.app`` builds and runs the rest; SIGTERM or
-SIGINT stop it.
+SIGINT stop it. ``--metadata-resync-period`` is dklb's own: the Go dklb re-read every
+Service's pool metadata at every resync.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from engine.cli.options import IN_CLUSTER, add
 from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST
 from engine.model.durations import format_duration
 from engine.model.settings import DEFAULT_RESYNC_PERIOD
+from engine.runtime.poolsweep import DEFAULT_METADATA_RESYNC_PERIOD
 from engine.store.pruning import DEFAULT_MAX_AGE, DEFAULT_MAX_ROWS_PER_SERVICE, Retention
 from engine.telemetry.logs import configure_logging, level_name
 from engine.telemetry.serving import parse_listen
@@ -142,8 +144,18 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         "--resync-period",
         type=options.duration,
         default=DEFAULT_RESYNC_PERIOD,
-        help="how often a Ready binding re-verifies, the watch re-lists and orphans are swept "
+        help="how often the EdgeLB pools are listed and compared with every Ready binding (one "
+        "request), the watch re-lists and orphans are swept "
         f"(default {format_duration(DEFAULT_RESYNC_PERIOD)}; the Go dklb's was 2m)",
+    )
+    add(
+        parser,
+        "--metadata-resync-period",
+        type=options.duration,
+        default=DEFAULT_METADATA_RESYNC_PERIOD,
+        help="how often each Ready pool's metadata is read again (once per pool, each at its own "
+        "time within the period) to refresh the Services' addresses "
+        f"(default {format_duration(DEFAULT_METADATA_RESYNC_PERIOD)})",
     )
     add(
         parser, "--workers", type=int, default=4, help="bindings reconciled in parallel (default %(default)s)"
@@ -392,6 +404,7 @@ def _run(args: argparse.Namespace) -> int:
         ),
         edgelb=edgelb,
         workers=args.workers,
+        metadata_resync_period=args.metadata_resync_period,
         leader_election=LeaderElection(
             namespace=args.leader_elect_namespace,
             lease_name=args.leader_elect_lease_name,

@@ -13,8 +13,8 @@ from functools import cached_property
 
 from engine.model.policy import DEFAULT_LIMITS, Limits
 
-#: How often a Ready binding re-verifies its pool, the watch re-delivers every Service and the
-#: orphan sweep runs, unless ``--resync-period`` says otherwise.
+#: How often the pool sweep compares every Ready binding with one pool listing, the watch
+#: re-delivers every Service and the orphan sweep runs, unless ``--resync-period`` says otherwise.
 DEFAULT_RESYNC_PERIOD = 300.0
 
 
@@ -28,7 +28,8 @@ class Settings:
     default_pool_size: int = 1
     # "mesos": backends select the cluster's kube-node tasks; "address": Node IPs + nodePort.
     backend_mode: str = "mesos"
-    # Overrides the Ready state's declared resync period when set.
+    # --resync-period: the pool sweep's period (engine.runtime.poolsweep); a state's own
+    # declared resync (Ready's day-long backstop) is not overridden by it.
     resync_period: float | None = None
     # spec.loadBalancerClass of the Services this controller takes (None: those without one);
     # engine.model.services.claims is the rule.

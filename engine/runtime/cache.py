@@ -72,6 +72,17 @@ class ServiceCache:
                 self._services[key] = (uid, version, blob)
         return key
 
+    def put_new(self, service: dict[str, Any]) -> str | None:
+        """``put``; the key when ``service`` is news, None when the cache already held this
+        version of the same object or a newer one (a resync's redelivery, the watch event of
+        our own write): then nothing is left to reconcile for it."""
+        meta = service["metadata"]
+        with self._lock:
+            held = self._services.get(services.key(service))
+            if held is not None and _covers(held, meta.get("uid"), meta.get("resourceVersion")):
+                return None
+        return self.put(service)
+
     def remove(self, key: str) -> None:
         with self._lock:
             self._services.pop(key, None)

@@ -11,8 +11,17 @@ Workers start only once ``mark_synced`` says the Service cache holds the whole c
 binding reconciled against an empty cache would look deleted. From then on the controller
 tracks the first pass over every binding and key it knew of (the start-up re-verification) and
 reports, once, how long it took (``on_verified``): the figure a restart is judged by. In that
-pass every binding's handler runs whatever its wake-up says (``Reconciler.verify``): what
-EdgeLB and Kubernetes held before the restart is not trusted until read again.
+pass every key is reconciled once (what the Service cache says fires its external trigger),
+the handler of every binding in a state with work to do runs whatever its wake-up says
+(``Reconciler.verify``), and the settled bindings are compared with ONE pool listing (the
+first ``PoolSweep.sweep``): only those whose pool differs, or whose Service shows no address,
+run their handler. What EdgeLB and Kubernetes held before the restart is not trusted until
+read again; reading it is one request, not one per binding.
+
+While leading, the pool sweep runs every ``sweep_interval`` (``--resync-period``) and the
+metadata refresh every ``metadata_interval`` seconds (each pool is read when due, see
+``engine.runtime.poolsweep``), both on a thread of their own; the keys they name are woken
+(``wake``). A settled binding has nothing else scheduled.
 
 Where only keys are needed (every binding at ``mark_synced`` and ``enqueue_all``, the due ones at
 each scan) only keys are read (``Store.keys``): a whole ``Binding`` carries its decoded
@@ -36,12 +45,18 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from engine.edgelb.errors import EdgeLBError
 from engine.runtime.fence import NotLeader
+from engine.runtime.poolsweep import PoolSweep
 from engine.runtime.reconciler import Reconciler
 from engine.runtime.workqueue import WorkQueue
 from engine.store import utcnow
 
 log = logging.getLogger("dklb.controller")
+
+# Stands in the start-up verification's set of keys for the first pool sweep: verification is not
+# done before that sweep has compared every settled binding (and woken those that differ).
+_STARTUP_SWEEP = "\0startup-sweep"
 
 
 class Controller:
@@ -54,8 +69,18 @@ class Controller:
         active: Callable[[], bool] = lambda: True,
         on_reconcile: Callable[[float, bool], None] | None = None,
         on_verified: Callable[[float], None] | None = None,
+        sweep: PoolSweep | None = None,
+        sweep_interval: float = 300.0,
+        metadata_interval: float = 10.0,
     ) -> None:
         self.reconciler = reconciler
+        # Compares every settled binding with one pool listing per ``sweep_interval`` and reads
+        # due pools' metadata every ``metadata_interval``; None: settled bindings are verified
+        # one by one at start (their handlers) and otherwise only at their own wake-ups.
+        self.sweep = sweep
+        self.sweep_interval = sweep_interval
+        self.metadata_interval = metadata_interval
+        self._startup_sweep_pending = sweep is not None
         # Told (seconds, raised) after every reconcile call: the metrics hook.
         self.on_reconcile = on_reconcile
         # False while another replica leads: workers then take no key.
@@ -74,6 +99,9 @@ class Controller:
         self._verify_started = 0.0
         self._verify_total = 0
         self._verify_lock = threading.Lock()
+        if sweep is not None:
+            # Its own thread: a sweep waiting on EdgeLB must not delay the wake-up jobs.
+            self.scheduler.add_executor(ThreadPoolExecutor(1), alias="sweep")
         self._threads: list[threading.Thread] = []
         self._synced = threading.Event()
         self._stopping = threading.Event()
@@ -81,7 +109,11 @@ class Controller:
     # ---- inputs ------------------------------------------------------------------------------
 
     def observe(self, service: dict) -> None:
-        self.queue.add(self.reconciler.cache.put(service))
+        # A version the cache already holds brings nothing to reconcile: the watch's periodic
+        # redelivery of every Service, or the event of a write whose reconcile saw its result.
+        key = self.reconciler.cache.put_new(service)
+        if key is not None:
+            self.queue.add(key)
 
     def forget(self, key: str) -> None:
         self.reconciler.cache.remove(key)
@@ -97,6 +129,19 @@ class Controller:
         for key in self.reconciler.store.keys():
             self.queue.add(key)
         for key in self.reconciler.cache.keys():
+            self.queue.add(key)
+
+    def wake(self, keys: list[str] | set[str]) -> None:
+        """Run the handler of each of ``keys`` now, whatever its wake-up says (the pool sweep's
+        verdict); during the start-up verification, it waits for them too."""
+        if not keys:
+            return
+        woken = set(keys)
+        with self._verify_lock:
+            if self._unverified is not None:
+                self._unverified |= woken
+        self.reconciler.verify(woken)
+        for key in woken:
             self.queue.add(key)
 
     def enqueue_after(self, key: str, seconds: float) -> None:
@@ -143,12 +188,37 @@ class Controller:
             return
         self._synced.set()
         keys = set(self.reconciler.store.keys()) | set(self.reconciler.cache.keys())
-        self.reconciler.verify(keys)
+        swept: set[str] = set()
+        if self.sweep is not None:
+            # Settled bindings are compared with one pool listing (the first sweep) instead of
+            # each handler reading its pool; every key is still reconciled once, so what the
+            # Service cache says (changed, deleted, replaced while dklb was down) fires as always.
+            swept = set(self.reconciler.store.keys_in(self.sweep.states))
+        self.reconciler.verify(keys - swept)
+        unverified = keys | ({_STARTUP_SWEEP} if self.sweep is not None else set())
         with self._verify_lock:
-            self._unverified, self._verify_started, self._verify_total = keys, time.monotonic(), len(keys)
+            self._unverified, self._verify_started, self._verify_total = (
+                unverified,
+                time.monotonic(),
+                len(keys),
+            )
         self.enqueue_all()
         self._verified(None)
         self.scheduler.add_job(self._scan, "interval", seconds=self.scan_interval, id="scan-wakeups")
+        if self.sweep is not None:
+            self.scheduler.add_job(
+                self._sweep, "date", run_date=utcnow(), id="sweep-startup", executor="sweep"
+            )
+            self.scheduler.add_job(
+                self._sweep, "interval", seconds=self.sweep_interval, id="sweep-pools", executor="sweep"
+            )
+            self.scheduler.add_job(
+                self._refresh_metadata,
+                "interval",
+                seconds=self.metadata_interval,
+                id="sweep-metadata",
+                executor="sweep",
+            )
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -198,6 +268,45 @@ class Controller:
         log.info("start-up verification done: %d keys reconciled once in %.2fs", self._verify_total, seconds)
         if self.on_verified is not None:
             self.on_verified(seconds)
+
+    def _sweep(self) -> None:
+        """One pool sweep (the first one is the start-up verification's), leader only."""
+        sweep = self.sweep
+        if sweep is None or not self.synced or not self.active():
+            return
+        startup = self._startup_sweep_pending
+        try:
+            woken = sweep.sweep(startup=startup)
+        except EdgeLBError as exc:
+            sweep.failures += 1
+            if not startup:
+                # Nothing is judged on a listing that failed: the next period lists again.
+                log.warning(
+                    "pool sweep: listing the EdgeLB pools failed (%s); next attempt in %.0fs",
+                    exc,
+                    self.sweep_interval,
+                )
+                return
+            log.warning(
+                "start-up pool sweep: listing the EdgeLB pools failed (%s); verifying each binding", exc
+            )
+            woken = self.reconciler.store.keys_in(sweep.states)
+        except Exception:
+            log.exception("pool sweep failed")
+            return
+        self.wake(woken)
+        if startup:
+            self._startup_sweep_pending = False
+            self._verified(_STARTUP_SWEEP)
+
+    def _refresh_metadata(self) -> None:
+        sweep = self.sweep
+        if sweep is None or self._startup_sweep_pending or not self.synced or not self.active():
+            return
+        try:
+            self.wake(sweep.refresh_metadata())
+        except Exception:
+            log.exception("metadata refresh failed")
 
     def _scan(self) -> None:
         try:

@@ -359,9 +359,9 @@ class Reconciler:
         return now
 
     def _resync(self, spec: StateSpec) -> float | None:
-        if spec.resync is None:
-            return None
-        return self.settings.resync_period if self.settings.resync_period is not None else spec.resync
+        # The declared period only: --resync-period is how often the pool sweep
+        # (engine.runtime.poolsweep) compares every settled binding, not a per-binding wake-up.
+        return spec.resync
 
     def _jittered(self, seconds: float) -> float:
         # +/-10 %: thousands of bindings that became Ready together must not verify together.

@@ -20,12 +20,14 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Text,
     bindparam,
     delete,
     func,
     insert,
     select,
     text,
+    type_coerce,
     update,
 )
 
@@ -420,3 +422,33 @@ class Store:
                 .values(next_wakeup=at)
             )
             return bool(result.rowcount)
+
+    # ---- reads for the pool sweep (engine.runtime.poolsweep) ---------------------------------
+
+    def expectations(
+        self, states: Sequence[str], *, pools: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, str, str]]:
+        """``(key, pool, objects as JSON text)`` of every binding in ``states`` that has a pool and objects
+        (only of ``pools`` when given), one row at a time: what each settled binding expects its
+        pool to hold, compared with one pool listing per resync period. Three columns: no whole
+        ``Binding`` (configuration, history fields) is built for thousands of rows."""
+        # The objects as the JSON text stored: the sweep digests the text and parses it only when
+        # that content was never seen (engine.runtime.poolsweep.Digests).
+        objects = type_coerce(BINDINGS.c.objects, Text)
+        query = select(BINDINGS.c.namespace, BINDINGS.c.name, BINDINGS.c.pool, objects).where(
+            BINDINGS.c.state.in_(list(states)),
+            BINDINGS.c.pool.is_not(None),
+            BINDINGS.c.objects.is_not(None),
+        )
+        if pools is not None:
+            query = query.where(BINDINGS.c.pool.in_(list(pools)))
+        with self._read() as conn:
+            for namespace, name, pool, objects in conn.execute(query):
+                yield join_key(namespace, name), pool, objects
+
+    def keys_in(self, states: Sequence[str]) -> list[str]:
+        """The keys of the bindings in ``states`` (two columns, like ``keys``): at start-up, the
+        settled bindings the pool sweep verifies, whose handlers need not run one by one."""
+        query = select(BINDINGS.c.namespace, BINDINGS.c.name).where(BINDINGS.c.state.in_(list(states)))
+        with self._read() as conn:
+            return [join_key(namespace, name) for namespace, name in conn.execute(query)]

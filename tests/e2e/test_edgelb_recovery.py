@@ -1,14 +1,16 @@
-"""After an EdgeLB outage, a Ready Service is re-verified within seconds, not after its grown backoff.
+"""After an EdgeLB outage, what waits on a retry runs within seconds, not after its grown backoff.
 
 Where it sits: the real processes of the data flow — kube-apiserver + etcd (``localcluster``),
 ``dklb edgelb-local`` (API only, ``--no-dataplane``) and ``dklb run`` with a 1 s resync period, so
-that its Ready binding asks EdgeLB every second. EdgeLB is then restarted on the same port and
-state answering 503 to everything (``edgelb_local.faults``: ``5xx=1``), and stays so until the
-binding's retry backoff (``states/lifecycle.yaml``, Ready: 5 s doubling) has grown to 40 s or
-more. Then EdgeLB is restarted healthy: ``engine.runtime.recovery`` notices it with its probe
-(``GET /ping``) and the binding runs again at once: its ``last_error`` clears within a deadline
-far shorter than the backoff it was waiting out. ``/metrics`` says ``dklb_edgelb_outage`` 1
-during the outage and 0 after it.
+that the pool sweep lists EdgeLB's pools every second. A first Service is Ready; EdgeLB is then
+restarted on the same port and state answering 503 to everything (``edgelb_local.faults``:
+``5xx=1``), and a second Service is created: its binding fails against EdgeLB and stays so until
+its retry backoff (``states/lifecycle.yaml``: 1 s doubling) has grown to 40 s or more. The Ready
+one is left alone by the outage (a listing that fails marks nothing: no error, no commit). Then
+EdgeLB is restarted healthy: ``engine.runtime.recovery`` notices it with its probe
+(``GET /ping``) and the failed binding runs again at once: its ``last_error`` clears within a
+deadline far shorter than the backoff it was waiting out. ``/metrics`` says
+``dklb_edgelb_outage`` 1 during the outage and 0 after it.
 
 Everything started here is stopped by PID; every wait is a condition with a deadline.
 """
@@ -39,6 +41,9 @@ from tests.processes import ControllerProcess, controller_args, scrape, start_ed
 NAME = "cache"
 POOL = "recovery-pool"
 CONFIG = f"name: {POOL}\nfrontends:\n- {{port: 38000, servicePort: 6379}}\n"
+# Created during the outage: its binding meets the 503s.
+LATE = "late"
+LATE_CONFIG = f"name: {POOL}-late\nfrontends:\n- {{port: 38001, servicePort: 6379}}\n"
 # The outage lasts until the binding waits this long for its next retry (about 35-110 s).
 BACKOFF = 40.0
 # How soon after EdgeLB answers again the binding must have run: the probe interval (2 s), the
@@ -53,23 +58,25 @@ class Rig:
     database: Path
     edgelb_log: Path
 
-    def binding(self) -> Binding | None:
+    def binding(self, name: str = NAME) -> Binding | None:
         try:
             store = Store(database_url(str(self.database)), read_only=True)
         except (StoreError, SQLAlchemyError):
             return None  # not created and migrated yet
         try:
-            return next((b for b in store.bindings() if b.name == NAME), None)
+            return next((b for b in store.bindings() if b.name == name), None)
         except SQLAlchemyError:
             return None
         finally:
             store.close()
 
-    def binding_where(self, condition: Callable[[Binding], bool]) -> Callable[[], Binding | None]:
+    def binding_where(
+        self, condition: Callable[[Binding], bool], name: str = NAME
+    ) -> Callable[[], Binding | None]:
         """What ``wait_for`` polls: the binding once ``condition`` holds for it."""
 
         def found() -> Binding | None:
-            binding = self.binding()
+            binding = self.binding(name)
             return binding if binding is not None and condition(binding) else None
 
         return found
@@ -130,7 +137,7 @@ def release(world: World) -> None:
             world.delete_service(name)
 
 
-def test_a_ready_service_reverifies_soon_after_an_edgelb_outage(
+def test_what_retries_runs_soon_after_an_edgelb_outage_and_ready_is_left_alone(
     kube_cluster: localcluster.LocalCluster, core: kubernetes.client.CoreV1Api, tmp_path: Path
 ) -> None:
     with rig(core, kube_cluster.kubeconfig, tmp_path) as r:
@@ -141,9 +148,11 @@ def test_a_ready_service_reverifies_soon_after_an_edgelb_outage(
             what="the Service Ready",
         )
         assert r.outage_gauge() == 0.0
+        ready = present(r.binding())
 
         started = time.monotonic()
         r.restart_edgelb("--faults", "5xx=1")
+        r.world.create_service(LATE, config=LATE_CONFIG)
 
         def backed_off(b: Binding) -> bool:
             # The wait its last failure scheduled: what the binding would sit out after the outage.
@@ -151,25 +160,32 @@ def test_a_ready_service_reverifies_soon_after_an_edgelb_outage(
             return b.last_error is not None and waits is not None and waits >= timedelta(seconds=BACKOFF)
 
         failed = wait_for(
-            r.binding_where(backed_off), timeout=240, interval=0.2, what=f"a retry backoff of {BACKOFF:g}s"
+            r.binding_where(backed_off, LATE),
+            timeout=240,
+            interval=0.2,
+            what=f"a retry backoff of {BACKOFF:g}s",
         )
         outage = time.monotonic() - started
-        assert failed.state == "Ready", "a failed verification keeps the binding Ready"
         assert "503" in (failed.last_error or "")
         assert r.outage_gauge() == 1.0
+        # The Ready binding saw the outage only through failed listings: nothing was marked on it.
+        assert r.binding() == ready, "a listing that fails changes nothing on a Ready binding"
 
         r.restart_edgelb()
         back = time.monotonic()
         left = present(failed.next_wakeup) - failed.updated_at
         verified = wait_for(
-            r.binding_where(lambda b: b.last_error is None),
+            r.binding_where(lambda b: b.last_error is None, LATE),
             timeout=DEADLINE,
             interval=0.1,
-            what="the binding re-verified once EdgeLB answers",
+            what="the failed binding run again once EdgeLB answers",
         )
         took = time.monotonic() - back
-        assert verified.state == "Ready" and verified.attempts == 0
+        assert verified.attempts == 0
         assert verified.updated_at < present(failed.next_wakeup), "it ran before its backoff's wake-up"
+        wait_for(
+            r.binding_where(lambda b: b.state == "Ready", LATE), timeout=60, what="the late Service Ready"
+        )
         wait_for(lambda: r.outage_gauge() == 0.0, timeout=DEADLINE, what="the outage gauge back to 0")
         log = r.world.controller.log()
         assert "EdgeLB has not answered for" in log

@@ -2,7 +2,8 @@
 
 ``World.settle()`` plays the controller without threads: it feeds the fake cluster's Services
 to the cache (as watch events would), reconciles every key, and advances the fake clock to the
-next wake-up, until every binding waits in a settled state and nothing is due. Tests then check
+next wake-up, until every binding waits in a settled state and nothing is due. ``advance``
+lets time pass as a resync period would: the pool sweep runs, then every key. Tests then check
 the database, the fake EdgeLB and the fake cluster against each other.
 """
 
@@ -17,6 +18,7 @@ from engine.model.services import FINALIZER, foreign, wants_load_balancer
 from engine.model.settings import Settings
 from engine.model.translation import owner_of
 from engine.runtime import lifecycle
+from engine.runtime.poolsweep import MetadataSchedule, PoolSweep
 from engine.runtime.reconciler import Reconciler
 from engine.store import Store, migrate
 from states import observe
@@ -25,6 +27,8 @@ from tests.fakes.kube import FakeKube
 
 SETTLED = {"Ready", "Rejected", "Paused"}
 CLUSTER = "kubernetes-cluster"
+# --metadata-resync-period in the engine tests: time advanced by more reads every pool's metadata.
+METADATA_PERIOD = 300.0
 
 
 class Clock:
@@ -74,6 +78,16 @@ class World:
             settings=self.settings,
             clock=self.clock,
             rng=random.Random(self.seed),
+        )
+        self.sweep = PoolSweep(
+            edgelb=self.edgelb,
+            store=self.store,
+            cache=self.reconciler.cache,
+            states=[n for n, s in self.lifecycle.states.items() if s.settled and s.handler is not None],
+            cluster=self.settings.cluster_name,
+            metadata=MetadataSchedule(
+                METADATA_PERIOD, rng=random.Random(self.seed), clock=lambda: self.clock.now.timestamp()
+            ),
         )
 
     def sync_cache(self) -> None:
@@ -131,9 +145,17 @@ class World:
         raise AssertionError(f"the world did not settle in {max_rounds} rounds: {states}")
 
     def advance(self, seconds: float) -> None:
-        """Let time pass (resyncs fall due) and run what became due."""
+        """Let time pass and run what became due: the pool sweep (as ``Controller`` runs it every
+        resync period, the due pools' metadata included) wakes the bindings it finds wrong,
+        then every key is reconciled."""
         self.clock.advance(seconds)
+        self.sync_cache()
+        self.reconciler.verify(set(self.swept()))
         self.step()
+
+    def swept(self, *, startup: bool = False) -> list[str]:
+        """The keys one pool sweep and one metadata refresh would wake now."""
+        return [*self.sweep.sweep(startup=startup), *self.sweep.refresh_metadata()]
 
     # ---- checks ------------------------------------------------------------------------------
 

@@ -3,8 +3,8 @@
 The real ``Controller`` (worker threads, APScheduler wake-ups) and ``EdgeLBRecovery`` (its probe
 thread) over a SQLite file, the fake cluster and a fake EdgeLB behind a switch that reports every
 call the way the HTTP client's ``on_response`` hook does. Ready's retry backoff is made 10 minutes
-and its resync a fraction of a second, so one failed resync during the outage leaves the binding
-waiting far longer than the test: only the recovery can make it run again within the deadline.
+and its own (declared) resync a fraction of a second, so one failed resync during the outage leaves
+the binding waiting far longer than the test: only the recovery can make it run again within the deadline.
 The recovery's clock is a number the test moves (an outage is failures lasting 10 s or more);
 everything else runs on the real clock, and every wait is a condition with a deadline.
 
@@ -96,8 +96,12 @@ class Rig:
         self.store = Store(database_url(str(db)))
         machine = lifecycle.load()
         # One failed resync makes the binding wait 10 minutes: far beyond any deadline here.
+        # Its own resync (declared; the pool sweep is left out here) runs every fraction of a
+        # second, so a Ready binding meets the outage through its handler.
         machine.states["Ready"] = dataclasses.replace(
-            machine.states["Ready"], retry=Backoff(base=LONG_BACKOFF, factor=2, cap=LONG_BACKOFF, jitter=0)
+            machine.states["Ready"],
+            retry=Backoff(base=LONG_BACKOFF, factor=2, cap=LONG_BACKOFF, jitter=0),
+            resync=RESYNC,
         )
         self.reconciler = Reconciler(
             store=self.store,

@@ -221,7 +221,7 @@ def test_lifecycle_as_json_lists_the_states(capsys: pytest.CaptureFixture[str]) 
         "Deleting",
     ]
     assert data["states"]["Provisioning"]["serialize"] == "pool"
-    assert data["states"]["Ready"]["resync"] == 300.0
+    assert data["states"]["Ready"]["resync"] == 86400.0
     assert data["states"]["Pending"]["retry"] == {"base": 1.0, "factor": 2.0, "cap": 120.0, "jitter": 0.5}
     accept = next(t for t in data["transitions"] if t["trigger"] == "accept")
     assert accept == {

@@ -90,7 +90,7 @@ TIMINGS: list[tuple[str, str, Backoff | float | str | None]] = [
     ("AwaitingMetadata", "poll", Backoff(base=1.0, factor=1.5, cap=30.0, jitter=0.2)),
     ("AwaitingMetadata", "retry", Backoff(base=2.0, factor=2.0, cap=120.0, jitter=0.5)),
     ("Ready", "retry", Backoff(base=5.0, factor=2.0, cap=300.0, jitter=0.5)),
-    ("Ready", "resync", 300.0),
+    ("Ready", "resync", 86400.0),  # a backstop: the pool sweep is what resyncs Ready
     ("Ready", "first_run", "resync"),
     ("Provisioning", "first_run", "queued"),
     ("Pending", "first_run", "now"),

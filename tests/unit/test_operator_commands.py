@@ -271,8 +271,9 @@ def test_inspect_filters_by_state_and_pool(
 def test_overdue_wakeups_point_at_a_missing_controller(
     capsys: pytest.CaptureFixture[str], scene: Scene, db: Path
 ) -> None:
-    # Ten minutes on and nothing ran: every wake-up is overdue, as when no controller leads.
-    later = scene.now + timedelta(minutes=10)
+    # Two days on and nothing ran: every wake-up is overdue (Ready's day-long backstop too), as
+    # when no controller leads.
+    later = scene.now + timedelta(days=2)
     code, out, err = run(capsys, db, later, "inspect")
     assert code == 0
     rows = {r["NAMESPACE/NAME"]: r for r in parse_table(out, right=("ATTEMPTS",))}
