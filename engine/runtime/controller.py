@@ -130,6 +130,17 @@ class Controller:
             self.queue.add(key)
         for key in self.reconciler.cache.keys():
             self.queue.add(key)
+        if self.sweep is not None and not self._startup_sweep_pending and self.scheduler.running:
+            # Leadership regained: a settled binding has nothing scheduled, and what changed in
+            # EdgeLB while another replica led is seen by a listing now, not a period later.
+            self.scheduler.add_job(
+                self._sweep,
+                "date",
+                run_date=utcnow(),
+                id="sweep-now",
+                executor="sweep",
+                replace_existing=True,
+            )
 
     def wake(self, keys: list[str] | set[str]) -> None:
         """Run the handler of each of ``keys`` now, whatever its wake-up says (the pool sweep's

@@ -151,7 +151,15 @@ def test_a_failed_listing_wakes_nobody_and_commits_nothing(world: World) -> None
 class Proc:
     """One controller process with its pool sweep, over a database file and shared fakes."""
 
-    def __init__(self, db: Path, kube: FakeKube, edgelb: FakeEdgeLB, *, leading: bool = True) -> None:
+    def __init__(
+        self,
+        db: Path,
+        kube: FakeKube,
+        edgelb: FakeEdgeLB,
+        *,
+        leading: bool = True,
+        sweep_interval: float = 0.3,
+    ) -> None:
         self.kube, self.edgelb = kube, edgelb
         self.store = Store(database_url(str(db)))
         machine = lifecycle.load()
@@ -180,7 +188,7 @@ class Proc:
             active=lambda: self.leading,
             on_verified=self.verified.append,
             sweep=self.sweep,
-            sweep_interval=0.3,
+            sweep_interval=sweep_interval,
             metadata_interval=0.1,
         )
 
@@ -281,3 +289,26 @@ def test_a_follower_makes_no_edgelb_request(procs: Callable[..., Proc]) -> None:
     assert sum(leader.edgelb.calls.values()) == calls
     assert follower.sweep.sweeps == 0
     assert not follower.verified, "a follower verifies nothing"
+
+
+def test_leadership_regained_lists_the_pools_at_once(procs: Callable[..., Proc]) -> None:
+    """A settled binding has nothing scheduled: a pool changed while another replica led is seen
+    by a listing as soon as this replica leads again, not a sweep period (here an hour) later."""
+    proc = procs(sweep_interval=3600.0)
+    proc.start()
+    proc.controller.observe(proc.kube.apply(make_service("s", ports=[(80, 30500)])))
+    wait_for(lambda: proc.ready(["default/s"]), timeout=DEADLINE, what="Ready")
+    wait_for(lambda: not proc.controller._startup_sweep_pending, timeout=DEADLINE, what="the start-up sweep")
+
+    proc.leading = False
+    name = present(present(proc.store.get("default/s")).pool)
+    pool = present(proc.edgelb.stored(name))
+    pool["haproxy"]["frontends"][0]["bindPort"] = 4321
+    proc.edgelb.seed(pool)
+    proc.leading = True
+    proc.controller.enqueue_all()
+
+    def repaired() -> bool:
+        return [f["bindPort"] for f in present(proc.edgelb.stored(name))["haproxy"]["frontends"]] == [80]
+
+    wait_for(repaired, timeout=DEADLINE, what="the pool repaired after the takeover")
