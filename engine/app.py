@@ -282,6 +282,7 @@ class App:
             on_reconcile=metrics.reconciled,
             on_verified=on_verified,
             sweep=sweep,
+            on_sweep=metrics.pool_swept,
             sweep_interval=max(self.resync_period, 1.0),
             # Pools fall due one by one over the period: look for due ones often enough to
             # spread them, rarely enough that an idle look costs nothing.

@@ -72,6 +72,7 @@ class Controller:
         sweep: PoolSweep | None = None,
         sweep_interval: float = 300.0,
         metadata_interval: float = 10.0,
+        on_sweep: Callable[[bool, int], None] | None = None,
     ) -> None:
         self.reconciler = reconciler
         # Compares every settled binding with one pool listing per ``sweep_interval`` and reads
@@ -81,6 +82,8 @@ class Controller:
         self.sweep_interval = sweep_interval
         self.metadata_interval = metadata_interval
         self._startup_sweep_pending = sweep is not None
+        # Told (listed, bindings woken) after every pool sweep: the metrics hook.
+        self.on_sweep = on_sweep
         # Told (seconds, raised) after every reconcile call: the metrics hook.
         self.on_reconcile = on_reconcile
         # False while another replica leads: workers then take no key.
@@ -290,6 +293,7 @@ class Controller:
             woken = sweep.sweep(startup=startup)
         except EdgeLBError as exc:
             sweep.failures += 1
+            self._report_sweep(False, 0)
             if not startup:
                 # Nothing is judged on a listing that failed: the next period lists again.
                 log.warning(
@@ -305,10 +309,20 @@ class Controller:
         except Exception:
             log.exception("pool sweep failed")
             return
+        else:
+            self._report_sweep(True, len(woken))
         self.wake(woken)
         if startup:
             self._startup_sweep_pending = False
             self._verified(_STARTUP_SWEEP)
+
+    def _report_sweep(self, listed: bool, woken: int) -> None:
+        if self.on_sweep is None:
+            return
+        try:
+            self.on_sweep(listed, woken)
+        except Exception:
+            log.warning("on_sweep hook failed", exc_info=True)
 
     def _refresh_metadata(self) -> None:
         sweep = self.sweep

@@ -159,6 +159,17 @@ class Metrics:
             "EdgeLB pools dklb created that no Service used any more, deleted (engine.runtime.orphans).",
             registry=r,
         )
+        self.pool_sweeps = Counter(
+            "dklb_pool_sweeps",
+            "Pool sweeps (one GET /v2/pools compared with every Ready binding), by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
+        self.pool_sweep_woken = Counter(
+            "dklb_pool_sweep_woken",
+            "Ready bindings a pool sweep found differing from the listing (or without an address), woken.",
+            registry=r,
+        )
         self.history_pruned = Counter(
             "dklb_history_pruned_rows",
             "History rows deleted by retention, by rule (max-age, max-rows-per-service).",
@@ -199,6 +210,10 @@ class Metrics:
     def orphan_pool_deleted(self, _pool: str) -> None:
         # The pool name is not a label: one time series per pool would grow without bound.
         self.orphan_pools_deleted.inc()
+
+    def pool_swept(self, ok: bool, woken: int) -> None:
+        self.pool_sweeps.labels("ok" if ok else "failed").inc()
+        self.pool_sweep_woken.inc(woken)
 
     def history_rows_pruned(self, rule: str, rows: int) -> None:
         self.history_pruned.labels(rule).inc(rows)

@@ -250,12 +250,13 @@ def run_lost_database(world: World, *, dedicated: int, shared_pools: int, per_po
     wait_for(lambda: all_ready(world, count), timeout=deadline, interval=0.25, what=f"{count} re-adopted")
     adoption = time.monotonic() - restarted
 
-    # Every binding went through AwaitingMetadata once (one metadata GET each); wait for as many
-    # Ready re-verifications again, so that the zero-write claim covers the settled state too.
+    # Two more pool sweeps (a whole one started after the re-adoption): the zero-write claim
+    # covers the settled state's verification too.
+    swept = total(scrape(url + "/metrics"), "dklb_pool_sweeps_total", result="ok")
+
     def resynced() -> dict[str, list[Any]] | None:
         metrics = scrape(url + "/metrics")
-        reads = total(metrics, "dklb_edgelb_requests_total", method="GET", route="/v2/pools/{name}/metadata")
-        return metrics if reads >= 2 * count else None
+        return metrics if total(metrics, "dklb_pool_sweeps_total", result="ok") >= swept + 2 else None
 
     metrics = wait_for(resynced, timeout=RESYNC * 4 + deadline, interval=0.5, what="one resync round")
     writes = kube_writes(metrics)

@@ -312,3 +312,24 @@ def test_leadership_regained_lists_the_pools_at_once(procs: Callable[..., Proc])
         return [f["bindPort"] for f in present(proc.edgelb.stored(name))["haproxy"]["frontends"]] == [80]
 
     wait_for(repaired, timeout=DEADLINE, what="the pool repaired after the takeover")
+
+
+def test_each_sweep_is_reported_with_the_bindings_it_woke(procs: Callable[..., Proc]) -> None:
+    """The ``dklb_pool_sweeps_total{result}`` / ``dklb_pool_sweep_woken_total`` hook: a listing
+    that fails is reported failed; one that finds a modified pool says whom it woke."""
+    proc = procs()
+    reports: list[tuple[bool, int]] = []
+    proc.controller.on_sweep = lambda listed, woken: reports.append((listed, woken))
+    proc.start()
+    proc.controller.observe(proc.kube.apply(make_service("s", ports=[(80, 30600)])))
+    wait_for(lambda: proc.ready(["default/s"]), timeout=DEADLINE, what="Ready")
+    wait_for(lambda: (True, 0) in reports, timeout=DEADLINE, what="a sweep that found nothing")
+
+    name = present(present(proc.store.get("default/s")).pool)
+    pool = present(proc.edgelb.stored(name))
+    pool["haproxy"]["frontends"][0]["bindPort"] = 4321
+    proc.edgelb.seed(pool)
+    wait_for(lambda: (True, 1) in reports, timeout=DEADLINE, what="a sweep that woke the binding")
+
+    proc.edgelb.fail_next(LIST, Unavailable)
+    wait_for(lambda: (False, 0) in reports, timeout=DEADLINE, what="a failed sweep reported")
