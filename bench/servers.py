@@ -131,22 +131,10 @@ class ControllerProc:
 
 
 @functools.cache
-def dklb_flags() -> frozenset[str]:
-    """The flags this checkout's ``dklb run`` knows (from its --help), asked once per benchmark run."""
-    command = [sys.executable, "-m", "engine.cli", "run", "--help"]
-    answer = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)
-    return frozenset(re.findall(r"(--[a-z][a-z0-9-]+)", answer.stdout))
-
-
 def dklb_controller(
     servers: Servers, *, resync: str, workers: int = 4, metadata_resync: str | None = None
 ) -> ControllerProc:
-    # --metadata-resync-period is newer than this benchmark's first runs: passed when dklb knows it.
-    metadata = (
-        ["--metadata-resync-period", metadata_resync]
-        if metadata_resync and "--metadata-resync-period" in dklb_flags()
-        else []
-    )
+    metadata = ["--metadata-resync-period", metadata_resync] if metadata_resync else []
     return ControllerProc(
         mode="dklb",
         args=[

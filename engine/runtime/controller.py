@@ -260,14 +260,15 @@ class Controller:
 
     # ---- internals ---------------------------------------------------------------------------
 
-    def _report(self, seconds: float, failed: bool) -> None:
-        if self.on_reconcile is None:
+    @staticmethod
+    def _tell(hook: Callable[..., None] | None, *args: object) -> None:
+        if hook is None:
             return
         try:
-            self.on_reconcile(seconds, failed)
+            hook(*args)
         except Exception:
-            # A metrics failure must not kill the worker thread.
-            log.warning("on_reconcile hook failed", exc_info=True)
+            # A metrics failure must not kill the worker or sweep thread.
+            log.warning("metrics hook %s failed", getattr(hook, "__name__", hook), exc_info=True)
 
     def _verified(self, key: str | None) -> None:
         with self._verify_lock:
@@ -293,7 +294,7 @@ class Controller:
             woken = sweep.sweep(startup=startup)
         except EdgeLBError as exc:
             sweep.failures += 1
-            self._report_sweep(False, 0)
+            self._tell(self.on_sweep, False, 0)
             if not startup:
                 # Nothing is judged on a listing that failed: the next period lists again.
                 log.warning(
@@ -310,19 +311,11 @@ class Controller:
             log.exception("pool sweep failed")
             return
         else:
-            self._report_sweep(True, len(woken))
+            self._tell(self.on_sweep, True, len(woken))
         self.wake(woken)
         if startup:
             self._startup_sweep_pending = False
             self._verified(_STARTUP_SWEEP)
-
-    def _report_sweep(self, listed: bool, woken: int) -> None:
-        if self.on_sweep is None:
-            return
-        try:
-            self.on_sweep(listed, woken)
-        except Exception:
-            log.warning("on_sweep hook failed", exc_info=True)
 
     def _refresh_metadata(self) -> None:
         sweep = self.sweep
@@ -364,7 +357,7 @@ class Controller:
                 failed = True
             finally:
                 self.queue.done(key)
-            self._report(time.monotonic() - started, failed)
+            self._tell(self.on_reconcile, time.monotonic() - started, failed)
             if not failed:
                 self._verified(key)
             if self._stopping.is_set():

@@ -12,10 +12,11 @@ Only answers are shared; a failure (504 "not yet", 404) is not kept, the next po
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.edgelb.port import EdgeLB, Pool
@@ -97,24 +98,21 @@ class SharedMetadata:
     # ---- writes: each forgets the pool's metadata, before and after ---------------------------
 
     def create_pool(self, pool: Pool) -> Pool:
-        name = str(pool.get("name"))
-        self.forget(name)
-        try:
+        with self._writing(str(pool.get("name"))):
             return self._edgelb.create_pool(pool)
-        finally:
-            self.forget(name)
 
     def update_pool(self, pool: Pool) -> Pool:
-        name = str(pool.get("name"))
-        self.forget(name)
-        try:
+        with self._writing(str(pool.get("name"))):
             return self._edgelb.update_pool(pool)
-        finally:
-            self.forget(name)
 
     def delete_pool(self, name: str) -> None:
+        with self._writing(name):
+            self._edgelb.delete_pool(name)
+
+    @contextlib.contextmanager
+    def _writing(self, name: str) -> Iterator[None]:
         self.forget(name)
         try:
-            self._edgelb.delete_pool(name)
+            yield
         finally:
             self.forget(name)
