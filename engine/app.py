@@ -34,8 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from apscheduler.executors.pool import ThreadPoolExecutor
-
 from engine.admission.plan import AdmissionPlan
 from engine.admission.webhook import AdmissionWebhook, WebhookError
 from engine.edgelb.client import ClientOptions
@@ -297,15 +295,8 @@ class App:
             may_sweep=lambda: self._verified.is_set() and self.is_leading() and not controller.stopping,
             on_deleted=metrics.orphan_pool_deleted,
         )
-        # Its own thread: a sweep waiting on EdgeLB must not delay the wake-up jobs.
-        controller.scheduler.add_executor(ThreadPoolExecutor(1), alias="orphans")
-        controller.scheduler.add_job(
-            sweeper.run,
-            "interval",
-            seconds=max(self.resync_period, 1.0),
-            id="sweep-orphans",
-            executor="orphans",
-        )
+        # After each periodic pool sweep, on its thread, with its listing: one list per period.
+        controller.after_sweep = sweeper.run
         self.retention = RetentionJob(
             self.store,
             c.retention,

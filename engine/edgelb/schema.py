@@ -28,6 +28,7 @@ Everything here works on plain JSON values and never mutates its argument.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -70,12 +71,21 @@ class Struct:
     defaults: Mapping[str, Any] | None  # the JSON its generated UnmarshalJSON starts from
 
     def field(self, key: str) -> Field | None:
-        # Go's encoding/json: the exact key first, else a case-insensitive match.
+        # Go's encoding/json: the exact key first, else a case-insensitive match (the first field
+        # in declaration order whose key folds to it).
+        found = self._exact.get(key)
+        return found if found is not None else self._folded.get(key.casefold())
+
+    @functools.cached_property
+    def _exact(self) -> dict[str, Field]:
+        return {f.key: f for f in self.fields}
+
+    @functools.cached_property
+    def _folded(self) -> dict[str, Field]:
+        folded: dict[str, Field] = {}
         for f in self.fields:
-            if f.key == key:
-                return f
-        folded = key.casefold()
-        return next((f for f in self.fields if f.key.casefold() == folded), None)
+            folded.setdefault(f.key.casefold(), f)
+        return folded
 
 
 def _struct(go_name: str, spec: str, defaults: Mapping[str, Any] | None = None) -> Struct:
@@ -255,12 +265,13 @@ class _Decoder:
             self.error = f"json: cannot unmarshal {what} into Go value of type {go_type}"
 
     def struct(self, value: Mapping[str, Any], name: str, overrides: Mapping[str, Any] | None = None) -> Pool:
+        # The defaults are decoded once per model (constants that decode without error): most of
+        # what a decode cost was filling them in. Only the shared values the body did not replace
+        # are copied, so no result shares anything with another.
         struct = MODEL[name]
-        result: Pool = {
-            f.key: None if f.pointer or f.many or f.kind not in _ZERO else _ZERO[f.kind]
-            for f in struct.fields
-        }
-        for source in (struct.defaults or {}, overrides or {}, value):
+        defaults = _decoded_defaults(name)
+        result = dict(defaults)
+        for source in (overrides or {}, value):
             for key, item in source.items():
                 f = struct.field(key)
                 if f is None or item is None:
@@ -268,6 +279,9 @@ class _Decoder:
                 decoded = self.field(struct, f, item)
                 if decoded is not _BAD:
                     result[f.key] = decoded
+        for key, item in result.items():
+            if item is defaults[key] and isinstance(item, dict | list):
+                result[key] = _json_copy(item)
         return result
 
     def field(self, owner: Struct, f: Field, value: Any) -> Any:
@@ -323,6 +337,35 @@ class _Decoder:
 _BAD = object()  # a value Go could not decode: the field keeps what it had
 
 
+@functools.cache
+def _decoded_defaults(name: str) -> Pool:
+    """A ``name`` object decoded from ``{}``: every field at its zero, then the model's defaults.
+    Shared: never returned without ``_json_copy``."""
+    struct = MODEL[name]
+    result: Pool = {
+        f.key: None if f.pointer or f.many or f.kind not in _ZERO else _ZERO[f.kind] for f in struct.fields
+    }
+    decoder = _Decoder()
+    for key, item in (struct.defaults or {}).items():
+        f = struct.field(key)
+        if f is None or item is None:
+            continue
+        decoded = decoder.field(struct, f, item)
+        if decoded is not _BAD:
+            result[f.key] = decoded
+    assert decoder.error is None, f"the defaults of {name} do not decode: {decoder.error}"
+    return result
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists, scalars), several times faster than ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(v) for v in value]
+    return value
+
+
 def decode_pool(body: Any, *, package_version: str = PACKAGE_VERSION) -> tuple[Pool, str | None]:
     """The pool as EdgeLB's Go model holds it after reading ``body`` (every field present, defaults
     applied, unknown keys dropped), and Go's message for the first JSON type error (None if none).
@@ -355,7 +398,7 @@ def _encode_one(f: Field, value: Any) -> Any:
         return _encode(value, f.kind)
     if f.kind == "float64" and float(value).is_integer() and abs(value) < 1e21:
         return int(value)  # Go writes 1, not 1.0
-    return copy.deepcopy(value)
+    return _json_copy(value)
 
 
 def encode_pool(decoded: Pool) -> Pool:

@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, timedelta
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -73,6 +74,7 @@ class Controller:
         sweep_interval: float = 300.0,
         metadata_interval: float = 10.0,
         on_sweep: Callable[[bool, int], None] | None = None,
+        after_sweep: Callable[[list[Any] | None], object] | None = None,
     ) -> None:
         self.reconciler = reconciler
         # Compares every settled binding with one pool listing per ``sweep_interval`` and reads
@@ -84,6 +86,9 @@ class Controller:
         self._startup_sweep_pending = sweep is not None
         # Told (listed, bindings woken) after every pool sweep: the metrics hook.
         self.on_sweep = on_sweep
+        # Given the pools each periodic sweep listed (None: it listed none), on the sweep's
+        # thread once its bindings are woken: the orphan sweep, which then lists nothing itself.
+        self.after_sweep = after_sweep
         # Told (seconds, raised) after every reconcile call: the metrics hook.
         self.on_reconcile = on_reconcile
         # False while another replica leads: workers then take no key.
@@ -137,7 +142,7 @@ class Controller:
             # Leadership regained: a settled binding has nothing scheduled, and what changed in
             # EdgeLB while another replica led is seen by a listing now, not a period later.
             self.scheduler.add_job(
-                self._sweep,
+                self._takeover_sweep,
                 "date",
                 run_date=utcnow(),
                 id="sweep-now",
@@ -224,7 +229,11 @@ class Controller:
                 self._sweep, "date", run_date=utcnow(), id="sweep-startup", executor="sweep"
             )
             self.scheduler.add_job(
-                self._sweep, "interval", seconds=self.sweep_interval, id="sweep-pools", executor="sweep"
+                self._sweep,
+                "interval",
+                seconds=self.sweep_interval,
+                id="sweep-pools",
+                executor="sweep",
             )
             self.scheduler.add_job(
                 self._refresh_metadata,
@@ -284,10 +293,20 @@ class Controller:
         if self.on_verified is not None:
             self.on_verified(seconds)
 
-    def _sweep(self) -> None:
-        """One pool sweep (the first one is the start-up verification's), leader only."""
+    def _takeover_sweep(self) -> None:
+        # Not followed by the orphan sweep: that one keeps a whole period between its runs.
+        self._sweep(periodic=False)
+
+    def _sweep(self, *, periodic: bool = True) -> None:
+        """One pool sweep (the first one is the start-up verification's), leader only.
+        ``periodic``: the one of every period (not the start-up or takeover one), which the
+        orphan sweep (``after_sweep``) follows, so that it keeps its own period."""
         sweep = self.sweep
         if sweep is None or not self.synced or not self.active():
+            if periodic:
+                # The orphan sweep may not run now either: told, it forgets its candidates (a
+                # replica that stops leading must see every orphan twice again after a takeover).
+                self._after_sweep(None)
             return
         startup = self._startup_sweep_pending
         try:
@@ -295,6 +314,9 @@ class Controller:
         except EdgeLBError as exc:
             sweep.failures += 1
             self._tell(self.on_sweep, False, 0)
+            if periodic and not startup:
+                # The orphan sweep tries its own listing (and says why it failed, if it does).
+                self._after_sweep(None)
             if not startup:
                 # Nothing is judged on a listing that failed: the next period lists again.
                 log.warning(
@@ -316,6 +338,17 @@ class Controller:
         if startup:
             self._startup_sweep_pending = False
             self._verified(_STARTUP_SWEEP)
+        listing = sweep.take_listing()
+        if periodic and not startup:
+            self._after_sweep(listing)
+
+    def _after_sweep(self, listing: list[Any] | None) -> None:
+        if self.after_sweep is None:
+            return
+        try:
+            self.after_sweep(listing)
+        except Exception:
+            log.exception("what follows the pool sweep failed")
 
     def _refresh_metadata(self) -> None:
         sweep = self.sweep

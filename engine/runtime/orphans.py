@@ -3,10 +3,11 @@
 Where it sits in the data flow: beside the reconciler, not inside it. Bindings delete their pool
 when the last of them leaves it (``states/deleting.py``), but a pool can appear after that: a
 POST whose answer was lost lands once the Service is gone, Deleting having seen 404. Nothing
-refers to such a pool, so no binding will ever look at it again. ``dklb run`` schedules
-``OrphanSweeper.run`` on the controller's scheduler every resync period; it reads EdgeLB (the
-fenced client), the store and the controller's Service cache, and deletes what is provably
-orphaned, the way a controller garbage-collects the objects it owns.
+refers to such a pool, so no binding will ever look at it again. ``dklb run`` runs
+``OrphanSweeper.run`` right after each periodic pool sweep (``engine.runtime.poolsweep``), with
+that sweep's listing, so a resync period lists the pools once; it reads EdgeLB (the fenced
+client), the store and the controller's Service cache, and deletes what is provably orphaned,
+the way a controller garbage-collects the objects it owns.
 
 A pool is deleted only when every one of these holds (``judge`` says why not otherwise):
 
@@ -205,13 +206,16 @@ def sweep(
     cluster: str,
     seen: AbstractSet[str],
     on_deleted: Callable[[str], None] | None = None,
+    pools: list[Pool] | None = None,
 ) -> Sweep:
-    """One sweep: list the pools, decide, and delete (under each pool's lock) the orphans seen twice.
+    """One sweep: list the pools (unless ``pools`` is a listing just made), decide, and delete
+    (under each pool's lock) the orphans seen twice.
 
     Raises ``EdgeLBError`` when the pools cannot be listed and ``NotLeader`` when a DELETE is
     refused by the fence; a failure on one pool only keeps that pool for the next sweep.
     """
-    pools = edgelb.list_pools()
+    if pools is None:
+        pools = edgelb.list_pools()
     decision = decide(
         pools, cluster=cluster, bindings=store.summaries(), services=_services(cache), seen=seen
     )
@@ -288,8 +292,10 @@ class OrphanSweeper:
         self._on_deleted = on_deleted
         self.seen: frozenset[str] = frozenset()
 
-    def run(self) -> list[str]:
-        """One sweep, if allowed now; the pools deleted."""
+    def run(self, pools: list[Pool] | None = None) -> list[str]:
+        """One sweep, if allowed now; the pools deleted. ``pools``: the pool sweep's listing of
+        this period (``dklb run`` chains the two), so that one resync lists the pools once;
+        without it the sweeper lists them itself."""
         if not self._may_sweep():
             # Not leading, or not verified yet: whoever sweeps next sees every orphan twice itself.
             self.seen = frozenset()
@@ -303,6 +309,7 @@ class OrphanSweeper:
                 cluster=self._cluster,
                 seen=self.seen,
                 on_deleted=self._on_deleted,
+                pools=pools,
             )
         except NotLeader:
             self.seen = frozenset()

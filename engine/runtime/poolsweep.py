@@ -229,6 +229,9 @@ class PoolSweep:
         self.cluster = cluster
         self.metadata = metadata
         self.digests = Digests()
+        # The last sweep's raw listing, until ``take_listing`` (the orphan sweep's input): held
+        # for a moment, not for a period (thousands of decoded pools).
+        self._listing: list[Any] | None = None
         # Counters, read by tests and logs.
         self.sweeps = 0
         self.failures = 0
@@ -242,12 +245,15 @@ class PoolSweep:
         """
         # The store first: a binding that turns Ready after this read waits for the next sweep,
         # rather than being compared with a listing older than its own write.
+        self._listing = None
         expectations = list(self.store.expectations(self.states))
         if not expectations:
             # Nothing settled to compare: no request at all.
             self.metadata.track(())
             return []
-        listed = index_pools(self.edgelb.list_pools(), cluster=self.cluster)
+        pools = self.edgelb.list_pools()
+        listed = index_pools(pools, cluster=self.cluster)
+        self._listing = pools
         woken = to_wake(expectations, listed, self.digests)
         if startup:
             seen = set(woken)
@@ -264,6 +270,11 @@ class PoolSweep:
                 len(listed),
             )
         return woken
+
+    def take_listing(self) -> list[Any] | None:
+        """The pools the last sweep listed (None when it listed nothing), handed over once."""
+        listing, self._listing = self._listing, None
+        return listing
 
     def refresh_metadata(self) -> list[str]:
         """Read the metadata of the pools due (once each), compare statuses: the keys to wake."""

@@ -30,7 +30,7 @@ from engine.runtime.fence import Fence, FencedEdgeLB
 from engine.runtime.orphans import OrphanSweeper, _annotated_pool, decide, sweep
 from engine.telemetry.metrics import Metrics
 from tests.engine.harness import CLUSTER, World
-from tests.fakes.edgelb import FakeEdgeLB
+from tests.fakes.edgelb import LIST, FakeEdgeLB
 from tests.fakes.kube import make_service
 
 POOL = "orphan"
@@ -278,6 +278,18 @@ def test_pools_in_use_and_foreign_pools_survive_any_number_of_sweeps(tmp_path: P
         assert s.run() == []
     assert world.edgelb.names() == pools and s.seen == frozenset()
     world.assert_invariants()
+
+
+def test_a_listing_handed_over_is_used_instead_of_a_second_one(tmp_path: Path) -> None:
+    """``dklb run`` hands the pool sweep's listing over: one resync lists the pools once."""
+    world = orphan_world(tmp_path)
+    s = sweeper(world)
+    listing = world.edgelb.list_pools()
+    lists = world.edgelb.calls[LIST]
+    assert s.run(listing) == [] and s.seen == {POOL}
+    assert s.run(listing) == [POOL], "the orphan goes at the second sweep, as with its own listing"
+    assert world.edgelb.calls[LIST] == lists, "no listing of its own"
+    assert world.edgelb.names() == []
 
 
 def test_the_store_summaries_the_sweep_reads_are_what_the_store_holds(tmp_path: Path) -> None:

@@ -278,9 +278,9 @@ def test_a_follower_makes_no_edgelb_request(procs: Callable[..., Proc]) -> None:
     runs: list[None] = []
     sweep = follower.controller._sweep
 
-    def counted() -> None:
+    def counted(*, periodic: bool = True) -> None:
         runs.append(None)
-        sweep()
+        sweep(periodic=periodic)
 
     follower.controller._sweep = counted  # type: ignore[method-assign]
     follower.start()
@@ -333,3 +333,23 @@ def test_each_sweep_is_reported_with_the_bindings_it_woke(procs: Callable[..., P
 
     proc.edgelb.fail_next(LIST, Unavailable)
     wait_for(lambda: (False, 0) in reports, timeout=DEADLINE, what="a failed sweep reported")
+
+
+def test_the_orphan_sweep_follows_each_periodic_sweep_with_its_listing(procs: Callable[..., Proc]) -> None:
+    """``after_sweep`` (the orphan sweep in ``dklb run``) gets the pools the periodic sweep listed,
+    so one resync lists them once; never the start-up sweep's; None while this replica may not sweep
+    (the orphan sweeper then forgets its candidates and lists nothing)."""
+    proc = procs()
+    handed: list[list[Any] | None] = []
+    proc.controller.after_sweep = handed.append
+    proc.start()
+    proc.controller.observe(proc.kube.apply(make_service("s", ports=[(80, 30700)])))
+    wait_for(lambda: proc.ready(["default/s"]), timeout=DEADLINE, what="Ready")
+    wait_for(lambda: any(handed), timeout=DEADLINE, what="a periodic sweep's listing handed over")
+    listing = next(found for found in handed if found)
+    assert sorted(pool["name"] for pool in listing) == sorted(proc.edgelb.names())
+
+    proc.leading = False
+    handed.clear()
+    wait_for(lambda: len(handed) >= 2, timeout=DEADLINE, what="two periods as a follower")
+    assert all(found is None for found in handed)

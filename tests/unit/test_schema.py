@@ -525,3 +525,18 @@ def test_normalize_property(pool: dict, seed: int) -> None:
     rng.shuffle(returned["haproxy"]["backends"])
     assert normalize_pool(returned) == normalize_pool(pool)
     assert normalize_pool(normalize_pool(pool)) == normalize_pool(pool)
+
+
+def test_decoded_pools_share_nothing_with_each_other() -> None:
+    """The model's defaults are decoded once and shared: no decoded pool may hold them itself."""
+    first, _ = decode_pool({"haproxy": {"frontends": [{"bindPort": 80}], "backends": [{"services": [{}]}]}})
+    first["ports"].append(1)
+    first["environmentVariables"] = {"A": "b"}
+    first["haproxy"]["stats"]["bindAddress"] = "10.0.0.1"
+    first["haproxy"]["frontends"][0]["linkBackend"]["map"].append({"backend": "x"})
+    first["haproxy"]["backends"][0]["services"][0]["endpoint"]["check"]["enabled"] = False
+    second, _ = decode_pool({"haproxy": {"frontends": [{"bindPort": 80}], "backends": [{"services": [{}]}]}})
+    assert second["ports"] == [] and second["haproxy"]["stats"]["bindAddress"] == "0.0.0.0"
+    assert second["haproxy"]["frontends"][0]["linkBackend"]["map"] == []
+    assert second["haproxy"]["backends"][0]["services"][0]["endpoint"]["check"]["enabled"] is True
+    assert decode_pool({})[0]["haproxy"]["stats"] == {"bindAddress": "0.0.0.0", "bindPort": 9090}
