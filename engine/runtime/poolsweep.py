@@ -38,6 +38,7 @@ from typing import Any
 
 from engine.edgelb.errors import EdgeLBError
 from engine.edgelb.port import EdgeLB
+from engine.edgelb.schema import MODEL
 from engine.model.services import split_key
 from engine.model.translation import Object, Owner, ingress_from_metadata, normalized_objects, owner_of
 from engine.runtime.cache import ServiceCache
@@ -79,23 +80,43 @@ def index_pools(pools: Iterable[Any], *, cluster: str) -> Owned:
     return index
 
 
+# In the key of every content digest: a normal form kept (``Store.keep_normal_forms``) by a dklb
+# whose model of EdgeLB's defaults, or whose normalization, differed is never used. Bump the
+# version with any change to ``normalize_pool`` that ``MODEL`` does not show.
+_NORMAL_FORM_KEY = hashlib.blake2b(
+    f"normal-form-1 {sorted(MODEL.items())!r}".encode(), digest_size=16
+).digest()
+
+
 class Digests:
     """Content digest of a ``{"frontends", "backends"}`` set -> digest of its normalized form.
 
-    Normalizing (``normalized_objects``: defaults filled, sorted) costs about half a millisecond
+    Normalizing (``normalized_objects``: defaults filled, sorted) costs a few hundred microseconds
     per set: thousands per sweep would be most of a core. Recorded objects and listed ones change
     rarely, so each distinct content is normalized once; what is kept is two short digests per
-    content, not the objects (bounded: cleared when it outgrows ``limit``).
+    content, not the objects (bounded: cleared when it outgrows ``limit``). ``new`` (computed since
+    last taken) and ``used`` (looked up since last cleared) let the sweep keep them in the store,
+    so that a restart starts from them (``load``) instead of normalizing every set again.
     """
 
     def __init__(self, limit: int = 50_000) -> None:
         self.limit = limit
         self._memo: dict[bytes, bytes] = {}
+        self.new: dict[bytes, bytes] = {}
+        self.used: set[bytes] = set()
+
+    def load(self, known: dict[bytes, bytes]) -> None:
+        self._memo.update(known)
+
+    def known(self, keys: Iterable[bytes]) -> dict[bytes, bytes]:
+        """The normal forms of ``keys`` that are known."""
+        return {key: self._memo[key] for key in keys if key in self._memo}
 
     def of(self, objects: Any) -> bytes:
         """``objects`` as a dict, or as the JSON text the store holds."""
         text = objects if isinstance(objects, str) else _canonical(objects)
-        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        key = hashlib.blake2b(text.encode(), digest_size=16, key=_NORMAL_FORM_KEY).digest()
+        self.used.add(key)
         found = self._memo.get(key)
         if found is None:
             parsed = json.loads(text) if isinstance(objects, str) else objects
@@ -107,6 +128,7 @@ class Digests:
             if len(self._memo) >= self.limit:
                 self._memo.clear()
             self._memo[key] = found
+            self.new[key] = found
         return found
 
 
@@ -229,6 +251,8 @@ class PoolSweep:
         self.cluster = cluster
         self.metadata = metadata
         self.digests = Digests()
+        self._loaded = False
+        self._kept = 0  # normal forms in the store, as far as this process knows
         # The last sweep's raw listing, until ``take_listing`` (the orphan sweep's input): held
         # for a moment, not for a period (thousands of decoded pools).
         self._listing: list[Any] | None = None
@@ -254,7 +278,10 @@ class PoolSweep:
         pools = self.edgelb.list_pools()
         listed = index_pools(pools, cluster=self.cluster)
         self._listing = pools
+        self._load_normal_forms()
+        self.digests.used.clear()
         woken = to_wake(expectations, listed, self.digests)
+        self._keep_normal_forms()
         if startup:
             seen = set(woken)
             for key, _, _ in expectations:
@@ -270,6 +297,36 @@ class PoolSweep:
                 len(listed),
             )
         return woken
+
+    def _load_normal_forms(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        try:
+            known = self.store.normal_forms()
+        except Exception as exc:
+            # Only a cost: every set is normalized once more.
+            log.warning("pool sweep: the kept normal forms could not be read (%s); normalizing anew", exc)
+            return
+        self.digests.load(known)
+        self._kept = len(known)
+
+    def _keep_normal_forms(self) -> None:
+        """Store the normal forms this sweep computed (none once nothing changes: no write at
+        rest); rewrite them all when most of those stored are no longer used."""
+        new, self.digests.new = self.digests.new, {}
+        replace = self._kept > 2 * len(self.digests.used) + 1000
+        if not new and not replace:
+            return
+        found = self.digests.known(self.digests.used) if replace else new
+        try:
+            self.store.keep_normal_forms(found, replace=replace)
+        except Exception as exc:
+            log.warning(
+                "pool sweep: the normal forms could not be kept (%s); a restart normalizes them again", exc
+            )
+            return
+        self._kept = len(found) if replace else self._kept + len(new)
 
     def take_listing(self) -> list[Any] | None:
         """The pools the last sweep listed (None when it listed nothing), handed over once."""

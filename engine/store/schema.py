@@ -1,11 +1,12 @@
-"""The database schema: four tables, as SQLAlchemy declares them and Alembic migrates them.
+"""The database schema: five tables, as SQLAlchemy declares them and Alembic migrates them.
 
 ``bindings`` (one row per Service dklb handles), ``pools`` (a row exactly while bindings refer to
 the pool: its reference count), the ``history`` (appended to by every transition, pruned by
-retention only) and ``history_pruned`` (what retention deleted, so ``dklb history`` can say
-so). ``migrations/`` creates them; ``engine.store.store`` reads and writes them with statements
-built on the ``Table`` objects below. Column types keep SQLite readable (JSON as text) and times
-comparable (UTC only).
+retention only), ``history_pruned`` (what retention deleted, so ``dklb history`` can say so) and
+``normal_forms`` (the pool sweep's memo, so that a restart does not normalize again every set of
+EdgeLB objects it knows). ``migrations/`` creates them; ``engine.store.store`` reads and writes
+them with statements built on the ``Table`` objects below. Column types keep SQLite readable
+(JSON as text) and times comparable (UTC only).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -148,8 +150,21 @@ class HistoryPrunedRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class NormalFormRow(Base):
+    """``engine.runtime.poolsweep.Digests`` kept: the digest of a set of EdgeLB objects as stored or
+    listed -> the digest of its normalized form. A pure function of the content (and of the
+    normalization, whose version is in the content digest's key), so a row is never wrong, only
+    unused: the sweep rewrites the table when most rows are."""
+
+    __tablename__ = "normal_forms"
+
+    content: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    normal: Mapped[bytes] = mapped_column(LargeBinary(16))
+
+
 # The Table objects, for SQLAlchemy Core statements (the store's reads and writes).
 BINDINGS = cast(Table, BindingRow.__table__)
 POOLS = cast(Table, PoolRow.__table__)
 HISTORY = cast(Table, HistoryRow.__table__)
 HISTORY_PRUNED = cast(Table, HistoryPrunedRow.__table__)
+NORMAL_FORMS = cast(Table, NormalFormRow.__table__)

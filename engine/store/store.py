@@ -12,7 +12,7 @@ read-only store). The schema is owned by Alembic: open a store through ``engine.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -45,7 +45,7 @@ from engine.store.records import (
     cap_message,
     utcnow,
 )
-from engine.store.schema import BINDINGS, HISTORY, HISTORY_PRUNED, POOLS
+from engine.store.schema import BINDINGS, HISTORY, HISTORY_PRUNED, NORMAL_FORMS, POOLS
 
 # The controller's statements, built once and run with parameters: building a statement (coercing
 # every value into the expression tree and keying the compiled cache on it) cost more CPU than
@@ -452,3 +452,19 @@ class Store:
         query = select(BINDINGS.c.namespace, BINDINGS.c.name).where(BINDINGS.c.state.in_(list(states)))
         with self._read() as conn:
             return [join_key(namespace, name) for namespace, name in conn.execute(query)]
+
+    def normal_forms(self) -> dict[bytes, bytes]:
+        """The pool sweep's kept normal forms (content digest -> normalized digest): read once at
+        start, so the first sweep after a restart normalizes only what it never saw."""
+        with self._read() as conn:
+            return {bytes(content): bytes(normal) for content, normal in conn.execute(select(NORMAL_FORMS))}
+
+    def keep_normal_forms(self, found: Mapping[bytes, bytes], *, replace: bool = False) -> None:
+        """Add ``found`` to the kept normal forms (one transaction); with ``replace``, they become
+        the only ones (the sweep drops the forms no binding or pool has any more)."""
+        rows = [{"content": content, "normal": normal} for content, normal in found.items()]
+        with self._write() as conn:
+            if replace:
+                conn.execute(delete(NORMAL_FORMS))
+            if rows:
+                conn.execute(insert(NORMAL_FORMS).prefix_with("OR REPLACE", dialect="sqlite"), rows)

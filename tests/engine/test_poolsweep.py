@@ -22,7 +22,7 @@ import pytest
 
 from engine.edgelb.errors import Unavailable
 from engine.model.settings import Settings
-from engine.runtime import lifecycle
+from engine.runtime import lifecycle, poolsweep
 from engine.runtime.controller import Controller
 from engine.runtime.poolsweep import MetadataSchedule, PoolSweep
 from engine.runtime.reconciler import Reconciler
@@ -95,6 +95,60 @@ def test_a_modified_pool_wakes_only_its_bindings_and_is_repaired(world: World) -
     }
     assert drifted == {"default/own3", "default/sh0"}
     world.assert_invariants()
+
+
+def fresh_sweep(world: World) -> PoolSweep:
+    """The sweep of a process started again on the same store (nothing in memory)."""
+    return PoolSweep(
+        edgelb=world.edgelb,
+        store=world.store,
+        cache=world.reconciler.cache,
+        states=world.sweep.states,
+        cluster=CLUSTER,
+        metadata=MetadataSchedule(300.0),
+    )
+
+
+def test_after_a_restart_the_first_sweep_normalizes_nothing_it_saw_and_still_sees_drift(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The normal forms are kept in the store: a restart's first sweep normalizes only what
+    changed, and the sweeps of a process at rest write nothing."""
+    owners, sharers = shared_and_own(world, own=4, shared=3)
+    world.sweep.sweep()
+    assert len(world.store.normal_forms()) >= len(owners + sharers)
+    commits = world.store.write_transactions
+    world.sweep.sweep()
+    assert world.store.write_transactions == commits, "nothing new: nothing written"
+
+    normalized: list[Any] = []
+    real = poolsweep.normalized_objects
+
+    def counted(found: Any) -> Any:
+        normalized.append(found)
+        return real(found)
+
+    monkeypatch.setattr(poolsweep, "normalized_objects", counted)
+    assert fresh_sweep(world).sweep() == []
+    assert normalized == [], "every set was seen before the restart"
+    assert world.store.write_transactions == commits
+
+    pool = present(world.edgelb.stored("shared"))
+    pool["haproxy"]["frontends"][0]["bindPort"] = 1234
+    world.edgelb.seed(pool)
+    assert fresh_sweep(world).sweep() == ["default/sh0"], "a kept form hides no change"
+    assert len(normalized) == 1, "only the changed listing is normalized"
+
+
+def test_normal_forms_no_longer_used_are_dropped(world: World) -> None:
+    shared_and_own(world, own=3, shared=0)
+    # What a long life leaves behind: forms of objects nobody has any more.
+    world.store.keep_normal_forms({i.to_bytes(16, "big"): b"x" * 16 for i in range(3000)})
+    sweep = fresh_sweep(world)
+    assert sweep.sweep() == []
+    kept = world.store.normal_forms()
+    assert len(kept) < 10 and all(i.to_bytes(16, "big") not in kept for i in range(3000))
+    assert fresh_sweep(world).sweep() == [], "what is kept still says every pool is as recorded"
 
 
 def test_metadata_is_read_once_per_pool_per_period(world: World) -> None:
