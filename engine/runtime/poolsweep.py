@@ -16,6 +16,12 @@ what notices an out-of-band change is this sweep:
                             cache) differs from the addresses the metadata gives
     at start-up (once):     the same listing, plus every settled binding whose Service has no
                             address at all (a status cleared while dklb was down)
+    after each periodic sweep: its listing is handed to the orphan sweep (``take_listing``), so
+                            one period lists the pools once
+
+Comparing normalizes each distinct set of objects once (``Digests``); the normal forms are kept in
+the store (``Store.keep_normal_forms``, written only when new ones appear), so the first sweep
+after a restart normalizes only what changed while dklb was down.
 
 and the controller wakes those keys (``Reconciler.verify`` + enqueue): their handler
 (``states/ready.py``) re-reads the pool, fires ``drift`` or writes the status, as before. The
