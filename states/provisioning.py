@@ -47,13 +47,14 @@ MAX_CLAIMED = 10_000
 _claimed_lock = threading.Lock()
 
 # Pools the accept guard (``states.guards``) found missing (404) under the pool's lock, by pool
-# name: (the binding judged, when). That binding's first Provisioning run, moments later, claims
-# the pool without a second GET. The same kind of moment as the claim's own, between its GET and
-# the POST after it (a pool made in it is met by the POST's 409 and merged); bounded in time, and
-# only for the binding whose guard read it: a memo left by a Service rejected or deleted since is
-# never another Service's reason not to read. Lost with the process (a restart reads first).
+# name: (the binding judged, when). That binding's first Provisioning run claims the pool without a
+# second GET. The gap is the same kind as the claim's own, between its GET and the POST after it:
+# one trip through the work queue, which in a burst of 1,000 Services takes tens of seconds (a
+# pool made in it is met by the POST's 409 and merged). Bounded by ABSENT_FOR, and only for the
+# binding whose guard read it: a memo left by a Service rejected or deleted since is never another
+# Service's reason not to read. Lost with the process (a restart reads first).
 _absent: dict[str, tuple[tuple[int, str], float]] = {}
-ABSENT_FOR = 5.0
+ABSENT_FOR = 60.0
 
 
 def note_absent(pool: str, binding: Binding, now: float | None = None) -> None:

@@ -102,9 +102,9 @@ A = binding(1, "default", "a", None)
     ("noted_by", "noted_at", "asked_by", "asked_at", "known"),
     [
         (A, 100.0, A, 100.0, True),
-        (A, 100.0, A, 105.0, True),
+        (A, 100.0, A, 160.0, True),
         # Too long ago: the pool may have been made since.
-        (A, 100.0, A, 105.1, False),
+        (A, 100.0, A, 160.1, False),
         # Another binding's reading, or a freed row id given to another Service (another uid).
         (A, 100.0, binding(2, "default", "b", None), 100.0, False),
         (A, 100.0, replace(A, uid="new"), 100.0, False),
