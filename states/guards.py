@@ -17,11 +17,12 @@ import logging
 import threading
 
 from engine.contract import Context, Fire
-from engine.edgelb.errors import EdgeLBError
+from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.model.config import PoolConfig
 from engine.model.translation import pool_owner
 from engine.store import Binding
 from states.pool import LEAVING
+from states.provisioning import note_absent
 from states.tenancy import Tenant, refusal
 
 log = logging.getLogger("dklb.tenancy")
@@ -81,8 +82,12 @@ def may_use_pool(ctx: Context, fire: Fire) -> str | None:
 def _marked_owner(ctx: Context, name: str) -> Tenant | None:
     try:
         mark = pool_owner(ctx.edgelb.get_pool(name), cluster=ctx.settings.cluster_name)
+    except NotFound:
+        # A new pool: this binding's Provisioning, moments later, creates it without reading again.
+        note_absent(name, ctx.binding)
+        return None
     except EdgeLBError:
-        # Absent (a new pool) or not answering: Provisioning reads the pool and judges again.
+        # Not answering: Provisioning reads the pool and judges again.
         return None
     return Tenant(*mark) if mark is not None else None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,39 @@ _claimed: set[str] = set()
 MAX_CLAIMED = 10_000
 _claimed_lock = threading.Lock()
 
+# Pools the accept guard (``states.guards``) found missing (404) under the pool's lock, by pool
+# name: (the binding judged, when). That binding's first Provisioning run claims the pool without a
+# second GET. The gap is the same kind as the claim's own, between its GET and the POST after it:
+# one trip through the work queue, which in a burst of 1,000 Services takes tens of seconds (a
+# pool made in it is met by the POST's 409 and merged). Bounded by ABSENT_FOR, and only for the
+# binding whose guard read it: a memo left by a Service rejected or deleted since is never another
+# Service's reason not to read. Lost with the process (a restart reads first).
+_absent: dict[str, tuple[tuple[int, str], float]] = {}
+ABSENT_FOR = 60.0
+
+
+def note_absent(pool: str, binding: Binding, now: float | None = None) -> None:
+    """The accept guard of ``binding`` found ``pool`` missing in EdgeLB (a 404) just now."""
+    at = time.monotonic() if now is None else now
+    with _claimed_lock:
+        if len(_absent) >= MAX_CLAIMED:
+            _absent.clear()  # forgetting only costs a GET
+        _absent[pool] = (_identity(binding), at)
+
+
+def known_absent(pool: str, binding: Binding, now: float | None = None) -> bool:
+    """Whether ``binding``'s own accept guard found ``pool`` missing at most ``ABSENT_FOR`` seconds
+    ago; the note is taken either way (one use)."""
+    at_now = time.monotonic() if now is None else now
+    with _claimed_lock:
+        noted = _absent.pop(pool, None)
+    return noted is not None and noted[0] == _identity(binding) and 0 <= at_now - noted[1] <= ABSENT_FOR
+
+
+def _identity(binding: Binding) -> tuple[int, str]:
+    # The row id and the Service's uid: a row id freed by a deleted binding can be given again.
+    return binding.id, binding.uid
+
 
 def enter(ctx: Context) -> Outcome:
     binding = ctx.binding
@@ -59,6 +93,11 @@ def enter(ctx: Context) -> Outcome:
         # Only while the claim stands: a memo left by a Service deleted before its next run must
         # not let another Service claim a pool someone made since without reading it first.
         if record is not None and record.created_by_dklb:
+            return _create(ctx, config, record)
+    if known_absent(name, binding):
+        record = ctx.store.pool(name)
+        # Unless another binding of the pool claimed it since: that one may have made it already.
+        if record is None or not record.created_by_dklb:
             return _create(ctx, config, record)
     try:
         actual = ctx.edgelb.get_pool(name)

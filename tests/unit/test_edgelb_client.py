@@ -447,18 +447,51 @@ def test_reset_connection_is_unavailable(stub):
 
 def test_timeouts_are_passed_per_call(stub, monkeypatch):
     seen = []
-    original = requests.Session.request
+    original = requests.adapters.HTTPAdapter.send
 
-    def spy(self, method, url, **kwargs):
-        seen.append((kwargs["timeout"], kwargs["verify"], kwargs["allow_redirects"]))
-        return original(self, method, url, **kwargs)
+    def spy(self, request, **kwargs):
+        seen.append((kwargs["timeout"], kwargs["verify"], kwargs["proxies"]))
+        return original(self, request, **kwargs)
 
-    monkeypatch.setattr(requests.Session, "request", spy)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", spy)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     stub.script("GET", "/ping", Reply(200, "pong"))
     EdgeLBClient(stub.url, connect_timeout=1.5, read_timeout=7.0).ping()
-    assert seen == [((1.5, 7.0), True, False)]
+    assert seen == [((1.5, 7.0), True, {})]
+
+
+@pytest.mark.parametrize(
+    ("call", "method", "body", "length"),
+    [
+        (lambda c: c.ping(), "GET", b"", None),
+        (lambda c: c.create_pool(POOL), "POST", json.dumps(POOL).encode(), str(len(json.dumps(POOL)))),
+        (lambda c: c.delete_pool("p"), "DELETE", b"", "0"),
+    ],
+)
+def test_requests_carry_what_requests_would_send(stub, call, method, body, length):
+    # The client hands prepared requests to the transport adapter itself (no Session.request):
+    # the same headers and body as before, token included.
+    stub.script("GET", "/ping", Reply(200, "pong"))
+    stub.script("POST", "/v2/pools", Reply(200, POOL))
+    stub.script("DELETE", "/v2/pools/p", Reply(204))
+    call(EdgeLBClient(stub.url, token=StaticToken("tok")))
+    [rec] = stub.requests
+    assert rec.method == method
+    assert rec.body == body
+    assert rec.headers.get("Content-Length") == length
+    assert rec.headers.get("Content-Type") == ("application/json" if body else None)
+    assert rec.headers["Authorization"] == "Bearer tok"
+    assert rec.headers["User-Agent"].startswith("python-requests/")
+    assert rec.headers["Accept"] == "*/*"
+    assert "Cookie" not in rec.headers
+
+
+def test_a_body_json_cannot_carry_is_refused_before_sending(stub):
+    with pytest.raises(Unexpected, match="request failed") as info:
+        EdgeLBClient(stub.url).create_pool({**POOL, "cpus": float("nan")})
+    assert info.value.status is None
+    assert stub.requests == []
 
 
 @pytest.mark.parametrize(
@@ -717,13 +750,13 @@ def test_options_choose_the_verify_value(tmp_path, stub, monkeypatch):
     assert client_from_options(host="h", insecure_skip_tls_verify=True).verify is False
 
     seen = []
-    original = requests.Session.request
+    original = requests.adapters.HTTPAdapter.send
 
-    def spy(self, method, url, **kwargs):
+    def spy(self, request, **kwargs):
         seen.append(kwargs["verify"])
-        return original(self, method, url, **kwargs)
+        return original(self, request, **kwargs)
 
-    monkeypatch.setattr(requests.Session, "request", spy)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", spy)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     stub.script("GET", "/ping", Reply(200, "pong"))

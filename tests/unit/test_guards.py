@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from engine.contract import Context, Fire
 from engine.model.config import Frontend, PoolConfig
 from engine.model.settings import Settings
 from engine.store import Binding, Pool
+from states import provisioning
 from states.guards import may_use_pool, no_frontend_port_clash, shares_pool_settings
 from tests.fakes.edgelb import FakeEdgeLB
 
@@ -91,3 +93,57 @@ def test_each_transition_reads_again() -> None:
     store.on_pool.append(binding(2, "default", "b", config(8080)))
     assert judge(store, config(8080))[2] is not None
     assert store.reads == 2
+
+
+A = binding(1, "default", "a", None)
+
+
+@pytest.mark.parametrize(
+    ("noted_by", "noted_at", "asked_by", "asked_at", "known"),
+    [
+        (A, 100.0, A, 100.0, True),
+        (A, 100.0, A, 160.0, True),
+        # Too long ago: the pool may have been made since.
+        (A, 100.0, A, 160.1, False),
+        # Another binding's reading, or a freed row id given to another Service (another uid).
+        (A, 100.0, binding(2, "default", "b", None), 100.0, False),
+        (A, 100.0, replace(A, uid="new"), 100.0, False),
+        # Nothing noted.
+        (None, 0.0, A, 100.0, False),
+    ],
+)
+def test_a_pool_found_missing_by_the_guard_is_known_absent_to_that_binding_only(
+    noted_by: Binding | None, noted_at: float, asked_by: Binding, asked_at: float, known: bool
+) -> None:
+    provisioning._absent.clear()
+    if noted_by is not None:
+        provisioning.note_absent("p", noted_by, now=noted_at)
+    assert provisioning.known_absent("p", asked_by, now=asked_at) is known
+    # One use: the next run reads the pool.
+    assert provisioning.known_absent("p", asked_by, now=asked_at) is False
+
+
+def test_the_guard_notes_a_missing_pool_and_nothing_else() -> None:
+    provisioning._absent.clear()
+    me = binding(99, "default", "me", None, state="Pending")
+    edgelb = FakeEdgeLB()
+    ctx = Context(
+        binding=me, service=None, edgelb=edgelb, kube=None,  # type: ignore[arg-type]
+        store=EmptyStore(), settings=Settings(), rng=random.Random(0), now=NOW,
+    )  # fmt: skip
+    fire = Fire("accept", reason="Accepted", updates={"config": config(80), "pool": "shared"})
+    assert may_use_pool(ctx, fire) is None
+    assert provisioning.known_absent("shared", me)
+    edgelb.create_pool({"name": "shared", "haproxy": {"frontends": [], "backends": []}})
+    assert may_use_pool(ctx, fire) is None
+    assert not provisioning.known_absent("shared", me)
+
+
+class EmptyStore:
+    """No binding on the pool and no record of it: a new pool, whose marks the guard reads."""
+
+    def bindings(self, *, pool: str | None = None, states: Any = None) -> list[Binding]:
+        return []
+
+    def pool(self, name: str) -> Pool | None:
+        return None
