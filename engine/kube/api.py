@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import kubernetes.client
 import kubernetes.config
@@ -109,12 +109,14 @@ def client_of(api: ApiClient | CoreV1Api) -> ApiClient:
 
 
 def query_string(params: dict[str, Any]) -> str:
-    """``params`` (None values left out, booleans as ``true``/``false``) as a URL query, quoted as
-    the generated methods quote it; empty for no parameters."""
+    """``params`` (in their order, None values left out, booleans as ``true``/``false``) as a URL
+    query quoted as the generated methods quote it (``/`` kept); empty for no parameters."""
     pairs = [
-        (k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items() if v is not None
+        f"{k}={quote(str(v).lower() if isinstance(v, bool) else str(v))}"
+        for k, v in params.items()
+        if v is not None
     ]
-    return "?" + urlencode(pairs, quote_via=quote) if pairs else ""
+    return "?" + "&".join(pairs) if pairs else ""
 
 
 def request(

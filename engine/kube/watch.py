@@ -52,14 +52,15 @@ Object = dict[str, Any]
 RESOURCES = {"services": ("Service", "v1"), "nodes": ("Node", "v1")}
 # Where each is listed and watched (every namespace).
 PATHS = {"services": "/api/v1/services", "nodes": "/api/v1/nodes"}
-# The generated methods' keyword arguments the watcher uses, and their query parameters.
+# The generated methods' keyword arguments the watcher uses, and their query parameters, in the
+# generated methods' order (the same URL, byte for byte).
 QUERY = {
-    "limit": "limit",
-    "_continue": "continue",
-    "watch": "watch",
     "allow_watch_bookmarks": "allowWatchBookmarks",
+    "_continue": "continue",
+    "limit": "limit",
     "resource_version": "resourceVersion",
     "timeout_seconds": "timeoutSeconds",
+    "watch": "watch",
 }
 # What is kept of each object: of a Service only what dklb reads (there may be tens of
 # thousands); a Node (a few, read by ``node_addresses``) compact.
@@ -366,7 +367,10 @@ class Watcher(threading.Thread):
         ``kwargs`` as the generated ``list_*`` methods name them (``_preload_content`` is always
         False here)."""
         kwargs.pop("_preload_content", None)
-        query = {QUERY[name]: value for name, value in kwargs.items()}
+        unknown = set(kwargs) - set(QUERY)
+        if unknown:
+            raise TypeError(f"no such list parameter: {sorted(unknown)}")
+        query = {parameter: kwargs.get(name) for name, parameter in QUERY.items()}
         return request(self.api_client, "GET", PATHS[self.resource], timeout=_request_timeout, query=query)
 
     def _list_all(self) -> tuple[dict[str, bytes], str]:
