@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client import ApiClient, ApiException
 
 from engine.kube.api import client_of, request
+from engine.kube.objects import compact, decode, encode, slim_service
 
 if TYPE_CHECKING:
     from kubernetes.client import CoreV1Api
-from engine.kube.objects import compact, decode, encode, slim_service
 
 log = logging.getLogger("dklb.kube.watch")
 
