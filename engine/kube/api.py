@@ -5,9 +5,10 @@ writes state handlers make through the ``Kube`` port) and to the ``Watcher`` thr
 that feed ``Controller.observe``). Every request made through it is reported to ``on_request``
 (verb, resource, HTTP status, seconds), which is where the Prometheus metrics hook in.
 
-Everything dklb exchanges with the API server is plain JSON dicts: callers pass
-``_preload_content=False`` and decode the body themselves (``response_json``), so no generated
-model class ever stands between the API's JSON and the engine.
+Everything dklb exchanges with the API server is plain JSON dicts: every request goes through
+``request`` (never a generated ``CoreV1Api`` method, whose module alone is ~20 MB of RSS) and
+callers decode the body themselves (``response_json``), so no generated model class ever stands
+between the API's JSON and the engine.
 """
 
 from __future__ import annotations
