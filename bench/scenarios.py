@@ -145,15 +145,15 @@ def running(
 ) -> Iterator[tuple[Servers, Kube, Probe]]:
     """Fresh servers, a namespace, and the controller of ``mode`` running on them; all stopped after."""
     servers = start_servers(work, metadata_delay=options.metadata_delay)
-    controller = controller_for(mode, servers, options, wanted)
-    kube = Kube(servers.cluster.server, servers.cluster.token, f"bench-{uuid.uuid4().hex[:6]}")
-    try:
+    # The servers run detached: whatever fails from here on must still stop them.
+    with contextlib.ExitStack() as stack:
+        stack.callback(servers.stop)
+        controller = controller_for(mode, servers, options, wanted)
+        kube = Kube(servers.cluster.server, servers.cluster.token, f"bench-{uuid.uuid4().hex[:6]}")
+        stack.callback(controller.stop)
         kube.create_namespace()
         controller.start()
         yield servers, kube, Probe(servers, controller)
-    finally:
-        controller.stop()
-        servers.stop()
 
 
 def suite(

@@ -12,7 +12,6 @@ for the largest run (20,000 Services): ``NODE_PORTS``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import re
 import signal
@@ -130,7 +129,6 @@ class ControllerProc:
         return controller_metrics(self.url)
 
 
-@functools.cache
 def dklb_controller(
     servers: Servers, *, resync: str, workers: int = 4, metadata_resync: str | None = None
 ) -> ControllerProc:

@@ -28,11 +28,14 @@ import base64
 import json
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import urllib3
-from kubernetes.client import AdmissionregistrationV1Api, ApiClient, ApiException
+from kubernetes.client import ApiClient, ApiException
+
+if TYPE_CHECKING:
+    from kubernetes.client import AdmissionregistrationV1Api
 
 log = logging.getLogger("dklb.admission")
 
@@ -195,6 +198,10 @@ def webhook_configurations(
 
 
 def _api(api_client: ApiClient | AdmissionregistrationV1Api) -> AdmissionregistrationV1Api:
+    # Imported here: the generated module (and the models it pulls in) is ~4 MB of RSS, and a
+    # controller without the admission webhook never registers one.
+    from kubernetes.client import AdmissionregistrationV1Api
+
     if isinstance(api_client, AdmissionregistrationV1Api):
         return api_client
     return AdmissionregistrationV1Api(api_client)

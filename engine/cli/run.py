@@ -14,6 +14,7 @@ Service's pool metadata at every resync.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import ipaddress
 import logging
 import os
@@ -361,6 +362,7 @@ def _admission_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(level=args.log_level, fmt=args.log_format)
+    limit_malloc_arenas()
     # Everything the controller creates (the database and its -wal/-shm, a self-signed webhook
     # key) is its own alone (S10 of the security review). Restored on return: an embedding
     # process (a test) keeps its own.
@@ -369,6 +371,31 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
     finally:
         os.umask(previous)
+
+
+#: glibc's ``mallopt`` parameter for the number of malloc arenas.
+M_ARENA_MAX = -8
+#: Arenas the controller's allocations share (see ``limit_malloc_arenas``).
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> bool:
+    """Let every thread share ``MALLOC_ARENAS`` glibc malloc arenas; True when set.
+
+    glibc gives each thread that allocates its own arena (up to eight per core), and memory
+    freed in one arena serves only that arena: with a dozen threads (workers, watchers, the
+    scheduler, the HTTP server) each holding the high-water mark of what it once parsed, that
+    is tens of MB of RSS at 20,000 Services. Python's small objects do not use malloc at all
+    (pymalloc), so the contention two arenas add is small. ``MALLOC_ARENA_MAX`` in the
+    environment, when set, is the operator's choice and wins; not glibc (musl): nothing to do.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS))
+    except (OSError, AttributeError):
+        return False
 
 
 def _run(args: argparse.Namespace) -> int:

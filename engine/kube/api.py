@@ -5,9 +5,10 @@ writes state handlers make through the ``Kube`` port) and to the ``Watcher`` thr
 that feed ``Controller.observe``). Every request made through it is reported to ``on_request``
 (verb, resource, HTTP status, seconds), which is where the Prometheus metrics hook in.
 
-Everything dklb exchanges with the API server is plain JSON dicts: callers pass
-``_preload_content=False`` and decode the body themselves (``response_json``), so no generated
-model class ever stands between the API's JSON and the engine.
+Everything dklb exchanges with the API server is plain JSON dicts: every request goes through
+``request`` (never a generated ``CoreV1Api`` method, whose module alone is ~20 MB of RSS) and
+callers decode the body themselves (``response_json``), so no generated model class ever stands
+between the API's JSON and the engine.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import kubernetes.client
 import kubernetes.config
-from kubernetes.client import ApiClient, ApiException, CoreV1Api
+from kubernetes.client import ApiClient, ApiException
 from urllib3.exceptions import InsecureRequestWarning
+
+if TYPE_CHECKING:
+    # Only for annotations: the generated module costs ~22 MB of RSS once imported, and nothing
+    # in the controller calls a generated method (``request`` does every call).
+    from kubernetes.client import CoreV1Api
 
 log = logging.getLogger("dklb.kube")
 
@@ -90,28 +96,51 @@ def _at_most_every(seconds: float, hook: Callable[[Any], None]) -> Callable[[Any
 
 
 def core_v1(api: ApiClient | CoreV1Api) -> CoreV1Api:
-    """Accept either an ``ApiClient`` or a ready ``CoreV1Api`` wherever an API is passed in."""
+    """A ``CoreV1Api`` over ``api`` (for the benchmark's baseline; dklb itself uses ``request``)."""
+    from kubernetes.client import CoreV1Api
+
     return api if isinstance(api, CoreV1Api) else CoreV1Api(api)
+
+
+def client_of(api: ApiClient | CoreV1Api) -> ApiClient:
+    """The ``ApiClient`` under ``api``: callers (tests, tools) may hand a generated API object
+    (``CoreV1Api(client)``) wherever a client is expected; its ``api_client`` is the same thing."""
+    client: ApiClient = getattr(api, "api_client", None) or api  # type: ignore[assignment]
+    return client
+
+
+def query_string(params: dict[str, Any]) -> str:
+    """``params`` (in their order, None values left out, booleans as ``true``/``false``) as a URL
+    query quoted as the generated methods quote it (``/`` kept); empty for no parameters."""
+    pairs = [
+        f"{k}={quote(str(v).lower() if isinstance(v, bool) else str(v))}"
+        for k, v in params.items()
+        if v is not None
+    ]
+    return "?" + "&".join(pairs) if pairs else ""
 
 
 def request(
     api: ApiClient,
     method: str,
     path: str,
-    body: Any,
+    body: Any = None,
     *,
-    content_type: str,
-    timeout: float,
+    content_type: str | None = None,
+    timeout: float | tuple[float, float],
     path_params: tuple[str, ...] = (),
+    query: dict[str, Any] | None = None,
 ) -> Any:
     """One request through ``api`` without the generated method: ``path`` (``{}`` filled with the
-    quoted ``path_params``) relative to the API server, ``body`` sent as JSON; returns the raw
-    response (read it with ``response_json``) or raises ``ApiException`` as the generated method
-    with ``_preload_content=False`` does for a non-2xx status.
+    quoted ``path_params``, then ``query``) relative to the API server, ``body`` sent as JSON;
+    returns the raw, unread response (read it with ``response_json``, or stream it) or raises
+    ``ApiException`` as the generated method with ``_preload_content=False`` does for a non-2xx
+    status.
 
-    The controller's hot writes (the finalizer patch, the status, Events) come here: the generated
-    method validates its arguments with pydantic and walks the body to serialize it, which cost
-    more CPU than the request. Everything else is the generated path's own: ``call_api`` (so
+    Every Kubernetes request of the controller comes here (the watch's LIST and WATCH, the reads,
+    the finalizer patch, the status, Events): the generated method validates its arguments with
+    pydantic and walks the body to serialize it, which cost more CPU than the request, and its
+    module alone is ~22 MB of RSS. Everything else is the generated path's own: ``call_api`` (so
     ``on_request`` sees it), the same urllib3 pool with the same TLS settings, the same bearer
     token through ``update_params_for_auth`` (which runs the credential refresh hook), the same
     default headers (User-Agent).
@@ -119,7 +148,10 @@ def request(
     configuration = api.configuration
     safe = configuration.safe_chars_for_path_param
     url = configuration.host + path.format(*(quote(p, safe=safe) for p in path_params))
-    headers: dict[str, Any] = {**api.default_headers, "Accept": JSON, "Content-Type": content_type}
+    url += query_string(query or {})
+    headers: dict[str, Any] = {**api.default_headers, "Accept": JSON}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
     if api.cookie:
         headers["Cookie"] = api.cookie
     api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)

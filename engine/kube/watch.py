@@ -33,12 +33,15 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubernetes.client import ApiClient, ApiException, CoreV1Api
+from kubernetes.client import ApiClient, ApiException
 
-from engine.kube.api import core_v1
+from engine.kube.api import client_of, request
 from engine.kube.objects import compact, decode, encode, slim_service
+
+if TYPE_CHECKING:
+    from kubernetes.client import CoreV1Api
 
 log = logging.getLogger("dklb.kube.watch")
 
@@ -47,6 +50,18 @@ Object = dict[str, Any]
 # The kind and apiVersion of each watchable resource: LIST responses leave them out of the
 # items, watch events include them; consumers get them on every object either way.
 RESOURCES = {"services": ("Service", "v1"), "nodes": ("Node", "v1")}
+# Where each is listed and watched (every namespace).
+PATHS = {"services": "/api/v1/services", "nodes": "/api/v1/nodes"}
+# The generated methods' keyword arguments the watcher uses, and their query parameters, in the
+# generated methods' order (the same URL, byte for byte).
+QUERY = {
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+    "_continue": "continue",
+    "limit": "limit",
+    "resource_version": "resourceVersion",
+    "timeout_seconds": "timeoutSeconds",
+    "watch": "watch",
+}
 # What is kept of each object: of a Service only what dklb reads (there may be tens of
 # thousands); a Node (a few, read by ``node_addresses``) compact.
 SHAPES: dict[str, Callable[[Object], Object]] = {"services": slim_service, "nodes": compact}
@@ -174,7 +189,7 @@ class Watcher(threading.Thread):
         if resource not in RESOURCES:
             raise ValueError(f"cannot watch {resource!r}; one of {sorted(RESOURCES)}")
         super().__init__(name=f"dklb-watch-{resource}", daemon=True)
-        self.core = core_v1(api)
+        self.api_client = client_of(api)
         self.resource = resource
         self.on_upsert = on_upsert
         self.on_delete = on_delete
@@ -347,10 +362,16 @@ class Watcher(threading.Thread):
 
     # ---- the API requests ----------------------------------------------------------------------
 
-    def _call(self, **kwargs: Any) -> Any:
-        if self.resource == "services":
-            return self.core.list_service_for_all_namespaces(**kwargs)
-        return self.core.list_node(**kwargs)
+    def _call(self, *, _request_timeout: float | tuple[float, float], **kwargs: Any) -> Any:
+        """One LIST or WATCH request, the raw response unread (``engine.kube.api.request``);
+        ``kwargs`` as the generated ``list_*`` methods name them (``_preload_content`` is always
+        False here)."""
+        kwargs.pop("_preload_content", None)
+        unknown = set(kwargs) - set(QUERY)
+        if unknown:
+            raise TypeError(f"no such list parameter: {sorted(unknown)}")
+        query = {parameter: kwargs.get(name) for name, parameter in QUERY.items()}
+        return request(self.api_client, "GET", PATHS[self.resource], timeout=_request_timeout, query=query)
 
     def _list_all(self) -> tuple[dict[str, bytes], str]:
         """Every object (compact, encoded, by ``object_key``, in the LIST's order) and the LIST's
