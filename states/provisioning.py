@@ -290,7 +290,16 @@ def _create(ctx: Context, config: PoolConfig, record: Pool | None = None) -> Out
     try:
         ctx.edgelb.create_pool(body)
     except Conflict:
-        return Retry("PoolExists", f'EdgeLB pool "{name}" appeared while creating it; merging into it next')
+        # Made by someone between the claim and this POST: the claim is withdrawn, and the next
+        # run reads the pool and judges whose it is. dklb's own mark (a POST whose answer was
+        # lost) makes it dklb's again; anyone else's pool stays theirs, and is never deleted.
+        return Fire(
+            "claim_withdrawn",
+            reason="PoolExists",
+            message=f'EdgeLB pool "{name}" appeared while creating it; merging into it next',
+            pool_created_by_dklb=False,
+            pool_namespace="",
+        )
     except Invalid as exc:
         return _refused(f'EdgeLB refused to create pool "{name}": {exc.message}')
     except EdgeLBError as exc:

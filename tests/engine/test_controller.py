@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from engine.edgelb.errors import Conflict, Unavailable
+from engine.edgelb.errors import Unavailable
 from engine.model.services import FINALIZER
 from engine.model.settings import Settings
 from engine.runtime import lifecycle
@@ -247,19 +247,85 @@ def test_a_claimed_pool_is_created_without_reading_it_again(rigs: Callable[..., 
     assert (rig.edgelb.calls[GET_POOL], rig.edgelb.calls["POST"]) == (1, 1)
 
 
-def test_a_pool_that_appears_between_the_claim_and_the_post_is_merged(rigs: Callable[..., Rig]) -> None:
+FOREIGN_POOL: dict[str, Any] = {
+    "name": "dklb-redis",
+    "haproxy": {
+        "frontends": [
+            {
+                "name": "theirs",
+                "bindPort": 9999,
+                "protocol": "TCP",
+                "linkBackend": {"defaultBackend": "theirs"},
+            }
+        ],
+        "backends": [
+            {
+                "name": "theirs",
+                "protocol": "TCP",
+                "services": [{"endpoint": {"type": "ADDRESS", "address": "10.0.0.9", "port": 8443}}],
+            }
+        ],
+    },
+}
+
+
+def _post_meets(rig: Rig, *, made_by: Callable[[Any], None]) -> None:
+    """The first POST of a pool finds it made meanwhile (``made_by`` makes it), and answers 409."""
+    create = rig.edgelb.create_pool
+    met = threading.Event()
+
+    def racing(pool: Any) -> Any:
+        if not met.is_set():
+            met.set()
+            made_by(pool)
+        return create(pool)
+
+    rig.edgelb.create_pool = racing  # type: ignore[method-assign]
+
+
+def _delete_and_wait(rig: Rig, key: str) -> None:
+    rig.kube.delete(key)
+    deleted = rig.kube.get(key)
+    if deleted is not None:
+        rig.controller.observe(deleted)
+    wait_until(lambda: rig.store.get(key) is None, "the binding to be removed")
+
+
+def test_a_pool_someone_makes_between_the_claim_and_the_post_stays_theirs(rigs: Callable[..., Rig]) -> None:
     rig = rigs()
-    # The POST after the claim meets a pool someone else made meanwhile (409).
-    rig.edgelb.fail_next("create_pool", Conflict)
+    _post_meets(rig, made_by=lambda _: rig.edgelb.seed(FOREIGN_POOL))
+    rig.controller.start()
+    rig.controller.mark_synced()
+    key = rig.apply(make_service("redis", config=REDIS))
+
+    wait_until(lambda: rig.all_ready([key]), "the binding to reach Ready in the pool met")
+
+    assert [h.reason for h in rig.store.history(key=key, limit=None) if h.trigger == "claim_withdrawn"] == [
+        "PoolExists"
+    ]
+    record = rig.store.pool("dklb-redis")
+    assert record is not None and (record.created_by_dklb, record.pre_existing) == (False, True)
+    # Merged into, and never deleted: the pool was never dklb's.
+    _delete_and_wait(rig, key)
+    stored = rig.edgelb.stored("dklb-redis")
+    assert stored is not None
+    assert [f["name"] for f in stored["haproxy"]["frontends"]] == ["theirs"]
+
+
+def test_a_pool_whose_post_answer_was_lost_is_dklbs_again(rigs: Callable[..., Rig]) -> None:
+    rig = rigs()
+    # dklb's own POST landed but its answer was lost: the retry meets dklb's own mark.
+    _post_meets(rig, made_by=lambda pool: rig.edgelb.seed(pool))
     rig.controller.start()
     rig.controller.mark_synced()
     key = rig.apply(make_service("redis", config=REDIS))
 
     wait_until(lambda: rig.all_ready([key]), "the binding to reach Ready after the 409")
 
-    reasons = [h.reason for h in rig.store.history(key=key, limit=None) if h.trigger == "failed"]
-    assert reasons == ["PoolExists"]
-    assert rig.edgelb.names() == ["dklb-redis"]
+    record = rig.store.pool("dklb-redis")
+    assert record is not None and (record.created_by_dklb, record.pre_existing) == (True, False)
+    _delete_and_wait(rig, key)
+    assert rig.edgelb.names() == []
 
 
 def test_nothing_is_reconciled_before_mark_synced(rigs: Callable[..., Rig]) -> None:
