@@ -131,13 +131,45 @@ class Controller:
         self.queue.add(key)
 
     def enqueue_all(self) -> None:
-        """Every binding and every observed Service: on gaining leadership, or when Nodes change."""
+        """Every binding and every observed Service that needs a reconcile (``_to_reconcile``):
+        on gaining leadership, or when Nodes change."""
         if not self._synced.is_set():
             return
-        for key in self.reconciler.store.keys():
+        for key in self._to_reconcile():
             self.queue.add(key)
-        for key in self.reconciler.cache.keys():
-            self.queue.add(key)
+        self._sweep_on_takeover()
+
+    def _to_reconcile(self) -> list[str]:
+        """The keys of every binding and observed Service, less those a reconcile would leave as
+        they are, judged in one store query: with the pool sweep, a binding in a settled state
+        (or one with no handler) on which the Service cache fires no trigger and whose wake-up
+        is not due (``Reconciler.quiet``). The sweep verifies those against EdgeLB and the
+        wake-up scan picks up their wake-ups from the database, so at 5,000 Ready bindings a
+        restart reconciles only what changed while dklb was down, not every key. Without the
+        sweep every key is returned: a settled binding's handler is its only verification."""
+        reconciler = self.reconciler
+        if self.sweep is None:
+            return list(dict.fromkeys([*reconciler.store.keys(), *reconciler.cache.keys()]))
+        # The states whose bindings only their triggers, their wake-up or the sweep move on.
+        still = set(self.sweep.states) | {
+            name for name, spec in reconciler.lifecycle.states.items() if spec.handler is None
+        }
+        nodes = reconciler.node_addresses()
+        keys: list[str] = []
+        known: set[str] = set()
+        for binding in reconciler.store.brief_bindings():
+            key = binding.key
+            known.add(key)
+            if binding.state not in still or not reconciler.quiet(key, binding, nodes=nodes):
+                keys.append(key)
+        keys.extend(
+            key
+            for key in reconciler.cache.keys()
+            if key not in known and not reconciler.quiet(key, None, nodes=nodes)
+        )
+        return keys
+
+    def _sweep_on_takeover(self) -> None:
         if self.sweep is not None and not self._startup_sweep_pending and self.scheduler.running:
             # Leadership regained: a settled binding has nothing scheduled, and what changed in
             # EdgeLB while another replica led is seen by a listing now, not a period later.
@@ -214,14 +246,17 @@ class Controller:
             # Service cache says (changed, deleted, replaced while dklb was down) fires as always.
             swept = set(self.reconciler.store.keys_in(self.sweep.states))
         self.reconciler.verify(keys - swept)
-        unverified = keys | ({_STARTUP_SWEEP} if self.sweep is not None else set())
+        # Only these are reconciled; the settled rest is the first sweep's (``_to_reconcile``).
+        queued = self._to_reconcile()
+        unverified = set(queued) | ({_STARTUP_SWEEP} if self.sweep is not None else set())
         with self._verify_lock:
             self._unverified, self._verify_started, self._verify_total = (
                 unverified,
                 time.monotonic(),
-                len(keys),
+                len(queued),
             )
-        self.enqueue_all()
+        for key in queued:
+            self.queue.add(key)
         self._verified(None)
         self.scheduler.add_job(self._scan, "interval", seconds=self.scan_interval, id="scan-wakeups")
         if self.sweep is not None:
