@@ -11,21 +11,25 @@ Workers start only once ``mark_synced`` says the Service cache holds the whole c
 binding reconciled against an empty cache would look deleted. From then on the controller
 tracks the first pass over every binding and key it knew of (the start-up re-verification) and
 reports, once, how long it took (``on_verified``): the figure a restart is judged by. In that
-pass every key is reconciled once (what the Service cache says fires its external trigger),
-the handler of every binding in a state with work to do runs whatever its wake-up says
-(``Reconciler.verify``), and the settled bindings are compared with ONE pool listing (the
-first ``PoolSweep.sweep``): only those whose pool differs, or whose Service shows no address,
-run their handler. What EdgeLB and Kubernetes held before the restart is not trusted until
-read again; reading it is one request, not one per binding.
+pass one store query and the Service cache judge every key (``_to_reconcile``): a key is
+reconciled when its Service fires an external trigger (deleted, replaced, edited while dklb was
+down), when its binding is in a state with work to do (its handler then runs whatever its
+wake-up says, ``Reconciler.verify``) or its wake-up is due. The settled rest costs no per-key
+read and no wake-up job: it is compared with ONE pool listing (the first ``PoolSweep.sweep``),
+and only those whose pool differs, or whose Service shows no address, run their handler; their
+wake-ups are in the database, where the periodic scan finds them. What EdgeLB and Kubernetes
+held before the restart is not trusted until read again; reading it is one request, not one
+per binding.
 
 While leading, the pool sweep runs every ``sweep_interval`` (``--resync-period``) and the
 metadata refresh every ``metadata_interval`` seconds (each pool is read when due, see
 ``engine.runtime.poolsweep``), both on a thread of their own; the keys they name are woken
 (``wake``). A settled binding has nothing else scheduled.
 
-Where only keys are needed (every binding at ``mark_synced`` and ``enqueue_all``, the due ones at
-each scan) only keys are read (``Store.keys``): a whole ``Binding`` carries its decoded
-configuration and EdgeLB objects, tens of MB for thousands of bindings at once.
+Where only keys are needed (the due ones at each scan) only keys are read (``Store.keys``), and
+the start-up pass reads bindings without their configuration and objects
+(``Store.brief_bindings``): a whole ``Binding`` carries its decoded configuration and EdgeLB
+objects, tens of MB for thousands of bindings at once.
 
 ``retry_now`` runs every binding waiting on a retry at once through the same ``verify``: what
 ends an EdgeLB outage (``engine.runtime.recovery``) calls it, so backoffs grown during the outage
@@ -58,6 +62,11 @@ log = logging.getLogger("dklb.controller")
 # Stands in the start-up verification's set of keys for the first pool sweep: verification is not
 # done before that sweep has compared every settled binding (and woken those that differ).
 _STARTUP_SWEEP = "\0startup-sweep"
+# Seconds beyond which a wake-up is left to the scan of the database rather than scheduled as an
+# APScheduler job: one job per settled binding cost CPU in every burst and ~0.85 KB per Service
+# for as long as it stays settled. Every such wake-up is a committed ``next_wakeup`` (only a
+# failed reconcile's 5 s retry is not, far below this).
+SCHEDULED_HORIZON = 3600.0
 
 
 class Controller:
@@ -196,8 +205,16 @@ class Controller:
             self.queue.add(key)
 
     def enqueue_after(self, key: str, seconds: float) -> None:
+        """Put ``key`` back in ``seconds``. A wake-up further than ``SCHEDULED_HORIZON`` (a
+        settled binding's day-long backstop) gets no APScheduler job: it is the binding's
+        ``next_wakeup`` in the database, which ``_scan`` puts back once due."""
         if seconds <= 0:
             self.queue.add(key)
+            return
+        if seconds > SCHEDULED_HORIZON:
+            # A sooner job left from before (a poll) would only wake it for nothing.
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(f"wake:{key}")
             return
         self.scheduler.add_job(
             self.queue.add,
