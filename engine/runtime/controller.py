@@ -129,7 +129,9 @@ class Controller:
         # A version the cache already holds brings nothing to reconcile: the watch's periodic
         # redelivery of every Service, or the event of a write whose reconcile saw its result.
         key = self.reconciler.cache.put_new(service)
-        if key is not None:
+        # Before ``mark_synced`` the Service only fills the cache: the start-up pass judges every
+        # cached key then (the put comes before that check, so no key slips between the two).
+        if key is not None and self._synced.is_set():
             self.queue.add(key)
 
     def forget(self, key: str) -> None:

@@ -174,3 +174,25 @@ def test_a_restart_acts_on_every_change_and_reconciles_nothing_else(procs: Calla
     assert not set(reconciled) & set(calm), "an untouched Service is never reconciled"
     assert {name: edgelb.stored(name) for name in calm_pools} == calm_pools
     assert edgelb.writes() > writes and len(keys) == len(names)
+
+
+def test_services_listed_before_the_cache_is_synced_wait_for_the_start_up_pass(
+    procs: Callable[..., Proc],
+) -> None:
+    """The watch's initial list delivers every Service before ``mark_synced``: they fill the cache
+    and queue nothing, or every settled binding would be reconciled anyway."""
+    first = procs()
+    keys = settled(first, ["a", "b", "c"])
+    first.close()
+    kube = first.kube
+    _paused(kube, first, keys[1])
+
+    second = procs()
+    second.controller.start()
+    for service in kube.list():
+        second.controller.observe(service)
+    assert len(second.controller.queue) == 0
+    second.controller.mark_synced()
+    assert set(second.controller.queue._queued) <= {keys[1]}
+    wait_for(lambda: present(second.store.get(keys[1])).state == "Paused", timeout=DEADLINE, what="b paused")
+    assert [present(second.store.get(k)).state for k in (keys[0], keys[2])] == ["Ready", "Ready"]
