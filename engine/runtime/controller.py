@@ -11,21 +11,25 @@ Workers start only once ``mark_synced`` says the Service cache holds the whole c
 binding reconciled against an empty cache would look deleted. From then on the controller
 tracks the first pass over every binding and key it knew of (the start-up re-verification) and
 reports, once, how long it took (``on_verified``): the figure a restart is judged by. In that
-pass every key is reconciled once (what the Service cache says fires its external trigger),
-the handler of every binding in a state with work to do runs whatever its wake-up says
-(``Reconciler.verify``), and the settled bindings are compared with ONE pool listing (the
-first ``PoolSweep.sweep``): only those whose pool differs, or whose Service shows no address,
-run their handler. What EdgeLB and Kubernetes held before the restart is not trusted until
-read again; reading it is one request, not one per binding.
+pass one store query and the Service cache judge every key (``_to_reconcile``): a key is
+reconciled when its Service fires an external trigger (deleted, replaced, edited while dklb was
+down), when its binding is in a state with work to do (its handler then runs whatever its
+wake-up says, ``Reconciler.verify``) or its wake-up is due. The settled rest costs no per-key
+read and no wake-up job: it is compared with ONE pool listing (the first ``PoolSweep.sweep``),
+and only those whose pool differs, or whose Service shows no address, run their handler; their
+wake-ups are in the database, where the periodic scan finds them. What EdgeLB and Kubernetes
+held before the restart is not trusted until read again; reading it is one request, not one
+per binding.
 
 While leading, the pool sweep runs every ``sweep_interval`` (``--resync-period``) and the
 metadata refresh every ``metadata_interval`` seconds (each pool is read when due, see
 ``engine.runtime.poolsweep``), both on a thread of their own; the keys they name are woken
 (``wake``). A settled binding has nothing else scheduled.
 
-Where only keys are needed (every binding at ``mark_synced`` and ``enqueue_all``, the due ones at
-each scan) only keys are read (``Store.keys``): a whole ``Binding`` carries its decoded
-configuration and EdgeLB objects, tens of MB for thousands of bindings at once.
+Where only keys are needed (the due ones at each scan) only keys are read (``Store.keys``), and
+the start-up pass reads bindings without their configuration and objects
+(``Store.brief_bindings``): a whole ``Binding`` carries its decoded configuration and EdgeLB
+objects, tens of MB for thousands of bindings at once.
 
 ``retry_now`` runs every binding waiting on a retry at once through the same ``verify``: what
 ends an EdgeLB outage (``engine.runtime.recovery``) calls it, so backoffs grown during the outage
@@ -58,6 +62,11 @@ log = logging.getLogger("dklb.controller")
 # Stands in the start-up verification's set of keys for the first pool sweep: verification is not
 # done before that sweep has compared every settled binding (and woken those that differ).
 _STARTUP_SWEEP = "\0startup-sweep"
+# Seconds beyond which a wake-up is left to the scan of the database rather than scheduled as an
+# APScheduler job: one job per settled binding cost CPU in every burst and ~0.85 KB per Service
+# for as long as it stays settled. Every such wake-up is a committed ``next_wakeup`` (only a
+# failed reconcile's 5 s retry is not, far below this).
+SCHEDULED_HORIZON = 3600.0
 
 
 class Controller:
@@ -120,7 +129,9 @@ class Controller:
         # A version the cache already holds brings nothing to reconcile: the watch's periodic
         # redelivery of every Service, or the event of a write whose reconcile saw its result.
         key = self.reconciler.cache.put_new(service)
-        if key is not None:
+        # Before ``mark_synced`` the Service only fills the cache: the start-up pass judges every
+        # cached key then (the put comes before that check, so no key slips between the two).
+        if key is not None and self._synced.is_set():
             self.queue.add(key)
 
     def forget(self, key: str) -> None:
@@ -131,13 +142,45 @@ class Controller:
         self.queue.add(key)
 
     def enqueue_all(self) -> None:
-        """Every binding and every observed Service: on gaining leadership, or when Nodes change."""
+        """Every binding and every observed Service that needs a reconcile (``_to_reconcile``):
+        on gaining leadership, or when Nodes change."""
         if not self._synced.is_set():
             return
-        for key in self.reconciler.store.keys():
+        for key in self._to_reconcile():
             self.queue.add(key)
-        for key in self.reconciler.cache.keys():
-            self.queue.add(key)
+        self._sweep_on_takeover()
+
+    def _to_reconcile(self) -> list[str]:
+        """The keys of every binding and observed Service, less those a reconcile would leave as
+        they are, judged in one store query: with the pool sweep, a binding in a settled state
+        (or one with no handler) on which the Service cache fires no trigger and whose wake-up
+        is not due (``Reconciler.quiet``). The sweep verifies those against EdgeLB and the
+        wake-up scan picks up their wake-ups from the database, so at 5,000 Ready bindings a
+        restart reconciles only what changed while dklb was down, not every key. Without the
+        sweep every key is returned: a settled binding's handler is its only verification."""
+        reconciler = self.reconciler
+        if self.sweep is None:
+            return list(dict.fromkeys([*reconciler.store.keys(), *reconciler.cache.keys()]))
+        # The states whose bindings only their triggers, their wake-up or the sweep move on.
+        still = set(self.sweep.states) | {
+            name for name, spec in reconciler.lifecycle.states.items() if spec.handler is None
+        }
+        nodes = reconciler.node_addresses()
+        keys: list[str] = []
+        known: set[str] = set()
+        for binding in reconciler.store.brief_bindings():
+            key = binding.key
+            known.add(key)
+            if binding.state not in still or not reconciler.quiet(key, binding, nodes=nodes):
+                keys.append(key)
+        keys.extend(
+            key
+            for key in reconciler.cache.keys()
+            if key not in known and not reconciler.quiet(key, None, nodes=nodes)
+        )
+        return keys
+
+    def _sweep_on_takeover(self) -> None:
         if self.sweep is not None and not self._startup_sweep_pending and self.scheduler.running:
             # Leadership regained: a settled binding has nothing scheduled, and what changed in
             # EdgeLB while another replica led is seen by a listing now, not a period later.
@@ -164,8 +207,16 @@ class Controller:
             self.queue.add(key)
 
     def enqueue_after(self, key: str, seconds: float) -> None:
+        """Put ``key`` back in ``seconds``. A wake-up further than ``SCHEDULED_HORIZON`` (a
+        settled binding's day-long backstop) gets no APScheduler job: it is the binding's
+        ``next_wakeup`` in the database, which ``_scan`` puts back once due."""
         if seconds <= 0:
             self.queue.add(key)
+            return
+        if seconds > SCHEDULED_HORIZON:
+            # A sooner job left from before (a poll) would only wake it for nothing.
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(f"wake:{key}")
             return
         self.scheduler.add_job(
             self.queue.add,
@@ -214,14 +265,17 @@ class Controller:
             # Service cache says (changed, deleted, replaced while dklb was down) fires as always.
             swept = set(self.reconciler.store.keys_in(self.sweep.states))
         self.reconciler.verify(keys - swept)
-        unverified = keys | ({_STARTUP_SWEEP} if self.sweep is not None else set())
+        # Only these are reconciled; the settled rest is the first sweep's (``_to_reconcile``).
+        queued = self._to_reconcile()
+        unverified = set(queued) | ({_STARTUP_SWEEP} if self.sweep is not None else set())
         with self._verify_lock:
             self._unverified, self._verify_started, self._verify_total = (
                 unverified,
                 time.monotonic(),
-                len(keys),
+                len(queued),
             )
-        self.enqueue_all()
+        for key in queued:
+            self.queue.add(key)
         self._verified(None)
         self.scheduler.add_job(self._scan, "interval", seconds=self.scan_interval, id="scan-wakeups")
         if self.sweep is not None:

@@ -106,19 +106,46 @@ class Reconciler:
                 return True
             return False
 
+    def quiet(self, key: str, binding: Binding | None, *, nodes: tuple[str, ...] | None = None) -> bool:
+        """True when reconciling ``key`` now would change nothing and run no handler: the world
+        fires no trigger on ``binding`` (as the Service cache says), its handler is not due and
+        it is not to be verified. ``binding`` may lack its configuration and objects
+        (``Store.brief_bindings``): the triggers are judged on its state, uid and fingerprint.
+        The start-up pass leaves such keys out of the queue (``Controller.enqueue_all``)."""
+        if binding is not None:
+            wakeup = binding.next_wakeup
+            handler = self.lifecycle.states[binding.state].handler
+            if handler is not None and wakeup is not None and wakeup <= self.clock():
+                return False
+            with self._counter_lock:
+                if key in self._unverified:
+                    return False
+        return self._observed(key, binding, nodes=nodes)[1] is None
+
+    def _observed(
+        self, key: str, binding: Binding | None, *, nodes: tuple[str, ...] | None = None
+    ) -> tuple[dict[str, Any] | None, Fire | None]:
+        """The Service as the cache holds it (None: gone, or another controller's) and the
+        external trigger it fires on ``binding``."""
+        service = self.cache.get(key)
+        if service is not None and foreign(service, self.settings.load_balancer_class):
+            # Another controller's (spec.loadBalancerClass): for the lifecycle it does not exist.
+            service = None
+        fire = self.lifecycle.external(
+            binding,
+            service,
+            nodes=self.node_addresses() if nodes is None else nodes,
+            policy=self.settings.policy_digest,
+        )
+        return service, fire
+
     def reconcile(self, key: str) -> float | None:
         """Drive one binding as far as it can go now; seconds until it wants to run again."""
         # Each step goes on from the binding its commit returned: the row as stored, no re-read.
         binding = self.store.get(key)
         for _ in range(MAX_STEPS):
             now = self.clock()
-            service = self.cache.get(key)
-            if service is not None and foreign(service, self.settings.load_balancer_class):
-                # Another controller's (spec.loadBalancerClass): for the lifecycle it does not exist.
-                service = None
-            fire = self.lifecycle.external(
-                binding, service, nodes=self.node_addresses(), policy=self.settings.policy_digest
-            )
+            service, fire = self._observed(key, binding)
             try:
                 if binding is None:
                     if fire is None:

@@ -468,3 +468,18 @@ class Store:
                 conn.execute(delete(NORMAL_FORMS))
             if rows:
                 conn.execute(insert(NORMAL_FORMS).prefix_with("OR REPLACE", dialect="sqlite"), rows)
+
+    # ---- reads for the start-up pass (engine.runtime.controller) -----------------------------
+
+    def brief_bindings(self) -> list[Binding]:
+        """Every binding WITHOUT its configuration and objects (both None), in one query: what
+        the start-up pass judges which keys need a reconcile on (state, uid, fingerprint,
+        wake-up; ``Reconciler.quiet``). Decoding every binding's JSON, one query per key, was
+        most of a restart's cost. Never hand one of these to a handler or a commit."""
+        with self._read() as conn:
+            return [Binding(**r._mapping, config=None, objects=None) for r in conn.execute(_BRIEF_BINDINGS)]
+
+
+_BRIEF_BINDINGS = select(
+    *(column for column in BINDINGS.c if column.name not in ("config", "objects"))
+).order_by(BINDINGS.c.namespace, BINDINGS.c.name)
