@@ -32,7 +32,9 @@ from sqlalchemy import (
 )
 
 from engine.model.services import join_key, split_key
+from engine.store import transitions
 from engine.store.database import SINGLE_STATEMENT, make_engine, sqlite_path
+from engine.store.prepared import wrapped_error
 from engine.store.records import (
     Binding,
     BindingSummary,
@@ -40,17 +42,15 @@ from engine.store.records import (
     HistoryEntry,
     HistoryPruned,
     Pool,
-    StaleBinding,
-    StoreError,
     cap_message,
     utcnow,
 )
 from engine.store.schema import BINDINGS, HISTORY, HISTORY_PRUNED, NORMAL_FORMS, POOLS
+from engine.store.transitions import Statements
 
 # The controller's statements, built once and run with parameters: building a statement (coercing
 # every value into the expression tree and keying the compiled cache on it) cost more CPU than
 # SQLite spent running it. An UPDATE sets the columns its parameters name.
-_BINDING_BY_ID = select(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
 _BINDING_BY_KEY = select(BINDINGS).where(
     BINDINGS.c.namespace == bindparam("_namespace"), BINDINGS.c.name == bindparam("_name")
 )
@@ -60,13 +60,8 @@ _BINDINGS_IN_POOL = (
     .order_by(BINDINGS.c.namespace, BINDINGS.c.name)
 )
 _INSERT_BINDING = insert(BINDINGS)
-_UPDATE_BINDING = update(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
-_DELETE_BINDING = delete(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
 _INSERT_HISTORY = insert(HISTORY)
 _POOL_BY_NAME = select(POOLS).where(POOLS.c.name == bindparam("_name"))
-_INSERT_POOL = insert(POOLS)
-_UPDATE_POOL = update(POOLS).where(POOLS.c.name == bindparam("_name"))
-_DELETE_POOL = delete(POOLS).where(POOLS.c.name == bindparam("_name"))
 
 
 class Store:
@@ -87,8 +82,15 @@ class Store:
         # Write transactions committed by this process: what /metrics and the benchmark count.
         self.write_transactions = 0
         self._writes_lock = threading.Lock()
+        self._statements = Statements(self.engine.dialect)
+        self._keeps_writer = separate
+        self._kept: Any = None
 
     def close(self) -> None:
+        with self._writer:
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
         self.engine.dispose()
         self._reader.dispose()
 
@@ -107,6 +109,40 @@ class Store:
             yield conn
         with self._writes_lock:
             self.write_transactions += 1
+
+    @contextmanager
+    def _raw_write(self) -> Iterator[Any]:
+        """A DBAPI cursor inside ONE write transaction, for ``Prepared`` statements.
+
+        On a SQLite file the store keeps one connection for it (every write of this process
+        queues on ``_writer`` anyway): checking a connection out of the pool and SQLAlchemy's
+        BEGIN/COMMIT cost as much as the statements. Elsewhere, the transaction of a pooled one.
+        """
+        with self._writer:
+            if not self._keeps_writer:
+                with self.engine.begin() as conn:
+                    yield conn.connection.cursor()
+            else:
+                if self._kept is None:
+                    self._kept = self.engine.raw_connection()
+                connection = self._kept.driver_connection
+                cursor = connection.cursor()
+                self._plain(cursor, "BEGIN IMMEDIATE")
+                try:
+                    yield cursor
+                    self._plain(cursor, "COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.rollback()
+                    raise
+        with self._writes_lock:
+            self.write_transactions += 1
+
+    def _plain(self, cursor: Any, statement: str) -> None:
+        try:
+            cursor.execute(statement)
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            raise wrapped_error(statement, exc, self.engine.dialect) from exc
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -325,92 +361,16 @@ class Store:
         return Binding(id=binding_id, **values)
 
     def commit(self, change: Change, *, now: datetime | None = None) -> Binding | None:
-        """Apply one transition atomically; returns the binding after it (None once removed).
+        """Apply one transition atomically (``engine.store.transitions.apply``); returns the binding
+        after it (None once removed).
 
         Raises ``StaleBinding`` when the binding is no longer in ``change.expected_state``: the
         caller's view is out of date and nothing is written.
         """
         now = now or utcnow()
-        with self._write() as conn:
-            found = conn.execute(_BINDING_BY_ID, {"_id": change.binding_id}).first()
-            if found is None or found.state != change.expected_state:
-                state = None if found is None else found.state
-                raise StaleBinding(
-                    f"binding {change.binding_id} is {state}, expected {change.expected_state}"
-                )
-            row = dict(found._mapping)
-            old_pool = row["pool"]
-            updates = change.updates()
-            new_pool = None if change.remove else updates.get("pool", old_pool)
-            if old_pool != new_pool and new_pool is not None:
-                # A pool row exists exactly while bindings refer to it; the bindings' foreign key
-                # needs it before the binding row points at it.
-                self._adjust_pool(conn, new_pool, +1, now)
-            if change.record:
-                conn.execute(
-                    _INSERT_HISTORY,
-                    {
-                        "binding_id": row["id"],
-                        "namespace": row["namespace"],
-                        "name": row["name"],
-                        "pool": new_pool if new_pool is not None else old_pool,
-                        "from_state": row["state"],
-                        "to_state": change.to_state,
-                        "trigger": change.trigger,
-                        "reason": change.reason,
-                        "message": cap_message(change.message),
-                        "attempt": updates.get("attempts", row["attempts"]),
-                        "at": now,
-                        "duration": (now - row["state_since"]).total_seconds(),
-                    },
-                )
-            if change.remove:
-                conn.execute(_DELETE_BINDING, {"_id": row["id"]})
-            else:
-                values = {**updates, "updated_at": now}
-                if change.to_state != row["state"]:
-                    values.update(state=change.to_state, state_since=now)
-                conn.execute(_UPDATE_BINDING, {"_id": row["id"], **values})
-                row.update(values)
-            pool_name = new_pool if new_pool is not None else old_pool
-            marks = {
-                "created_by_dklb": change.pool_created_by_dklb,
-                "pre_existing": change.pool_pre_existing,
-                "namespace": change.pool_namespace,
-                "shared_pool_key": change.pool_shared_pool_key,
-                "served": change.pool_served or None,
-            }
-            flags: dict[str, Any] = {k: v for k, v in marks.items() if v is not None}
-            if pool_name is not None and flags:
-                flags["updated_at"] = now
-                conn.execute(_UPDATE_POOL, {"_name": pool_name, **flags})
-            if old_pool != new_pool and old_pool is not None:
-                self._adjust_pool(conn, old_pool, -1, now)
-        return None if change.remove else Binding(**row)
-
-    def _adjust_pool(self, conn: Connection, name: str, delta: int, now: datetime) -> None:
-        found = conn.execute(_POOL_BY_NAME, {"_name": name}).first()
-        if found is None:
-            if delta < 0:
-                raise StoreError(f"reference count of unknown pool {name!r} cannot drop")
-            conn.execute(
-                _INSERT_POOL,
-                {
-                    "name": name,
-                    "ref_count": delta,
-                    "created_by_dklb": False,
-                    "served": False,
-                    "pre_existing": False,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            return
-        count = found.ref_count + delta
-        if count <= 0:
-            conn.execute(_DELETE_POOL, {"_name": name})
-        else:
-            conn.execute(_UPDATE_POOL, {"_name": name, "ref_count": count, "updated_at": now})
+        with self._raw_write() as cursor:
+            row = transitions.apply(self._statements, cursor, change, now)
+        return None if row is None else Binding(**row)
 
     def set_wakeup(self, key: str, at: datetime) -> bool:
         """Wake a binding at ``at`` (``dklb retry``); a running controller's scan picks it up."""

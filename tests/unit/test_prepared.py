@@ -1,0 +1,104 @@
+"""``engine.store.prepared``: a statement run on the DBAPI cursor stores byte for byte what
+SQLAlchemy's ``Connection.execute`` stores, reads back what it reads, and fails as it fails."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import bindparam, create_engine, insert, select
+
+from engine.store.prepared import Prepared
+from engine.store.schema import BINDINGS, Base
+
+WHEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+
+# (case, column values) inserted into ``bindings`` both ways; every stored cell must match.
+ROWS: list[tuple[str, dict[str, Any]]] = [
+    ("microseconds", {"next_wakeup": WHEN}),
+    ("whole-second", {"next_wakeup": WHEN.replace(microsecond=0)}),
+    ("other-zone", {"next_wakeup": datetime.fromisoformat("2026-03-04T07:06:07+02:00")}),
+    ("no-wakeup", {"next_wakeup": None}),
+    ("json", {"objects": {"b": [1, "x"], "a": None}, "config": {"k": "v"}}),
+    ("json-null", {"objects": None}),
+    ("error-text", {"last_error": "boom: 'quoted'"}),
+]
+
+
+def _binding(name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "namespace": "ns",
+        "name": name,
+        "uid": "u",
+        "state": "Pending",
+        "pool": None,
+        "config": None,
+        "objects": None,
+        "fingerprint": None,
+        "attempts": 0,
+        "next_wakeup": None,
+        "last_error": None,
+        "state_since": WHEN,
+        "created_at": WHEN,
+        "updated_at": WHEN,
+        "shared_pool_key": None,
+    }
+    return {**values, **extra}
+
+
+@pytest.mark.parametrize(("case", "extra"), ROWS, ids=[c for c, _ in ROWS])
+@pytest.mark.parametrize("paramstyle", ["qmark", "named"])
+def test_stored_and_read_back_as_sqlalchemy_does(
+    tmp_path: Any, case: str, extra: dict[str, Any], paramstyle: str
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'db'}")
+    Base.metadata.create_all(engine)
+    values = _binding(case, extra)
+    with engine.begin() as conn:
+        conn.execute(insert(BINDINGS), {**values, "name": "by-sqlalchemy"})
+    dialect = create_engine("sqlite://", paramstyle=paramstyle).dialect
+    keys = list(values)
+    raw = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    Prepared(insert(BINDINGS), dialect, keys).run(raw.cursor(), {**values, "name": "prepared"})
+    cells = {
+        name: raw.execute(f"SELECT {', '.join(keys[3:])} FROM bindings WHERE name = ?", (name,)).fetchone()
+        for name in ("by-sqlalchemy", "prepared")
+    }
+    assert cells["prepared"] == cells["by-sqlalchemy"]
+    by_key = Prepared(select(BINDINGS).where(BINDINGS.c.name == bindparam("_name")), dialect)
+    read = by_key.first(raw.cursor(), {"_name": "prepared"})
+    with engine.connect() as conn:
+        expected = conn.execute(select(BINDINGS).where(BINDINGS.c.name == "by-sqlalchemy")).one()._mapping
+    assert read is not None
+    assert {**read, "id": None, "name": None} == {**expected, "id": None, "name": None}
+    assert by_key.first(raw.cursor(), {"_name": "absent"}) is None
+    raw.close()
+    engine.dispose()
+
+
+# (case, values, SQLAlchemy's error): what a refused value or a refused row raises.
+FAILURES: list[tuple[str, dict[str, Any], type[Exception]]] = [
+    ("naive-datetime", {"next_wakeup": datetime(2026, 1, 1)}, sqlalchemy.exc.StatementError),
+    ("unknown-pool", {"pool": "nowhere"}, sqlalchemy.exc.IntegrityError),
+    ("same-service-twice", {"name": "taken"}, sqlalchemy.exc.IntegrityError),
+]
+
+
+@pytest.mark.parametrize(("case", "extra", "error"), FAILURES, ids=[c for c, _, _ in FAILURES])
+def test_refusals_raise_what_sqlalchemy_raises(
+    tmp_path: Any, case: str, extra: dict[str, Any], error: type
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'db'}")
+    Base.metadata.create_all(engine)
+    raw = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    raw.execute("PRAGMA foreign_keys=ON")
+    statement = Prepared(insert(BINDINGS), engine.dialect, list(_binding(case, {})))
+    statement.run(raw.cursor(), _binding("taken", {}))
+    with pytest.raises(error):
+        statement.run(raw.cursor(), _binding(case, extra))
+    assert raw.execute("SELECT count(*) FROM bindings").fetchone() == (1,)
+    raw.close()
+    engine.dispose()
