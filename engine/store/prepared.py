@@ -14,13 +14,16 @@ own wrapper (``IntegrityError``, ``OperationalError``...), as ``Connection.execu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Dialect, Select
+from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ReturnsRows
 from sqlalchemy.types import TypeEngine
 
 Processor = Callable[[Any], Any] | None
@@ -51,8 +54,9 @@ class Prepared:
         )
         self.columns: tuple[str, ...] = ()
         self._results: tuple[Processor, ...] = ()
-        if isinstance(statement, Select):
-            selected = list(statement.selected_columns)
+        if isinstance(statement, ReturnsRows):
+            # A SELECT's columns, or those an INSERT ... RETURNING gives back.
+            selected = list(statement.exported_columns)
             self.columns = tuple(str(c.key) for c in selected)
             self._results = tuple(_result(c.type, dialect) for c in selected)
 
@@ -80,8 +84,10 @@ class Prepared:
 
     def first(self, cursor: Any, values: Mapping[str, Any]) -> dict[str, Any] | None:
         """A SELECT's first row as ``{column: converted value}``, or None."""
-        row = self.run(cursor, values).fetchone()
-        return None if row is None else self.decode(row)
+        # Every row fetched: the statement is then finished (an INSERT ... RETURNING left
+        # half-stepped would keep COMMIT from going through).
+        rows = self.run(cursor, values).fetchall()
+        return self.decode(rows[0]) if rows else None
 
     def decode(self, row: Sequence[Any]) -> dict[str, Any]:
         return {
@@ -107,3 +113,96 @@ def _bind(kind: TypeEngine[Any], dialect: Dialect) -> Processor:
 
 def _result(kind: TypeEngine[Any], dialect: Dialect) -> Processor:
     return kind.dialect_impl(dialect).result_processor(dialect, None)
+
+
+class Connections:
+    """The DBAPI connections prepared statements run on, kept rather than checked out per call.
+
+    ``keep`` (a SQLite file): ONE writer connection (the store's writes queue on its own lock
+    anyway) on which ``write`` says BEGIN IMMEDIATE and COMMIT itself, and a few idle reader
+    connections (each read is one statement: SQLite's autocommit makes it its own snapshot).
+    Checking a connection out of SQLAlchemy's pool, its events and its BEGIN/COMMIT cost as much
+    CPU as the statements. Otherwise (``:memory:``, another database) each call takes a pooled
+    connection and SQLAlchemy's transaction, as the rest of the store does.
+    """
+
+    #: Reader connections kept idle at most; a burst of more concurrent reads opens and closes.
+    IDLE_READERS = 8
+
+    def __init__(self, writer: Engine, reader: Engine, *, keep: bool) -> None:
+        self._writer_engine = writer
+        self._reader_engine = reader
+        self._keep = keep
+        self._writer: Any = None
+        self._idle: list[Any] = []
+        self._idle_lock = threading.Lock()
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        """A cursor inside one write transaction; the caller holds the store's writer lock."""
+        if not self._keep:
+            with self._writer_engine.begin() as conn:
+                yield conn.connection.cursor()
+            return
+        if self._writer is None:
+            self._writer = _detached(self._writer_engine)
+        connection = self._writer
+        cursor = connection.cursor()
+        _plain(cursor, "BEGIN IMMEDIATE", self._writer_engine.dialect)
+        try:
+            yield cursor
+            _plain(cursor, "COMMIT", self._writer_engine.dialect)
+        except BaseException:
+            if connection.in_transaction:
+                connection.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        """A cursor for ONE statement, outside any transaction."""
+        if not self._keep:
+            with self._reader_engine.connect() as conn:
+                yield conn.connection.cursor()
+            return
+        with self._idle_lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = _detached(self._reader_engine)
+        cursor = connection.cursor()
+        try:
+            yield cursor
+        finally:
+            # Closing the cursor ends its statement, and with it the read snapshot it held.
+            cursor.close()
+            with self._idle_lock:
+                kept = len(self._idle) < self.IDLE_READERS
+                if kept:
+                    self._idle.append(connection)
+            if not kept:
+                connection.close()
+
+    def close(self) -> None:
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _detached(engine: Engine) -> Any:
+    """A DBAPI connection of ``engine`` (its connect event ran: pragmas, autocommit) that its pool
+    no longer counts: kept for good, it must not hold one of the pool's slots."""
+    proxied = engine.raw_connection()
+    proxied.detach()
+    return proxied.dbapi_connection
+
+
+def _plain(cursor: Any, statement: str, dialect: Dialect) -> None:
+    try:
+        cursor.execute(statement)
+    except dialect.loaded_dbapi.Error as exc:
+        raise wrapped_error(statement, exc, dialect) from exc

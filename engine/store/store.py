@@ -34,7 +34,7 @@ from sqlalchemy import (
 from engine.model.services import join_key, split_key
 from engine.store import transitions
 from engine.store.database import SINGLE_STATEMENT, make_engine, sqlite_path
-from engine.store.prepared import wrapped_error
+from engine.store.prepared import Connections
 from engine.store.records import (
     Binding,
     BindingSummary,
@@ -48,19 +48,9 @@ from engine.store.records import (
 from engine.store.schema import BINDINGS, HISTORY, HISTORY_PRUNED, NORMAL_FORMS, POOLS
 from engine.store.transitions import Statements
 
-# The controller's statements, built once and run with parameters: building a statement (coercing
-# every value into the expression tree and keying the compiled cache on it) cost more CPU than
-# SQLite spent running it. An UPDATE sets the columns its parameters name.
-_BINDING_BY_KEY = select(BINDINGS).where(
-    BINDINGS.c.namespace == bindparam("_namespace"), BINDINGS.c.name == bindparam("_name")
-)
-_BINDINGS_IN_POOL = (
-    select(BINDINGS)
-    .where(BINDINGS.c.pool == bindparam("_pool"))
-    .order_by(BINDINGS.c.namespace, BINDINGS.c.name)
-)
-_INSERT_BINDING = insert(BINDINGS)
-_INSERT_HISTORY = insert(HISTORY)
+# Built once and run with parameters: building a statement (coercing every value into the
+# expression tree and keying the compiled cache on it) cost more CPU than SQLite spent running it.
+# The hot ones (the reconciler's commit and reads) are prepared: engine.store.transitions.
 _POOL_BY_NAME = select(POOLS).where(POOLS.c.name == bindparam("_name"))
 
 
@@ -83,14 +73,11 @@ class Store:
         self.write_transactions = 0
         self._writes_lock = threading.Lock()
         self._statements = Statements(self.engine.dialect)
-        self._keeps_writer = separate
-        self._kept: Any = None
+        self._connections = Connections(self.engine, self._reader, keep=separate)
 
     def close(self) -> None:
         with self._writer:
-            if self._kept is not None:
-                self._kept.close()
-                self._kept = None
+            self._connections.close()
         self.engine.dispose()
         self._reader.dispose()
 
@@ -112,58 +99,35 @@ class Store:
 
     @contextmanager
     def _raw_write(self) -> Iterator[Any]:
-        """A DBAPI cursor inside ONE write transaction, for ``Prepared`` statements.
-
-        On a SQLite file the store keeps one connection for it (every write of this process
-        queues on ``_writer`` anyway): checking a connection out of the pool and SQLAlchemy's
-        BEGIN/COMMIT cost as much as the statements. Elsewhere, the transaction of a pooled one.
-        """
-        with self._writer:
-            if not self._keeps_writer:
-                with self.engine.begin() as conn:
-                    yield conn.connection.cursor()
-            else:
-                if self._kept is None:
-                    self._kept = self.engine.raw_connection()
-                connection = self._kept.driver_connection
-                cursor = connection.cursor()
-                self._plain(cursor, "BEGIN IMMEDIATE")
-                try:
-                    yield cursor
-                    self._plain(cursor, "COMMIT")
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.rollback()
-                    raise
+        """A DBAPI cursor inside ONE write transaction, for ``Prepared`` statements."""
+        with self._writer, self._connections.write() as cursor:
+            yield cursor
         with self._writes_lock:
             self.write_transactions += 1
-
-    def _plain(self, cursor: Any, statement: str) -> None:
-        try:
-            cursor.execute(statement)
-        except self.engine.dialect.loaded_dbapi.Error as exc:
-            raise wrapped_error(statement, exc, self.engine.dialect) from exc
 
     # ---- reads -------------------------------------------------------------------------------
 
     def get(self, key: str) -> Binding | None:
+        """The binding of ``key``: the read at the start of every reconcile, so a prepared one."""
         namespace, name = split_key(key)
-        with self._read() as conn:
-            row = conn.execute(_BINDING_BY_KEY, {"_namespace": namespace, "_name": name}).first()
-        return None if row is None else Binding(**row._mapping)
+        with self._connections.read() as cursor:
+            row = self._statements.binding_by_key.first(cursor, {"_namespace": namespace, "_name": name})
+        return None if row is None else Binding(**row)
 
     def bindings(self, *, pool: str | None = None, states: Sequence[str] | None = None) -> list[Binding]:
         if pool is not None and states is None:
-            # The guards' question on every transition into a pool.
-            query, params = _BINDINGS_IN_POOL, {"_pool": pool}
-        else:
-            query, params = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name), {}
-            if pool is not None:
-                query = query.where(BINDINGS.c.pool == pool)
-            if states is not None:
-                query = query.where(BINDINGS.c.state.in_(list(states)))
+            # The guards' question on every transition into a pool: a prepared read.
+            prepared = self._statements.bindings_in_pool
+            with self._connections.read() as cursor:
+                rows = prepared.run(cursor, {"_pool": pool}).fetchall()
+            return [Binding(**prepared.decode(row)) for row in rows]
+        query = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name)
+        if pool is not None:
+            query = query.where(BINDINGS.c.pool == pool)
+        if states is not None:
+            query = query.where(BINDINGS.c.state.in_(list(states)))
         with self._read() as conn:
-            return [Binding(**r._mapping) for r in conn.execute(query, params)]
+            return [Binding(**r._mapping) for r in conn.execute(query)]
 
     def pool(self, name: str) -> Pool | None:
         with self._read() as conn:
@@ -337,12 +301,13 @@ class Store:
             "updated_at": now,
             "shared_pool_key": None,
         }
-        with self._write() as conn:
-            inserted = conn.execute(_INSERT_BINDING, values).inserted_primary_key
+        sql = self._statements
+        with self._raw_write() as cursor:
+            inserted = sql.insert_binding.first(cursor, values)
             assert inserted is not None
-            binding_id = inserted[0]
-            conn.execute(
-                _INSERT_HISTORY,
+            binding_id = inserted["id"]
+            sql.insert_history.run(
+                cursor,
                 {
                     "binding_id": binding_id,
                     "namespace": namespace,

@@ -65,6 +65,16 @@ class Statements:
             ),
             dialect,
         )
+        self.bindings_in_pool = Prepared(
+            select(BINDINGS)
+            .where(BINDINGS.c.pool == bindparam("_pool"))
+            .order_by(BINDINGS.c.namespace, BINDINGS.c.name),
+            dialect,
+        )
+        # Every column given (no default of the table's applies to a prepared INSERT).
+        self.insert_binding = Prepared(
+            insert(BINDINGS).returning(BINDINGS.c.id), dialect, [c.key for c in BINDINGS.c if c.key != "id"]
+        )
         self.insert_history = Prepared(insert(HISTORY), dialect, _HISTORY_KEYS)
         self.delete_binding = Prepared(delete(BINDINGS).where(_BY_ID), dialect)
         self.pool_count = Prepared(select(POOLS.c.ref_count).where(_BY_NAME), dialect)

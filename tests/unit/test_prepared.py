@@ -4,14 +4,17 @@ SQLAlchemy's ``Connection.execute`` stores, reads back what it reads, and fails 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import bindparam, create_engine, insert, select
 
-from engine.store.prepared import Prepared
+from engine.store import Change, StaleBinding, migrate
+from engine.store.prepared import Connections, Prepared
 from engine.store.schema import BINDINGS, Base
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
@@ -102,3 +105,65 @@ def test_refusals_raise_what_sqlalchemy_raises(
     assert raw.execute("SELECT count(*) FROM bindings").fetchone() == (1,)
     raw.close()
     engine.dispose()
+
+
+# ---- the store's kept connections ------------------------------------------------------------
+
+
+def test_a_refused_commit_leaves_the_kept_writer_ready_for_the_next(tmp_path: Path) -> None:
+    store = migrate.open_store(str(tmp_path / "dklb.db"))
+    try:
+        created = store.create(
+            namespace="ns", name="a", uid="u", state="Pending", trigger="observed", now=WHEN
+        )
+        with pytest.raises(StaleBinding):
+            store.commit(Change(created.id, "Ready", "Pending", "spec_changed"), now=WHEN)
+        with pytest.raises(sqlalchemy.exc.StatementError):
+            store.commit(
+                Change(
+                    created.id,
+                    "Pending",
+                    "Provisioning",
+                    "accept",
+                    pool="p",
+                    next_wakeup=datetime(2026, 1, 1),
+                )
+            )
+        after = store.commit(Change(created.id, "Pending", "Provisioning", "accept", pool="p"), now=WHEN)
+        assert after is not None and after.state == "Provisioning"
+        assert store.live_reference_counts() == {"p": 1} == {p.name: p.ref_count for p in store.pools()}
+        assert [h.to_state for h in store.history(key="ns/a")] == ["Provisioning", "Pending"]
+    finally:
+        store.close()
+
+
+def test_concurrent_reads_each_get_a_connection_and_few_stay_open(tmp_path: Path) -> None:
+    store = migrate.open_store(str(tmp_path / "dklb.db"))
+    readers = Connections.IDLE_READERS * 2
+    try:
+        store.create(namespace="ns", name="a", uid="u", state="Pending", trigger="observed", now=WHEN)
+        together = threading.Barrier(readers)
+        seen: list[str | None] = []
+
+        def read() -> None:
+            with store._connections.read() as cursor:
+                together.wait(timeout=60)  # every reader holds its connection at once
+                row = store._statements.binding_by_key.first(cursor, {"_namespace": "ns", "_name": "a"})
+            seen.append(None if row is None else row["state"])
+
+        threads = [threading.Thread(target=read) for _ in range(readers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert seen == ["Pending"] * readers
+        assert len(store._connections._idle) == Connections.IDLE_READERS
+        # A read after a commit sees it: each read is its own snapshot, none is left open.
+        binding = store.get("ns/a")
+        assert binding is not None
+        store.commit(Change(binding.id, "Pending", "Provisioning", "accept", pool="p"), now=WHEN)
+        assert [b.key for b in store.bindings(pool="p")] == ["ns/a"]
+        assert store.get("ns/a") == store.bindings(states=["Provisioning"])[0]
+    finally:
+        store.close()
+    assert store._connections._idle == []
