@@ -7,6 +7,9 @@ either the old state or the new one, never a half-counted pool. Every other read
 too: the controller's wake-up scans (``keys``), the orphan sweep (``summaries``), ``/metrics``
 and ``/readyz`` (``counts``, ``ping``) and the operator commands (``history`` and the rest, on a
 read-only store). The schema is owned by Alembic: open a store through ``engine.store.migrate``.
+What runs on every reconcile step (``commit``, ``create``, ``get``, ``pool``, a pool's
+``bindings``) is prepared once and run on kept DBAPI connections (``engine.store.prepared``,
+``engine.store.transitions``); the rest goes through SQLAlchemy Core.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Text,
-    bindparam,
     delete,
     func,
     insert,
@@ -47,11 +49,6 @@ from engine.store.records import (
 )
 from engine.store.schema import BINDINGS, HISTORY, HISTORY_PRUNED, NORMAL_FORMS, POOLS
 from engine.store.transitions import Statements
-
-# Built once and run with parameters: building a statement (coercing every value into the
-# expression tree and keying the compiled cache on it) cost more CPU than SQLite spent running it.
-# The hot ones (the reconciler's commit and reads) are prepared: engine.store.transitions.
-_POOL_BY_NAME = select(POOLS).where(POOLS.c.name == bindparam("_name"))
 
 
 class Store:
@@ -130,9 +127,10 @@ class Store:
             return [Binding(**r._mapping) for r in conn.execute(query)]
 
     def pool(self, name: str) -> Pool | None:
-        with self._read() as conn:
-            row = conn.execute(_POOL_BY_NAME, {"_name": name}).first()
-        return None if row is None else Pool(**row._mapping)
+        """The pool's row: read by the guards and Provisioning on every step into a pool."""
+        with self._connections.read() as cursor:
+            row = self._statements.pool_by_name.first(cursor, {"_name": name})
+        return None if row is None else Pool(**row)
 
     def pools(self) -> list[Pool]:
         with self._read() as conn:

@@ -77,6 +77,7 @@ class Statements:
         )
         self.insert_history = Prepared(insert(HISTORY), dialect, _HISTORY_KEYS)
         self.delete_binding = Prepared(delete(BINDINGS).where(_BY_ID), dialect)
+        self.pool_by_name = Prepared(select(POOLS).where(_BY_NAME), dialect)
         self.pool_count = Prepared(select(POOLS.c.ref_count).where(_BY_NAME), dialect)
         self.insert_pool = Prepared(insert(POOLS), dialect, _NEW_POOL_KEYS)
         self.delete_pool = Prepared(delete(POOLS).where(_BY_NAME), dialect)
