@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import bindparam, create_engine, insert, select
 
-from engine.store import Change, StaleBinding, migrate
+from engine.store import Change, StaleBinding, Store, migrate
 from engine.store.prepared import Connections, Prepared
 from engine.store.schema import BINDINGS, Base
 
@@ -167,3 +167,20 @@ def test_concurrent_reads_each_get_a_connection_and_few_stay_open(tmp_path: Path
     finally:
         store.close()
     assert store._connections._idle == []
+
+
+def test_a_store_without_a_file_runs_the_same_statements_in_pooled_transactions() -> None:
+    store = Store("sqlite://")
+    try:
+        Base.metadata.create_all(store.engine)
+        created = store.create(
+            namespace="ns", name="a", uid="u", state="Pending", trigger="observed", now=WHEN
+        )
+        after = store.commit(Change(created.id, "Pending", "Provisioning", "accept", pool="p"), now=WHEN)
+        assert after is not None and store.get("ns/a") == after
+        assert store.pool("p") is not None and [b.key for b in store.bindings(pool="p")] == ["ns/a"]
+        with pytest.raises(StaleBinding):
+            store.commit(Change(created.id, "Pending", "Provisioning", "accept", pool="q"), now=WHEN)
+        assert store.pool("q") is None and store.write_transactions == 2
+    finally:
+        store.close()
