@@ -2,7 +2,8 @@
 
 Where it sits: every transition the reconciler commits is ONE transaction of ``engine.store``
 (``Store.commit(Change)``: the binding's row, the reference counts of the pools it leaves or
-joins, a history row), through SQLAlchemy. This measures what that costs against the least a
+joins, a history row), its statements prepared once and run on a kept DBAPI connection
+(``engine.store.prepared``). This measures what that costs against the least a
 durable transition could cost: a raw ``sqlite3`` loop doing one transaction per iteration (INSERT
 a history-like row, UPDATE a binding-like row) with the SAME pragmas the store runs with (read
 back from a connection of the store's own engine, so they follow ``engine.store.make_engine``),

@@ -7,6 +7,9 @@ either the old state or the new one, never a half-counted pool. Every other read
 too: the controller's wake-up scans (``keys``), the orphan sweep (``summaries``), ``/metrics``
 and ``/readyz`` (``counts``, ``ping``) and the operator commands (``history`` and the rest, on a
 read-only store). The schema is owned by Alembic: open a store through ``engine.store.migrate``.
+What runs on every reconcile step (``commit``, ``create``, ``get``, ``pool``, a pool's
+``bindings``) is prepared once and run on kept DBAPI connections (``engine.store.prepared``,
+``engine.store.transitions``); the rest goes through SQLAlchemy Core.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Text,
-    bindparam,
     delete,
     func,
     insert,
@@ -32,7 +34,9 @@ from sqlalchemy import (
 )
 
 from engine.model.services import join_key, split_key
+from engine.store import transitions
 from engine.store.database import SINGLE_STATEMENT, make_engine, sqlite_path
+from engine.store.prepared import Connections
 from engine.store.records import (
     Binding,
     BindingSummary,
@@ -40,33 +44,11 @@ from engine.store.records import (
     HistoryEntry,
     HistoryPruned,
     Pool,
-    StaleBinding,
-    StoreError,
     cap_message,
     utcnow,
 )
 from engine.store.schema import BINDINGS, HISTORY, HISTORY_PRUNED, NORMAL_FORMS, POOLS
-
-# The controller's statements, built once and run with parameters: building a statement (coercing
-# every value into the expression tree and keying the compiled cache on it) cost more CPU than
-# SQLite spent running it. An UPDATE sets the columns its parameters name.
-_BINDING_BY_ID = select(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
-_BINDING_BY_KEY = select(BINDINGS).where(
-    BINDINGS.c.namespace == bindparam("_namespace"), BINDINGS.c.name == bindparam("_name")
-)
-_BINDINGS_IN_POOL = (
-    select(BINDINGS)
-    .where(BINDINGS.c.pool == bindparam("_pool"))
-    .order_by(BINDINGS.c.namespace, BINDINGS.c.name)
-)
-_INSERT_BINDING = insert(BINDINGS)
-_UPDATE_BINDING = update(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
-_DELETE_BINDING = delete(BINDINGS).where(BINDINGS.c.id == bindparam("_id"))
-_INSERT_HISTORY = insert(HISTORY)
-_POOL_BY_NAME = select(POOLS).where(POOLS.c.name == bindparam("_name"))
-_INSERT_POOL = insert(POOLS)
-_UPDATE_POOL = update(POOLS).where(POOLS.c.name == bindparam("_name"))
-_DELETE_POOL = delete(POOLS).where(POOLS.c.name == bindparam("_name"))
+from engine.store.transitions import Statements
 
 
 class Store:
@@ -87,8 +69,12 @@ class Store:
         # Write transactions committed by this process: what /metrics and the benchmark count.
         self.write_transactions = 0
         self._writes_lock = threading.Lock()
+        self._statements = Statements(self.engine.dialect)
+        self._connections = Connections(self.engine, self._reader, keep=separate)
 
     def close(self) -> None:
+        with self._writer:
+            self._connections.close()
         self.engine.dispose()
         self._reader.dispose()
 
@@ -108,31 +94,43 @@ class Store:
         with self._writes_lock:
             self.write_transactions += 1
 
+    @contextmanager
+    def _raw_write(self) -> Iterator[Any]:
+        """A DBAPI cursor inside ONE write transaction, for ``Prepared`` statements."""
+        with self._writer, self._connections.write() as cursor:
+            yield cursor
+        with self._writes_lock:
+            self.write_transactions += 1
+
     # ---- reads -------------------------------------------------------------------------------
 
     def get(self, key: str) -> Binding | None:
+        """The binding of ``key``: the read at the start of every reconcile, so a prepared one."""
         namespace, name = split_key(key)
-        with self._read() as conn:
-            row = conn.execute(_BINDING_BY_KEY, {"_namespace": namespace, "_name": name}).first()
-        return None if row is None else Binding(**row._mapping)
+        with self._connections.read() as cursor:
+            row = self._statements.binding_by_key.first(cursor, {"_namespace": namespace, "_name": name})
+        return None if row is None else Binding(**row)
 
     def bindings(self, *, pool: str | None = None, states: Sequence[str] | None = None) -> list[Binding]:
         if pool is not None and states is None:
-            # The guards' question on every transition into a pool.
-            query, params = _BINDINGS_IN_POOL, {"_pool": pool}
-        else:
-            query, params = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name), {}
-            if pool is not None:
-                query = query.where(BINDINGS.c.pool == pool)
-            if states is not None:
-                query = query.where(BINDINGS.c.state.in_(list(states)))
+            # The guards' question on every transition into a pool: a prepared read.
+            prepared = self._statements.bindings_in_pool
+            with self._connections.read() as cursor:
+                rows = prepared.run(cursor, {"_pool": pool}).fetchall()
+            return [Binding(**prepared.decode(row)) for row in rows]
+        query = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name)
+        if pool is not None:
+            query = query.where(BINDINGS.c.pool == pool)
+        if states is not None:
+            query = query.where(BINDINGS.c.state.in_(list(states)))
         with self._read() as conn:
-            return [Binding(**r._mapping) for r in conn.execute(query, params)]
+            return [Binding(**r._mapping) for r in conn.execute(query)]
 
     def pool(self, name: str) -> Pool | None:
-        with self._read() as conn:
-            row = conn.execute(_POOL_BY_NAME, {"_name": name}).first()
-        return None if row is None else Pool(**row._mapping)
+        """The pool's row: read by the guards and Provisioning on every step into a pool."""
+        with self._connections.read() as cursor:
+            row = self._statements.pool_by_name.first(cursor, {"_name": name})
+        return None if row is None else Pool(**row)
 
     def pools(self) -> list[Pool]:
         with self._read() as conn:
@@ -301,12 +299,13 @@ class Store:
             "updated_at": now,
             "shared_pool_key": None,
         }
-        with self._write() as conn:
-            inserted = conn.execute(_INSERT_BINDING, values).inserted_primary_key
+        sql = self._statements
+        with self._raw_write() as cursor:
+            inserted = sql.insert_binding.first(cursor, values)
             assert inserted is not None
-            binding_id = inserted[0]
-            conn.execute(
-                _INSERT_HISTORY,
+            binding_id = inserted["id"]
+            sql.insert_history.run(
+                cursor,
                 {
                     "binding_id": binding_id,
                     "namespace": namespace,
@@ -325,92 +324,16 @@ class Store:
         return Binding(id=binding_id, **values)
 
     def commit(self, change: Change, *, now: datetime | None = None) -> Binding | None:
-        """Apply one transition atomically; returns the binding after it (None once removed).
+        """Apply one transition atomically (``engine.store.transitions.apply``); returns the binding
+        after it (None once removed).
 
         Raises ``StaleBinding`` when the binding is no longer in ``change.expected_state``: the
         caller's view is out of date and nothing is written.
         """
         now = now or utcnow()
-        with self._write() as conn:
-            found = conn.execute(_BINDING_BY_ID, {"_id": change.binding_id}).first()
-            if found is None or found.state != change.expected_state:
-                state = None if found is None else found.state
-                raise StaleBinding(
-                    f"binding {change.binding_id} is {state}, expected {change.expected_state}"
-                )
-            row = dict(found._mapping)
-            old_pool = row["pool"]
-            updates = change.updates()
-            new_pool = None if change.remove else updates.get("pool", old_pool)
-            if old_pool != new_pool and new_pool is not None:
-                # A pool row exists exactly while bindings refer to it; the bindings' foreign key
-                # needs it before the binding row points at it.
-                self._adjust_pool(conn, new_pool, +1, now)
-            if change.record:
-                conn.execute(
-                    _INSERT_HISTORY,
-                    {
-                        "binding_id": row["id"],
-                        "namespace": row["namespace"],
-                        "name": row["name"],
-                        "pool": new_pool if new_pool is not None else old_pool,
-                        "from_state": row["state"],
-                        "to_state": change.to_state,
-                        "trigger": change.trigger,
-                        "reason": change.reason,
-                        "message": cap_message(change.message),
-                        "attempt": updates.get("attempts", row["attempts"]),
-                        "at": now,
-                        "duration": (now - row["state_since"]).total_seconds(),
-                    },
-                )
-            if change.remove:
-                conn.execute(_DELETE_BINDING, {"_id": row["id"]})
-            else:
-                values = {**updates, "updated_at": now}
-                if change.to_state != row["state"]:
-                    values.update(state=change.to_state, state_since=now)
-                conn.execute(_UPDATE_BINDING, {"_id": row["id"], **values})
-                row.update(values)
-            pool_name = new_pool if new_pool is not None else old_pool
-            marks = {
-                "created_by_dklb": change.pool_created_by_dklb,
-                "pre_existing": change.pool_pre_existing,
-                "namespace": change.pool_namespace,
-                "shared_pool_key": change.pool_shared_pool_key,
-                "served": change.pool_served or None,
-            }
-            flags: dict[str, Any] = {k: v for k, v in marks.items() if v is not None}
-            if pool_name is not None and flags:
-                flags["updated_at"] = now
-                conn.execute(_UPDATE_POOL, {"_name": pool_name, **flags})
-            if old_pool != new_pool and old_pool is not None:
-                self._adjust_pool(conn, old_pool, -1, now)
-        return None if change.remove else Binding(**row)
-
-    def _adjust_pool(self, conn: Connection, name: str, delta: int, now: datetime) -> None:
-        found = conn.execute(_POOL_BY_NAME, {"_name": name}).first()
-        if found is None:
-            if delta < 0:
-                raise StoreError(f"reference count of unknown pool {name!r} cannot drop")
-            conn.execute(
-                _INSERT_POOL,
-                {
-                    "name": name,
-                    "ref_count": delta,
-                    "created_by_dklb": False,
-                    "served": False,
-                    "pre_existing": False,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            return
-        count = found.ref_count + delta
-        if count <= 0:
-            conn.execute(_DELETE_POOL, {"_name": name})
-        else:
-            conn.execute(_UPDATE_POOL, {"_name": name, "ref_count": count, "updated_at": now})
+        with self._raw_write() as cursor:
+            row = transitions.apply(self._statements, cursor, change, now)
+        return None if row is None else Binding(**row)
 
     def set_wakeup(self, key: str, at: datetime) -> bool:
         """Wake a binding at ``at`` (``dklb retry``); a running controller's scan picks it up."""

@@ -1,0 +1,181 @@
+"""One transition applied inside a write transaction: what ``Store.commit`` runs.
+
+Where it sits: the reconciler hands ``Store.commit`` a ``Change`` (``engine.store.records``); the
+store opens ONE write transaction and calls ``apply`` with its DBAPI cursor. ``apply`` checks the
+binding is still in the expected state, moves the reference counts of the pools it leaves or
+joins, appends the history row (unless the change records none) and updates or deletes the
+binding row: a crash leaves the old state or the new one, never a half-counted pool. Its
+statements are ``Prepared`` once per store (``Statements``), so a step costs little more than
+the SQL SQLite runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Dialect, bindparam, delete, insert, select, update
+from sqlalchemy.sql import ClauseElement
+
+from engine.store.prepared import Prepared
+from engine.store.records import Change, StaleBinding, StoreError, cap_message
+from engine.store.schema import BINDINGS, HISTORY, POOLS
+
+_HISTORY_KEYS = (
+    "binding_id",
+    "namespace",
+    "name",
+    "pool",
+    "from_state",
+    "to_state",
+    "trigger",
+    "reason",
+    "message",
+    "attempt",
+    "at",
+    "duration",
+)
+_NEW_POOL_KEYS = (
+    "name",
+    "ref_count",
+    "created_by_dklb",
+    "served",
+    "pre_existing",
+    "created_at",
+    "updated_at",
+)
+_BY_ID = BINDINGS.c.id == bindparam("_id")
+_BY_NAME = POOLS.c.name == bindparam("_name")
+
+
+class Statements:
+    """The store's prepared statements for one dialect; an UPDATE is prepared once per set of
+    columns it sets (a handful: the steps set the same fields each time)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._prepared: dict[tuple[str, frozenset[str]], Prepared] = {}
+        self._lock = threading.Lock()
+        self.binding_by_id = Prepared(select(BINDINGS).where(_BY_ID), dialect)
+        self.binding_by_key = Prepared(
+            select(BINDINGS).where(
+                BINDINGS.c.namespace == bindparam("_namespace"), BINDINGS.c.name == bindparam("_name")
+            ),
+            dialect,
+        )
+        self.bindings_in_pool = Prepared(
+            select(BINDINGS)
+            .where(BINDINGS.c.pool == bindparam("_pool"))
+            .order_by(BINDINGS.c.namespace, BINDINGS.c.name),
+            dialect,
+        )
+        # Every column given (no default of the table's applies to a prepared INSERT).
+        self.insert_binding = Prepared(
+            insert(BINDINGS).returning(BINDINGS.c.id), dialect, [c.key for c in BINDINGS.c if c.key != "id"]
+        )
+        self.insert_history = Prepared(insert(HISTORY), dialect, _HISTORY_KEYS)
+        self.delete_binding = Prepared(delete(BINDINGS).where(_BY_ID), dialect)
+        self.pool_by_name = Prepared(select(POOLS).where(_BY_NAME), dialect)
+        self.pool_count = Prepared(select(POOLS.c.ref_count).where(_BY_NAME), dialect)
+        self.insert_pool = Prepared(insert(POOLS), dialect, _NEW_POOL_KEYS)
+        self.delete_pool = Prepared(delete(POOLS).where(_BY_NAME), dialect)
+
+    def update_binding(self, keys: Iterable[str]) -> Prepared:
+        return self._cached("binding", keys, lambda: update(BINDINGS).where(_BY_ID))
+
+    def update_pool(self, keys: Iterable[str]) -> Prepared:
+        return self._cached("pool", keys, lambda: update(POOLS).where(_BY_NAME))
+
+    def _cached(self, table: str, keys: Iterable[str], build: Callable[[], ClauseElement]) -> Prepared:
+        columns = frozenset(keys)
+        found = self._prepared.get((table, columns))
+        if found is None:
+            with self._lock:
+                found = self._prepared.get((table, columns))
+                if found is None:
+                    found = Prepared(build(), self.dialect, sorted(columns))
+                    self._prepared[(table, columns)] = found
+        return found
+
+
+def apply(sql: Statements, cursor: Any, change: Change, now: datetime) -> dict[str, Any] | None:
+    """Apply ``change`` on ``cursor`` (inside the caller's write transaction); the binding's row
+    after it, or None once removed. ``StaleBinding`` (nothing written) when the binding is no
+    longer in ``change.expected_state``: the caller's view is out of date."""
+    row = sql.binding_by_id.first(cursor, {"_id": change.binding_id})
+    if row is None or row["state"] != change.expected_state:
+        state = None if row is None else row["state"]
+        raise StaleBinding(f"binding {change.binding_id} is {state}, expected {change.expected_state}")
+    old_pool = row["pool"]
+    updates = change.updates()
+    new_pool = None if change.remove else updates.get("pool", old_pool)
+    if old_pool != new_pool and new_pool is not None:
+        # A pool row exists exactly while bindings refer to it; the bindings' foreign key needs it
+        # before the binding row points at it.
+        _adjust_pool(sql, cursor, new_pool, +1, now)
+    if change.record:
+        history = {
+            "binding_id": row["id"],
+            "namespace": row["namespace"],
+            "name": row["name"],
+            "pool": new_pool if new_pool is not None else old_pool,
+            "from_state": row["state"],
+            "to_state": change.to_state,
+            "trigger": change.trigger,
+            "reason": change.reason,
+            "message": cap_message(change.message),
+            "attempt": updates.get("attempts", row["attempts"]),
+            "at": now,
+            "duration": (now - row["state_since"]).total_seconds(),
+        }
+        sql.insert_history.run(cursor, history)
+    if change.remove:
+        sql.delete_binding.run(cursor, {"_id": row["id"]})
+    else:
+        values = {**updates, "updated_at": now}
+        if change.to_state != row["state"]:
+            values.update(state=change.to_state, state_since=now)
+        sql.update_binding(values).run(cursor, {"_id": row["id"], **values})
+        row.update(values)
+    pool_name = new_pool if new_pool is not None else old_pool
+    marks = {
+        "created_by_dklb": change.pool_created_by_dklb,
+        "pre_existing": change.pool_pre_existing,
+        "namespace": change.pool_namespace,
+        "shared_pool_key": change.pool_shared_pool_key,
+        "served": change.pool_served or None,
+    }
+    flags: dict[str, Any] = {k: v for k, v in marks.items() if v is not None}
+    if pool_name is not None and flags:
+        flags["updated_at"] = now
+        sql.update_pool(flags).run(cursor, {"_name": pool_name, **flags})
+    if old_pool != new_pool and old_pool is not None:
+        _adjust_pool(sql, cursor, old_pool, -1, now)
+    return None if change.remove else row
+
+
+def _adjust_pool(sql: Statements, cursor: Any, name: str, delta: int, now: datetime) -> None:
+    found = sql.pool_count.first(cursor, {"_name": name})
+    if found is None:
+        if delta < 0:
+            raise StoreError(f"reference count of unknown pool {name!r} cannot drop")
+        new = {
+            "name": name,
+            "ref_count": delta,
+            "created_by_dklb": False,
+            "served": False,
+            "pre_existing": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        sql.insert_pool.run(cursor, new)
+        return
+    count = found["ref_count"] + delta
+    if count <= 0:
+        sql.delete_pool.run(cursor, {"_name": name})
+    else:
+        sql.update_pool(("ref_count", "updated_at")).run(
+            cursor, {"_name": name, "ref_count": count, "updated_at": now}
+        )
