@@ -3,11 +3,11 @@
 Data flow: the reconciler hands state handlers an ``engine.edgelb.port.EdgeLB``; in production
 (and against the local EdgeLB of the demo) that is an ``EdgeLBClient`` built by
 ``client_from_options`` from the command-line flags. Each call is one HTTP request (two when a
-401 makes it renew its token) to the EdgeLB V2 API (its contract: ``shared/edgelb-api.md`` of
-the design documents); every answer that
-is not a success becomes one of the typed errors of ``engine.edgelb.errors`` which the handlers
-branch on. The client never retries on its own (except that single re-login): the engine owns
-retries, with backoff persisted in its store, so a crash does not reset them.
+401 makes it renew its token) to the EdgeLB V2 API (its contract: ``shared/edgelb-api.md`` of the
+design documents); every answer that is not a success becomes one of the typed errors of
+``engine.edgelb.errors`` which the handlers branch on. The client never retries on its own (except
+that single re-login): the engine owns retries, with backoff persisted in its store, so a crash
+does not reset them. ``iter_pools`` decodes the listing as it streams in (``engine.edgelb.stream``).
 
 ``on_response(method, route_template, status_or_0, seconds)`` is called after every HTTP
 request; it feeds the Prometheus metrics (``engine.telemetry.metrics``), hence route templates
@@ -35,7 +35,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -57,9 +57,11 @@ from engine.edgelb.auth import (
     server_detail,
     transport_reason,
 )
+from engine.edgelb.credentials import plaintext_credential
 from engine.edgelb.errors import Conflict, EdgeLBError, Invalid, NotFound, Unavailable, Unexpected
 from engine.edgelb.port import Pool
 from engine.edgelb.schema import SERVER_ONLY_KEYS
+from engine.edgelb.stream import response_items
 
 log = logging.getLogger("dklb.edgelb")
 
@@ -186,7 +188,9 @@ class EdgeLBClient:
                 # Metrics must never turn a good EdgeLB answer into a failure.
                 log.exception("on_response callback failed for %s %s", method, route)
 
-    def _send(self, method: str, route: str, path: str, body: Any, token: str | None) -> requests.Response:
+    def _send(
+        self, method: str, route: str, path: str, body: Any, token: str | None, stream: bool = False
+    ) -> requests.Response:
         started = time.monotonic()
         what = f"{method} {path}"
         try:
@@ -197,8 +201,10 @@ class EdgeLBClient:
                 timeout=self._timeout,
                 verify=self._send_verify,
                 proxies=self._session.proxies,
+                stream=stream,
             )
-            resp.content  # noqa: B018  (read now, as Session.request does: a drop mid-answer is caught below)
+            if not stream or not 200 <= resp.status_code < 300:
+                resp.content  # noqa: B018  (read now, as Session.request does: a drop mid-answer is caught below)
         except requests.ConnectTimeout:
             self._report(method, route, path, 0, started)
             raise Unavailable(f"{what}: could not connect within {self._timeout[0]}s") from None
@@ -240,14 +246,16 @@ class EdgeLBClient:
         request.body = data
         return request
 
-    def _request(self, method: str, route: str, path: str, body: Any = None) -> requests.Response:
+    def _request(
+        self, method: str, route: str, path: str, body: Any = None, stream: bool = False
+    ) -> requests.Response:
         token = self._get_token(renew=False, stale=None)
-        resp = self._send(method, route, path, body, token)
+        resp = self._send(method, route, path, body, token, stream)
         if resp.status_code == 401 and self._token_source is not None:
             # Tokens expire and rotate: log in again once, then give up (the engine retries later).
             resp.close()
             token = self._get_token(renew=True, stale=token)
-            resp = self._send(method, route, path, body, token)
+            resp = self._send(method, route, path, body, token, stream)
             if resp.status_code == 401:
                 raise Unexpected(
                     f"{method} {path}: 401 authentication failed even after renewing the token", status=401
@@ -316,6 +324,12 @@ class EdgeLBClient:
     def list_pools(self) -> list[Pool]:
         path = "/v2/pools"
         return self._json("GET", path, self._request("GET", path, path), list)
+
+    def iter_pools(self) -> Iterator[Pool]:
+        """``list_pools``, decoded one pool at a time as the answer streams in (reported to
+        ``on_response`` once its headers are in): the whole listing is never held at once."""
+        resp = self._request("GET", "/v2/pools", "/v2/pools", stream=True)
+        return response_items(resp, what="GET /v2/pools", scrub=self.scrub)
 
     def get_pool(self, name: str) -> Pool:
         path = self._pool_path(name)
@@ -452,30 +466,6 @@ def base_url_of(*, url: str | None, host: str | None, scheme: str = "http", path
         raise ValueError("the EdgeLB host must be a host name with an optional port, without scheme or path")
     prefix = path.strip("/")
     return f"{scheme}://{host}" + (f"/{prefix}" if prefix else "")
-
-
-def plaintext_credential(
-    base_url: str,
-    *,
-    token_file: str | None = None,
-    token_value: str | None = None,
-    service_account_secret_file: str | None = None,
-    token_env: str = "DKLB_EDGELB_TOKEN",
-) -> str | None:
-    """The credential (as the flag or variable that gives it) that would go to ``base_url`` in
-    the clear, or None: none is given, or the URL is https. (A service account's login endpoint
-    is ``ServiceAccountLogin``'s to check: it is inside the secret.)"""
-    if urlsplit(base_url).scheme.lower() != "http":
-        return None
-    if service_account_secret_file:
-        return "the service account of --edgelb-service-account-secret-file"
-    if token_file:
-        return "the bearer token of --edgelb-bearer-token-file"
-    if token_value:
-        return "the bearer token of --edgelb-bearer-token"
-    if token_env and os.environ.get(token_env):
-        return f"the bearer token of {token_env}"
-    return None
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,26 @@ def created_by_dklb(pool: Pool, *, cluster: str) -> bool:
     return isinstance(variables, dict) and variables.get(CREATED_BY_VARIABLE) == cluster
 
 
+def pool_outline(pool: Pool) -> Pool:
+    """What the orphan sweep reads of a listed pool (its name, dklb's mark, the names of its
+    objects) and nothing else: a period's listing is held until that sweep, thousands of pools."""
+    outline: Pool = {"name": pool.get("name")}
+    variables = pool.get("environmentVariables")
+    if isinstance(variables, dict) and CREATED_BY_VARIABLE in variables:
+        outline["environmentVariables"] = {CREATED_BY_VARIABLE: variables[CREATED_BY_VARIABLE]}
+    haproxy = pool.get("haproxy")
+    if isinstance(haproxy, dict):
+        # Anything unexpected is kept as listed: the sweep judges it as it would the whole pool.
+        haproxy = {kind: _names(found) for kind in ("frontends", "backends") if (found := haproxy.get(kind))}
+    return outline if haproxy is None else {**outline, "haproxy": haproxy}
+
+
+def _names(objects: Any) -> Any:
+    if not isinstance(objects, list):
+        return objects
+    return [{"name": o.get("name")} if isinstance(o, dict) else o for o in objects]
+
+
 def made_by_a_dklb(pool: Pool, *, cluster: str) -> bool:
     """True when ``pool`` carries dklb's mark for ``cluster``, or no mark and holds objects that
     all follow the dklb naming of ``cluster``: the Go dklb put no mark on the pools it made, only

@@ -20,9 +20,10 @@ the check sufficient.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from engine.edgelb import stream
 from engine.edgelb.port import EdgeLB, Pool
 from engine.kube.port import Kube, Service
 
@@ -59,6 +60,9 @@ class FencedEdgeLB:
 
     def list_pools(self) -> list[Pool]:
         return self._edgelb.list_pools()
+
+    def iter_pools(self) -> Iterator[Pool]:
+        return stream.pools(self._edgelb)
 
     def get_pool(self, name: str) -> Pool:
         return self._edgelb.get_pool(name)

@@ -43,12 +43,13 @@ from typing import Any, Protocol
 
 import yaml
 
+from engine.edgelb import stream
 from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.edgelb.port import EdgeLB, Pool
 from engine.model.parse import MAX_ANNOTATION_BYTES
 from engine.model.services import ANY_CLASS, config_text, handled, key, metadata
 from engine.model.strict_yaml import load_strict
-from engine.model.translation import Owner, created_by_dklb, owner_of
+from engine.model.translation import Owner, created_by_dklb, owner_of, pool_outline
 from engine.runtime.cache import PoolLocks, ServiceCache
 from engine.runtime.fence import NotLeader
 from engine.store import Store
@@ -208,14 +209,15 @@ def sweep(
     on_deleted: Callable[[str], None] | None = None,
     pools: list[Pool] | None = None,
 ) -> Sweep:
-    """One sweep: list the pools (unless ``pools`` is a listing just made), decide, and delete
-    (under each pool's lock) the orphans seen twice.
+    """One sweep: list the pools (unless ``pools`` is a listing just made, whole pools or their
+    ``pool_outline``), decide, and delete (under each pool's lock) the orphans seen twice.
 
     Raises ``EdgeLBError`` when the pools cannot be listed and ``NotLeader`` when a DELETE is
     refused by the fence; a failure on one pool only keeps that pool for the next sweep.
     """
     if pools is None:
-        pools = edgelb.list_pools()
+        # Streamed: what the decision reads of each pool, not the whole listing at once.
+        pools = [pool_outline(pool) for pool in stream.pools(edgelb) if isinstance(pool, dict)]
     decision = decide(
         pools, cluster=cluster, bindings=store.summaries(), services=_services(cache), seen=seen
     )

@@ -39,14 +39,22 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any
 
+from engine.edgelb import stream
 from engine.edgelb.errors import EdgeLBError
-from engine.edgelb.port import EdgeLB
+from engine.edgelb.port import EdgeLB, Pool
 from engine.edgelb.schema import MODEL
 from engine.model.services import split_key
-from engine.model.translation import Object, Owner, ingress_from_metadata, normalized_objects, owner_of
+from engine.model.translation import (
+    Object,
+    Owner,
+    ingress_from_metadata,
+    normalized_objects,
+    owner_of,
+    pool_outline,
+)
 from engine.runtime.cache import ServiceCache
 from engine.store import Store
 
@@ -57,20 +65,32 @@ DEFAULT_METADATA_RESYNC_PERIOD = 300.0
 
 # (key, pool, recorded objects: a dict, or the JSON text the store holds) of one settled binding.
 Expectation = tuple[str, str, Any]
-# Per listed pool, per owner: its (frontends, backends), normalized as ``owned_part`` gives them.
-Owned = dict[str, dict[Owner, tuple[list[Object], list[Object]]]]
+# Per listed pool, per owner: the digest (``Digests.of``) of its (frontends, backends) as listed.
+Owned = dict[str, dict[Owner, bytes]]
+# (key, pool, digest of the recorded objects) of one settled binding.
+Expected = tuple[str, str, bytes]
 
 
 # ---- the pure comparisons ------------------------------------------------------------------------
 
 
-def index_pools(pools: Iterable[Any], *, cluster: str) -> Owned:
-    """The listed pools by name, each pool's objects of this cluster grouped by owner, as listed
-    (normalization happens per group, memoized: ``Digests``)."""
+def index_pools(
+    pools: Iterable[Any],
+    *,
+    cluster: str,
+    digests: Digests | None = None,
+    wanted: Container[tuple[str, Owner]] | None = None,
+) -> Owned:
+    """The listed pools by name, each pool's objects of this cluster grouped by owner and digested
+    (``Digests``: normalized, memoized). With ``wanted``, only the (pool, owner) pairs in it (the
+    settled bindings') are digested. ``pools`` is consumed one pool at a time (a streamed
+    listing) and nothing of a pool but those digests is kept."""
+    digests = digests if digests is not None else Digests()
     index: Owned = {}
     for pool in pools:
         if not isinstance(pool, dict) or not isinstance(pool.get("name"), str):
             continue
+        name = pool["name"]
         found_haproxy = pool.get("haproxy")
         haproxy: dict[str, Any] = found_haproxy if isinstance(found_haproxy, dict) else {}
         owners: dict[Owner, tuple[list[Object], list[Object]]] = {}
@@ -80,9 +100,11 @@ def index_pools(pools: Iterable[Any], *, cluster: str) -> Owned:
                 if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
                     continue
                 parsed = owner_of(obj["name"], cluster=cluster)
-                if parsed is not None:
+                if parsed is not None and (wanted is None or (name, parsed[0]) in wanted):
                     owners.setdefault(parsed[0], ([], []))[position].append(obj)
-        index[pool["name"]] = owners
+        index[name] = {
+            owner: digests.of({"frontends": fe, "backends": be}) for owner, (fe, be) in owners.items()
+        }
     return index
 
 
@@ -138,24 +160,48 @@ class Digests:
         return found
 
 
+# Built once (``json.dumps`` with options builds an encoder per call, a tenth of digesting a set);
+# decoded JSON has no cycles to check for (a quarter of the encoding).
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False).encode
+
+
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return _ENCODE(value)
 
 
 def to_wake(expectations: Iterable[Expectation], listed: Owned, digests: Digests | None = None) -> list[str]:
     """The keys whose pool is missing from ``listed`` or holds other objects for them than recorded
     (compared normalized: server-filled defaults are no difference)."""
     digests = digests if digests is not None else Digests()
+    return differing(
+        [(key, pool, digests.of(objects)) for key, pool, objects in expectations], listed, digests
+    )
+
+
+def differing(expected: Iterable[Expected], listed: Owned, digests: Digests) -> list[str]:
+    """``to_wake`` of expectations already digested."""
     woken: list[str] = []
-    for key, pool, objects in expectations:
+    empty: bytes | None = None
+    for key, pool, digest in expected:
         owners = listed.get(pool)
         if owners is None:
             woken.append(key)
             continue
-        frontends, backends = owners.get(split_key(key), ([], []))
-        if digests.of(objects) != digests.of({"frontends": frontends, "backends": backends}):
+        found = owners.get(split_key(key))
+        if found is None:
+            empty = empty or digests.of({"frontends": [], "backends": []})
+            found = empty
+        if digest != found:
             woken.append(key)
     return woken
+
+
+def _outlined(pools: Iterable[Any], outlines: list[Pool]) -> Iterator[Any]:
+    """``pools`` as they come, each one's outline appended to ``outlines`` on the way."""
+    for pool in pools:
+        if isinstance(pool, dict):
+            outlines.append(pool_outline(pool))
+        yield pool
 
 
 def current_ingress(service: Mapping[str, Any] | None) -> list[Any]:
@@ -259,9 +305,9 @@ class PoolSweep:
         self.digests = Digests()
         self._loaded = False
         self._kept = 0  # normal forms in the store, as far as this process knows
-        # The last sweep's raw listing, until ``take_listing`` (the orphan sweep's input): held
-        # for a moment, not for a period (thousands of decoded pools).
-        self._listing: list[Any] | None = None
+        # The outline of the last sweep's listing, until ``take_listing`` (the orphan sweep's
+        # input): the whole decoded pools are never kept.
+        self._listing: list[Pool] | None = None
         # Counters, read by tests and logs.
         self.sweeps = 0
         self.failures = 0
@@ -276,30 +322,40 @@ class PoolSweep:
         # The store first: a binding that turns Ready after this read waits for the next sweep,
         # rather than being compared with a listing older than its own write.
         self._listing = None
-        expectations = list(self.store.expectations(self.states))
-        if not expectations:
+        self._load_normal_forms()
+        self.digests.used.clear()
+        # Digested as read: 20,000 recorded objects' texts are not all held at once.
+        expected = [
+            (key, pool, self.digests.of(objects))
+            for key, pool, objects in self.store.expectations(self.states)
+        ]
+        if not expected:
             # Nothing settled to compare: no request at all.
             self.metadata.track(())
             return []
-        pools = self.edgelb.list_pools()
-        listed = index_pools(pools, cluster=self.cluster)
-        self._listing = pools
-        self._load_normal_forms()
-        self.digests.used.clear()
-        woken = to_wake(expectations, listed, self.digests)
+        outlines: list[Pool] = []
+        listed = index_pools(
+            _outlined(stream.pools(self.edgelb), outlines),
+            cluster=self.cluster,
+            digests=self.digests,
+            wanted={(pool, split_key(key)) for key, pool, _ in expected},
+        )
+        # Only now that the whole listing was read without error (a failed one wakes nobody).
+        self._listing = outlines
+        woken = differing(expected, listed, self.digests)
         self._keep_normal_forms()
         if startup:
             seen = set(woken)
-            for key, _, _ in expectations:
+            for key, _, _ in expected:
                 if key not in seen and not current_ingress(self.cache.get(key)):
                     woken.append(key)
-        self.metadata.track(pool for _, pool, _ in expectations)
+        self.metadata.track(pool for _, pool, _ in expected)
         self.sweeps += 1
         if woken:
             log.info(
                 "pool sweep: %d of %d settled bindings differ from the listing of %d pools; verifying them",
                 len(woken),
-                len(expectations),
+                len(expected),
                 len(listed),
             )
         return woken
@@ -334,8 +390,9 @@ class PoolSweep:
             return
         self._kept = len(found) if replace else self._kept + len(new)
 
-    def take_listing(self) -> list[Any] | None:
-        """The pools the last sweep listed (None when it listed nothing), handed over once."""
+    def take_listing(self) -> list[Pool] | None:
+        """The outlines (``pool_outline``) of the pools the last sweep listed (None when it listed
+        nothing), handed over once."""
         listing, self._listing = self._listing, None
         return listing
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from engine.edgelb import stream
 from engine.edgelb.port import EdgeLB, Pool
 
 # Long enough for the bindings of one pool polling in a burst to share a read, short enough that
@@ -46,6 +47,9 @@ class SharedMetadata:
 
     def list_pools(self) -> list[Pool]:
         return self._edgelb.list_pools()
+
+    def iter_pools(self) -> Iterator[Pool]:
+        return stream.pools(self._edgelb)
 
     def get_pool(self, name: str) -> Pool:
         return self._edgelb.get_pool(name)

@@ -24,7 +24,7 @@ import pytest
 
 from engine.edgelb.errors import Unavailable
 from engine.model.services import ANNOTATION, FINALIZER
-from engine.model.translation import CREATED_BY_VARIABLE, object_name
+from engine.model.translation import CREATED_BY_VARIABLE, object_name, pool_outline
 from engine.runtime.cache import PoolLocks
 from engine.runtime.fence import Fence, FencedEdgeLB
 from engine.runtime.orphans import OrphanSweeper, _annotated_pool, decide, sweep
@@ -159,16 +159,25 @@ ROWS = [
 ]
 
 
+@pytest.mark.parametrize("shape", [dict, pool_outline], ids=["whole pool", "outline"])
 @pytest.mark.parametrize(
     ("body", "bindings", "services", "seen", "verdict"),
     [row[1:] for row in ROWS],
     ids=[row[0] for row in ROWS],
 )
 def test_decide(
-    body: dict[str, Any], bindings: list[B], services: list[dict], seen: set[str], verdict: str
+    body: dict[str, Any],
+    bindings: list[B],
+    services: list[dict],
+    seen: set[str],
+    verdict: str,
+    shape: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> None:
+    """Whole, or as the pool sweep hands its listing over (``pool_outline``): the same verdict."""
     # One-shot iterators, as a sweep passes them (read row by row): each is read once.
-    decision = decide([body], cluster=CLUSTER, bindings=iter(bindings), services=iter(services), seen=seen)
+    decision = decide(
+        [shape(body)], cluster=CLUSTER, bindings=iter(bindings), services=iter(services), seen=seen
+    )
     if verdict == "delete":
         assert decision.delete == (POOL,) and decision.candidates == {POOL} and not decision.kept
     elif verdict == "candidate":

@@ -407,3 +407,35 @@ def test_the_orphan_sweep_follows_each_periodic_sweep_with_its_listing(procs: Ca
     handed.clear()
     wait_for(lambda: len(handed) >= 2, timeout=DEADLINE, what="two periods as a follower")
     assert all(found is None for found in handed)
+
+
+def test_a_listing_cut_mid_stream_wakes_nobody_and_the_next_whole_one_does(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing is read one pool at a time: a fault after some pools must not make the sweep
+    compare (and wake) against the part read; a whole listing is handed to the orphan sweep as
+    outlines (name, mark, object names), not as the pools."""
+    shared_and_own(world, own=4, shared=3)
+    world.edgelb.drop("own3")  # a whole listing wakes default/own3
+    sweep = fresh_sweep(world)
+
+    def cut() -> Iterator[dict[str, Any]]:
+        for i, pool in enumerate(world.edgelb.list_pools()):
+            if i == 2:
+                raise Unavailable("GET /v2/pools: connection failed mid-answer")
+            yield pool
+
+    monkeypatch.setattr(world.edgelb, "iter_pools", cut, raising=False)
+    with pytest.raises(Unavailable):
+        sweep.sweep()
+    assert sweep.take_listing() is None
+
+    monkeypatch.delattr(world.edgelb, "iter_pools")
+    assert sweep.sweep() == ["default/own3"]
+    outlines = present(sweep.take_listing())
+    assert sorted(p["name"] for p in outlines) == ["own0", "own1", "own2", "shared"]
+    shared = next(p for p in outlines if p["name"] == "shared")
+    assert sorted(f["name"] for f in shared["haproxy"]["frontends"]) == [
+        f"{CLUSTER}:default:sh{i}:{90 + i}" for i in range(3)
+    ]
+    assert all(set(f) == {"name"} for p in outlines for f in p["haproxy"]["frontends"])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine.edgelb.errors import Unavailable
-from engine.model.translation import ServicePort, service_objects
+from engine.model.translation import ServicePort, pool_outline, service_objects
 from engine.runtime.poolsweep import MetadataSchedule, current_ingress, index_pools, stale_statuses, to_wake
 from engine.runtime.sharedmetadata import SharedMetadata
 from tests.fakes.edgelb import METADATA, FakeEdgeLB
@@ -212,3 +212,54 @@ def test_failures_are_not_shared() -> None:
         port.get_metadata("p")
     port.get_metadata("p")
     assert edgelb.calls[METADATA] == 2
+
+
+def test_index_pools_digests_only_the_wanted_owners() -> None:
+    listed = [pool("p", A, B), pool("q", C)]
+    index = index_pools(listed, cluster=CLUSTER, wanted={("p", ("default", "a"))})
+    assert index == {
+        "p": {("default", "a"): index_pools(listed, cluster=CLUSTER)["p"][("default", "a")]},
+        "q": {},
+    }
+    # The digest is the content's, whichever ``Digests`` computed it: comparable across sweeps.
+    assert to_wake([("default/a", "p", A), ("default/b", "p", B)], index) == ["default/b"]
+
+
+MARK = {"DKLB_CREATED_BY": CLUSTER}
+OUTLINE_CASES = [
+    (
+        "name, mark, object names",
+        {"name": "p", "count": 1, "environmentVariables": {**MARK, "X": "y"}, **pool("p", A)},
+        {
+            "name": "p",
+            "environmentVariables": MARK,
+            "haproxy": {
+                "frontends": [{"name": f["name"]} for f in A["frontends"]],
+                "backends": [{"name": b["name"]} for b in A["backends"]],
+            },
+        },
+    ),
+    ("no mark, no haproxy", {"name": "p", "environmentVariables": {"X": "y"}}, {"name": "p"}),
+    (
+        "empty object lists",
+        {"name": "p", "haproxy": {"frontends": [], "backends": None}},
+        {"name": "p", "haproxy": {}},
+    ),
+    # What the orphan sweep cannot read is kept as listed: it judges it as it would the whole pool.
+    (
+        "objects that are no dicts",
+        {"name": "p", "haproxy": {"frontends": [3, {"x": 1}]}},
+        {"name": "p", "haproxy": {"frontends": [3, {"name": None}]}},
+    ),
+    ("a haproxy that is no dict", {"name": "p", "haproxy": ["f"]}, {"name": "p", "haproxy": ["f"]}),
+    (
+        "a frontends that is no list",
+        {"name": "p", "haproxy": {"frontends": "f"}},
+        {"name": "p", "haproxy": {"frontends": "f"}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "listed", "outline"), OUTLINE_CASES, ids=[c[0] for c in OUTLINE_CASES])
+def test_pool_outline(case: str, listed: dict[str, Any], outline: dict[str, Any]) -> None:
+    assert pool_outline(listed) == outline
