@@ -145,7 +145,8 @@ class Metrics:
         )
         self.verification_seconds = Gauge(
             "dklb_startup_verification_seconds",
-            "Seconds from the first complete list to every known binding reconciled once (0 until then).",
+            "Seconds from the first complete list to every binding verified, by a reconcile or the "
+            "first pool sweep (0 until then).",
             registry=r,
         )
         self.leader = Gauge("dklb_leader", "1 while this replica leads (and may write), else 0.", registry=r)
