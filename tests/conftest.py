@@ -1,11 +1,15 @@
-"""Fixtures shared by every test directory: the real kube-apiserver of the end-to-end tests.
+"""Fixtures shared by every test directory: the real kube-apiserver of the end-to-end tests and
+the real PostgreSQL server of the store's second dialect.
 
 One API server per test session (it takes about 5 s to start); tests isolate themselves by
-namespace. Started on free loopback ports, stopped by PID at the end of the session.
+namespace. One PostgreSQL cluster per session (``localpg``, about 1 s); tests isolate themselves
+by database (``postgres_url``: a fresh, empty one per test). Both on free loopback ports, stopped
+by PID at the end of the session.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 
@@ -13,6 +17,7 @@ import pytest
 from hypothesis import settings
 
 import localcluster
+import localpg
 
 # Hypothesis' per-example deadline (200 ms) measures the machine, not the code: on a loaded CI
 # runner a pure parser example can take longer and fail with DeadlineExceeded. Every property
@@ -28,6 +33,30 @@ def kube_cluster() -> Iterator[localcluster.LocalCluster]:
         yield cluster
     finally:
         localcluster.stop(cluster)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[localpg.LocalPostgres]:
+    server = localpg.start()
+    try:
+        yield server
+    finally:
+        localpg.remove(server)
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: localpg.LocalPostgres) -> Iterator[str]:
+    """A fresh, empty database of the session's server, as a ``postgresql://`` URL with its
+    password (dropped after the test)."""
+    name = f"t{os.getpid()}_{next(_databases)}"
+    url = postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)
 
 
 @pytest.fixture
