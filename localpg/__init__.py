@@ -200,6 +200,7 @@ def create(*, tls: bool = False) -> LocalPostgres:
     ca_file = None
     if tls:
         ca_file, cert, key = _certificates(directory)
+        del cert  # named in postgresql.conf by its place in the directory
     _chown_to_server_user(directory)
     subprocess.run(
         [
@@ -231,7 +232,7 @@ def create(*, tls: bool = False) -> LocalPostgres:
         "log_min_messages = warning",
     ]
     if tls:
-        settings += ["ssl = on", f"ssl_cert_file = '{directory}/server.crt'", f"ssl_key_file = '{key}'"]
+        settings += ["ssl = on", f"ssl_cert_file = '{directory / 'server.crt'}'", f"ssl_key_file = '{key}'"]
     with (server.data / "postgresql.conf").open("a") as conf:
         conf.write("\n".join(settings) + "\n")
     return server
@@ -255,7 +256,8 @@ def start(server: LocalPostgres | None = None, *, tls: bool = False, timeout: fl
         log.close()
         server.pid, server.port = proc.pid, port
         try:
-            wait_for(lambda: _accepts(server) or proc.poll() is not None, timeout=timeout, what="postgres up")
+            up = lambda p=proc: _accepts(server) or p.poll() is not None  # noqa: E731
+            wait_for(up, timeout=timeout, what="postgres up")
         except Timeout:
             stop(server)
             raise
@@ -264,7 +266,8 @@ def start(server: LocalPostgres | None = None, *, tls: bool = False, timeout: fl
         if "could not bind" not in server.log_path.read_text(errors="replace"):
             break
         server.port = 0  # someone took the free port meanwhile: another one
-    raise RuntimeError(f"postgres did not start; its log {server.log_path}:\n{server.log_path.read_text()[-2000:]}")
+    tail = server.log_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"postgres did not start; its log {server.log_path} ends:\n{tail}")
 
 
 def _accepts(server: LocalPostgres) -> bool:
