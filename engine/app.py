@@ -19,6 +19,12 @@ the order of ``parts`` and, once ``done`` is set (SIGTERM, SIGINT), stops them i
     watchers              Services (and Nodes): the cache fills, then ``mark_synced`` lets the
                           workers go
 
+The database gate (``engine.runtime.fence.DatabaseGate``) pings the store every second; while
+the database cannot be reached ``is_leading`` is False (every write is refused, the workers
+pause) and the elector neither acquires nor renews the Lease, so a replica that can reach the
+database (PostgreSQL, shared) takes over. When the database answers again every binding is
+reconciled anew from what was committed.
+
 Leadership is one ``is_leading`` callable (a Lease, when leader election is on) handed to what
 must only act while leading: the fence around every write to EdgeLB, Kubernetes and the store,
 the workers, and the orphan sweeper (which also waits for the start-up verification, so a
@@ -34,6 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
+
 from engine.admission.plan import AdmissionPlan
 from engine.admission.webhook import AdmissionWebhook, WebhookError
 from engine.edgelb.client import ClientOptions
@@ -47,7 +56,7 @@ from engine.model.services import key
 from engine.model.settings import DEFAULT_RESYNC_PERIOD, Settings
 from engine.runtime import lifecycle
 from engine.runtime.controller import Controller
-from engine.runtime.fence import Fence, FencedEdgeLB, FencedKube
+from engine.runtime.fence import DatabaseGate, Fence, FencedEdgeLB, FencedKube
 from engine.runtime.orphans import OrphanSweeper
 from engine.runtime.poolsweep import DEFAULT_METADATA_RESYNC_PERIOD, MetadataSchedule, PoolSweep
 from engine.runtime.reconciler import Reconciler
@@ -61,6 +70,9 @@ from engine.telemetry.metrics import Metrics
 from engine.telemetry.serving import format_address
 
 log = logging.getLogger("dklb.run")
+
+#: Seconds between two pings of the database; the gate closes after three unanswered.
+DATABASE_PING_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -134,8 +146,14 @@ class App:
 
     def is_leading(self) -> bool:
         # Set by the elector's callbacks; the elector itself is also asked, which is exact to the
-        # clock (a renew older than the deadline ends leadership before any callback runs).
-        return self._leading.is_set() and (self.elector is None or self.elector.is_leader())
+        # clock (a renew older than the deadline ends leadership before any callback runs). A
+        # replica that cannot reach its database must not act: its side effects could never be
+        # committed.
+        return (
+            self._leading.is_set()
+            and (self.elector is None or self.elector.is_leader())
+            and self.database.reachable
+        )
 
     def run(self) -> int:
         """Start every part, wait for ``done``, stop them in reverse; the exit status."""
@@ -176,6 +194,7 @@ class App:
         self.parts.append(Hooks(on_stop=metrics.close))
         self.store = store = migrate.open_store(c.database)
         self.parts.append(Hooks(on_stop=store.close))
+        self.database = self._database_gate()
         try:
             self.edgelb = c.edgelb.client(on_response=self._edgelb_response)
         except (ValueError, EdgeLBError) as exc:
@@ -197,6 +216,7 @@ class App:
                     c.admission, settings=c.settings, api=self.api, on_request=metrics.admission_review
                 )
             )
+        self.parts.append(Hooks(self.database.start, self.database.stop))
         elector = self.elector
         if elector is not None:
             self.parts.append(Hooks(elector.start, lambda: elector.stop(release=True)))
@@ -238,7 +258,25 @@ class App:
             retry_period=election.retry_period,
             on_started_leading=started,
             on_stopped_leading=stopped,
+            may_lead=lambda: self.database.reachable,
         )
+
+    def _database_gate(self) -> DatabaseGate:
+        def changed(reachable: bool) -> None:
+            # Back: what failed meanwhile was dropped uncommitted, so every binding is looked at
+            # again (not on the gate's thread: reading every binding must not delay a ping).
+            if reachable and self.is_leading():
+                threading.Thread(target=self.controller.enqueue_all, name="dklb-resume", daemon=True).start()
+
+        gate = DatabaseGate(self.store.ping, interval=DATABASE_PING_INTERVAL, on_change=changed)
+
+        def statement_failed(context: ExceptionContext) -> None:
+            # A connection lost under any statement closes the gate now, not at the next ping.
+            if context.is_disconnect:
+                gate.failed(context.original_exception)
+
+        event.listen(self.store.engine, "handle_error", statement_failed)
+        return gate
 
     def _controller(self) -> Controller:
         c, metrics = self.config, self.metrics
@@ -310,6 +348,7 @@ class App:
         metrics.watch_store(self.store, states=[s for s in self.machine.states if s != self.machine.final])
         metrics.watch_queue(lambda: len(controller.queue))
         metrics.watch_leader(self.is_leading)
+        metrics.watch_database_outage(lambda: not self.database.reachable)
         recovery = self.recovery = EdgeLBRecovery(
             ping=self.edgelb.ping,
             wake=controller.retry_now,

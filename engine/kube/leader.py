@@ -146,6 +146,7 @@ class LeaderElector:
         on_started_leading: Callable[[], None],
         on_stopped_leading: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
+        may_lead: Callable[[], bool] = lambda: True,
     ) -> None:
         if not identity:
             raise ValueError("identity must not be empty")
@@ -168,6 +169,10 @@ class LeaderElector:
         self.on_started_leading = on_started_leading
         self.on_stopped_leading = on_stopped_leading
         self.clock = clock
+        # False while this replica cannot do a leader's work (its database is unreachable): it
+        # neither acquires nor renews, so the Lease expires and a replica that can takes over.
+        self.may_lead = may_lead
+        self._abstaining = False
         # _lock guards the fields below for short reads and writes; _transition serializes each
         # change of _leading together with its callback, so callbacks from the campaign thread
         # and from the watchdog cannot overtake each other.
@@ -274,13 +279,42 @@ class LeaderElector:
 
     def _attempt(self, sent: float) -> None:
         """One try to acquire or renew, then the consequences for our leadership."""
+        if not self._may_lead():
+            # Not a verdict on who leads either: the watchdog ends our leadership at the deadline.
+            won: bool | None = None
+        else:
+            won = self._try_or_none(sent)
+        self._conclude(won, sent)
+
+    def _may_lead(self) -> bool:
         try:
-            won = self._try_acquire_or_renew(sent)
+            may = bool(self.may_lead())
+        except Exception:
+            log.exception("lease %s/%s: may_lead failed; not campaigning", self.namespace, self.name)
+            may = False
+        if may == self._abstaining:
+            self._abstaining = not may
+            if may:
+                log.info("lease %s/%s: campaigning again", self.namespace, self.name)
+            else:
+                log.warning(
+                    "lease %s/%s: this replica cannot lead now (its database is unreachable): "
+                    "not acquiring or renewing the Lease",
+                    self.namespace,
+                    self.name,
+                )
+        return may
+
+    def _try_or_none(self, sent: float) -> bool | None:
+        try:
+            return self._try_acquire_or_renew(sent)
         except Exception as exc:
             # Network errors, 5xx, timeouts: not a verdict on who leads. Keep leading until the
             # deadline says otherwise.
             log.warning("lease %s/%s: acquire/renew failed: %s", self.namespace, self.name, _brief(exc))
-            won = None
+            return None
+
+    def _conclude(self, won: bool | None, sent: float) -> None:
         with self._transition:
             # A deadline that passed before this answer came (is_leader() has said False since:
             # the callbacks must say so too, even if this very renew then succeeded).

@@ -9,7 +9,8 @@ parts it wires together:
 * ``Controller(on_reconcile=metrics.reconciled)``: every ``reconcile(key)`` call of a worker;
 * ``OrphanSweeper(on_deleted=metrics.orphan_pool_deleted)``: every orphaned pool deleted;
 * ``AdmissionWebhook(on_request=metrics.admission_review)``: every AdmissionReview answered;
-* ``watch_store`` / ``watch_queue`` / ``watch_leader`` / ``watch_edgelb_outage``: values read
+* ``watch_store`` / ``watch_queue`` / ``watch_leader`` / ``watch_edgelb_outage`` /
+  ``watch_database_outage``: values read
   only when scraped.
 
 ``engine.telemetry.health`` serves ``registry`` on ``/metrics``. Everything lives in a dedicated
@@ -89,6 +90,9 @@ class StoreCollector(Collector):
         )
 
 
+DATABASE_OUTAGE_HELP = "1 while the database does not answer (writes stop, no Lease renewal), else 0."
+
+
 class Metrics:
     """Every metric of one controller process, in its own registry, plus the hooks that feed them."""
 
@@ -155,6 +159,7 @@ class Metrics:
             "1 while EdgeLB has not answered for a while (engine.runtime.recovery probes it), else 0.",
             registry=r,
         )
+        self.database_outage = Gauge("dklb_database_outage", DATABASE_OUTAGE_HELP, registry=r)
         self.orphan_pools_deleted = Counter(
             "dklb_orphan_pools_deleted",
             "EdgeLB pools dklb created that no Service used any more, deleted (engine.runtime.orphans).",
@@ -245,6 +250,9 @@ class Metrics:
 
     def watch_edgelb_outage(self, outage: Callable[[], bool]) -> None:
         self.edgelb_outage.set_function(lambda: 1.0 if outage() else 0.0)
+
+    def watch_database_outage(self, outage: Callable[[], bool]) -> None:
+        self.database_outage.set_function(lambda: 1.0 if outage() else 0.0)
 
     def close(self) -> None:
         if self._store is not None:

@@ -439,3 +439,41 @@ def test_stop_without_leading_calls_no_callback_and_leaves_the_lease(
     assert lease is not None and lease["spec"]["holderIdentity"] == "replica-a"
     assert rec_b.kinds() == []
     assert a.is_leader()
+
+
+def test_a_leader_that_may_not_lead_stops_renewing_and_another_takes_over(
+    namespace: str, elector: Factory
+) -> None:
+    # may_lead False: what dklb says while its database is unreachable (engine.app).
+    allowed = threading.Event()
+    allowed.set()
+    a, rec_a = elector("replica-a", may_lead=allowed.is_set)
+    assert wait_for(a.is_leader, timeout=5.0)
+    b, rec_b = elector("replica-b")
+    assert wait_for(lambda: b.holder == "replica-a", timeout=5.0)
+
+    allowed.clear()
+    cut_at = time.monotonic()
+    assert wait_for(lambda: rec_a.kinds() == ["started", "stopped"], timeout=DEADLINE + RETRY + SLACK)
+    assert rec_a.at("stopped") - cut_at <= DEADLINE + RETRY
+    assert wait_for(b.is_leader, timeout=LEASE + 2 * RETRY + SLACK + 1.0)
+    # Abstaining, A does not even try to acquire: B's Lease stays B's while B renews.
+    hold_for(lambda: b.is_leader() and not a.is_leader(), seconds=LEASE)
+
+    # Allowed again, A campaigns: it sees B holding the Lease and stays a follower.
+    allowed.set()
+    assert wait_for(lambda: a.holder == "replica-b", timeout=5.0)
+    assert rec_a.kinds() == ["started", "stopped"]
+    assert rec_b.kinds() == ["started"]
+
+
+def test_a_replica_that_may_not_lead_does_not_acquire_a_free_lease(
+    kube_cluster: Any, namespace: str, elector: Factory
+) -> None:
+    allowed = threading.Event()
+    a, rec_a = elector("replica-a", may_lead=allowed.is_set)
+    hold_for(lambda: not a.is_leader(), seconds=LEASE)
+    assert read_lease(kube_cluster, namespace) is None
+    allowed.set()
+    assert wait_for(a.is_leader, timeout=5.0)
+    assert rec_a.kinds() == ["started"]

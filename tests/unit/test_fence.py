@@ -8,6 +8,7 @@ without a decision here (read or write?) fails this file.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from engine.edgelb.errors import EdgeLBError
 from engine.edgelb.port import EdgeLB
 from engine.kube.port import Kube
-from engine.runtime.fence import Fence, FencedEdgeLB, FencedKube, NotLeader
+from engine.runtime.fence import DatabaseGate, Fence, FencedEdgeLB, FencedKube, NotLeader
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube, make_service
 
@@ -226,3 +227,105 @@ def test_leadership_lost_between_two_writes_blocks_the_second(edgelb: FakeEdgeLB
         fenced.delete_pool("pool-b")
     assert edgelb.names() == ["pool-a", "pool-b"]
     assert fenced.get_pool("pool-b")["name"] == "pool-b"
+
+
+# ---- the database gate --------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Ping:
+    """A database that answers or raises, switched by the test."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    def __call__(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def gate(clock: Clock, ping: Ping, changes: list[bool]) -> DatabaseGate:
+    return DatabaseGate(ping, interval=1.0, clock=clock, on_change=changes.append)
+
+
+def test_the_gate_is_open_until_a_ping_fails_and_opens_again_only_on_a_successful_ping() -> None:
+    clock, ping, changes = Clock(), Ping(), list[bool]()
+    g = gate(clock, ping, changes)
+    assert g.reachable and g.error is None
+    ping.error = ConnectionError("connection refused\n[SQL: SELECT 1]")
+    assert g.ping_once() is False
+    assert not g.reachable
+    # The first line only: the statement SQLAlchemy appends says nothing.
+    assert g.error == "ConnectionError: connection refused"
+    ping.error = None
+    clock.now += 0.5
+    assert g.ping_once() is True
+    assert g.reachable and g.error is None
+    assert changes == [False, True]
+
+
+def test_a_statement_error_closes_the_gate_at_once_and_only_a_ping_reopens_it() -> None:
+    clock, ping, changes = Clock(), Ping(), list[bool]()
+    g = gate(clock, ping, changes)
+    g.failed(OSError("server closed the connection unexpectedly"))
+    g.failed(OSError("again"))
+    assert not g.reachable
+    assert changes == [False], "one call per change"
+    assert g.ping_once()
+    assert changes == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("silent_for", "reachable"),
+    [(0.0, True), (2.9, True), (3.0, False), (30.0, False)],
+)
+def test_a_ping_that_does_not_come_back_closes_the_gate_by_age(silent_for: float, reachable: bool) -> None:
+    # A ping stuck on a dead link never fails: three intervals without an answer close the gate.
+    clock, ping, changes = Clock(), Ping(), list[bool]()
+    g = gate(clock, ping, changes)
+    clock.now += silent_for
+    assert g.reachable is reachable
+    assert (g.error is None) is reachable
+    if not reachable:
+        assert g.error is not None and "no answer to a ping" in g.error
+
+
+def test_the_gate_thread_pings_until_stopped() -> None:
+    answered = threading.Event()
+    pings: list[int] = []
+
+    def ping() -> None:
+        pings.append(1)
+        if len(pings) >= 3:
+            answered.set()
+
+    g = DatabaseGate(ping, interval=0.01)
+    g.start()
+    try:
+        assert answered.wait(10.0)
+    finally:
+        g.stop()
+    assert g.reachable
+    assert g._thread is not None and not g._thread.is_alive(), "stopped: no ping any more"
+
+
+def test_a_closed_gate_closes_the_fence_around_every_write() -> None:
+    clock, ping, changes = Clock(), Ping(), list[bool]()
+    g = gate(clock, ping, changes)
+    fence = Fence(lambda: g.reachable)
+    edgelb = FakeEdgeLB()
+    fenced = FencedEdgeLB(edgelb, fence)
+    g.failed(ConnectionError("refused"))
+    with pytest.raises(NotLeader):
+        fenced.create_pool(POOL)
+    assert edgelb.list_pools() == []
+    assert g.ping_once()
+    fenced.create_pool(POOL)
+    assert [p["name"] for p in edgelb.list_pools()] == ["pool-a"]

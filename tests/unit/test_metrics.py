@@ -323,6 +323,14 @@ def test_the_leader_gauge_follows_leadership(metrics: Metrics) -> None:
     assert value(metrics, "dklb_leader") == 1
 
 
+def test_the_database_outage_gauge_follows_the_gate(metrics: Metrics) -> None:
+    outage = threading.Event()
+    metrics.watch_database_outage(outage.is_set)
+    assert value(metrics, "dklb_database_outage") == 0
+    outage.set()
+    assert value(metrics, "dklb_database_outage") == 1
+
+
 # ---- the HTTP server ----------------------------------------------------------------------------
 
 
