@@ -99,17 +99,28 @@ class ControllerProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    # A working directory of its own (a replica on another "node"); the repository by default.
+    cwd: Path | None = None
 
     def start(self) -> ControllerProcess:
         log = self.log_path.open("ab")
+        env = {**os.environ, **self.env}
+        if self.cwd is not None:
+            self.cwd.mkdir(parents=True, exist_ok=True)
+            # The package is found from the repository, wherever the process runs.
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "run", *self.args],
-            cwd=ROOT,
+            cwd=self.cwd or ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env=env,
         )
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
     def stop(self) -> int | None:
         if self.proc is None:
@@ -135,7 +146,7 @@ class ControllerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def controller_args(*, kubeconfig: Path, edgelb_url: str, database: Path, **flags: Any) -> list[str]:
+def controller_args(*, kubeconfig: Path, edgelb_url: str, database: Path | str, **flags: Any) -> list[str]:
     args = [
         "--kubeconfig",
         str(kubeconfig),

@@ -46,7 +46,7 @@ def settled(
     *,
     core: kubernetes.client.CoreV1Api,
     namespace: str,
-    database: Path,
+    database: Path | str,
 ) -> bool:
     """Every LoadBalancer Service of ``namespace`` has a settled binding, and nothing else is left."""
     store = Store(database_url(str(database)), read_only=True)
@@ -71,7 +71,7 @@ def violations(
     core: kubernetes.client.CoreV1Api,
     namespace: str,
     edgelb: EdgeLBClient,
-    database: Path,
+    database: Path | str,
     foreign_pools: AbstractSet[str] = frozenset(),
     cluster: str = CLUSTER,
 ) -> list[str]:
