@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,8 @@ from sqlalchemy import (
     update,
 )
 
+from sqlalchemy.dialects import postgresql
+
 from engine.model.services import join_key, split_key
 from engine.store import transitions
 from engine.store.database import SINGLE_STATEMENT, make_engine, sqlite_path
@@ -41,13 +43,15 @@ from engine.store.records import (
     Binding,
     BindingSummary,
     Change,
+    Fenced,
     HistoryEntry,
     HistoryPruned,
     Pool,
+    StoreError,
     cap_message,
     utcnow,
 )
-from engine.store.schema import BINDINGS, HISTORY, HISTORY_PRUNED, NORMAL_FORMS, POOLS
+from engine.store.schema import BINDINGS, HISTORY, HISTORY_PRUNED, LEADERSHIP, NORMAL_FORMS, POOLS
 from engine.store.transitions import Statements
 
 
@@ -58,19 +62,27 @@ class Store:
         self.url = url
         self.read_only = read_only
         self.engine = make_engine(url, read_only=read_only)
+        self.dialect = self.engine.dialect.name
         # Reads on an engine of their own whose transactions take no write lock, so readers never
         # queue behind a worker's commit (only for a file: another engine on :memory: is another
-        # database).
+        # database; PostgreSQL's readers never wait for writers anyway).
         separate = not read_only and sqlite_path(url) is not None
         self._reader = make_engine(url, deferred=True) if separate else self.engine
-        # Writers queue here rather than in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms
-        # between attempts and so leaves the lock idle; other processes still meet the handler.
-        self._writer = threading.Lock()
+        # SQLite writers queue here rather than in SQLite's busy handler, which sleeps 1, 2, 5,
+        # 10... ms between attempts and so leaves the lock idle; other processes still meet the
+        # handler. PostgreSQL's writers run side by side: its row locks order them
+        # (``engine.store.transitions``), within this process as across replicas.
+        self._writer: AbstractContextManager[Any] = (
+            nullcontext() if self.dialect == "postgresql" else threading.Lock()
+        )
         # Write transactions committed by this process: what /metrics and the benchmark count.
         self.write_transactions = 0
         self._writes_lock = threading.Lock()
         self._statements = Statements(self.engine.dialect)
         self._connections = Connections(self.engine, self._reader, keep=separate)
+        # The leadership term this store claimed (``claim_leadership``); None: it never claimed
+        # and its writes are not fenced (the CLI, tests, leader election off).
+        self.term: int | None = None
 
     def close(self) -> None:
         with self._writer:
@@ -90,6 +102,8 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         with self._writer, self.engine.begin() as conn:
+            if self.term is not None:
+                self._fence(conn.connection.cursor())
             yield conn
         with self._writes_lock:
             self.write_transactions += 1
@@ -98,9 +112,54 @@ class Store:
     def _raw_write(self) -> Iterator[Any]:
         """A DBAPI cursor inside ONE write transaction, for ``Prepared`` statements."""
         with self._writer, self._connections.write() as cursor:
+            if self.term is not None:
+                self._fence(cursor)
             yield cursor
         with self._writes_lock:
             self.write_transactions += 1
+
+    def _fence(self, cursor: Any) -> None:
+        """``Fenced`` unless the leadership row still holds this store's term, checked first in
+        the write transaction itself. On PostgreSQL the row is read ``FOR SHARE``: a claim (an
+        UPDATE of that row) waits for this transaction to end, and a transaction starting after
+        the claim committed reads the new term. So once ``claim_leadership`` returned in another
+        replica, no write of this one can commit. On SQLite the transaction already holds the
+        database's write lock (BEGIN IMMEDIATE), which a claim needs too."""
+        row = self._statements.leadership_term.first(cursor, {"_id": 1})
+        found = None if row is None else row["term"]
+        if found != self.term:
+            holder = None if row is None else row["holder"]
+            raise Fenced(
+                f"leadership term {self.term} of this replica is over: the database is at term "
+                f"{found} (claimed by {holder!r}); nothing was written"
+            )
+
+    # ---- leadership ----------------------------------------------------------------------------
+
+    def claim_leadership(self, holder: str, *, now: datetime | None = None) -> int:
+        """Start a new leadership term held by ``holder`` (one transaction: term + 1); returns it.
+
+        Called each time this replica starts leading. From then on every write transaction of
+        this store checks the term first (``_fence``): when another replica claims after this
+        one, this store's writes are refused (``Fenced``) by the database itself."""
+        now = now or utcnow()
+        with self._writer, self.engine.begin() as conn:
+            term = conn.execute(
+                update(LEADERSHIP)
+                .where(LEADERSHIP.c.id == 1)
+                .values(term=LEADERSHIP.c.term + 1, holder=holder, claimed_at=now)
+                .returning(LEADERSHIP.c.term)
+            ).scalar_one_or_none()
+            if term is None:
+                raise StoreError("the database has no leadership row: run `dklb migrate` (revision 0006)")
+        self.term = int(term)
+        return self.term
+
+    def leadership(self) -> tuple[str, int]:
+        """``(holder, term)`` of the latest claim (``("", 0)``: nobody ever claimed)."""
+        with self._read() as conn:
+            row = conn.execute(select(LEADERSHIP.c.holder, LEADERSHIP.c.term)).first()
+        return ("", 0) if row is None else (str(row.holder), int(row.term))
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -390,7 +449,9 @@ class Store:
             if replace:
                 conn.execute(delete(NORMAL_FORMS))
             if rows:
-                conn.execute(insert(NORMAL_FORMS).prefix_with("OR REPLACE", dialect="sqlite"), rows)
+                # A row is a pure function of its key: one already there (another replica's sweep
+                # kept it meanwhile) is the same row.
+                conn.execute(_insert_or_keep(self.dialect), rows)
 
     # ---- reads for the start-up pass (engine.runtime.controller) -----------------------------
 
@@ -401,6 +462,12 @@ class Store:
         most of a restart's cost. Never hand one of these to a handler or a commit."""
         with self._read() as conn:
             return [Binding(**r._mapping, config=None, objects=None) for r in conn.execute(_BRIEF_BINDINGS)]
+
+
+def _insert_or_keep(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return postgresql.insert(NORMAL_FORMS).on_conflict_do_nothing(index_elements=["content"])
+    return insert(NORMAL_FORMS).prefix_with("OR REPLACE", dialect="sqlite")
 
 
 _BRIEF_BINDINGS = select(

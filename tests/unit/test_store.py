@@ -1,6 +1,7 @@
 """The durable store: one transition is one transaction, and the counts never drift.
 
-Proves against real SQLite files that ``Store.commit`` writes the binding's state, the pools'
+Every test taking ``store``/``db`` runs twice: on a real SQLite file and on a real PostgreSQL
+database (``tests.storedb``); those about the file (mode, WAL) are SQLite's alone. Proves that ``Store.commit`` writes the binding's state, the pools'
 reference counts and the history row together, and nothing at all when the binding is stale or
 the write fails half-way; that ``ref_count`` equals ``live_reference_counts()`` after any
 sequence of creates, joins, moves, leaves and removals, and pool rows exist exactly while
@@ -28,6 +29,7 @@ import sqlalchemy.exc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.store.database import sqlite_path
 from engine.store import (
     Binding,
     Change,
@@ -47,7 +49,7 @@ def at(seconds: float) -> datetime:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty database, copied for each test (migrating once is enough)."""
+    """A migrated, empty SQLite file, copied for each example of the property test."""
     path = tmp_path_factory.mktemp("template") / "dklb.db"
     migrate.upgrade(str(path))
     return path
@@ -60,13 +62,22 @@ def fresh_db(template: Path, directory: Path) -> Path:
 
 
 @pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return fresh_db(template, tmp_path)
+def db(store_url: str) -> str:
+    """A fresh migrated database of each dialect, as a URL."""
+    return store_url
 
 
 @pytest.fixture
-def store(db: Path) -> Iterator[Store]:
-    s = Store(database_url(str(db)))
+def sqlite_db(new_store_url: Callable[[str], str]) -> Path:
+    """A fresh migrated SQLite file: for what only a file has (mode, WAL)."""
+    path = sqlite_path(new_store_url("sqlite"))
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def store(db: str) -> Iterator[Store]:
+    s = Store(db)
     yield s
     s.close()
 
@@ -124,7 +135,7 @@ def test_create_writes_the_binding_and_its_first_history_row(store: Store) -> No
 def test_a_service_has_at_most_one_binding(store: Store) -> None:
     create(store, "default/redis")
     before = snapshot(store)
-    with pytest.raises(sqlalchemy.exc.IntegrityError, match="UNIQUE constraint failed"):
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match="UNIQUE constraint failed|uq_bindings_service"):
         create(store, "default/redis", now=at(5))
     assert snapshot(store) == before, "neither a second binding nor a second history row"
     create(store, "other/redis", now=at(6))
@@ -530,12 +541,12 @@ def test_due_lists_bindings_whose_wakeup_has_come_earliest_first(store: Store) -
     assert [b.key for b in store.due(at(10**6))] == ["ns/early", "ns/exact", "ns/late", "ns/future"]
 
 
-def test_set_wakeup_moves_one_binding_and_is_seen_by_another_store(store: Store, db: Path) -> None:
+def test_set_wakeup_moves_one_binding_and_is_seen_by_another_store(store: Store, db: str) -> None:
     a = create(store, "ns/a")
     create(store, "ns/b")
     store.commit(Change(a.id, "Pending", "Pending", "poll", record=False, next_wakeup=at(3600)), now=T0)
     history_before = store.history(limit=None)
-    other = Store(database_url(str(db)))
+    other = Store(db)
     try:
         assert other.set_wakeup("ns/a", at(5)) is True
         assert other.set_wakeup("ns/missing", at(5)) is False
@@ -575,11 +586,16 @@ def test_a_migrated_database_file_is_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_wal_journal_mode_is_on(store: Store, db: Path) -> None:
-    with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
-        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+def test_wal_journal_mode_is_on(sqlite_db: Path) -> None:
+    db = sqlite_db
+    store = Store(database_url(str(db)))
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        store.close()
     raw = sqlite3.connect(db)
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",), "WAL is persisted in the file"
@@ -596,17 +612,21 @@ READ_ONLY_WRITES: list[tuple[str, Callable[[Store, Binding], object]]] = [
 
 @pytest.mark.parametrize("write", [w for _, w in READ_ONLY_WRITES], ids=[i for i, _ in READ_ONLY_WRITES])
 def test_a_read_only_store_reads_but_cannot_write(
-    store: Store, db: Path, write: Callable[[Store, Binding], object]
+    store: Store, db: str, write: Callable[[Store, Binding], object]
 ) -> None:
     binding = create(store, "ns/a")
     before = snapshot(store)
-    reader = Store(database_url(str(db)), read_only=True)
+    reader = Store(db, read_only=True)
     try:
         assert reader.get("ns/a") == binding
-        with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as caught:
             write(reader, binding)
-        assert type(caught.value.orig) is sqlite3.OperationalError
-        assert str(caught.value.orig) == "attempt to write a readonly database"
+        if store.dialect == "sqlite":
+            assert type(caught.value.orig) is sqlite3.OperationalError
+            assert str(caught.value.orig) == "attempt to write a readonly database"
+        else:
+            assert type(caught.value.orig).__name__ == "ReadOnlySqlTransaction"
+            assert "read-only transaction" in str(caught.value.orig)
     finally:
         reader.close()
     assert snapshot(store) == before
@@ -684,8 +704,8 @@ def test_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: s
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one-store-shared", "one-store-per-thread"])
-def test_two_threads_commit_to_different_bindings_at_once(db: Path, shared: bool) -> None:
-    url = database_url(str(db))
+def test_two_threads_commit_to_different_bindings_at_once(db: str, shared: bool) -> None:
+    url = db
     setup = Store(url)
     keys = ["ns/a", "ns/b"]
     ids = [create(setup, key).id for key in keys]
