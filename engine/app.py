@@ -64,6 +64,7 @@ from engine.runtime.recovery import EdgeLBRecovery
 from engine.runtime.retention import RetentionJob
 from engine.runtime.sharedmetadata import SharedMetadata
 from engine.store import migrate
+from engine.store.database import redacted
 from engine.store.pruning import Retention
 from engine.telemetry.health import BindError, HealthServer, Probes
 from engine.telemetry.metrics import Metrics
@@ -138,6 +139,9 @@ class App:
         self.done = threading.Event()
         self._leading = threading.Event()
         self._verified = threading.Event()
+        # Serializes taking office (elector and database gate threads).
+        self._office = threading.Lock()
+        self.identity = default_identity()
         try:
             self._build()
         except BaseException:
@@ -171,7 +175,7 @@ class App:
             "dklb running: cluster %s, EdgeLB %s, database %s",
             self.config.settings.cluster_name,
             self.edgelb.base_url,
-            self.config.database,
+            redacted(self.config.database),
         )
         # A timed wait: SIGTERM may be delivered to any thread, and Python runs its handler in the
         # main thread only when that thread runs again; a wait without timeout may never return.
@@ -230,20 +234,8 @@ class App:
         if election is None:
             return None
 
-        identity = default_identity()
-
         def started() -> None:
-            # A new term in the database first: from now on a commit of the replica that led
-            # before is refused by the database itself (engine.store.Fenced).
-            try:
-                term = self.store.claim_leadership(identity)
-            except Exception:
-                log.exception("leading, but the leadership term cannot be claimed in the database: not writing")
-                return
-            log.info("leading: this replica writes now (term %d)", term)
-            self._leading.set()
-            # Not on the elector's thread: reading every binding must not delay the next renew.
-            threading.Thread(target=self.controller.enqueue_all, name="dklb-takeover", daemon=True).start()
+            self._take_office()
 
         def stopped() -> None:
             log.warning("lost the lease: this replica stops writing")
@@ -261,7 +253,7 @@ class App:
             self.api,
             namespace=election.namespace,
             name=election.lease_name,
-            identity=identity,
+            identity=self.identity,
             lease_duration=election.lease_duration,
             renew_deadline=election.renew_deadline,
             retry_period=election.retry_period,
@@ -270,11 +262,40 @@ class App:
             may_lead=lambda: self.database.reachable,
         )
 
+    def _take_office(self) -> None:
+        """Leading by the Lease: claim a new term in the database, then write."""
+        with self._office:
+            if self._leading.is_set():
+                return
+            # The term first: from now on a commit of the replica that led before is refused by
+            # the database itself (engine.store.Fenced).
+            try:
+                term = self.store.claim_leadership(self.identity)
+            except Exception as exc:
+                log.error(
+                    "leading, but the leadership term cannot be claimed in the database (%s): "
+                    "not writing until it can",
+                    " ".join(f"{type(exc).__name__}: {exc}".split())[:300],
+                )
+                # The gate closes: the Lease is not renewed, or the claim is tried again as soon
+                # as a ping succeeds (``_database_gate``).
+                self.database.failed(exc)
+                return
+            log.info("leading: this replica writes now (term %d)", term)
+            self._leading.set()
+        # Not on the elector's thread: reading every binding must not delay the next renew.
+        threading.Thread(target=self.controller.enqueue_all, name="dklb-takeover", daemon=True).start()
+
     def _database_gate(self) -> DatabaseGate:
         def changed(reachable: bool) -> None:
-            # Back: what failed meanwhile was dropped uncommitted, so every binding is looked at
-            # again (not on the gate's thread: reading every binding must not delay a ping).
-            if reachable and self.is_leading():
+            if not reachable:
+                return
+            if self.elector is not None and self.elector.is_leader() and not self._leading.is_set():
+                # Holding the Lease, the term not claimed yet (the database was gone).
+                self._take_office()
+            elif self.is_leading():
+                # Back: what failed meanwhile was dropped uncommitted, so every binding is looked
+                # at again (not on the gate's thread: reading every binding must not delay a ping).
                 threading.Thread(target=self.controller.enqueue_all, name="dklb-resume", daemon=True).start()
 
         gate = DatabaseGate(self.store.ping, interval=DATABASE_PING_INTERVAL, on_change=changed)
