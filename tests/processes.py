@@ -103,12 +103,12 @@ class ControllerProcess:
     cwd: Path | None = None
 
     def start(self) -> ControllerProcess:
-        log = self.log_path.open("ab")
         env = {**os.environ, **self.env}
         if self.cwd is not None:
             self.cwd.mkdir(parents=True, exist_ok=True)
             # The package is found from the repository, wherever the process runs.
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "run", *self.args],
             cwd=self.cwd or ROOT,

@@ -1,9 +1,11 @@
 """The end-to-end world: a real kube-apiserver, the local EdgeLB with real HAProxy, `dklb run`.
 
 Each test gets its own namespace, its own local EdgeLB process and its own controller process
-and database (the API server is shared by the session). Redis servers listening on 127.0.0.1
-at a Service's nodePort play kube-proxy. Everything a test started is stopped by PID at the
-end, and the test's Services are released (finalizers stripped) so no later test sees them.
+and database (the API server is shared by the session): a SQLite file, or, for a test
+parametrized with ``BOTH_DATABASES``, also a fresh PostgreSQL database of the session's server.
+Redis servers listening on 127.0.0.1 at a Service's nodePort play kube-proxy. Everything a test
+started is stopped by PID at the end, and the test's Services are released (finalizers stripped)
+so no later test sees them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class World:
     client: EdgeLBClient
     controller: ControllerProcess
     directory: Path
+    # What the controller's --database says: a SQLite path or a PostgreSQL URL.
+    database: str = ""
     _redis: list[contextlib.ExitStack] = field(default_factory=list)
 
     # ---- Services ------------------------------------------------------------------------------
@@ -159,10 +163,29 @@ def core(kube_cluster: localcluster.LocalCluster) -> kubernetes.client.CoreV1Api
     return kubernetes.client.CoreV1Api(api)
 
 
+#: Runs a test that takes ``world`` once on each store: ``@BOTH_DATABASES``.
+BOTH_DATABASES = pytest.mark.parametrize("world", ["sqlite", "postgresql"], indirect=True)
+
+
+def e2e_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The --database of a test's controller: a SQLite file unless the test asked for PostgreSQL."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        # SQLAlchemy's plain postgresql:// means psycopg2; dklb speaks psycopg 3.
+        return url.replace("postgresql://", "postgresql+psycopg://", 1)
+    assert kind == "sqlite", kind
+    return str(tmp_path / "dklb.db")
+
+
 @pytest.fixture
 def world(
-    kube_cluster: localcluster.LocalCluster, core: kubernetes.client.CoreV1Api, tmp_path: Path
+    kube_cluster: localcluster.LocalCluster,
+    core: kubernetes.client.CoreV1Api,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[World]:
+    database = e2e_database(request, tmp_path)
     namespace = f"e2e-{uuid.uuid4().hex[:8]}"
     # The generated client is typed for its model classes; it takes the plain dict as well.
     core.create_namespace({"metadata": {"name": namespace}}, _preload_content=False)  # type: ignore[arg-type]
@@ -171,12 +194,13 @@ def world(
         args=controller_args(
             kubeconfig=kube_cluster.kubeconfig,
             edgelb_url=edgelb.url,
-            database=tmp_path / "dklb.db",
+            database=database,
             resync_period="2s",
         ),
         log_path=tmp_path / "controller.log",
     )
     w = World(
+        database=database,
         core=core,
         namespace=namespace,
         edgelb=edgelb,

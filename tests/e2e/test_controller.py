@@ -2,7 +2,8 @@
 
 Each test is one of the user stories of the seed and of DESIGN.md, checked where the user
 would look: the Service (status, annotation, finalizer, Events), EdgeLB (`dcos edgelb list`),
-and traffic through the pool's frontend.
+and traffic through the pool's frontend. The main stories run on both stores (``@BOTH_DATABASES``:
+SQLite, and PostgreSQL through the same code).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml
 
 from engine.model.services import ANNOTATION, FINALIZER, SHARED_POOL_KEY_ANNOTATION
 from tests.checks import present
-from tests.e2e.conftest import World
+from tests.e2e.conftest import BOTH_DATABASES, World
 from tests.integration.conftest import free_port
 from tests.processes import wait_for
 
@@ -33,6 +34,7 @@ def frontend_ports(pool: dict | None) -> list[int]:
     return sorted(int(f["bindPort"]) for f in ((pool or {}).get("haproxy") or {}).get("frontends") or [])
 
 
+@BOTH_DATABASES
 def test_the_seed_redis_example(world: World) -> None:
     service = world.create_service("redis", config=REDIS.format(port=16379))
     world.redis_on_node_port(service)
@@ -75,6 +77,7 @@ def test_a_service_without_annotation_gets_it_written_once_and_keeps_its_pool(wo
     )
 
 
+@BOTH_DATABASES
 def test_two_services_in_two_namespaces_share_one_pool(world: World) -> None:
     # Across namespaces, both Services consent with the same sharing key.
     keyed = {SHARED_POOL_KEY_ANNOTATION: "team-shared"}
@@ -135,6 +138,7 @@ def test_invalid_configurations_are_warned_and_never_reach_edgelb(world: World) 
         assert world.ingress(name) == []
 
 
+@BOTH_DATABASES
 def test_immutable_changes_are_refused_and_mutable_ones_update_the_pool(world: World) -> None:
     port = free_port()
     service = world.create_service("redis", config=REDIS.format(port=port))
@@ -181,6 +185,7 @@ def test_a_pool_deleted_out_of_band(world: World, strategy: str) -> None:
         assert world.pool_names() == []
 
 
+@BOTH_DATABASES
 def test_a_service_deleted_while_the_controller_is_down_is_cleaned_up(world: World) -> None:
     port = free_port()
     service = world.create_service("redis", config=REDIS.format(port=port))

@@ -2,7 +2,8 @@
 
 Where it sits: the end-to-end twin of the engine's simulated crash tests. A real kube-apiserver
 (session fixture), the local EdgeLB (``--no-dataplane``: the API, its pools.json and metadata, no
-HAProxy) and `dklb run` as a separate process with its SQLite database in ``tmp_path``. A seeded
+HAProxy) and `dklb run` as a separate process with its SQLite database in ``tmp_path`` (or, in
+the ``postgresql`` variants, a fresh database of the session's PostgreSQL server). A seeded
 workload of creates, updates (frontend port, cpus, size) and deletes on dedicated pools and on
 shared pools (several Services naming one pool) is applied in rounds; in each round the
 controller is started, more operations land, and the controller is SIGKILLed once the database
@@ -22,6 +23,7 @@ annotation back (fixed in ``engine.kube.adapter.KubeAdapter.add_finalizer``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import random
 import re
@@ -37,6 +39,8 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.pool import NullPool
 
 import localcluster
 from engine.edgelb.client import EdgeLBClient
@@ -182,8 +186,22 @@ def _patched(core: kubernetes.client.CoreV1Api, name: str, namespace: str, patch
 # ---- observing the controller --------------------------------------------------------------------
 
 
-def history_rows(database: Path) -> int:
+Database = Path | str  # a SQLite file, or a PostgreSQL URL
+
+
+@functools.cache
+def _server(url: str) -> Engine:
+    # NullPool: no connection outlives a poll, so the test's database can be dropped at the end.
+    return create_engine(url, poolclass=NullPool)
+
+
+def history_rows(database: Database) -> int:
     """Rows in the history table (0 before the controller has created and migrated the database)."""
+    if isinstance(database, str):
+        if not migrated(database):
+            return 0
+        with _server(database).connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM history")).scalar_one())
     if not database.exists():
         return 0
     try:
@@ -193,13 +211,26 @@ def history_rows(database: Path) -> int:
         return 0  # not migrated yet
 
 
-def migrated(database: Path) -> bool:
+def migrated(database: Database) -> bool:
     """The controller has created the database and its tables (a kill may land mid-migration)."""
+    if isinstance(database, str):
+        with _server(database).connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+        # alembic_version is written in the migration's transaction, last.
+        return {"bindings", "pools", "history", "alembic_version"} <= tables
     if not database.exists():
         return False
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     return {"bindings", "pools", "history"} <= tables
+
+
+def database_of(request: pytest.FixtureRequest, tmp_path: Path, dialect: str) -> Database:
+    if dialect == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        # SQLAlchemy's plain postgresql:// means psycopg2; dklb speaks psycopg 3.
+        return url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return tmp_path / "dklb.db"
 
 
 def edgelb_writes(log_path: Path, offset: int) -> int:
@@ -238,7 +269,12 @@ def release_namespace(core: kubernetes.client.CoreV1Api, namespace: str) -> None
 
 
 def mismatches(
-    *, core: kubernetes.client.CoreV1Api, namespace: str, edgelb: EdgeLBClient, database: Path, load: Workload
+    *,
+    core: kubernetes.client.CoreV1Api,
+    namespace: str,
+    edgelb: EdgeLBClient,
+    database: Database,
+    load: Workload,
 ) -> list[str]:
     """Every way the three parties differ from the workload's desired end state ([] = converged)."""
     found: list[str] = []
@@ -323,7 +359,7 @@ def slice_sizes(rng: random.Random, operations: int, rounds: int) -> list[int]:
 def kill_condition(
     rng: random.Random,
     *,
-    database: Path,
+    database: Database,
     log_path: Path,
     log_offset: int,
     operations: int,
@@ -375,7 +411,7 @@ class Environment:
 
     core: kubernetes.client.CoreV1Api
     namespace: str
-    database: Path
+    database: Database
     edgelb: EdgeLBClient
     controller: ControllerProcess
 
@@ -406,7 +442,10 @@ class Environment:
 
 @contextlib.contextmanager
 def running(
-    kube_cluster: localcluster.LocalCluster, core: kubernetes.client.CoreV1Api, tmp_path: Path
+    kube_cluster: localcluster.LocalCluster,
+    core: kubernetes.client.CoreV1Api,
+    tmp_path: Path,
+    database: Database | None = None,
 ) -> Iterator[Environment]:
     """A fresh namespace, ``dklb edgelb-local --no-dataplane`` and a `dklb run` (resync 2s) to start.
 
@@ -414,7 +453,7 @@ def running(
     namespace's Services deleted with their finalizers stripped.
     """
     namespace = f"e2e-crash-{uuid.uuid4().hex[:8]}"
-    database = tmp_path / "dklb.db"
+    database = tmp_path / "dklb.db" if database is None else database
     # The generated client is typed for its model classes; it takes the plain dict as well.
     core.create_namespace({"metadata": {"name": namespace}}, _preload_content=False)  # type: ignore[arg-type]
     with contextlib.ExitStack() as cleanup:
@@ -443,11 +482,12 @@ def crash_rounds(
     rounds: int,
     operations: int,
     seed: int,
+    database: Database | None = None,
 ) -> None:
     started = time.monotonic()
     rng = random.Random(seed)
     figures = Figures()
-    with running(kube_cluster, core, tmp_path) as env:
+    with running(kube_cluster, core, tmp_path, database) as env:
         controller = env.controller
         load = Workload(core=core, namespace=env.namespace, rng=rng)
         for index, size in enumerate(slice_sizes(rng, operations, rounds)):
@@ -493,7 +533,8 @@ def crash_rounds(
 
     seconds = time.monotonic() - started
     print(
-        f"\ncrash rounds: seed {seed}, {figures.rounds} rounds, {figures.kills} SIGKILLs "
+        f"\ncrash rounds ({'postgresql' if isinstance(env.database, str) else 'sqlite'}): "
+        f"seed {seed}, {figures.rounds} rounds, {figures.kills} SIGKILLs "
         f"({figures.busy_kills} mid-work, {figures.idle_kills} at rest), {sum(load.counts.values())} "
         f"operations {dict(sorted(load.counts.items()))}, {len(load.live)} Services left on "
         f"{len({w.pool for w in load.live.values()})} pools, {figures.history_rows} history rows, "
@@ -504,17 +545,46 @@ def crash_rounds(
     assert found == [], "\n".join(found) + f"\n--- controller log tail ---\n{log_tail}"
 
 
+DIALECTS = pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+
+
 @pytest.mark.slow
+@DIALECTS
 def test_thirty_crash_rounds_under_a_hundred_operations_converge(
-    kube_cluster: localcluster.LocalCluster, core: kubernetes.client.CoreV1Api, tmp_path: Path
+    kube_cluster: localcluster.LocalCluster,
+    core: kubernetes.client.CoreV1Api,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    dialect: str,
 ) -> None:
-    crash_rounds(kube_cluster=kube_cluster, core=core, tmp_path=tmp_path, rounds=30, operations=100, seed=7)
+    crash_rounds(
+        kube_cluster=kube_cluster,
+        core=core,
+        tmp_path=tmp_path,
+        rounds=30,
+        operations=100,
+        seed=7,
+        database=database_of(request, tmp_path, dialect),
+    )
 
 
+@DIALECTS
 def test_a_few_crash_rounds_converge(
-    kube_cluster: localcluster.LocalCluster, core: kubernetes.client.CoreV1Api, tmp_path: Path
+    kube_cluster: localcluster.LocalCluster,
+    core: kubernetes.client.CoreV1Api,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    dialect: str,
 ) -> None:
-    crash_rounds(kube_cluster=kube_cluster, core=core, tmp_path=tmp_path, rounds=4, operations=20, seed=1)
+    crash_rounds(
+        kube_cluster=kube_cluster,
+        core=core,
+        tmp_path=tmp_path,
+        rounds=4,
+        operations=20,
+        seed=1,
+        database=database_of(request, tmp_path, dialect),
+    )
 
 
 def test_an_update_landing_while_the_controller_writes_the_annotation_back_is_not_undone(
