@@ -72,8 +72,11 @@ from engine.telemetry.serving import format_address
 
 log = logging.getLogger("dklb.run")
 
-#: Seconds between two pings of the database; the gate closes after three unanswered.
+#: Seconds between two pings of the database. A ping that fails closes the gate at once; one
+#: that hangs (a dead link) closes it once no ping has answered for ``DATABASE_STALE`` seconds,
+#: generous enough that a ping queued behind busy workers for a pooled connection does not.
 DATABASE_PING_INTERVAL = 1.0
+DATABASE_STALE = 5.0
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,9 @@ class App:
                 # at again (not on the gate's thread: reading every binding must not delay a ping).
                 threading.Thread(target=self.controller.enqueue_all, name="dklb-resume", daemon=True).start()
 
-        gate = DatabaseGate(self.store.ping, interval=DATABASE_PING_INTERVAL, on_change=changed)
+        gate = DatabaseGate(
+            self.store.ping, interval=DATABASE_PING_INTERVAL, stale=DATABASE_STALE, on_change=changed
+        )
 
         def statement_failed(context: ExceptionContext) -> None:
             # A connection lost under any statement closes the gate now, not at the next ping.

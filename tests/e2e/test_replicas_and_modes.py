@@ -1,5 +1,5 @@
-"""`dklb run` as operators deploy it: two replicas under leader election, Node-address backends,
-flags from the environment.
+"""`dklb run` as operators deploy it: two replicas under leader election (on SQLite and on
+PostgreSQL), Node-address backends, flags from the environment.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import kubernetes
 
 import localcluster
 from tests.checks import present
-from tests.e2e.conftest import World
+from tests.e2e.conftest import BOTH_DATABASES, World
 from tests.integration.conftest import free_port
 from tests.integration.conftest import redis_ping as ping
 from tests.processes import ControllerProcess, controller_args, wait_for
@@ -31,6 +31,7 @@ def logged_at(log: str, needle: str) -> float | None:
     return None
 
 
+@BOTH_DATABASES
 def test_only_the_leader_writes_and_the_standby_takes_over_after_a_crash(
     world: World, kube_cluster: localcluster.LocalCluster, tmp_path: Path
 ) -> None:
@@ -54,7 +55,8 @@ def test_only_the_leader_writes_and_the_standby_takes_over_after_a_crash(
         args = controller_args(
             kubeconfig=kube_cluster.kubeconfig,
             edgelb_url=world.edgelb.url,
-            database=tmp_path / "dklb.db",
+            # One SQLite file on one host, or one PostgreSQL database.
+            database=world.database,
             resync_period="2s",
         )
         args = [a for a in args if a not in ("--leader-elect", "false")] + elect
