@@ -218,7 +218,9 @@ class App:
             try:
                 term = self.store.claim_leadership(identity)
             except Exception:
-                log.exception("leading, but the leadership term cannot be claimed in the database: not writing")
+                log.exception(
+                    "leading, but the leadership term cannot be claimed in the database: not writing"
+                )
                 return
             log.info("leading: this replica writes now (term %d)", term)
             self._leading.set()

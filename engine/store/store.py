@@ -32,7 +32,6 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-
 from sqlalchemy.dialects import postgresql
 
 from engine.model.services import join_key, split_key

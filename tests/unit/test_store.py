@@ -1,7 +1,8 @@
 """The durable store: one transition is one transaction, and the counts never drift.
 
 Every test taking ``store``/``db`` runs twice: on a real SQLite file and on a real PostgreSQL
-database (``tests.storedb``); those about the file (mode, WAL) are SQLite's alone. Proves that ``Store.commit`` writes the binding's state, the pools'
+database (``tests.storedb``); those about the file (mode, WAL) are SQLite's alone. Proves that
+``Store.commit`` writes the binding's state, the pools'
 reference counts and the history row together, and nothing at all when the binding is stale or
 the write fails half-way; that ``ref_count`` equals ``live_reference_counts()`` after any
 sequence of creates, joins, moves, leaves and removals, and pool rows exist exactly while
@@ -29,7 +30,6 @@ import sqlalchemy.exc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.store.database import sqlite_path
 from engine.store import (
     Binding,
     Change,
@@ -39,6 +39,7 @@ from engine.store import (
     database_url,
     migrate,
 )
+from engine.store.database import sqlite_path
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -135,7 +136,7 @@ def test_create_writes_the_binding_and_its_first_history_row(store: Store) -> No
 def test_a_service_has_at_most_one_binding(store: Store) -> None:
     create(store, "default/redis")
     before = snapshot(store)
-    with pytest.raises(sqlalchemy.exc.IntegrityError, match="UNIQUE constraint failed|uq_bindings_service"):
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match=r"UNIQUE constraint failed|uq_bindings_service"):
         create(store, "default/redis", now=at(5))
     assert snapshot(store) == before, "neither a second binding nor a second history row"
     create(store, "other/redis", now=at(6))

@@ -27,7 +27,18 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 import localpg
-from engine.store import Base, Change, Fenced, StaleBinding, Store, StoreError, database_url, migrate, redacted
+from engine.store import (
+    Base,
+    Change,
+    Fenced,
+    StaleBinding,
+    Store,
+    StoreError,
+    database_url,
+    migrate,
+    redacted,
+    transitions,
+)
 from localcluster.processes import wait_for
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -39,7 +50,9 @@ def at(seconds: float) -> datetime:
 
 def create(store: Store, key: str) -> int:
     namespace, name = key.split("/")
-    return store.create(namespace=namespace, name=name, uid="u", state="Pending", trigger="observed", now=T0).id
+    return store.create(
+        namespace=namespace, name=name, uid="u", state="Pending", trigger="observed", now=T0
+    ).id
 
 
 @pytest.fixture
@@ -85,7 +98,9 @@ def test_after_a_second_store_claimed_the_first_one_writes_nothing(two_stores: l
         ("keep_normal_forms", lambda: old.keep_normal_forms({b"c" * 16: b"n" * 16})),
     ]
     for name, write in writes:
-        with pytest.raises(Fenced, match=r"leadership term 1 of this replica is over: .* term 2 .*'replica-2'"):
+        with pytest.raises(
+            Fenced, match=r"leadership term 1 of this replica is over: .* term 2 .*'replica-2'"
+        ):
             write()
         assert (old.bindings(), old.pools(), old.history(limit=None)) == before, name
     assert isinstance(Fenced("x"), StoreError), "callers that handle StoreError handle Fenced"
@@ -117,9 +132,9 @@ def test_a_claim_waits_for_a_write_of_the_old_term_already_in_flight(two_pg_stor
         claimer.start()
         wait_for(lambda: _waiting_on_a_lock(old, "UPDATE leadership"), timeout=30, what="the claim to wait")
         assert claimed == []
-        from engine.store import transitions
-
-        transitions.apply(old._statements, cursor, Change(binding, "Pending", "Provisioning", "a", pool="p"), T0)
+        transitions.apply(
+            old._statements, cursor, Change(binding, "Pending", "Provisioning", "a", pool="p"), T0
+        )
     claimer.join(30)
     assert claimed == [2]
     assert old.get("ns/a") is not None and old.get("ns/a").state == "Provisioning"  # type: ignore[union-attr]
@@ -130,7 +145,8 @@ def test_a_claim_waits_for_a_write_of_the_old_term_already_in_flight(two_pg_stor
 def _waiting_on_a_lock(store: Store, query: str) -> bool:
     with store._read() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            "SELECT query FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
         ).all()
     return any(query in row[0] for row in rows)
 
@@ -190,7 +206,13 @@ def test_one_binding_committed_by_two_replicas_at_once_commits_once(two_pg_store
         start = threading.Barrier(2, timeout=30)
         results: list[str] = []
 
-        def attempt(store: Store, pool: str, binding: int = binding) -> None:
+        def attempt(
+            store: Store,
+            pool: str,
+            binding: int = binding,
+            start: threading.Barrier = start,
+            results: list[str] = results,
+        ) -> None:
             start.wait()
             try:
                 store.commit(Change(binding, "Pending", "Provisioning", "accept", pool=pool))
@@ -272,7 +294,9 @@ def test_the_migrated_postgresql_schema_matches_the_store_metadata_and_downgrade
     assert migrate.upgrade(postgres_url) == migrate.head()
 
 
-def test_check_names_an_unreachable_server_without_its_password(postgres_server: localpg.LocalPostgres) -> None:
+def test_check_names_an_unreachable_server_without_its_password(
+    postgres_server: localpg.LocalPostgres,
+) -> None:
     url = postgres_server.url("nothere", password="s3cret-pw")
     with pytest.raises(StoreError) as caught:
         migrate.check(url)
@@ -294,7 +318,7 @@ def test_a_store_survives_a_server_restart() -> None:
             create(store, "ns/a")
             assert [b.key for b in store.bindings()] == ["ns/a"]
             localpg.stop(server)
-            with pytest.raises(Exception):  # noqa: B017, PT011 - whatever psycopg says while it is down
+            with pytest.raises(Exception):  # noqa: B017 - whatever psycopg says while it is down
                 store.ping()
             localpg.start(server)
             store.ping()
@@ -310,7 +334,11 @@ def test_a_store_survives_a_server_restart() -> None:
 
 URLS: list[tuple[str, str, str]] = [
     ("postgresql", "postgresql://u:pw@db:5432/dklb", "postgresql+psycopg://u:pw@db:5432/dklb"),
-    ("postgres", "postgres://u:pw@db/dklb?sslmode=verify-full", "postgresql+psycopg://u:pw@db/dklb?sslmode=verify-full"),
+    (
+        "postgres",
+        "postgres://u:pw@db/dklb?sslmode=verify-full",
+        "postgresql+psycopg://u:pw@db/dklb?sslmode=verify-full",
+    ),
     ("psycopg-kept", "postgresql+psycopg://u@db/dklb", "postgresql+psycopg://u@db/dklb"),
     ("sqlite-kept", "sqlite:///x.db", "sqlite:///x.db"),
 ]
@@ -322,7 +350,11 @@ def test_postgresql_urls_mean_psycopg_3(given: str, expected: str) -> None:
 
 
 REDACTED: list[tuple[str, str, str]] = [
-    ("password", "postgresql+psycopg://dklb:s3cret@db:5432/dklb", "postgresql+psycopg://dklb:***@db:5432/dklb"),
+    (
+        "password",
+        "postgresql+psycopg://dklb:s3cret@db:5432/dklb",
+        "postgresql+psycopg://dklb:***@db:5432/dklb",
+    ),
     (
         "escaped-password",
         "postgresql://dklb:p%40ss%3Aw@db/dklb?sslmode=verify-full",
