@@ -10,6 +10,13 @@ read-only store). The schema is owned by Alembic: open a store through ``engine.
 What runs on every reconcile step (``commit``, ``create``, ``get``, ``pool``, a pool's
 ``bindings``) is prepared once and run on kept DBAPI connections (``engine.store.prepared``,
 ``engine.store.transitions``); the rest goes through SQLAlchemy Core.
+
+Replicas (PostgreSQL): the same code, on SQLAlchemy's pool instead of kept connections; writes
+of one process run side by side, ordered by row locks (``transitions``). A replica that starts
+leading claims a new term (``claim_leadership``); from then on each of its write transactions
+first checks the term is still its own, so a deposed leader's late commit is refused by the
+database (``Fenced``). ``reachability`` says whether the database answers (lost on a connection
+error, regained by ``ping``).
 """
 
 from __future__ import annotations
@@ -36,8 +43,9 @@ from sqlalchemy.dialects import postgresql
 
 from engine.model.services import join_key, split_key
 from engine.store import transitions
-from engine.store.database import SINGLE_STATEMENT, make_engine, sqlite_path
+from engine.store.database import SINGLE_STATEMENT, make_engine, redacted, sqlite_path
 from engine.store.prepared import Connections
+from engine.store.reachability import Reachability
 from engine.store.records import (
     Binding,
     BindingSummary,
@@ -79,6 +87,8 @@ class Store:
         self._writes_lock = threading.Lock()
         self._statements = Statements(self.engine.dialect)
         self._connections = Connections(self.engine, self._reader, keep=separate)
+        # Lost on a connection error of any statement, regained by ``ping``: the runtime's fence.
+        self.reachability = Reachability(self.engine, redacted(url))
         # The leadership term this store claimed (``claim_leadership``); None: it never claimed
         # and its writes are not fenced (the CLI, tests, leader election off).
         self.term: int | None = None
@@ -110,7 +120,7 @@ class Store:
     @contextmanager
     def _raw_write(self) -> Iterator[Any]:
         """A DBAPI cursor inside ONE write transaction, for ``Prepared`` statements."""
-        with self._writer, self._connections.write() as cursor:
+        with self.reachability.guard(), self._writer, self._connections.write() as cursor:
             if self.term is not None:
                 self._fence(cursor)
             yield cursor
@@ -165,7 +175,7 @@ class Store:
     def get(self, key: str) -> Binding | None:
         """The binding of ``key``: the read at the start of every reconcile, so a prepared one."""
         namespace, name = split_key(key)
-        with self._connections.read() as cursor:
+        with self.reachability.guard(), self._connections.read() as cursor:
             row = self._statements.binding_by_key.first(cursor, {"_namespace": namespace, "_name": name})
         return None if row is None else Binding(**row)
 
@@ -173,7 +183,7 @@ class Store:
         if pool is not None and states is None:
             # The guards' question on every transition into a pool: a prepared read.
             prepared = self._statements.bindings_in_pool
-            with self._connections.read() as cursor:
+            with self.reachability.guard(), self._connections.read() as cursor:
                 rows = prepared.run(cursor, {"_pool": pool}).fetchall()
             return [Binding(**prepared.decode(row)) for row in rows]
         query = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name)
@@ -186,7 +196,7 @@ class Store:
 
     def pool(self, name: str) -> Pool | None:
         """The pool's row: read by the guards and Provisioning on every step into a pool."""
-        with self._connections.read() as cursor:
+        with self.reachability.guard(), self._connections.read() as cursor:
             row = self._statements.pool_by_name.first(cursor, {"_name": name})
         return None if row is None else Pool(**row)
 
@@ -305,13 +315,15 @@ class Store:
         return by_state, pools
 
     def ping(self) -> None:
-        """Raise unless the database answers a trivial query (``/readyz``).
+        """Raise unless the database answers a trivial query (``/readyz``); once it does, the
+        database is reachable again (``reachability``).
 
         It names a table, so SQLite has to read the file's schema: ``SELECT 1`` alone would
         succeed without touching the file at all.
         """
         with self._read() as conn:
             conn.execute(text("SELECT 1 FROM pools LIMIT 1")).all()
+        self.reachability.regained()
 
     def live_reference_counts(self) -> dict[str, int]:
         """Bindings per pool counted from the bindings table: the truth ``ref_count`` must equal."""

@@ -8,7 +8,8 @@ crossing between the same pools keep every ``ref_count`` equal to its live refer
 deadlock, and that two transitions of ONE binding at once give one commit and one
 ``StaleBinding``; that two migrations at once migrate once (the advisory lock) and both end at
 head; that the migrated schema matches the store's metadata and downgrades to nothing; that a
-store survives a server restart (``pool_pre_ping``); that PostgreSQL URLs are normalized for
+store survives a server restart (``pool_pre_ping``) and says it lost the database meanwhile
+(``reachability``, until a ping answers); that PostgreSQL URLs are normalized for
 psycopg 3 and never named with their password (``redacted``).
 """
 
@@ -25,6 +26,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.exc import DBAPIError
 
 import localpg
 from engine.store import (
@@ -307,27 +309,50 @@ def test_check_names_an_unreachable_server_without_its_password(
 # ---- a server restart ------------------------------------------------------------------------
 
 
-def test_a_store_survives_a_server_restart() -> None:
-    """``pool_pre_ping``: connections of the old server are replaced, not handed out broken."""
+def test_a_store_survives_a_server_restart_and_says_when_it_lost_it() -> None:
+    """``pool_pre_ping``: connections of the old server are replaced, not handed out broken; a
+    connection error marks the database unreachable, and only a ping marks it reachable again."""
     server = localpg.start()
     try:
         url = server.create_database("restart")
         migrate.upgrade(url)
         store = Store(database_url(url))
+        changes: list[bool] = []
+        store.reachability.on_change = changes.append
         try:
-            create(store, "ns/a")
+            binding = create(store, "ns/a")
             assert [b.key for b in store.bindings()] == ["ns/a"]
             localpg.stop(server)
-            with pytest.raises(Exception):  # noqa: B017 - whatever psycopg says while it is down
-                store.ping()
+            lost: list[tuple[str, Callable[[], object]]] = [
+                ("prepared-read", lambda: store.get("ns/a")),
+                ("commit", lambda: store.commit(Change(binding, "Pending", "Provisioning", "a", pool="p"))),
+                ("core-read", store.bindings),
+                ("ping", store.ping),
+            ]
+            for name, use in lost:
+                with pytest.raises(DBAPIError):
+                    use()
+                assert store.reachability.reachable is False, name
+            assert changes == [False], "told once"
             localpg.start(server)
+            assert [b.key for b in store.bindings()] == ["ns/a"]
+            assert store.reachability.reachable is False, "a statement that works is not a ping"
             store.ping()
+            assert store.reachability.reachable is True and changes == [False, True]
             create(store, "ns/b")
             assert [b.key for b in store.bindings()] == ["ns/a", "ns/b"]
         finally:
             store.close()
     finally:
         localpg.remove(server)
+
+
+def test_an_error_of_the_statement_itself_is_not_a_lost_database(two_pg_stores: list[Store]) -> None:
+    store = two_pg_stores[0]
+    create(store, "ns/a")
+    with pytest.raises(DBAPIError):
+        create(store, "ns/a")  # a unique constraint
+    assert store.reachability.reachable is True
 
 
 # ---- naming a database -----------------------------------------------------------------------
