@@ -256,6 +256,9 @@ class Store:
         rows, more for a rare state). So only the most selective filter (a Service, else a pool,
         else a state) is left usable as an index; the others are compared as ``column || ''``,
         an expression no index matches (portable SQL: other databases just filter the same rows).
+        PostgreSQL (a million rows, EXPLAIN ANALYZE): the same indexes read backwards, an
+        incremental sort for the ``id`` tie-break of one ``at``, under 0.3 ms; the worst case,
+        a pool and a state that never meet, reads the pool's rows (3,334: 9 ms).
         """
         lead = "key" if key is not None else "pool" if pool is not None else "state"
 
