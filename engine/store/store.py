@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -103,16 +103,22 @@ class Store:
     # cost more CPU than everything else a reconcile does.
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """A connection for ONE statement (each read below is one)."""
+    def _read(self, *, stream: bool = False) -> Iterator[Connection]:
+        """A connection for ONE statement (each read below is one). ``stream``: rows come as
+        they are used (SQLite steps its statement anyway; psycopg would fetch them all at once
+        unless a server-side cursor is asked for)."""
         with self._reader.connect() as conn:
-            yield conn.execution_options(**{SINGLE_STATEMENT: True})
+            options: dict[str, Any] = {SINGLE_STATEMENT: True}
+            if stream and self.dialect == "postgresql":
+                options.update(stream_results=True, max_row_buffer=500)
+            yield conn.execution_options(**options)
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         with self._writer, self.engine.begin() as conn:
             if self.term is not None:
-                self._fence(conn.connection.cursor())
+                with closing(conn.connection.cursor()) as cursor:
+                    self._fence(cursor)
             yield conn
         with self._writes_lock:
             self.write_transactions += 1
@@ -303,7 +309,7 @@ class Store:
         """Every binding's key, pool and configuration (in ``bindings()``'s order), one row at a
         time: the orphan sweep's read, which must not hold thousands of whole bindings at once."""
         query = select(BINDINGS.c.namespace, BINDINGS.c.name, BINDINGS.c.pool, BINDINGS.c.config)
-        with self._read() as conn:
+        with self._read(stream=True) as conn:
             for namespace, name, pool, config in conn.execute(
                 query.order_by(BINDINGS.c.namespace, BINDINGS.c.name)
             ):
@@ -438,7 +444,7 @@ class Store:
         )
         if pools is not None:
             query = query.where(BINDINGS.c.pool.in_(list(pools)))
-        with self._read() as conn:
+        with self._read(stream=True) as conn:
             for namespace, name, pool, objects in conn.execute(query):
                 yield join_key(namespace, name), pool, objects
 

@@ -747,3 +747,20 @@ def test_two_threads_commit_to_different_bindings_at_once(db: str, shared: bool)
     finally:
         for s in {id(s): s for s in stores}.values():
             s.close()
+
+
+def test_summaries_and_expectations_stream_every_row_in_order(store: Store) -> None:
+    """The orphan and pool sweeps' reads, streamed (a server-side cursor on PostgreSQL)."""
+    keys = [f"ns/b{i:04d}" for i in range(600)]  # more than the 500 rows psycopg buffers at a time
+    for i, key in enumerate(keys):
+        binding = create(store, key)
+        store.commit(
+            Change(binding.id, "Pending", "Ready", "ok", pool=f"p{i % 3}", config={"i": i}, objects={"o": i}),
+            now=at(1),
+        )
+    summaries = list(store.summaries())
+    assert [s.key for s in summaries] == keys
+    assert [s.config for s in summaries] == [{"i": i} for i in range(len(keys))]
+    expected = {(key, f"p{i % 3}", f'{{"o":{i}}}') for i, key in enumerate(keys)}
+    assert set(store.expectations(["Ready"])) == expected
+    assert set(store.expectations(["Ready"], pools=["p1"])) == {e for e in expected if e[1] == "p1"}
