@@ -40,9 +40,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import event
-from sqlalchemy.engine import ExceptionContext
-
 from engine.admission.plan import AdmissionPlan
 from engine.admission.webhook import AdmissionWebhook, WebhookError
 from engine.edgelb.client import ClientOptions
@@ -305,12 +302,13 @@ class App:
             self.store.ping, interval=DATABASE_PING_INTERVAL, stale=DATABASE_STALE, on_change=changed
         )
 
-        def statement_failed(context: ExceptionContext) -> None:
-            # A connection lost under any statement closes the gate now, not at the next ping.
-            if context.is_disconnect:
-                gate.failed(context.original_exception)
+        def reachability(reachable: bool) -> None:
+            # A connection lost under any statement (the store saw it and logged why) closes the
+            # gate now, not at the next ping; only a ping opens it again.
+            if not reachable:
+                gate.failed(ConnectionError("a statement lost its connection to the database"))
 
-        event.listen(self.store.engine, "handle_error", statement_failed)
+        self.store.reachability.on_change = reachability
         return gate
 
     def _controller(self) -> Controller:

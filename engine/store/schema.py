@@ -5,9 +5,9 @@ the pool: its reference count), the ``history`` (appended to by every transition
 retention only), ``history_pruned`` (what retention deleted, so ``dklb history`` can say so) and
 ``normal_forms`` (the pool sweep's memo, so that a restart does not normalize again every set of
 EdgeLB objects it knows) and ``leadership`` (one row: the term of the replica that leads, the
-database's own fence against a deposed leader's late commit). ``migrations/`` creates them; ``engine.store.store`` reads and writes
-them with statements built on the ``Table`` objects below. Column types keep SQLite readable
-(JSON as text) and times comparable (UTC only).
+database's own fence against a deposed leader's late commit). ``migrations/`` creates them;
+``engine.store.store`` reads and writes them with statements built on the ``Table`` objects
+below. Column types keep SQLite readable (JSON as text) and times comparable (UTC only).
 """
 
 from __future__ import annotations

@@ -10,13 +10,20 @@ read-only store). The schema is owned by Alembic: open a store through ``engine.
 What runs on every reconcile step (``commit``, ``create``, ``get``, ``pool``, a pool's
 ``bindings``) is prepared once and run on kept DBAPI connections (``engine.store.prepared``,
 ``engine.store.transitions``); the rest goes through SQLAlchemy Core.
+
+Replicas (PostgreSQL): the same code, on SQLAlchemy's pool instead of kept connections; writes
+of one process run side by side, ordered by row locks (``transitions``). A replica that starts
+leading claims a new term (``claim_leadership``); from then on each of its write transactions
+first checks the term is still its own, so a deposed leader's late commit is refused by the
+database (``Fenced``). ``reachability`` says whether the database answers (lost on a connection
+error, regained by ``ping``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -32,13 +39,13 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-
 from sqlalchemy.dialects import postgresql
 
 from engine.model.services import join_key, split_key
 from engine.store import transitions
-from engine.store.database import SINGLE_STATEMENT, make_engine, sqlite_path
+from engine.store.database import SINGLE_STATEMENT, make_engine, redacted, sqlite_path
 from engine.store.prepared import Connections
+from engine.store.reachability import Reachability
 from engine.store.records import (
     Binding,
     BindingSummary,
@@ -80,6 +87,8 @@ class Store:
         self._writes_lock = threading.Lock()
         self._statements = Statements(self.engine.dialect)
         self._connections = Connections(self.engine, self._reader, keep=separate)
+        # Lost on a connection error of any statement, regained by ``ping``: the runtime's fence.
+        self.reachability = Reachability(self.engine, redacted(url))
         # The leadership term this store claimed (``claim_leadership``); None: it never claimed
         # and its writes are not fenced (the CLI, tests, leader election off).
         self.term: int | None = None
@@ -94,16 +103,22 @@ class Store:
     # cost more CPU than everything else a reconcile does.
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """A connection for ONE statement (each read below is one)."""
+    def _read(self, *, stream: bool = False) -> Iterator[Connection]:
+        """A connection for ONE statement (each read below is one). ``stream``: rows come as
+        they are used (SQLite steps its statement anyway; psycopg would fetch them all at once
+        unless a server-side cursor is asked for)."""
         with self._reader.connect() as conn:
-            yield conn.execution_options(**{SINGLE_STATEMENT: True})
+            options: dict[str, Any] = {SINGLE_STATEMENT: True}
+            if stream and self.dialect == "postgresql":
+                options.update(stream_results=True, max_row_buffer=500)
+            yield conn.execution_options(**options)
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         with self._writer, self.engine.begin() as conn:
             if self.term is not None:
-                self._fence(conn.connection.cursor())
+                with closing(conn.connection.cursor()) as cursor:
+                    self._fence(cursor)
             yield conn
         with self._writes_lock:
             self.write_transactions += 1
@@ -111,7 +126,7 @@ class Store:
     @contextmanager
     def _raw_write(self) -> Iterator[Any]:
         """A DBAPI cursor inside ONE write transaction, for ``Prepared`` statements."""
-        with self._writer, self._connections.write() as cursor:
+        with self.reachability.guard(), self._writer, self._connections.write() as cursor:
             if self.term is not None:
                 self._fence(cursor)
             yield cursor
@@ -166,7 +181,7 @@ class Store:
     def get(self, key: str) -> Binding | None:
         """The binding of ``key``: the read at the start of every reconcile, so a prepared one."""
         namespace, name = split_key(key)
-        with self._connections.read() as cursor:
+        with self.reachability.guard(), self._connections.read() as cursor:
             row = self._statements.binding_by_key.first(cursor, {"_namespace": namespace, "_name": name})
         return None if row is None else Binding(**row)
 
@@ -174,7 +189,7 @@ class Store:
         if pool is not None and states is None:
             # The guards' question on every transition into a pool: a prepared read.
             prepared = self._statements.bindings_in_pool
-            with self._connections.read() as cursor:
+            with self.reachability.guard(), self._connections.read() as cursor:
                 rows = prepared.run(cursor, {"_pool": pool}).fetchall()
             return [Binding(**prepared.decode(row)) for row in rows]
         query = select(BINDINGS).order_by(BINDINGS.c.namespace, BINDINGS.c.name)
@@ -187,7 +202,7 @@ class Store:
 
     def pool(self, name: str) -> Pool | None:
         """The pool's row: read by the guards and Provisioning on every step into a pool."""
-        with self._connections.read() as cursor:
+        with self.reachability.guard(), self._connections.read() as cursor:
             row = self._statements.pool_by_name.first(cursor, {"_name": name})
         return None if row is None else Pool(**row)
 
@@ -247,6 +262,9 @@ class Store:
         rows, more for a rare state). So only the most selective filter (a Service, else a pool,
         else a state) is left usable as an index; the others are compared as ``column || ''``,
         an expression no index matches (portable SQL: other databases just filter the same rows).
+        PostgreSQL (a million rows, EXPLAIN ANALYZE): the same indexes read backwards, an
+        incremental sort for the ``id`` tie-break of one ``at``, under 0.3 ms; the worst case,
+        a pool and a state that never meet, reads the pool's rows (3,334: 9 ms).
         """
         lead = "key" if key is not None else "pool" if pool is not None else "state"
 
@@ -291,7 +309,7 @@ class Store:
         """Every binding's key, pool and configuration (in ``bindings()``'s order), one row at a
         time: the orphan sweep's read, which must not hold thousands of whole bindings at once."""
         query = select(BINDINGS.c.namespace, BINDINGS.c.name, BINDINGS.c.pool, BINDINGS.c.config)
-        with self._read() as conn:
+        with self._read(stream=True) as conn:
             for namespace, name, pool, config in conn.execute(
                 query.order_by(BINDINGS.c.namespace, BINDINGS.c.name)
             ):
@@ -306,13 +324,15 @@ class Store:
         return by_state, pools
 
     def ping(self) -> None:
-        """Raise unless the database answers a trivial query (``/readyz``).
+        """Raise unless the database answers a trivial query (``/readyz``); once it does, the
+        database is reachable again (``reachability``).
 
         It names a table, so SQLite has to read the file's schema: ``SELECT 1`` alone would
         succeed without touching the file at all.
         """
         with self._read() as conn:
             conn.execute(text("SELECT 1 FROM pools LIMIT 1")).all()
+        self.reachability.regained()
 
     def live_reference_counts(self) -> dict[str, int]:
         """Bindings per pool counted from the bindings table: the truth ``ref_count`` must equal."""
@@ -424,7 +444,7 @@ class Store:
         )
         if pools is not None:
             query = query.where(BINDINGS.c.pool.in_(list(pools)))
-        with self._read() as conn:
+        with self._read(stream=True) as conn:
             for namespace, name, pool, objects in conn.execute(query):
                 yield join_key(namespace, name), pool, objects
 

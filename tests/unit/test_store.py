@@ -1,7 +1,8 @@
 """The durable store: one transition is one transaction, and the counts never drift.
 
 Every test taking ``store``/``db`` runs twice: on a real SQLite file and on a real PostgreSQL
-database (``tests.storedb``); those about the file (mode, WAL) are SQLite's alone. Proves that ``Store.commit`` writes the binding's state, the pools'
+database (``tests.storedb``); those about the file (mode, WAL) are SQLite's alone. Proves that
+``Store.commit`` writes the binding's state, the pools'
 reference counts and the history row together, and nothing at all when the binding is stale or
 the write fails half-way; that ``ref_count`` equals ``live_reference_counts()`` after any
 sequence of creates, joins, moves, leaves and removals, and pool rows exist exactly while
@@ -29,7 +30,6 @@ import sqlalchemy.exc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.store.database import sqlite_path
 from engine.store import (
     Binding,
     Change,
@@ -39,6 +39,7 @@ from engine.store import (
     database_url,
     migrate,
 )
+from engine.store.database import sqlite_path
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -135,7 +136,7 @@ def test_create_writes_the_binding_and_its_first_history_row(store: Store) -> No
 def test_a_service_has_at_most_one_binding(store: Store) -> None:
     create(store, "default/redis")
     before = snapshot(store)
-    with pytest.raises(sqlalchemy.exc.IntegrityError, match="UNIQUE constraint failed|uq_bindings_service"):
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match=r"UNIQUE constraint failed|uq_bindings_service"):
         create(store, "default/redis", now=at(5))
     assert snapshot(store) == before, "neither a second binding nor a second history row"
     create(store, "other/redis", now=at(6))
@@ -746,3 +747,20 @@ def test_two_threads_commit_to_different_bindings_at_once(db: str, shared: bool)
     finally:
         for s in {id(s): s for s in stores}.values():
             s.close()
+
+
+def test_summaries_and_expectations_stream_every_row_in_order(store: Store) -> None:
+    """The orphan and pool sweeps' reads, streamed (a server-side cursor on PostgreSQL)."""
+    keys = [f"ns/b{i:04d}" for i in range(600)]  # more than the 500 rows psycopg buffers at a time
+    for i, key in enumerate(keys):
+        binding = create(store, key)
+        store.commit(
+            Change(binding.id, "Pending", "Ready", "ok", pool=f"p{i % 3}", config={"i": i}, objects={"o": i}),
+            now=at(1),
+        )
+    summaries = list(store.summaries())
+    assert [s.key for s in summaries] == keys
+    assert [s.config for s in summaries] == [{"i": i} for i in range(len(keys))]
+    expected = {(key, f"p{i % 3}", f'{{"o":{i}}}') for i, key in enumerate(keys)}
+    assert set(store.expectations(["Ready"])) == expected
+    assert set(store.expectations(["Ready"], pools=["p1"])) == {e for e in expected if e[1] == "p1"}

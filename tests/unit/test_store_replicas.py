@@ -8,7 +8,8 @@ crossing between the same pools keep every ``ref_count`` equal to its live refer
 deadlock, and that two transitions of ONE binding at once give one commit and one
 ``StaleBinding``; that two migrations at once migrate once (the advisory lock) and both end at
 head; that the migrated schema matches the store's metadata and downgrades to nothing; that a
-store survives a server restart (``pool_pre_ping``); that PostgreSQL URLs are normalized for
+store survives a server restart (``pool_pre_ping``) and says it lost the database meanwhile
+(``reachability``, until a ping answers); that PostgreSQL URLs are normalized for
 psycopg 3 and never named with their password (``redacted``).
 """
 
@@ -25,9 +26,21 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.exc import DBAPIError
 
 import localpg
-from engine.store import Base, Change, Fenced, StaleBinding, Store, StoreError, database_url, migrate, redacted
+from engine.store import (
+    Base,
+    Change,
+    Fenced,
+    StaleBinding,
+    Store,
+    StoreError,
+    database_url,
+    migrate,
+    redacted,
+    transitions,
+)
 from localcluster.processes import wait_for
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -39,7 +52,9 @@ def at(seconds: float) -> datetime:
 
 def create(store: Store, key: str) -> int:
     namespace, name = key.split("/")
-    return store.create(namespace=namespace, name=name, uid="u", state="Pending", trigger="observed", now=T0).id
+    return store.create(
+        namespace=namespace, name=name, uid="u", state="Pending", trigger="observed", now=T0
+    ).id
 
 
 @pytest.fixture
@@ -85,7 +100,9 @@ def test_after_a_second_store_claimed_the_first_one_writes_nothing(two_stores: l
         ("keep_normal_forms", lambda: old.keep_normal_forms({b"c" * 16: b"n" * 16})),
     ]
     for name, write in writes:
-        with pytest.raises(Fenced, match=r"leadership term 1 of this replica is over: .* term 2 .*'replica-2'"):
+        with pytest.raises(
+            Fenced, match=r"leadership term 1 of this replica is over: .* term 2 .*'replica-2'"
+        ):
             write()
         assert (old.bindings(), old.pools(), old.history(limit=None)) == before, name
     assert isinstance(Fenced("x"), StoreError), "callers that handle StoreError handle Fenced"
@@ -117,9 +134,9 @@ def test_a_claim_waits_for_a_write_of_the_old_term_already_in_flight(two_pg_stor
         claimer.start()
         wait_for(lambda: _waiting_on_a_lock(old, "UPDATE leadership"), timeout=30, what="the claim to wait")
         assert claimed == []
-        from engine.store import transitions
-
-        transitions.apply(old._statements, cursor, Change(binding, "Pending", "Provisioning", "a", pool="p"), T0)
+        transitions.apply(
+            old._statements, cursor, Change(binding, "Pending", "Provisioning", "a", pool="p"), T0
+        )
     claimer.join(30)
     assert claimed == [2]
     assert old.get("ns/a") is not None and old.get("ns/a").state == "Provisioning"  # type: ignore[union-attr]
@@ -130,7 +147,8 @@ def test_a_claim_waits_for_a_write_of_the_old_term_already_in_flight(two_pg_stor
 def _waiting_on_a_lock(store: Store, query: str) -> bool:
     with store._read() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            "SELECT query FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
         ).all()
     return any(query in row[0] for row in rows)
 
@@ -190,7 +208,13 @@ def test_one_binding_committed_by_two_replicas_at_once_commits_once(two_pg_store
         start = threading.Barrier(2, timeout=30)
         results: list[str] = []
 
-        def attempt(store: Store, pool: str, binding: int = binding) -> None:
+        def attempt(
+            store: Store,
+            pool: str,
+            binding: int = binding,
+            start: threading.Barrier = start,
+            results: list[str] = results,
+        ) -> None:
             start.wait()
             try:
                 store.commit(Change(binding, "Pending", "Provisioning", "accept", pool=pool))
@@ -272,7 +296,9 @@ def test_the_migrated_postgresql_schema_matches_the_store_metadata_and_downgrade
     assert migrate.upgrade(postgres_url) == migrate.head()
 
 
-def test_check_names_an_unreachable_server_without_its_password(postgres_server: localpg.LocalPostgres) -> None:
+def test_check_names_an_unreachable_server_without_its_password(
+    postgres_server: localpg.LocalPostgres,
+) -> None:
     url = postgres_server.url("nothere", password="s3cret-pw")
     with pytest.raises(StoreError) as caught:
         migrate.check(url)
@@ -283,21 +309,36 @@ def test_check_names_an_unreachable_server_without_its_password(postgres_server:
 # ---- a server restart ------------------------------------------------------------------------
 
 
-def test_a_store_survives_a_server_restart() -> None:
-    """``pool_pre_ping``: connections of the old server are replaced, not handed out broken."""
+def test_a_store_survives_a_server_restart_and_says_when_it_lost_it() -> None:
+    """``pool_pre_ping``: connections of the old server are replaced, not handed out broken; a
+    connection error marks the database unreachable, and only a ping marks it reachable again."""
     server = localpg.start()
     try:
         url = server.create_database("restart")
         migrate.upgrade(url)
         store = Store(database_url(url))
+        changes: list[bool] = []
+        store.reachability.on_change = changes.append
         try:
-            create(store, "ns/a")
+            binding = create(store, "ns/a")
             assert [b.key for b in store.bindings()] == ["ns/a"]
             localpg.stop(server)
-            with pytest.raises(Exception):  # noqa: B017, PT011 - whatever psycopg says while it is down
-                store.ping()
+            lost: list[tuple[str, Callable[[], object]]] = [
+                ("prepared-read", lambda: store.get("ns/a")),
+                ("commit", lambda: store.commit(Change(binding, "Pending", "Provisioning", "a", pool="p"))),
+                ("core-read", store.bindings),
+                ("ping", store.ping),
+            ]
+            for name, use in lost:
+                with pytest.raises(DBAPIError):
+                    use()
+                assert store.reachability.reachable is False, name
+            assert changes == [False], "told once"
             localpg.start(server)
+            assert [b.key for b in store.bindings()] == ["ns/a"]
+            assert store.reachability.reachable is False, "a statement that works is not a ping"
             store.ping()
+            assert store.reachability.reachable is True and changes == [False, True]
             create(store, "ns/b")
             assert [b.key for b in store.bindings()] == ["ns/a", "ns/b"]
         finally:
@@ -306,11 +347,23 @@ def test_a_store_survives_a_server_restart() -> None:
         localpg.remove(server)
 
 
+def test_an_error_of_the_statement_itself_is_not_a_lost_database(two_pg_stores: list[Store]) -> None:
+    store = two_pg_stores[0]
+    create(store, "ns/a")
+    with pytest.raises(DBAPIError):
+        create(store, "ns/a")  # a unique constraint
+    assert store.reachability.reachable is True
+
+
 # ---- naming a database -----------------------------------------------------------------------
 
 URLS: list[tuple[str, str, str]] = [
     ("postgresql", "postgresql://u:pw@db:5432/dklb", "postgresql+psycopg://u:pw@db:5432/dklb"),
-    ("postgres", "postgres://u:pw@db/dklb?sslmode=verify-full", "postgresql+psycopg://u:pw@db/dklb?sslmode=verify-full"),
+    (
+        "postgres",
+        "postgres://u:pw@db/dklb?sslmode=verify-full",
+        "postgresql+psycopg://u:pw@db/dklb?sslmode=verify-full",
+    ),
     ("psycopg-kept", "postgresql+psycopg://u@db/dklb", "postgresql+psycopg://u@db/dklb"),
     ("sqlite-kept", "sqlite:///x.db", "sqlite:///x.db"),
 ]
@@ -322,7 +375,11 @@ def test_postgresql_urls_mean_psycopg_3(given: str, expected: str) -> None:
 
 
 REDACTED: list[tuple[str, str, str]] = [
-    ("password", "postgresql+psycopg://dklb:s3cret@db:5432/dklb", "postgresql+psycopg://dklb:***@db:5432/dklb"),
+    (
+        "password",
+        "postgresql+psycopg://dklb:s3cret@db:5432/dklb",
+        "postgresql+psycopg://dklb:***@db:5432/dklb",
+    ),
     (
         "escaped-password",
         "postgresql://dklb:p%40ss%3Aw@db/dklb?sslmode=verify-full",
