@@ -581,7 +581,13 @@ def test_the_redis_example_runs_as_the_service_account_under_leader_election(
         assert held is not None and held["spec"]["holderIdentity"] == identity
         # The probes the Deployment configures: alive, and ready once the Services are listed.
         assert http_get(http_port, "/healthz")[0] == 200
-        ready = wait_for(lambda: (answer := http_get(http_port, "/readyz"))[0] == 200 and answer[1])
+        # "is now the leader" is logged before the replica claims its term in the database and
+        # writes: ready first, leading a moment later.
+        ready = wait_for(
+            lambda: (
+                (answer := http_get(http_port, "/readyz"))[0] == 200 and answer[1].get("leader") and answer[1]
+            )
+        )
         assert ready == {"ready": True, "leader": True}
 
         port = free_port()
