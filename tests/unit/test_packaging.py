@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-STAND_INS = ("edgelb_local", "localcluster")
+STAND_INS = ("edgelb_local", "localcluster", "localpg")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_the_installed_controller_runs_without_the_stand_ins(wheel: Path, tmp_pa
         tmp_path,
         """
         import importlib.util, contextlib, io
-        for name in ("edgelb_local", "localcluster", "tests", "bench"):
+        for name in ("edgelb_local", "localcluster", "localpg", "tests", "bench"):
             assert importlib.util.find_spec(name) is None, name
         from engine import cli
         out = io.StringIO()
