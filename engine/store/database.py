@@ -202,10 +202,20 @@ CONNECT_TIMEOUT = 5
 LOCK_TIMEOUT_MS = int(BUSY_TIMEOUT * 1000)
 
 
+#: Milliseconds a session may sit idle inside a transaction before the server ends it. dklb's
+#: transactions never wait on anything but the database (a transition's EdgeLB and Kubernetes
+#: calls are made before its transaction begins), so only a replica cut off from the server
+#: mid-transaction reaches it: its row locks (and its hold on the leadership row) are then
+#: released in seconds, not after TCP's keepalive, and the next leader's claim goes through.
+IDLE_IN_TRANSACTION_MS = 15_000
+
+
 def _postgresql_engine(url: str | URL, *, read_only: bool) -> Engine:
     """READ COMMITTED (PostgreSQL's default) plus the store's row locks; ``pool_pre_ping`` so a
     connection left over from before a server restart is replaced, not handed out broken."""
-    options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"
+    options = (
+        f"-c lock_timeout={LOCK_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+    )
     if read_only:
         options += " -c default_transaction_read_only=on"
     return create_engine(

@@ -15,6 +15,7 @@ psycopg 3 and never named with their password (``redacted``).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from engine.store import (
     StaleBinding,
     Store,
     StoreError,
+    database,
     database_url,
     migrate,
     redacted,
@@ -142,6 +144,31 @@ def test_a_claim_waits_for_a_write_of_the_old_term_already_in_flight(two_pg_stor
     assert old.get("ns/a") is not None and old.get("ns/a").state == "Provisioning"  # type: ignore[union-attr]
     with pytest.raises(Fenced):
         old.commit(Change(binding, "Provisioning", "Pending", "x", pool=None))
+
+
+def test_a_claim_is_not_held_up_for_long_by_a_replica_cut_off_mid_transaction(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut-off replica's transaction (its term read FOR SHARE) never ends from its side: the
+    server ends it after ``IDLE_IN_TRANSACTION_MS``, and the claim, waiting meanwhile, goes through."""
+    monkeypatch.setattr(database, "IDLE_IN_TRANSACTION_MS", 1000)
+    old = Store(pg_url)
+    monkeypatch.undo()
+    new = Store(pg_url)
+    try:
+        binding = create(old, "ns/a")
+        old.claim_leadership("replica-1")
+        with contextlib.ExitStack() as cut_off:
+            cursor = cut_off.enter_context(old._raw_write())
+            assert new.claim_leadership("replica-2") == 2
+            with pytest.raises(DBAPIError):
+                transitions.apply(old._statements, cursor, Change(binding, "Pending", "Ready", "x"), T0)
+            with pytest.raises(DBAPIError):
+                cut_off.close()
+        assert old.get("ns/a").state == "Pending"  # type: ignore[union-attr]
+    finally:
+        old.close()
+        new.close()
 
 
 def _waiting_on_a_lock(store: Store, query: str) -> bool:
