@@ -93,7 +93,7 @@ class Statements:
         self.join_pool = Prepared(_join_pool(dialect), dialect, _NEW_POOL_KEYS)
         self.delete_pool = Prepared(delete(POOLS).where(_BY_NAME), dialect)
         # FOR SHARE: a claim of leadership (an UPDATE of the row) waits for the transactions
-        # that read the old term, and those after it read the new one (``Store._fence``).
+        # that read the old term, and those after it read the new one (``check_term``).
         self.leadership_term = Prepared(
             select(LEADERSHIP.c.term, LEADERSHIP.c.holder)
             .where(LEADERSHIP.c.id == bindparam("_id"))
