@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    URL,
     ColumnElement,
     Connection,
     Text,
@@ -43,14 +44,19 @@ from sqlalchemy.dialects import postgresql
 
 from engine.model.services import join_key, split_key
 from engine.store import transitions
-from engine.store.database import SINGLE_STATEMENT, make_engine, redacted, sqlite_path
+from engine.store.database import (
+    IDLE_IN_TRANSACTION_MS,
+    SINGLE_STATEMENT,
+    make_engine,
+    redacted,
+    sqlite_path,
+)
 from engine.store.prepared import Connections
 from engine.store.reachability import Reachability
 from engine.store.records import (
     Binding,
     BindingSummary,
     Change,
-    Fenced,
     HistoryEntry,
     HistoryPruned,
     Pool,
@@ -65,7 +71,7 @@ from engine.store.transitions import Statements
 class Store:
     """Typed access to the database; every write method is one transaction."""
 
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
+    def __init__(self, url: str | URL, *, read_only: bool = False) -> None:
         self.url = url
         self.read_only = read_only
         self.engine = make_engine(url, read_only=read_only)
@@ -118,7 +124,7 @@ class Store:
         with self._writer, self.engine.begin() as conn:
             if self.term is not None:
                 with closing(conn.connection.cursor()) as cursor:
-                    self._fence(cursor)
+                    transitions.check_term(self._statements, cursor, self.term)
             yield conn
         with self._writes_lock:
             self.write_transactions += 1
@@ -128,26 +134,10 @@ class Store:
         """A DBAPI cursor inside ONE write transaction, for ``Prepared`` statements."""
         with self.reachability.guard(), self._writer, self._connections.write() as cursor:
             if self.term is not None:
-                self._fence(cursor)
+                transitions.check_term(self._statements, cursor, self.term)
             yield cursor
         with self._writes_lock:
             self.write_transactions += 1
-
-    def _fence(self, cursor: Any) -> None:
-        """``Fenced`` unless the leadership row still holds this store's term, checked first in
-        the write transaction itself. On PostgreSQL the row is read ``FOR SHARE``: a claim (an
-        UPDATE of that row) waits for this transaction to end, and a transaction starting after
-        the claim committed reads the new term. So once ``claim_leadership`` returned in another
-        replica, no write of this one can commit. On SQLite the transaction already holds the
-        database's write lock (BEGIN IMMEDIATE), which a claim needs too."""
-        row = self._statements.leadership_term.first(cursor, {"_id": 1})
-        found = None if row is None else row["term"]
-        if found != self.term:
-            holder = None if row is None else row["holder"]
-            raise Fenced(
-                f"leadership term {self.term} of this replica is over: the database is at term "
-                f"{found} (claimed by {holder!r}); nothing was written"
-            )
 
     # ---- leadership ----------------------------------------------------------------------------
 
@@ -155,10 +145,13 @@ class Store:
         """Start a new leadership term held by ``holder`` (one transaction: term + 1); returns it.
 
         Called each time this replica starts leading. From then on every write transaction of
-        this store checks the term first (``_fence``): when another replica claims after this
+        this store checks the term first (``transitions.check_term``): when another replica claims after this
         one, this store's writes are refused (``Fenced``) by the database itself."""
         now = now or utcnow()
         with self._writer, self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Longer than a cut-off replica's transaction can hold the row (the server ends it).
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {2 * IDLE_IN_TRANSACTION_MS + 1000}")
             term = conn.execute(
                 update(LEADERSHIP)
                 .where(LEADERSHIP.c.id == 1)

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ClauseElement
 
 from engine.store.prepared import Prepared
-from engine.store.records import Change, StaleBinding, StoreError, cap_message
+from engine.store.records import Change, Fenced, StaleBinding, StoreError, cap_message
 from engine.store.schema import BINDINGS, HISTORY, LEADERSHIP, POOLS
 
 _HISTORY_KEYS = (
@@ -93,7 +93,7 @@ class Statements:
         self.join_pool = Prepared(_join_pool(dialect), dialect, _NEW_POOL_KEYS)
         self.delete_pool = Prepared(delete(POOLS).where(_BY_NAME), dialect)
         # FOR SHARE: a claim of leadership (an UPDATE of the row) waits for the transactions
-        # that read the old term, and those after it read the new one (``Store._fence``).
+        # that read the old term, and those after it read the new one (``check_term``).
         self.leadership_term = Prepared(
             select(LEADERSHIP.c.term, LEADERSHIP.c.holder)
             .where(LEADERSHIP.c.id == bindparam("_id"))
@@ -223,3 +223,21 @@ def _leave_pool(sql: Statements, cursor: Any, name: str, now: datetime) -> int:
             cursor, {"_name": name, "ref_count": count, "updated_at": now}
         )
     return count
+
+
+def check_term(sql: Statements, cursor: Any, term: int) -> None:
+    """``Fenced`` unless the leadership row still holds ``term``: the first statement of every
+    write transaction of a store that claimed leadership (``Store.claim_leadership``).
+
+    On PostgreSQL the row is read ``FOR SHARE``: a claim (an UPDATE of that row) waits for this
+    transaction to end, and a transaction starting after the claim committed reads the new term.
+    So once ``claim_leadership`` returned in another replica, no write of this one can commit. On
+    SQLite the transaction already holds the database's write lock, which a claim needs too."""
+    row = sql.leadership_term.first(cursor, {"_id": 1})
+    found = None if row is None else row["term"]
+    if found != term:
+        holder = None if row is None else row["holder"]
+        raise Fenced(
+            f"leadership term {term} of this replica is over: the database is at term "
+            f"{found} (claimed by {holder!r}); nothing was written"
+        )

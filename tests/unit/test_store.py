@@ -371,44 +371,61 @@ def test_a_pool_row_disappears_at_zero_and_a_rejoin_starts_a_fresh_row(store: St
 Op = tuple[str, int, int]  # (operation, binding index, pool index)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["create", "join", "leave", "remove"]),
-            st.integers(min_value=0, max_value=3),
-            st.integers(min_value=0, max_value=2),
-        ),
-        max_size=25,
-    )
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["create", "join", "leave", "remove"]),
+        st.integers(min_value=0, max_value=3),
+        st.integers(min_value=0, max_value=2),
+    ),
+    max_size=25,
 )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(OPERATIONS)
 def test_ref_count_equals_live_references_for_any_sequence(template: Path, ops: list[Op]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         store = Store(database_url(str(fresh_db(template, Path(directory)))))
         try:
-            model: dict[str, str | None] = {}
-            for i, (operation, b, p) in enumerate(ops):
-                key, pool = f"ns/b{b}", f"pool-{p}"
-                if operation == "create":
-                    if key not in model:
-                        create(store, key, now=at(i))
-                        model[key] = None
-                elif key in model:
-                    if operation == "remove":
-                        apply_step(store, "remove", key, None, at(i))
-                        del model[key]
-                    else:
-                        target = pool if operation == "join" else None
-                        apply_step(store, "join", key, target, at(i))
-                        model[key] = target
-                expected: dict[str, int] = {}
-                for name in model.values():
-                    if name is not None:
-                        expected[name] = expected.get(name, 0) + 1
-                assert ref_counts(store) == expected
-                assert store.live_reference_counts() == expected
+            check_sequence(store, ops)
         finally:
             store.close()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(OPERATIONS)
+def test_ref_count_equals_live_references_for_any_sequence_on_postgresql(
+    new_store_url: Callable[[str], str], ops: list[Op]
+) -> None:
+    store = Store(new_store_url("postgresql"))
+    try:
+        check_sequence(store, ops)
+    finally:
+        store.close()
+
+
+def check_sequence(store: Store, ops: list[Op]) -> None:
+    model: dict[str, str | None] = {}
+    for i, (operation, b, p) in enumerate(ops):
+        key, pool = f"ns/b{b}", f"pool-{p}"
+        if operation == "create":
+            if key not in model:
+                create(store, key, now=at(i))
+                model[key] = None
+        elif key in model:
+            if operation == "remove":
+                apply_step(store, "remove", key, None, at(i))
+                del model[key]
+            else:
+                target = pool if operation == "join" else None
+                apply_step(store, "join", key, target, at(i))
+                model[key] = target
+        expected: dict[str, int] = {}
+        for name in model.values():
+            if name is not None:
+                expected[name] = expected.get(name, 0) + 1
+        assert ref_counts(store) == expected
+        assert store.live_reference_counts() == expected
 
 
 # ---- history ---------------------------------------------------------------------------------
