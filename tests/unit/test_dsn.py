@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import make_url
@@ -64,7 +65,7 @@ REMOTE = "postgresql://dklb@db.example.com:5432/dklb"
         (REMOTE + "?sslmode=verify-ca", {"password": "pw", "ca_file": "/ca.crt"}, None, None),
     ],
 )
-def test_build_accepts(target: str, kwargs: dict[str, str], url: str | None, shown: str | None) -> None:
+def test_build_accepts(target: str, kwargs: dict[str, Any], url: str | None, shown: str | None) -> None:
     resolved = dsn.build(target, **kwargs)
     if url is not None:
         assert resolved.url == url
@@ -94,7 +95,7 @@ def test_build_accepts(target: str, kwargs: dict[str, str], url: str | None, sho
     ],
 )
 def test_build_refuses_naming_the_flag_never_the_password(
-    target: str, kwargs: dict[str, str], says: str
+    target: str, kwargs: dict[str, Any], says: str
 ) -> None:
     with pytest.raises(dsn.DsnError) as caught:
         dsn.build(target, **kwargs)
@@ -153,11 +154,11 @@ def test_resolve_reads_the_files(tmp_path: Path) -> None:
         ({"database": REMOTE, "ca_file": "MISSING"}, "--database-ca-file {dir}/MISSING: cannot read it"),
     ],
 )
-def test_resolve_refuses(tmp_path: Path, kwargs: dict[str, str], says: str) -> None:
+def test_resolve_refuses(tmp_path: Path, kwargs: dict[str, Any], says: str) -> None:
     files = {"URL": "postgresql://u@h/d", "NOT_URL": "host=db password=pw", "EMPTY": "\n"}
     for name, content in files.items():
         write(tmp_path / name, content)
-    given = {k: str(tmp_path / v) if k.endswith("_file") else v for k, v in kwargs.items()}
+    given: dict[str, Any] = {k: str(tmp_path / v) if k.endswith("_file") else v for k, v in kwargs.items()}
     with pytest.raises(dsn.DsnError) as caught:
         dsn.resolve(default="dklb.db", **{"database": None, **given})
     assert says.format(dir=tmp_path) in str(caught.value)
