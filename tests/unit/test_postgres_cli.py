@@ -18,7 +18,7 @@ from sqlalchemy import insert, make_url, select
 import localpg
 from engine import cli
 from engine.cli import database
-from engine.store import database_url, make_engine
+from engine.store import copy, database_url, make_engine
 from engine.store.copy import tables
 from engine.store.schema import HISTORY
 from tests.engine.harness import World
@@ -207,3 +207,27 @@ def test_the_password_is_in_no_log_line_of_dklb_run(
         "Running upgrade" in text and "dklb running: database postgresql://dklb_admin:***@127.0.0.1" in text
     )
     assert password not in text
+
+
+def test_a_copy_that_fails_leaves_the_target_empty(
+    controller_db: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction on the target: a failure after every row was inserted (here, resetting
+    the sequences) leaves nothing behind, and the copy can simply be run again."""
+    target = database_url(postgres_url)
+    assert dklb_migrate(target) == 0
+
+    def broken(conn: Any) -> None:
+        raise RuntimeError("the server went away")
+
+    monkeypatch.setattr(copy, "_reset_sequences", broken)
+    with pytest.raises(RuntimeError):
+        copy.copy_database(database_url(str(controller_db)), target)
+    assert all(rows == [] for rows in dump(postgres_url).values())
+    monkeypatch.undo()
+    copied = copy.copy_database(database_url(str(controller_db)), target)
+    assert copied == {name: len(rows) for name, rows in dump(str(controller_db)).items()}
+
+
+def dklb_migrate(target: str) -> int:
+    return cli.main(["migrate", "--database", target])
