@@ -147,7 +147,11 @@ class SecretFilter(logging.Filter):
         if SECRETS and record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = scrub(record.exc_text)
+            cleaned = scrub(record.exc_text)
+            if cleaned != record.exc_text:
+                # A formatter that formats exc_info itself (the JSON one) would show the secret:
+                # only the scrubbed text is left (the text formatter prints exc_text).
+                record.exc_text, record.exc_info = cleaned, None
         return True
 
 

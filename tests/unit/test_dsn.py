@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import make_url
 
 from engine.cli import database
 from engine.store import dsn
+from engine.telemetry.logs import JSONFormatter
 
 SECRET = "s3cr/et@:%x"
 REMOTE = "postgresql://dklb@db.example.com:5432/dklb"
@@ -181,3 +183,6 @@ def test_scrub_and_the_log_filter(caplog: pytest.LogCaptureFixture, monkeypatch:
     assert (
         record.exc_text is not None and SECRET not in record.exc_text and "cannot connect" in record.exc_text
     )
+    for formatter in (logging.Formatter(), JSONFormatter()):
+        shown = formatter.format(record)
+        assert SECRET not in shown and quote(SECRET, safe="") not in shown and "***" in shown
