@@ -26,7 +26,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -55,9 +55,10 @@ class Resolved:
     """What to open (``url``, with its password), what to print (``shown``), the password
     (for scrubbing it from any text that reaches a user) and a warning to log, if any."""
 
-    url: str
+    # Not in the repr: a namespace or a Resolved printed (a debug line) must not show them.
+    url: str = field(repr=False)
     shown: str
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     warning: str | None = None
 
 

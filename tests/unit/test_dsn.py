@@ -107,6 +107,7 @@ def test_build_refuses_naming_the_flag_never_the_password(
 
 def test_insecure_tls_allowed_says_so() -> None:
     resolved = dsn.build(REMOTE, password=SECRET, allow_insecure_tls=True)
+    assert SECRET not in repr(resolved) and "s3cr" not in repr(resolved)
     assert resolved.warning is not None and "sent anyway (--database-allow-insecure-tls)" in resolved.warning
     assert SECRET not in resolved.warning
 
