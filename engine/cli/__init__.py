@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.cli import database
+from engine.cli.database import scrub
 from engine.cli.goflags import go_command_line
 from engine.cli.options import UsageError, parser_options
 from engine.edgelb.errors import EdgeLBError
@@ -91,10 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except (UsageError, StoreError, EdgeLBError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(scrub(f"error: {exc}{database.hint(exc, args)}"), file=sys.stderr)
     except SQLAlchemyError as exc:
         reason = getattr(exc, "orig", None) or exc
-        print(f"error: cannot read the database {getattr(args, 'database', '')}: {reason}", file=sys.stderr)
+        print(
+            scrub(
+                f"error: cannot read the database {database.shown(args)}: {reason}{database.hint(exc, args)}"
+            ),
+            file=sys.stderr,
+        )
     except BrokenPipeError:
         # `dklb history | head`: the reader left; stop quietly, and keep Python's flush at exit
         # from raising again.

@@ -17,7 +17,7 @@ import argparse
 import textwrap
 from datetime import UTC, datetime, timedelta
 
-from engine.cli import options
+from engine.cli import database, options
 from engine.cli.bindings import history_doc, history_table, now, parse_key, state_named
 from engine.cli.output import emit, note, relative, timestamp
 from engine.model.durations import parse_duration
@@ -66,7 +66,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add(parser, "--reverse", env=False, action="store_true", help="print the selected entries oldest first")
     options.wide(parser, help="do not cut long messages")
-    options.database(parser)
+    database.flags(parser)
     options.output(parser, ("table", "json", "yaml"), "table")
     parser.set_defaults(func=run)
 
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     start = None
     if args.since is not None:
         start = args.since if isinstance(args.since, datetime) else at - timedelta(seconds=args.since)
-    store = open_read_only(args.database)
+    store = open_read_only(database.resolve(args).url)
     try:
         entries = store.history(key=key, pool=args.pool, since=start, state=state, limit=args.limit or None)
         # A prune older than --since took nothing the question asked for.

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from engine.cli import bindings, options
+from engine.cli import bindings, database, options
 from engine.cli.bindings import (
     MESSAGE_WIDTH,
     OVERDUE_AFTER,
@@ -107,7 +107,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         parser,
         help="names this cluster's objects in pools, when the binding recorded none (default %(default)s)",
     )
-    options.database(parser)
+    database.flags(parser)
     options.output(parser, ("table", "json", "yaml"), "table")
     options.edgelb(parser, title=EDGELB_TITLE, host=None, request_timeout=10.0)
     parser.set_defaults(func=run)
@@ -115,7 +115,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     at = now()
-    store = open_read_only(args.database)
+    store = open_read_only(database.resolve(args).url)
     try:
         if args.key:
             if args.state or args.pool or args.stuck or args.older_than is not None:
@@ -260,7 +260,7 @@ def _inspect_one(args: argparse.Namespace, store: Store, at: datetime) -> int:
     key = parse_key(args.key)
     binding = store.get(key)
     if binding is None:
-        raise UsageError(unknown_binding(store, key, args.database))
+        raise UsageError(unknown_binding(store, key, database.resolve(args).shown))
     pool = store.pool(binding.pool) if binding.pool else None
     history = store.history(key=key, limit=args.history or None)
     with bindings.edgelb_to_read(args) as (edgelb, where):

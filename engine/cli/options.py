@@ -1,10 +1,11 @@
 """Every flag two ``dklb`` commands share, declared once; the one error a user's input raises.
 
 Where it sits: each command module (``engine.cli.<command>``) builds its parser from the groups
-here (``cluster``, ``pool_defaults``, ``edgelb``, ``database``, ``output``) plus its own flags,
-declared with ``add`` too, and turns the parsed namespace back into what the layers below take
-(``settings``, ``edgelb_options``, ``edgelb_client``). So a flag's name, its ``DKLB_<FLAG>``
-variable, its converter and its help text exist once, whichever command takes it.
+here (``cluster``, ``pool_defaults``, ``edgelb``, ``output``; the database's flags are in
+``engine.cli.database``) plus its own flags, declared with ``add`` too, and turns the parsed
+namespace back into what the layers below take (``settings``, ``edgelb_options``,
+``edgelb_client``). So a flag's name, its ``DKLB_<FLAG>`` variable, its converter and its help
+text exist once, whichever command takes it.
 
 Environment: a configuration flag (how to reach EdgeLB, the database, the cluster's name, the
 controller's settings) can also be set as ``DKLB_<FLAG>`` (``--edgelb-url`` is
@@ -349,18 +350,6 @@ def edgelb(
         type=duration,
         default=request_timeout,
         help=f"how long to wait for EdgeLB's answer (default {request_timeout:g}s){timeout_help}",
-    )
-
-
-def database(parser: Container, *, required: bool = False) -> None:
-    add(
-        parser,
-        "--database",
-        metavar="PATH|URL",
-        required=required,
-        default=None if required else default_database(),
-        help="SQLite path or SQLAlchemy URL of the controller's database"
-        + ("" if required else " (default %(default)s)"),
     )
 
 

@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from engine.cli import bindings, options
+from engine.cli import bindings, database, options
 from engine.cli.bindings import machine
 from engine.cli.options import UsageError
 from engine.cli.output import emit, note, table, yes_no
@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "  dklb pools --edgelb-host api.edgelb.marathon.l4lb.thisdcos.directory -o yaml"
     )
     options.wide(parser, help="list every binding of a pool")
-    options.database(parser)
+    database.flags(parser)
     options.output(parser, ("table", "json", "yaml"), "table")
     options.edgelb(
         parser, title="EdgeLB (optional: list the pools EdgeLB has now)", host=None, request_timeout=10.0
@@ -81,7 +81,7 @@ def summary_row(summary: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_read_only(args.database)
+    store = open_read_only(database.resolve(args).url)
     try:
         recorded = {p.name: p for p in store.pools()}
         members: dict[str, list[Binding]] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from engine.cli import options
+from engine.cli import database, options
 from engine.cli.bindings import machine, now, parse_key, unknown_binding
 from engine.cli.options import UsageError
 from engine.cli.output import NONE, emit, one_line, relative, timestamp
@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "examples:\n  dklb retry default/redis\n  dklb retry default/redis --database /var/lib/dklb/dklb.db"
     )
     parser.add_argument("key", metavar="NAMESPACE/NAME")
-    options.database(parser)
+    database.flags(parser)
     options.output(parser, ("table", "json", "yaml"), "table")
     parser.set_defaults(func=run)
 
@@ -40,12 +40,13 @@ def run(args: argparse.Namespace) -> int:
     at = now()
     key = parse_key(args.key)
     # check() first: it refuses a missing or too-new database instead of creating or migrating it.
-    check(args.database)
-    store = Store(database_url(args.database))
+    db = database.resolve(args)
+    check(db.url)
+    store = Store(database_url(db.url))
     try:
         binding = store.get(key)
         if binding is None:
-            raise UsageError(unknown_binding(store, key, args.database))
+            raise UsageError(unknown_binding(store, key, db.shown))
         spec = machine().states.get(binding.state)
         if spec is None or spec.handler is None:
             raise UsageError(_nothing_to_retry(binding, spec.user_action if spec else None))

@@ -23,7 +23,7 @@ import signal
 from typing import Any
 
 from engine.admission.register import DEFAULT_NAME, FAILURE_POLICIES
-from engine.cli import goflags, options
+from engine.cli import database, goflags, options
 from engine.cli.options import IN_CLUSTER, add
 from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST
 from engine.model.durations import format_duration
@@ -91,7 +91,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     options.cluster(parser)
     options.pool_defaults(parser)
     options.pool_limits(parser)
-    options.database(parser)
+    database.flags(parser)
     _controller_flags(parser)
     _sharing_and_history_flags(parser)
     _leader_flags(parser)
@@ -362,6 +362,8 @@ def _admission_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(level=args.log_level, fmt=args.log_format)
+    # Before the database is resolved: no log line may carry its password.
+    database.guard_logging()
     limit_malloc_arenas()
     # Everything the controller creates (the database and its -wal/-shm, a self-signed webhook
     # key) is its own alone (S10 of the security review). Restored on return: an embedding
@@ -418,7 +420,7 @@ def _run(args: argparse.Namespace) -> int:
     explicit = args.http_listen is not None
     config = AppConfig(
         kubeconfig=args.kubeconfig,
-        database=args.database,
+        database=database.resolve(args).url,
         settings=options.settings(
             args,
             backend_mode=args.backend_mode,

@@ -791,3 +791,96 @@ def test_the_kustomization_says_how_to_pin_the_image_by_digest() -> None:
     kustomization says how to pin yours."""
     text = (DEPLOY / "kustomization.yaml").read_text()
     assert "kustomize edit set image dklb=registry.example.com/dklb@sha256:" in text
+
+
+# ---- the high-availability component ---------------------------------------------------------------
+
+
+def built_with_components(tmp_path: Path, *names: str) -> list[Obj]:
+    """``kubectl kustomize`` of an overlay as a user writes one, outside the repository: the base
+    and the named components."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl is not installed: `./dev test` installs it (apt-get install kubernetes-client)")
+    up = os.path.relpath(DEPLOY, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [up],
+                "components": [f"{up}/components/{name}" for name in names],
+            }
+        )
+    )
+    built = subprocess.run(
+        [kubectl, "kustomize", "--load-restrictor=LoadRestrictionsNone", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(built) if doc is not None]
+
+
+def test_the_ha_component_runs_two_replicas_on_two_nodes_without_the_volume(tmp_path: Path) -> None:
+    assert component("ha")["kind"] == "Component"
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in built_with_components(tmp_path, "ha")}
+    assert set(objects) == (set(EXPECTED) - {("PersistentVolumeClaim", "dklb-data")}) | {
+        ("PodDisruptionBudget", "dklb"),
+        ("NetworkPolicy", "dklb-database"),
+    }
+    spec = objects[("Deployment", "dklb")]["spec"]
+    labels = spec["selector"]["matchLabels"]
+    assert spec["replicas"] == 2
+    # Old before new: a surge Pod would find no node free of a replica on a two-node cluster.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
+    pod = spec["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": labels}}
+    budget = objects[("PodDisruptionBudget", "dklb")]
+    assert budget["apiVersion"] == "policy/v1" and budget["metadata"]["namespace"] == NAMESPACE
+    assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": labels}}
+    # Nothing left of the SQLite volume.
+    assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
+    (only,) = pod["containers"]
+    assert DATA_DIR not in {m["mountPath"] for m in only["volumeMounts"]}
+
+
+def test_the_ha_component_reads_the_dsn_and_the_ca_from_mounted_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in built_with_components(tmp_path, "ha")}
+    pod = objects[("Deployment", "dklb")]["spec"]["template"]["spec"]
+    (only,) = pod["containers"]
+    variables = {item["name"]: item for item in only["env"]}
+    assert "DKLB_DATABASE" not in variables and not any("postgresql" in str(v) for v in variables.values())
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in only["volumeMounts"]}
+    assert volumes["database"]["secret"] == {"secretName": "dklb-database", "defaultMode": 0o440}
+    assert volumes["database-ca"]["configMap"] == {"name": "dklb-database-ca"}
+    assert mounts["database"]["readOnly"] is True and mounts["database-ca"]["readOnly"] is True
+    url_file = PurePosixPath(variables["DKLB_DATABASE_URL_FILE"]["value"])
+    ca_file = PurePosixPath(variables["DKLB_DATABASE_CA_FILE"]["value"])
+    assert url_file == PurePosixPath(mounts["database"]["mountPath"]) / "url"
+    assert ca_file == PurePosixPath(mounts["database-ca"]["mountPath"]) / "ca.crt"
+    # As `dklb run` parses them in the container.
+    for name, item in variables.items():
+        if "value" in item:
+            monkeypatch.setenv(name, item["value"])
+    monkeypatch.setenv("POD_NAMESPACE", NAMESPACE)
+    args = [a.replace("$(POD_NAMESPACE)", NAMESPACE) for a in only["args"]]
+    parsed = cli.build_parser([args[0]]).parse_args(args)
+    assert parsed.leader_elect is True and parsed.database is None
+    assert (parsed.database_url_file, parsed.database_ca_file) == (str(url_file), str(ca_file))
+    # PostgreSQL's port is open on the way out, for the dklb Pods.
+    policy = objects[("NetworkPolicy", "dklb-database")]["spec"]
+    assert policy["podSelector"] == {
+        "matchLabels": objects[("Deployment", "dklb")]["spec"]["selector"]["matchLabels"]
+    }
+    assert policy["policyTypes"] == ["Egress"] and [ports_of(rule) for rule in policy["egress"]] == [
+        {("TCP", 5432)}
+    ]

@@ -37,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 
 from bench.history_bench import plan_of
 from engine import cli
-from engine.cli import bindings
+from engine.cli import bindings, database
 from engine.cli import output as tables
 from engine.edgelb.errors import Unavailable
 from engine.model.services import ANNOTATION, PAUSED_ANNOTATION
@@ -796,7 +796,7 @@ def test_database_defaults_to_dklb_database(
     assert code == 0 and STUCK in out
     monkeypatch.delenv("DKLB_DATABASE")
     parsed = cli.build_parser(["inspect"]).parse_args(["inspect"])
-    assert parsed.database in ("dklb.db", "/var/lib/dklb/dklb.db")
+    assert database.resolve(parsed).url in ("dklb.db", "/var/lib/dklb/dklb.db")
 
 
 # ---- engine.cli.output -----------------------------------------------------------------------------
