@@ -16,7 +16,7 @@ import logging
 from urllib.parse import quote, quote_plus
 
 from engine.cli.options import Container, UsageError, add, boolean, default_database
-from engine.store import dsn
+from engine.store import dsn, redacted
 
 log = logging.getLogger("dklb.cli")
 
@@ -98,7 +98,7 @@ def shown(args: argparse.Namespace | None) -> str:
     resolved: dsn.Resolved | None = getattr(args, "database_resolved", None)
     if resolved is not None:
         return resolved.shown
-    return dsn.redacted(getattr(args, "database", None) or getattr(args, "database_url_file", None) or "")
+    return redacted(getattr(args, "database", None) or getattr(args, "database_url_file", None) or "")
 
 
 #: What a failed TLS verification says (libpq, through psycopg).

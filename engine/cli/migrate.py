@@ -14,7 +14,7 @@ import argparse
 
 from engine.cli import database, options
 from engine.cli.options import UsageError
-from engine.store import database_url, dsn, migrate
+from engine.store import database_url, dsn, migrate, redacted
 from engine.store.copy import copy_database
 
 FROM_FLAG = "--from"
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     except dsn.DsnError as exc:
         raise UsageError(str(exc)) from None
     database.remember(source)
-    if dsn.redacted(database_url(source.url)) == dsn.redacted(database_url(target.url)):
+    if redacted(database_url(source.url)) == redacted(database_url(target.url)):
         raise UsageError(f"{FROM_FLAG} and --to are the same database ({target.shown})")
     migrate.check(source.url)
     revision = migrate.upgrade(target.url)

@@ -32,14 +32,14 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from engine.store.database import database_url, redacted
+
 DATABASE_FLAG = "--database"
 URL_FILE_FLAG = "--database-url-file"
 PASSWORD_FILE_FLAG = "--database-password-file"
 CA_FILE_FLAG = "--database-ca-file"
 ALLOW_INSECURE_TLS_FLAG = "--database-allow-insecure-tls"
 
-#: The driver of a PostgreSQL URL that names none (the only one dklb installs).
-POSTGRESQL_DRIVER = "postgresql+psycopg"
 #: sslmode values that verify the server's certificate against a CA.
 VERIFIED = ("verify-full", "verify-ca")
 _PASSWORD = re.compile(r"(://[^:@/?#\s]*:)[^@/?#\s]*@")
@@ -65,16 +65,6 @@ class Resolved:
 def masked(text: str) -> str:
     """``text`` with the password of any ``user:password@`` of a URL in it replaced by ``***``."""
     return _PASSWORD.sub(r"\1***@", text)
-
-
-def redacted(target: str) -> str:
-    """A database path or URL fit for a message: the password replaced by ``***``."""
-    if "://" not in target:
-        return target
-    try:
-        return make_url(target).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return masked(target)
 
 
 def _parse(text: str, flag: str) -> URL:
@@ -119,9 +109,7 @@ def _query(url: URL, key: str) -> str | None:
 def _postgresql(url: URL, flag: str, shown: str) -> URL:
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
-        if url.drivername in ("postgresql", "postgres"):
-            return url.set(drivername=POSTGRESQL_DRIVER)
-        return url
+        return database_url(url)
     raise DsnError(
         f"{flag} {shown!r}: {backend} is not supported; give a SQLite path (or sqlite:///PATH) "
         "or a postgresql:// URL"

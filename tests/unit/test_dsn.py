@@ -112,20 +112,6 @@ def test_insecure_tls_allowed_says_so() -> None:
     assert SECRET not in resolved.warning
 
 
-@pytest.mark.parametrize(
-    ("text", "shown"),
-    [
-        ("dklb.db", "dklb.db"),
-        ("postgresql://u:pw@h/d", "postgresql://u:***@h/d"),
-        ("postgresql://u@h/d", "postgresql://u@h/d"),
-        # Unparseable: masked by pattern.
-        ("postgresql://u:pw@[bad/d", "postgresql://u:***@[bad/d"),
-    ],
-)
-def test_redacted(text: str, shown: str) -> None:
-    assert dsn.redacted(text) == shown
-
-
 def write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
