@@ -55,7 +55,7 @@ from engine.runtime.fence import NotLeader
 from engine.runtime.poolsweep import PoolSweep
 from engine.runtime.reconciler import Reconciler
 from engine.runtime.workqueue import WorkQueue
-from engine.store import utcnow
+from engine.store import Fenced, utcnow
 
 log = logging.getLogger("dklb.controller")
 
@@ -434,9 +434,11 @@ class Controller:
             started = time.monotonic()
             try:
                 after = self.reconciler.reconcile(key)
-            except NotLeader:
-                # Leadership was lost mid-way: nothing was committed; the next leader (or this
-                # replica, once it leads again) reconciles every key anew.
+            except (NotLeader, Fenced) as exc:
+                # Leadership was lost mid-way (the Lease, or the database's term when another
+                # replica claimed first): nothing was committed; the next leader (or this replica,
+                # once it leads again) reconciles every key anew.
+                log.info("reconcile of %s dropped: %s", key, exc)
                 after = None
             except Exception:
                 log.exception("reconcile of %s failed; retrying in 5s", key)

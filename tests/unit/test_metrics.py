@@ -41,7 +41,7 @@ from engine.edgelb.errors import Unavailable
 from engine.model.services import PAUSED_ANNOTATION
 from engine.runtime.cache import ServiceCache
 from engine.runtime.controller import Controller
-from engine.store import Store, migrate
+from engine.store import Fenced, Store, migrate
 from engine.telemetry.health import HealthServer, Probes
 from engine.telemetry.metrics import NO_ANSWER, Metrics
 from engine.telemetry.serving import parse_listen
@@ -273,7 +273,7 @@ def test_the_request_hooks_called_directly() -> None:
 
 class _StubReconciler:
     """Just enough of a Reconciler for the Controller (over an empty store): ``ns/bad`` raises,
-    anything else works."""
+    ``ns/fenced`` meets the database's leadership fence, anything else works."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -285,6 +285,8 @@ class _StubReconciler:
     def reconcile(self, key: str) -> float | None:
         if key == "ns/bad":
             raise RuntimeError("boom")
+        if key == "ns/fenced":
+            raise Fenced("another replica claimed term 2")
         return None
 
 
@@ -297,17 +299,19 @@ def test_reconcile_duration_and_errors_are_observed_by_the_controller_workers(
     metrics.watch_queue(lambda: len(controller.queue))
     controller.enqueue("ns/a")
     controller.enqueue("ns/bad")
+    controller.enqueue("ns/fenced")
     controller.enqueue("ns/b")
     # Not synced yet: workers wait, the keys wait in the queue.
-    assert value(metrics, "dklb_workqueue_depth") == 3
+    assert value(metrics, "dklb_workqueue_depth") == 4
     controller.start()
     try:
         controller.mark_synced()
         wait_for(
-            lambda: (value(metrics, "dklb_reconcile_duration_seconds_count") or 0) >= 3,
+            lambda: (value(metrics, "dklb_reconcile_duration_seconds_count") or 0) >= 4,
             timeout=10,
-            what="three reconcile calls observed",
+            what="four reconcile calls observed",
         )
+        # A fenced reconcile is dropped like a lost Lease: no error, no retry of this replica's.
         assert value(metrics, "dklb_reconcile_errors_total") == 1
         assert value(metrics, "dklb_workqueue_depth") == 0
     finally:

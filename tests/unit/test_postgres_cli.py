@@ -203,9 +203,8 @@ def test_the_password_is_in_no_log_line_of_dklb_run(
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
     text = out + err
-    assert (
-        "Running upgrade" in text and "dklb running: database postgresql+psycopg://dklb_admin:***@127.0.0.1" in text
-    )
+    assert "Running upgrade" in text
+    assert "dklb running: database postgresql+psycopg://dklb_admin:***@127.0.0.1" in text
     assert password not in text
 
 
