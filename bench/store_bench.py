@@ -17,7 +17,13 @@ transition (attempts, next_wakeup, last_error). The two sides run ``repeats`` ti
 alternating which goes first, so drift in the machine's load hits both alike; the medians are
 reported, ``ratio`` = store_tps / raw_tps.
 
-    .venv/bin/python -m bench.store_bench [--dir D] [--transitions N] [--bindings K] [--repeats R] [--json]
+PostgreSQL (``--postgresql``, or ``run_postgresql``): the same store side on a PostgreSQL
+database (a throwaway ``localpg`` server, or ``--postgresql-url``), beside a raw psycopg 3 loop
+doing the same two statements per transaction on tables of their own in that database, one
+connection, one transaction per iteration. Both go over loopback TCP.
+
+    .venv/bin/python -m bench.store_bench [--dir D] [--transitions N] [--bindings K] [--repeats R]
+        [--postgresql | --postgresql-url URL] [--json]
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from types import EllipsisType
 from typing import Any, TypedDict
 
 from engine.cli.output import table
-from engine.store import Change, Store, migrate
+from engine.store import Change, Store, database_url, migrate, redacted
 
 
 class _Extra(TypedDict, total=False):
@@ -156,8 +162,7 @@ def _raw_side(
 def run(directory: Path, *, transitions: int = 2000, bindings: int = 100, repeats: int = 5) -> dict[str, Any]:
     """Measure both sides in a fresh subdirectory of ``directory`` (created if missing; the
     subdirectory is removed afterwards)."""
-    if transitions < 1 or bindings < 1 or repeats < 1:
-        raise ValueError("transitions, bindings and repeats must be at least 1")
+    _check(transitions, bindings, repeats)
     directory.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="store-bench-", dir=directory))
     store = migrate.open_store(str(work / "store.db"))
@@ -169,39 +174,125 @@ def run(directory: Path, *, transitions: int = 2000, bindings: int = 100, repeat
         raw_pragmas = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in PRAGMAS}
         if raw_pragmas != pragmas:
             raise RuntimeError(f"raw sqlite3 runs with {raw_pragmas}, the store with {pragmas}")
-        # Warm-up, not counted: first statements compile, first pages come into the cache.
-        warmup = min(transitions, 200)
-        store_run(warmup)
-        raw_run(warmup)
-        writes_before = store.write_transactions
-        store_seconds: list[float] = []
-        raw_seconds: list[float] = []
-        for repeat in range(repeats):
-            sides = [(store_run, store_seconds), (raw_run, raw_seconds)]
-            for side, seconds in sides if repeat % 2 == 0 else reversed(sides):
-                seconds.append(side(transitions))
-        store_tps = transitions / statistics.median(store_seconds)
-        raw_tps = transitions / statistics.median(raw_seconds)
-        consistent = store.live_reference_counts() == {p.name: p.ref_count for p in store.pools()}
-        return {
-            "store_tps": store_tps,
-            "raw_tps": raw_tps,
-            "ratio": store_tps / raw_tps,
-            "store_runs_tps": [transitions / s for s in store_seconds],
-            "raw_runs_tps": [transitions / s for s in raw_seconds],
-            "transitions": transitions,
-            "bindings": bindings,
-            "repeats": repeats,
-            "pragmas": pragmas,
-            "store_write_transactions": store.write_transactions - writes_before,
-            "ref_counts_consistent": consistent,
-            "directory": str(directory),
-        }
+        result = _measure(store, store_run, raw_run, transitions=transitions, repeats=repeats)
+        return {**result, "bindings": bindings, "pragmas": pragmas, "directory": str(directory)}
     finally:
         if conn is not None:
             conn.close()
         store.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _check(transitions: int, bindings: int, repeats: int) -> None:
+    if transitions < 1 or bindings < 1 or repeats < 1:
+        raise ValueError("transitions, bindings and repeats must be at least 1")
+
+
+def _measure(
+    store: Store,
+    store_run: Callable[[int], float],
+    raw_run: Callable[[int], float],
+    *,
+    transitions: int,
+    repeats: int,
+) -> dict[str, Any]:
+    # Warm-up, not counted: first statements compile, first pages come into the cache.
+    warmup = min(transitions, 200)
+    store_run(warmup)
+    raw_run(warmup)
+    writes_before = store.write_transactions
+    store_seconds: list[float] = []
+    raw_seconds: list[float] = []
+    for repeat in range(repeats):
+        sides = [(store_run, store_seconds), (raw_run, raw_seconds)]
+        for side, seconds in sides if repeat % 2 == 0 else reversed(sides):
+            seconds.append(side(transitions))
+    store_tps = transitions / statistics.median(store_seconds)
+    raw_tps = transitions / statistics.median(raw_seconds)
+    consistent = store.live_reference_counts() == {p.name: p.ref_count for p in store.pools()}
+    return {
+        "store_tps": store_tps,
+        "raw_tps": raw_tps,
+        "ratio": store_tps / raw_tps,
+        "store_runs_tps": [transitions / s for s in store_seconds],
+        "raw_runs_tps": [transitions / s for s in raw_seconds],
+        "transitions": transitions,
+        "repeats": repeats,
+        "store_write_transactions": store.write_transactions - writes_before,
+        "ref_counts_consistent": consistent,
+    }
+
+
+RAW_POSTGRESQL_SCHEMA = (
+    "CREATE TABLE raw_bindings (id INTEGER PRIMARY KEY, state TEXT NOT NULL, updated_at TIMESTAMP NOT NULL)",
+    "CREATE TABLE raw_history (id SERIAL PRIMARY KEY, binding_id INTEGER, from_state TEXT,"
+    " to_state TEXT NOT NULL, at TIMESTAMP NOT NULL)",
+)
+
+
+def _raw_postgresql_side(url: str, bindings: int) -> tuple[Any, Callable[[int], float]]:
+    import psycopg
+
+    conn = psycopg.connect(url)
+    with conn.transaction():
+        for statement in RAW_POSTGRESQL_SCHEMA:
+            conn.execute(statement)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO raw_bindings (id, state, updated_at) VALUES (%s, 'Pending', %s)",
+                [(i, now) for i in range(bindings)],
+            )
+    steps = [0] * bindings
+
+    def run(transitions: int) -> float:
+        started = time.perf_counter()
+        for m in range(transitions):
+            i = m % bindings
+            source, dest = CYCLE[steps[i]][:2]
+            at = datetime.now(UTC).replace(tzinfo=None)
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO raw_history (binding_id, from_state, to_state, at) VALUES (%s, %s, %s, %s)",
+                    (i, source, dest, at),
+                )
+                conn.execute(
+                    "UPDATE raw_bindings SET state = %s, updated_at = %s WHERE id = %s", (dest, at, i)
+                )
+            steps[i] = (steps[i] + 1) % len(CYCLE)
+        return time.perf_counter() - started
+
+    return conn, run
+
+
+def run_postgresql(
+    url: str | None = None, *, transitions: int = 2000, bindings: int = 100, repeats: int = 5
+) -> dict[str, Any]:
+    """Both sides on PostgreSQL: ``url`` (an empty database), or a throwaway ``localpg`` server."""
+    _check(transitions, bindings, repeats)
+    server = None
+    if url is None:
+        import localpg
+
+        server = localpg.start()
+        url = server.create_database("store_bench")
+    raw: Any = None
+    store = migrate.open_store(url)
+    try:
+        store_run = _store_side(store, bindings)
+        raw, raw_run = _raw_postgresql_side(
+            database_url(url).replace("postgresql+psycopg", "postgresql"), bindings
+        )
+        result = _measure(store, store_run, raw_run, transitions=transitions, repeats=repeats)
+        return {**result, "bindings": bindings, "pragmas": {}, "directory": redacted(database_url(url))}
+    finally:
+        if raw is not None:
+            raw.close()
+        store.close()
+        if server is not None:
+            import localpg
+
+            localpg.remove(server)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,15 +307,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=5, help="runs per side, alternating; the median is used"
     )
+    parser.add_argument(
+        "--postgresql", action="store_true", help="on a throwaway PostgreSQL server (localpg), not SQLite"
+    )
+    parser.add_argument("--postgresql-url", help="on this (empty) PostgreSQL database instead")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    result = run(args.dir, transitions=args.transitions, bindings=args.bindings, repeats=args.repeats)
+    sizes = {"transitions": args.transitions, "bindings": args.bindings, "repeats": args.repeats}
+    if args.postgresql or args.postgresql_url:
+        result = run_postgresql(args.postgresql_url, **sizes)
+    else:
+        result = run(args.dir, **sizes)
     print(json.dumps(result, indent=2) if args.json else report(result))
     return 0
 
 
 def report(result: dict[str, Any]) -> str:
-    """The result of ``run`` as a few lines of text."""
+    """The result of ``run`` (or ``run_postgresql``) as a few lines of text."""
+    raw = "psycopg 3" if not result["pragmas"] else "sqlite3"
     rows = [
         (
             side,
@@ -232,17 +332,17 @@ def report(result: dict[str, Any]) -> str:
             f"{1000 / result[key + '_tps']:.3f}",
             _runs(result[key + "_runs_tps"]),
         )
-        for side, key in (("dklb store (Store.commit)", "store"), ("raw sqlite3", "raw"))
+        for side, key in (("dklb store (Store.commit)", "store"), (f"raw {raw}", "raw"))
     ]
     return "\n".join(
         [
             f"{result['transitions']} transitions per run, {result['repeats']} runs per side (alternating), "
             f"{result['bindings']} bindings, in {result['directory']}",
-            f"pragmas of both sides: {result['pragmas']}",
+            f"pragmas of both sides: {result['pragmas'] or 'PostgreSQL defaults (READ COMMITTED)'}",
             "",
             table(["side", "per second (median)", "ms each", "runs (per second)"], rows, right=(1, 2)),
             "",
-            f"ratio store/raw: {result['ratio']:.3f} ({result['ratio']:.0%} of raw sqlite3's rate)",
+            f"ratio store/raw: {result['ratio']:.3f} ({result['ratio']:.0%} of raw {raw}'s rate)",
             f"reference counts consistent after the run: {result['ref_counts_consistent']}",
         ]
     )

@@ -210,8 +210,19 @@ class App:
         if election is None:
             return None
 
+        identity = default_identity()
+
         def started() -> None:
-            log.info("leading: this replica writes now")
+            # A new term in the database first: from now on a commit of the replica that led
+            # before is refused by the database itself (engine.store.Fenced).
+            try:
+                term = self.store.claim_leadership(identity)
+            except Exception:
+                log.exception(
+                    "leading, but the leadership term cannot be claimed in the database: not writing"
+                )
+                return
+            log.info("leading: this replica writes now (term %d)", term)
             self._leading.set()
             # Not on the elector's thread: reading every binding must not delay the next renew.
             threading.Thread(target=self.controller.enqueue_all, name="dklb-takeover", daemon=True).start()
@@ -232,7 +243,7 @@ class App:
             self.api,
             namespace=election.namespace,
             name=election.lease_name,
-            identity=default_identity(),
+            identity=identity,
             lease_duration=election.lease_duration,
             renew_deadline=election.renew_deadline,
             retry_period=election.retry_period,

@@ -1,10 +1,12 @@
 """Alembic environment: runs the revisions in ``versions/`` against one database.
 
 Reached from ``alembic upgrade head`` (URL from alembic.ini or ``-x database=...``) and from
-``engine.store.migrate.upgrade`` (URL passed in the Alembic config by code). Uses the same engine
-settings as the controller (WAL, immediate transactions, 0600 file). A new SQLite file is made
-with ``auto_vacuum=INCREMENTAL``, so that pages freed by history retention
-(``engine.store.pruning``) can be given back to the file system.
+``engine.store.migrate.upgrade`` (URL passed in the Alembic config by code, on PostgreSQL under
+the migration's advisory lock). Uses the same engine settings as the controller (SQLite: WAL,
+immediate transactions, 0600 file; PostgreSQL: psycopg 3, where Alembic runs the whole upgrade in
+one transaction, DDL included). ``postgresql://`` URLs are normalized by ``database_url`` like
+the controller's. A new SQLite file is made with ``auto_vacuum=INCREMENTAL``, so that pages
+freed by history retention (``engine.store.pruning``) can be given back to the file system.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 What the layer is: the only code that knows tables and statements. ``schema`` declares the
 tables (Alembic, in ``migrations/``, creates and upgrades them through ``migrate``),
-``database`` opens a path or URL with dklb's engine settings, ``records`` holds what the store
+``database`` opens a path or URL (SQLite, or PostgreSQL for replicas on several nodes) with
+dklb's engine settings and names it without its password (``redacted``), ``records`` holds what the store
 hands out (``Binding``, ``Pool``, ``HistoryEntry``) and takes in (``Change``), and ``store``
 is ``Store``: every read and every one-transaction write, for the controller, ``/metrics`` and
 the operator commands alike. ``pruning`` applies history retention in small batches.
@@ -11,11 +12,12 @@ What it may import: the model (``engine.model``), and nothing above it: the runt
 admission webhook, telemetry and the CLI use the store, never the other way round.
 """
 
-from engine.store.database import database_url, make_engine
+from engine.store.database import database_url, make_engine, redacted
 from engine.store.records import (
     Binding,
     BindingSummary,
     Change,
+    Fenced,
     HistoryEntry,
     HistoryPruned,
     Pool,
@@ -31,6 +33,7 @@ __all__ = [
     "Binding",
     "BindingSummary",
     "Change",
+    "Fenced",
     "HistoryEntry",
     "HistoryPruned",
     "Pool",
@@ -39,5 +42,6 @@ __all__ = [
     "StoreError",
     "database_url",
     "make_engine",
+    "redacted",
     "utcnow",
 ]

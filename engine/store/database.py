@@ -1,9 +1,14 @@
 """Opening the database: a target (a path or a SQLAlchemy URL) and an engine tuned for dklb.
 
-SQLite (WAL) is the default; any SQLAlchemy URL works. ``make_engine`` is used by the store (a
-writer engine whose transactions take SQLite's write lock at BEGIN, and a reader engine whose
-transactions take none), by the CLI (read-only) and by the Alembic environment
-(``migrations/env.py``), so a migration runs with the same settings as the controller.
+SQLite (WAL) is the default; PostgreSQL (psycopg 3) is the highly available one: ``postgresql://``
+and ``postgres://`` URLs are normalized to ``postgresql+psycopg://`` (``database_url``). ``make_engine``
+is used by the store (on SQLite a writer engine whose transactions take SQLite's write lock at BEGIN,
+and a reader engine whose transactions take none; on PostgreSQL one pooled engine that pings a
+connection before reusing it, so a restarted server costs one failed statement, not a pool of
+dead connections), by the CLI (read-only: SQLite ``mode=ro``, PostgreSQL sessions with
+``default_transaction_read_only``) and by the Alembic environment (``migrations/env.py``), so a
+migration runs with the same settings as the controller. ``redacted`` is how a database is named
+anywhere a person reads it: never with its password.
 
 The file (S10 of the security review): a writer opens only a regular file that is not a symbolic
 link (nor its ``-wal``/``-shm``), creates it with ``O_NOFOLLOW``/``O_EXCL`` and mode 0600, and
@@ -20,7 +25,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from engine.store.records import StoreError
 
@@ -37,14 +44,40 @@ BUSY_TIMEOUT = 30.0
 CACHE_KIB = 256
 
 
+#: The URL schemes that mean PostgreSQL through psycopg 3 (the only PostgreSQL driver dklb ships).
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 def database_url(target: str) -> str:
-    """A SQLAlchemy URL as given, or a filesystem path turned into a SQLite URL.
+    """A SQLAlchemy URL as given (``postgresql://``/``postgres://`` made ``postgresql+psycopg://``),
+    or a filesystem path turned into a SQLite URL.
 
     Absolute, but the last component is not resolved: a symbolic link there must stay visible
     to ``secure_database_file``, which refuses it."""
+    for scheme in _POSTGRES_SCHEMES:
+        if target.startswith(scheme):
+            return "postgresql+psycopg://" + target.removeprefix(scheme)
     if "://" in target:
         return target
     return f"sqlite:///{os.path.abspath(Path(target).expanduser())}"
+
+
+def redacted(url: str | URL) -> str:
+    """``url`` fit for a log line, an Event, an error message or ``dklb inspect``: the password
+    replaced by ``***``. A path (no scheme) is returned as given; text SQLAlchemy cannot parse
+    as a URL is not echoed at all, since it could be a DSN with a password in an odd place."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    if "://" not in url:
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<database URL that cannot be parsed>"
+
+
+def is_postgresql(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
 
 
 def _refuse_odd(path: Path) -> os.stat_result | None:
@@ -110,13 +143,18 @@ def sqlite_path(url: str) -> Path | None:
 SINGLE_STATEMENT = "dklb_single_statement"
 
 
-def make_engine(url: str, *, read_only: bool = False, deferred: bool = False) -> Engine:
+def make_engine(url: str | URL, *, read_only: bool = False, deferred: bool = False) -> Engine:
     """An engine configured for this workload: WAL, immediate write locks, a busy timeout.
 
     ``read_only`` opens SQLite with ``mode=ro`` so the CLI can never write beside a live
-    controller, and never creates a missing file. ``deferred``: transactions start with a plain
-    BEGIN (the store's reads: a WAL reader needs no lock and never waits for a writer).
+    controller, and never creates a missing file; on PostgreSQL every transaction of the engine
+    is read-only. ``deferred``: transactions start with a plain BEGIN (the store's reads: a WAL
+    reader needs no lock and never waits for a writer).
     """
+    if is_postgresql(url):
+        return _postgresql_engine(url, read_only=read_only)
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=False)
     path = sqlite_path(url)
     if path is None:
         return create_engine(url, future=True)
@@ -154,3 +192,35 @@ def make_engine(url: str, *, read_only: bool = False, deferred: bool = False) ->
         conn.exec_driver_sql("BEGIN" if read_only or deferred else "BEGIN IMMEDIATE")
 
     return engine
+
+
+#: Seconds a PostgreSQL connection attempt may take: an unreachable server must fail a statement
+#: (and so close the fence) in seconds, not after the kernel's TCP timeout.
+CONNECT_TIMEOUT = 5
+#: Milliseconds a statement waits for a row lock before failing: a replica must never wait
+#: forever behind a transaction of a peer that hung (a transaction holds its locks a few ms).
+LOCK_TIMEOUT_MS = int(BUSY_TIMEOUT * 1000)
+
+
+#: Milliseconds a session may sit idle inside a transaction before the server ends it. dklb's
+#: transactions never wait on anything but the database (a transition's EdgeLB and Kubernetes
+#: calls are made before its transaction begins), so only a replica cut off from the server
+#: mid-transaction reaches it: its row locks (and its hold on the leadership row) are then
+#: released in seconds, not after TCP's keepalive, and the next leader's claim goes through.
+IDLE_IN_TRANSACTION_MS = 15_000
+
+
+def _postgresql_engine(url: str | URL, *, read_only: bool) -> Engine:
+    """READ COMMITTED (PostgreSQL's default) plus the store's row locks; ``pool_pre_ping`` so a
+    connection left over from before a server restart is replaced, not handed out broken."""
+    options = (
+        f"-c lock_timeout={LOCK_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+    )
+    if read_only:
+        options += " -c default_transaction_read_only=on"
+    return create_engine(
+        url,
+        future=True,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT, "options": options},
+    )

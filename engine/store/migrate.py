@@ -6,21 +6,34 @@ package), so an installed dklb migrates without a checkout or alembic.ini. Reade
 a message that says what to do. A database locked by another process (a running controller, a
 migration) is told apart from a corrupt one: the advice for a corrupt file (restore or remove it)
 would, for a locked one, make an operator delete a live controller's database.
+
+On PostgreSQL an upgrade holds a session advisory lock (``pg_advisory_lock``) from reading the
+revision to the end: two replicas starting together migrate once, the second one waits, then
+finds the database at head. Alembic's one history serves both dialects (PostgreSQL runs each
+upgrade in one transaction, DDL included). Every message names the database with ``redacted``.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
 import migrations
 from engine.store import Store, StoreError, database_url, make_engine
+from engine.store.database import is_postgresql, redacted
+
+#: The key of the advisory lock every dklb migration of a PostgreSQL database holds (any constant
+#: the database's other users do not take: "dklb" in ASCII).
+MIGRATION_LOCK = 0x646B6C62
 
 
 def _config(url: str) -> Config:
@@ -55,7 +68,10 @@ def current(url: str, *, read_only: bool = True) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except DatabaseError as exc:
-        where = url.removeprefix("sqlite:///")
+        where = redacted(url.removeprefix("sqlite:///"))
+        if is_postgresql(url):
+            # No file to restore: the server refused, or could not be reached.
+            raise StoreError(f"database {where} cannot be used: {exc.orig}") from exc
         if exc.orig is not None and is_locked(exc.orig):
             raise DatabaseLocked(
                 f"database {where} is locked by another process ({exc.orig}): a dklb controller or "
@@ -74,13 +90,41 @@ def upgrade(target: str, revision: str = "head") -> str:
     """Upgrade the database at ``target`` (path or URL); returns the revision it is at now."""
     url = database_url(target)
     known = {s.revision for s in ScriptDirectory.from_config(_config(url)).walk_revisions()}
-    found = current(url, read_only=False)
-    if found is not None and found not in known:
-        raise StoreError(f"database {target} is at revision {found}, newer than this dklb (head {head()})")
-    if revision == "head" and found == head():
-        return found
-    command.upgrade(_config(url), revision)
-    return current(url, read_only=False) or "base"
+    with _migration_lock(url):
+        found = current(url, read_only=False)
+        if found is not None and found not in known:
+            raise StoreError(
+                f"database {redacted(target)} is at revision {found}, newer than this dklb (head {head()})"
+            )
+        if revision == "head" and found == head():
+            return found
+        command.upgrade(_config(url), revision)
+        return current(url, read_only=False) or "base"
+
+
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """PostgreSQL: hold ``MIGRATION_LOCK`` (a session lock, on a connection of its own) while the
+    body runs; released when that connection closes, even if this process dies. SQLite: nothing,
+    Alembic's transaction takes the file's write lock."""
+    if not is_postgresql(url):
+        yield
+        return
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            except DatabaseError as exc:
+                raise StoreError(f"database {redacted(url)} cannot be used: {exc.orig}") from exc
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def open_store(target: str) -> Store:
@@ -103,18 +147,19 @@ def downgrade(target: str, revision: str = "base") -> None:
 def check(target: str) -> None:
     """Refuse a database this dklb cannot read: missing, never migrated, or too new."""
     url = database_url(target)
+    named = redacted(target)
     try:
         found = current(url)
     except DatabaseLocked:
         raise
     except StoreError as exc:
-        raise StoreError(f"{exc}: run `dklb migrate --database {target}` to create it") from exc
+        if is_postgresql(url):
+            raise
+        raise StoreError(f"{exc}: run `dklb migrate --database {named}` to create it") from exc
     if found is None:
-        raise StoreError(f"database {target} has no dklb schema: run `dklb migrate --database {target}`")
+        raise StoreError(f"database {named} has no dklb schema: run `dklb migrate --database {named}`")
     if found != head():
         known = {s.revision for s in ScriptDirectory.from_config(_config(url)).walk_revisions()}
         if found not in known:
-            raise StoreError(
-                f"database {target} is at revision {found}, newer than this dklb (head {head()})"
-            )
-        raise StoreError(f"database {target} is at revision {found}: run `dklb migrate --database {target}`")
+            raise StoreError(f"database {named} is at revision {found}, newer than this dklb (head {head()})")
+        raise StoreError(f"database {named} is at revision {found}: run `dklb migrate --database {named}`")

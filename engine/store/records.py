@@ -20,6 +20,11 @@ class StoreError(Exception):
     """The database cannot be used as asked (missing, too new, unreadable)."""
 
 
+class Fenced(StoreError):
+    """This store's leadership term is over: another replica claimed since (``Store.claim_leadership``),
+    so the database refused the write and nothing was written."""
+
+
 class StaleBinding(Exception):
     """The binding changed under us (another worker or process committed first)."""
 

@@ -1,12 +1,13 @@
-"""The database schema: five tables, as SQLAlchemy declares them and Alembic migrates them.
+"""The database schema: six tables, as SQLAlchemy declares them and Alembic migrates them.
 
 ``bindings`` (one row per Service dklb handles), ``pools`` (a row exactly while bindings refer to
 the pool: its reference count), the ``history`` (appended to by every transition, pruned by
 retention only), ``history_pruned`` (what retention deleted, so ``dklb history`` can say so) and
 ``normal_forms`` (the pool sweep's memo, so that a restart does not normalize again every set of
-EdgeLB objects it knows). ``migrations/`` creates them; ``engine.store.store`` reads and writes
-them with statements built on the ``Table`` objects below. Column types keep SQLite readable
-(JSON as text) and times comparable (UTC only).
+EdgeLB objects it knows) and ``leadership`` (one row: the term of the replica that leads, the
+database's own fence against a deposed leader's late commit). ``migrations/`` creates them;
+``engine.store.store`` reads and writes them with statements built on the ``Table`` objects
+below. Column types keep SQLite readable (JSON as text) and times comparable (UTC only).
 """
 
 from __future__ import annotations
@@ -162,9 +163,22 @@ class NormalFormRow(Base):
     normal: Mapped[bytes] = mapped_column(LargeBinary(16))
 
 
+class LeadershipRow(Base):
+    """The one row (``id`` 1) of the leader fence: every ``Store.claim_leadership`` adds one to
+    ``term``; a store that claimed writes only while the row still holds its term."""
+
+    __tablename__ = "leadership"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str] = mapped_column(String(253), default="")
+    term: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 # The Table objects, for SQLAlchemy Core statements (the store's reads and writes).
 BINDINGS = cast(Table, BindingRow.__table__)
 POOLS = cast(Table, PoolRow.__table__)
 HISTORY = cast(Table, HistoryRow.__table__)
 HISTORY_PRUNED = cast(Table, HistoryPrunedRow.__table__)
 NORMAL_FORMS = cast(Table, NormalFormRow.__table__)
+LEADERSHIP = cast(Table, LeadershipRow.__table__)

@@ -6,7 +6,7 @@ S4 (security review): "History is never pruned … Three edits grew the database
 * the retention job, scheduled on a real ``Controller``'s scheduler (as ``dklb run`` does), runs
   only while it may (leading, not stopping), then prunes the history real transitions wrote to
   each Service's newest N rows and a long-removed Service's old rows by age, and reports every
-  deleted row to its metrics hook;
+  deleted row to its metrics hook (on SQLite and on PostgreSQL);
 * the review's storage reproduction, replayed in the engine harness: a 256 KiB annotation that
   yields a 5 MB error report, applied again and again, leaves at most N history rows of at
   most 4 KiB each, however many edits there are.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,10 +28,11 @@ from engine.runtime import lifecycle
 from engine.runtime.controller import Controller
 from engine.runtime.reconciler import Reconciler
 from engine.runtime.retention import JOB_ID, RetentionJob
-from engine.store import Store, database_url, migrate, utcnow
+from engine.store import Store, utcnow
 from engine.store.pruning import Retention
 from engine.store.records import MESSAGE_CAP
 from engine.store.schema import HISTORY
+from tests import storedb
 from tests.engine.harness import World
 from tests.fakes.edgelb import FakeEdgeLB
 from tests.fakes.kube import FakeKube, make_service
@@ -42,11 +43,15 @@ REDIS = "name: dklb-redis\nfrontends:\n- port: 16379\n  servicePort: 6379\n"
 DEADLINE = 20.0
 
 
-@pytest.fixture
-def controller(tmp_path: Path) -> Iterator[Controller]:
-    db = tmp_path / "dklb.db"
-    migrate.upgrade(str(db))
-    store = Store(database_url(str(db)))
+# The store's databases of both dialects (``tests.storedb``).
+sqlite_template = storedb.sqlite_template
+postgres_template = storedb.postgres_template
+new_store_url = storedb.new_store_url
+
+
+@pytest.fixture(params=storedb.DIALECTS)
+def controller(request: pytest.FixtureRequest, new_store_url: Callable[[str], str]) -> Iterator[Controller]:
+    store = Store(new_store_url(request.param))
     reconciler = Reconciler(
         store=store,
         lifecycle=lifecycle.load(),

@@ -478,3 +478,14 @@ def test_store_bench_command_prints_json(tmp_path: Path, capsys: pytest.CaptureF
     assert store_bench.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"store_tps", "raw_tps", "ratio"} <= set(result)
+
+
+def test_store_bench_runs_both_sides_on_postgresql(postgres_url: str) -> None:
+    result = store_bench.run_postgresql(postgres_url, transitions=12, bindings=3, repeats=2)
+    assert result["store_write_transactions"] == 12 * 2
+    assert result["ref_counts_consistent"] is True
+    assert len(result["store_runs_tps"]) == len(result["raw_runs_tps"]) == 2
+    assert result["ratio"] == pytest.approx(result["store_tps"] / result["raw_tps"])
+    shown = store_bench.report(result)
+    assert "raw psycopg 3" in shown and "ratio store/raw" in shown
+    assert postgres_url.split(":")[2].split("@")[0] not in shown, "never the password"

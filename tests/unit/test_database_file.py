@@ -5,6 +5,9 @@ database (``dklb run``, ``dklb migrate``, every ``Store``); ``engine.store.migra
 tells a lock held by another process apart from a corrupt file. The review's reproductions, in
 a scratch directory with ``umask 022``: a 0644 database used as is, a symlink followed to a
 planted file, and a lock answered with "restore it or remove it".
+
+SQLite only: a PostgreSQL database is no file of dklb's (the store's other tests run on both
+dialects, ``tests.storedb``).
 """
 
 from __future__ import annotations

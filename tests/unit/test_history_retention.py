@@ -41,15 +41,14 @@ DAY = 86400.0
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "dklb.db"
-    migrate.upgrade(str(path))
-    return path
+def db(store_url: str) -> str:
+    """A fresh migrated database of each dialect (``tests.storedb``), as a URL."""
+    return store_url
 
 
 @pytest.fixture
-def store(db: Path) -> Iterator[Store]:
-    opened = Store(database_url(str(db)))
+def store(db: str) -> Iterator[Store]:
+    opened = Store(db)
     yield opened
     opened.close()
 
@@ -201,8 +200,15 @@ def test_pruning_goes_in_bounded_batches_and_stops_between_two(store: Store) -> 
     assert store.write_transactions - writes >= 8, "one transaction per batch"
 
 
-def test_freed_pages_go_back_to_the_file_system(db: Path, store: Store) -> None:
+def test_freed_pages_go_back_to_the_file_system(tmp_path: Path) -> None:
     """A new SQLite file is made with auto_vacuum=INCREMENTAL; pruning gives its pages back."""
+    db = tmp_path / "dklb.db"
+    migrate.upgrade(str(db))
+    with contextlib.closing(Store(database_url(str(db)))) as store:
+        _freed_pages_go_back(db, store)
+
+
+def _freed_pages_go_back(db: Path, store: Store) -> None:
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)
     add_rows(store, "a/x", [40 * DAY + i for i in range(300)], message="x" * 4000)
@@ -241,7 +247,7 @@ def test_a_zero_retention_keeps_everything(store: Store) -> None:
 # ---- dklb history says so ----------------------------------------------------------------------------
 
 
-def history(capsys: pytest.CaptureFixture[str], db: Path, *argv: str) -> tuple[str, str]:
+def history(capsys: pytest.CaptureFixture[str], db: str, *argv: str) -> tuple[str, str]:
     with mock.patch.object(bindings, "utcnow", return_value=NOW + timedelta(minutes=5)):
         code = cli.main(["history", *argv, "--database", str(db)])
     captured = capsys.readouterr()
@@ -250,7 +256,7 @@ def history(capsys: pytest.CaptureFixture[str], db: Path, *argv: str) -> tuple[s
 
 
 def test_dklb_history_says_older_rows_were_pruned(
-    capsys: pytest.CaptureFixture[str], db: Path, store: Store
+    capsys: pytest.CaptureFixture[str], db: str, store: Store
 ) -> None:
     add_rows(store, "a/busy", [40 * DAY, *[float(i) for i in range(5)]])
     add_rows(store, "b/quiet", [45 * DAY, 60.0])

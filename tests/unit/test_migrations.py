@@ -28,7 +28,7 @@ from engine.store import Base, Store, StoreError, database_url, migrate
 REPO = Path(__file__).resolve().parents[2]
 ALEMBIC = Path(sys.executable).with_name("alembic")
 
-TABLES = {"alembic_version", "bindings", "pools", "history", "history_pruned", "normal_forms"}
+TABLES = {"alembic_version", "bindings", "pools", "history", "history_pruned", "normal_forms", "leadership"}
 INDEXES = {
     "ix_bindings_state": "bindings",
     "ix_bindings_pool": "bindings",

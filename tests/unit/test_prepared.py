@@ -1,10 +1,12 @@
 """``engine.store.prepared``: a statement run on the DBAPI cursor stores byte for byte what
-SQLAlchemy's ``Connection.execute`` stores, reads back what it reads, and fails as it fails."""
+SQLAlchemy's ``Connection.execute`` stores, reads back what it reads, and fails as it fails (on
+SQLite, and on PostgreSQL through psycopg 3)."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import bindparam, create_engine, insert, select
 
-from engine.store import Change, StaleBinding, Store, migrate
+from engine.store import Change, StaleBinding, Store, make_engine, migrate
 from engine.store.prepared import Connections, Prepared
 from engine.store.schema import BINDINGS, Base
 
@@ -107,11 +109,42 @@ def test_refusals_raise_what_sqlalchemy_raises(
     engine.dispose()
 
 
+@pytest.mark.parametrize(("case", "extra"), ROWS, ids=[c for c, _ in ROWS])
+def test_stored_and_read_back_as_sqlalchemy_does_on_postgresql(
+    new_store_url: Callable[[str], str], case: str, extra: dict[str, Any]
+) -> None:
+    engine = make_engine(new_store_url("postgresql"))
+    values = _binding(case, extra)
+    keys = list(values)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(BINDINGS), {**values, "name": "by-sqlalchemy"})
+            cursor = conn.connection.cursor()
+            Prepared(insert(BINDINGS), engine.dialect, keys).run(cursor, {**values, "name": "prepared"})
+            # As PostgreSQL keeps them, in text: the same cells, byte for byte.
+            cells = {
+                name: cursor.execute(
+                    f"SELECT {', '.join(k + '::text' for k in keys[3:])} FROM bindings WHERE name = %s",
+                    (name,),
+                ).fetchone()
+                for name in ("by-sqlalchemy", "prepared")
+            }
+            assert cells["prepared"] == cells["by-sqlalchemy"]
+            by_key = Prepared(select(BINDINGS).where(BINDINGS.c.name == bindparam("_name")), engine.dialect)
+            read = by_key.first(cursor, {"_name": "prepared"})
+            expected = conn.execute(select(BINDINGS).where(BINDINGS.c.name == "by-sqlalchemy")).one()._mapping
+        assert read is not None
+        assert {**read, "id": None, "name": None} == {**expected, "id": None, "name": None}
+    finally:
+        engine.dispose()
+
+
 # ---- the store's kept connections ------------------------------------------------------------
 
 
-def test_a_refused_commit_leaves_the_kept_writer_ready_for_the_next(tmp_path: Path) -> None:
-    store = migrate.open_store(str(tmp_path / "dklb.db"))
+def test_a_refused_commit_leaves_the_kept_writer_ready_for_the_next(store_url: str) -> None:
+    """SQLite's kept writer, or PostgreSQL's pooled connection after a rolled-back transaction."""
+    store = Store(store_url)
     try:
         created = store.create(
             namespace="ns", name="a", uid="u", state="Pending", trigger="observed", now=WHEN

@@ -1,6 +1,8 @@
 """The durable store: one transition is one transaction, and the counts never drift.
 
-Proves against real SQLite files that ``Store.commit`` writes the binding's state, the pools'
+Every test taking ``store``/``db`` runs twice: on a real SQLite file and on a real PostgreSQL
+database (``tests.storedb``); those about the file (mode, WAL) are SQLite's alone. Proves that
+``Store.commit`` writes the binding's state, the pools'
 reference counts and the history row together, and nothing at all when the binding is stale or
 the write fails half-way; that ``ref_count`` equals ``live_reference_counts()`` after any
 sequence of creates, joins, moves, leaves and removals, and pool rows exist exactly while
@@ -37,6 +39,7 @@ from engine.store import (
     database_url,
     migrate,
 )
+from engine.store.database import sqlite_path
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -47,7 +50,7 @@ def at(seconds: float) -> datetime:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty database, copied for each test (migrating once is enough)."""
+    """A migrated, empty SQLite file, copied for each example of the property test."""
     path = tmp_path_factory.mktemp("template") / "dklb.db"
     migrate.upgrade(str(path))
     return path
@@ -60,13 +63,22 @@ def fresh_db(template: Path, directory: Path) -> Path:
 
 
 @pytest.fixture
-def db(template: Path, tmp_path: Path) -> Path:
-    return fresh_db(template, tmp_path)
+def db(store_url: str) -> str:
+    """A fresh migrated database of each dialect, as a URL."""
+    return store_url
 
 
 @pytest.fixture
-def store(db: Path) -> Iterator[Store]:
-    s = Store(database_url(str(db)))
+def sqlite_db(new_store_url: Callable[[str], str]) -> Path:
+    """A fresh migrated SQLite file: for what only a file has (mode, WAL)."""
+    path = sqlite_path(new_store_url("sqlite"))
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def store(db: str) -> Iterator[Store]:
+    s = Store(db)
     yield s
     s.close()
 
@@ -124,7 +136,7 @@ def test_create_writes_the_binding_and_its_first_history_row(store: Store) -> No
 def test_a_service_has_at_most_one_binding(store: Store) -> None:
     create(store, "default/redis")
     before = snapshot(store)
-    with pytest.raises(sqlalchemy.exc.IntegrityError, match="UNIQUE constraint failed"):
+    with pytest.raises(sqlalchemy.exc.IntegrityError, match=r"UNIQUE constraint failed|uq_bindings_service"):
         create(store, "default/redis", now=at(5))
     assert snapshot(store) == before, "neither a second binding nor a second history row"
     create(store, "other/redis", now=at(6))
@@ -359,44 +371,61 @@ def test_a_pool_row_disappears_at_zero_and_a_rejoin_starts_a_fresh_row(store: St
 Op = tuple[str, int, int]  # (operation, binding index, pool index)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["create", "join", "leave", "remove"]),
-            st.integers(min_value=0, max_value=3),
-            st.integers(min_value=0, max_value=2),
-        ),
-        max_size=25,
-    )
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["create", "join", "leave", "remove"]),
+        st.integers(min_value=0, max_value=3),
+        st.integers(min_value=0, max_value=2),
+    ),
+    max_size=25,
 )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(OPERATIONS)
 def test_ref_count_equals_live_references_for_any_sequence(template: Path, ops: list[Op]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         store = Store(database_url(str(fresh_db(template, Path(directory)))))
         try:
-            model: dict[str, str | None] = {}
-            for i, (operation, b, p) in enumerate(ops):
-                key, pool = f"ns/b{b}", f"pool-{p}"
-                if operation == "create":
-                    if key not in model:
-                        create(store, key, now=at(i))
-                        model[key] = None
-                elif key in model:
-                    if operation == "remove":
-                        apply_step(store, "remove", key, None, at(i))
-                        del model[key]
-                    else:
-                        target = pool if operation == "join" else None
-                        apply_step(store, "join", key, target, at(i))
-                        model[key] = target
-                expected: dict[str, int] = {}
-                for name in model.values():
-                    if name is not None:
-                        expected[name] = expected.get(name, 0) + 1
-                assert ref_counts(store) == expected
-                assert store.live_reference_counts() == expected
+            check_sequence(store, ops)
         finally:
             store.close()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(OPERATIONS)
+def test_ref_count_equals_live_references_for_any_sequence_on_postgresql(
+    new_store_url: Callable[[str], str], ops: list[Op]
+) -> None:
+    store = Store(new_store_url("postgresql"))
+    try:
+        check_sequence(store, ops)
+    finally:
+        store.close()
+
+
+def check_sequence(store: Store, ops: list[Op]) -> None:
+    model: dict[str, str | None] = {}
+    for i, (operation, b, p) in enumerate(ops):
+        key, pool = f"ns/b{b}", f"pool-{p}"
+        if operation == "create":
+            if key not in model:
+                create(store, key, now=at(i))
+                model[key] = None
+        elif key in model:
+            if operation == "remove":
+                apply_step(store, "remove", key, None, at(i))
+                del model[key]
+            else:
+                target = pool if operation == "join" else None
+                apply_step(store, "join", key, target, at(i))
+                model[key] = target
+        expected: dict[str, int] = {}
+        for name in model.values():
+            if name is not None:
+                expected[name] = expected.get(name, 0) + 1
+        assert ref_counts(store) == expected
+        assert store.live_reference_counts() == expected
 
 
 # ---- history ---------------------------------------------------------------------------------
@@ -530,12 +559,12 @@ def test_due_lists_bindings_whose_wakeup_has_come_earliest_first(store: Store) -
     assert [b.key for b in store.due(at(10**6))] == ["ns/early", "ns/exact", "ns/late", "ns/future"]
 
 
-def test_set_wakeup_moves_one_binding_and_is_seen_by_another_store(store: Store, db: Path) -> None:
+def test_set_wakeup_moves_one_binding_and_is_seen_by_another_store(store: Store, db: str) -> None:
     a = create(store, "ns/a")
     create(store, "ns/b")
     store.commit(Change(a.id, "Pending", "Pending", "poll", record=False, next_wakeup=at(3600)), now=T0)
     history_before = store.history(limit=None)
-    other = Store(database_url(str(db)))
+    other = Store(db)
     try:
         assert other.set_wakeup("ns/a", at(5)) is True
         assert other.set_wakeup("ns/missing", at(5)) is False
@@ -575,11 +604,16 @@ def test_a_migrated_database_file_is_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_wal_journal_mode_is_on(store: Store, db: Path) -> None:
-    with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
-        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+def test_wal_journal_mode_is_on(sqlite_db: Path) -> None:
+    db = sqlite_db
+    store = Store(database_url(str(db)))
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        store.close()
     raw = sqlite3.connect(db)
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",), "WAL is persisted in the file"
@@ -596,17 +630,21 @@ READ_ONLY_WRITES: list[tuple[str, Callable[[Store, Binding], object]]] = [
 
 @pytest.mark.parametrize("write", [w for _, w in READ_ONLY_WRITES], ids=[i for i, _ in READ_ONLY_WRITES])
 def test_a_read_only_store_reads_but_cannot_write(
-    store: Store, db: Path, write: Callable[[Store, Binding], object]
+    store: Store, db: str, write: Callable[[Store, Binding], object]
 ) -> None:
     binding = create(store, "ns/a")
     before = snapshot(store)
-    reader = Store(database_url(str(db)), read_only=True)
+    reader = Store(db, read_only=True)
     try:
         assert reader.get("ns/a") == binding
-        with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as caught:
             write(reader, binding)
-        assert type(caught.value.orig) is sqlite3.OperationalError
-        assert str(caught.value.orig) == "attempt to write a readonly database"
+        if store.dialect == "sqlite":
+            assert type(caught.value.orig) is sqlite3.OperationalError
+            assert str(caught.value.orig) == "attempt to write a readonly database"
+        else:
+            assert type(caught.value.orig).__name__ == "ReadOnlySqlTransaction"
+            assert "read-only transaction" in str(caught.value.orig)
     finally:
         reader.close()
     assert snapshot(store) == before
@@ -684,8 +722,8 @@ def test_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: s
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one-store-shared", "one-store-per-thread"])
-def test_two_threads_commit_to_different_bindings_at_once(db: Path, shared: bool) -> None:
-    url = database_url(str(db))
+def test_two_threads_commit_to_different_bindings_at_once(db: str, shared: bool) -> None:
+    url = db
     setup = Store(url)
     keys = ["ns/a", "ns/b"]
     ids = [create(setup, key).id for key in keys]
@@ -726,3 +764,20 @@ def test_two_threads_commit_to_different_bindings_at_once(db: Path, shared: bool
     finally:
         for s in {id(s): s for s in stores}.values():
             s.close()
+
+
+def test_summaries_and_expectations_stream_every_row_in_order(store: Store) -> None:
+    """The orphan and pool sweeps' reads, streamed (a server-side cursor on PostgreSQL)."""
+    keys = [f"ns/b{i:04d}" for i in range(600)]  # more than the 500 rows psycopg buffers at a time
+    for i, key in enumerate(keys):
+        binding = create(store, key)
+        store.commit(
+            Change(binding.id, "Pending", "Ready", "ok", pool=f"p{i % 3}", config={"i": i}, objects={"o": i}),
+            now=at(1),
+        )
+    summaries = list(store.summaries())
+    assert [s.key for s in summaries] == keys
+    assert [s.config for s in summaries] == [{"i": i} for i in range(len(keys))]
+    expected = {(key, f"p{i % 3}", f'{{"o":{i}}}') for i, key in enumerate(keys)}
+    assert set(store.expectations(["Ready"])) == expected
+    assert set(store.expectations(["Ready"], pools=["p1"])) == {e for e in expected if e[1] == "p1"}
