@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -118,6 +119,9 @@ class ControllerProc:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    # Added to the environment it runs in: dklb's PostgreSQL URL goes there (DKLB_DATABASE), with
+    # its password, not into the command line every user of the machine can read.
+    env: dict[str, str] = field(default_factory=dict)
     _log: IO[bytes] | None = None
 
     @property
@@ -130,7 +134,9 @@ class ControllerProc:
         self._log = self.log_path.open("ab")
         module = MODULES[self.mode]
         command = [sys.executable, "-m", module, *(["run"] if self.mode == "dklb" else []), *self.args]
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+        )
         pattern = LISTENING if self.mode == "dklb" else STATS
 
         def listening() -> str | None:
@@ -168,6 +174,7 @@ def dklb_controller(
     servers: Servers, *, resync: str, workers: int = 4, metadata_resync: str | None = None
 ) -> ControllerProc:
     metadata = ["--metadata-resync-period", metadata_resync] if metadata_resync else []
+    database = [] if servers.postgres_url else ["--database", servers.database]
     return ControllerProc(
         mode="dklb",
         args=[
@@ -175,8 +182,7 @@ def dklb_controller(
             str(servers.cluster.kubeconfig),
             "--edgelb-url",
             servers.edgelb_url,
-            "--database",
-            servers.database,
+            *database,
             "--leader-elect",
             "false",
             "--resync-period",
@@ -190,6 +196,7 @@ def dklb_controller(
             *metadata,
         ],
         log_path=servers.work / "dklb.log",
+        env={"DKLB_DATABASE": servers.postgres_url} if servers.postgres_url else {},
     )
 
 

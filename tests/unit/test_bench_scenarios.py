@@ -78,14 +78,15 @@ def test_dklb_is_given_the_runs_database_on_each_store(tmp_path: Path) -> None:
     on_sqlite = servers(tmp_path)
     on_postgresql = servers(tmp_path)
     on_postgresql.postgres_url = "postgresql://postgres:pw@127.0.0.1:5999/dklb"
-    for run, database in (
-        (on_sqlite, str(tmp_path / "dklb.db")),
-        (on_postgresql, on_postgresql.postgres_url),
-    ):
-        controller = scenarios.controller_for("dklb", run, scenarios.Options(), specs(10))
-        assert controller.args[controller.args.index("--database") + 1] == database
-        assert run.database == database
-    assert on_sqlite.store == "sqlite"
+    controller = scenarios.controller_for("dklb", on_sqlite, scenarios.Options(), specs(10))
+    assert controller.args[controller.args.index("--database") + 1] == str(tmp_path / "dklb.db")
+    assert controller.env == {}
+    assert on_sqlite.database == str(tmp_path / "dklb.db") and on_sqlite.store == "sqlite"
+    # The URL holds the password: in dklb's environment, never on its command line.
+    controller = scenarios.controller_for("dklb", on_postgresql, scenarios.Options(), specs(10))
+    assert controller.env == {"DKLB_DATABASE": on_postgresql.postgres_url}
+    assert "--database" not in controller.args
+    assert not any("pw" in arg for arg in controller.args)
 
 
 def test_an_unknown_store_is_refused_before_any_server_starts(
