@@ -21,7 +21,8 @@ config = context.config
 target = context.get_x_argument(as_dictionary=True).get("database") or config.get_main_option(
     "sqlalchemy.url"
 )
-url = database_url(target or "dklb.db")
+# A URL object from ``engine.store.migrate`` (its password never made text), else the text.
+url = config.attributes.get("dklb_url") or database_url(target or "dklb.db")
 
 
 def run_offline() -> None:

@@ -23,7 +23,7 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -48,12 +48,24 @@ CACHE_KIB = 256
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def database_url(target: str) -> str:
+@overload
+def database_url(target: str) -> str: ...
+@overload
+def database_url(target: URL) -> URL: ...
+
+
+def database_url(target: str | URL) -> str | URL:
     """A SQLAlchemy URL as given (``postgresql://``/``postgres://`` made ``postgresql+psycopg://``),
     or a filesystem path turned into a SQLite URL.
 
-    Absolute, but the last component is not resolved: a symbolic link there must stay visible
-    to ``secure_database_file``, which refuses it."""
+    A ``URL`` object stays one: it is how a password read from a file reaches the engine without
+    ever being written into URL text (``--database-password-file``). A path is made absolute, but
+    its last component is not resolved: a symbolic link there must stay visible to
+    ``secure_database_file``, which refuses it."""
+    if isinstance(target, URL):
+        if target.drivername in ("postgresql", "postgres"):
+            return target.set(drivername="postgresql+psycopg")
+        return target
     for scheme in _POSTGRES_SCHEMES:
         if target.startswith(scheme):
             return "postgresql+psycopg://" + target.removeprefix(scheme)
@@ -132,7 +144,9 @@ def secure_database_file(path: Path) -> None:
             _tighten(each)
 
 
-def sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str | URL) -> Path | None:
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=False)
     if not url.startswith("sqlite:///"):
         return None
     rest = url.removeprefix("sqlite:///").split("?", 1)[0]
@@ -219,7 +233,7 @@ def _postgresql_engine(url: str | URL, *, read_only: bool) -> Engine:
     if read_only:
         options += " -c default_transaction_read_only=on"
     return create_engine(
-        url,
+        database_url(url),  # psycopg 3 whatever the scheme said
         future=True,
         pool_pre_ping=True,
         connect_args={"connect_timeout": CONNECT_TIMEOUT, "options": options},

@@ -24,24 +24,34 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import URL, text
 from sqlalchemy.exc import DatabaseError
 
 import migrations
 from engine.store import Store, StoreError, database_url, make_engine
-from engine.store.database import is_postgresql, redacted
+from engine.store.database import is_postgresql, redacted, sqlite_path
 
 #: The key of the advisory lock every dklb migration of a PostgreSQL database holds (any constant
 #: the database's other users do not take: "dklb" in ASCII).
 MIGRATION_LOCK = 0x646B6C62
 
 
-def _config(url: str) -> Config:
+def _config(url: str | URL) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    if isinstance(url, URL):
+        # Handed over as the object (migrations/env.py): its password is never made text.
+        cfg.attributes["dklb_url"] = url
+        return cfg
     # configparser interpolates '%': URLs with escaped characters must survive.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
+
+
+def _named(url: str | URL) -> str:
+    """How messages name the database: a SQLite file by its path, anything else ``redacted``."""
+    path = sqlite_path(url)
+    return str(path) if path is not None else redacted(url)
 
 
 def head() -> str:
@@ -62,13 +72,13 @@ def is_locked(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
-def current(url: str, *, read_only: bool = True) -> str | None:
+def current(url: str | URL, *, read_only: bool = True) -> str | None:
     engine = make_engine(url, read_only=read_only)
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except DatabaseError as exc:
-        where = redacted(url.removeprefix("sqlite:///"))
+        where = _named(url)
         if is_postgresql(url):
             # No file to restore: the server refused, or could not be reached.
             raise StoreError(f"database {where} cannot be used: {exc.orig}") from exc
@@ -86,7 +96,7 @@ def current(url: str, *, read_only: bool = True) -> str | None:
         engine.dispose()
 
 
-def upgrade(target: str, revision: str = "head") -> str:
+def upgrade(target: str | URL, revision: str = "head") -> str:
     """Upgrade the database at ``target`` (path or URL); returns the revision it is at now."""
     url = database_url(target)
     known = {s.revision for s in ScriptDirectory.from_config(_config(url)).walk_revisions()}
@@ -103,7 +113,7 @@ def upgrade(target: str, revision: str = "head") -> str:
 
 
 @contextmanager
-def _migration_lock(url: str) -> Iterator[None]:
+def _migration_lock(url: str | URL) -> Iterator[None]:
     """PostgreSQL: hold ``MIGRATION_LOCK`` (a session lock, on a connection of its own) while the
     body runs; released when that connection closes, even if this process dies. SQLite: nothing,
     Alembic's transaction takes the file's write lock."""
@@ -127,24 +137,24 @@ def _migration_lock(url: str) -> Iterator[None]:
         engine.dispose()
 
 
-def open_store(target: str) -> Store:
+def open_store(target: str | URL) -> Store:
     """The controller's way in: upgrade the schema, then open the store for writing."""
     upgrade(target)
     return Store(database_url(target))
 
 
-def open_read_only(target: str) -> Store:
+def open_read_only(target: str | URL) -> Store:
     """The operator commands' way in: refuse a missing or foreign schema, then open read-only
     (SQLite ``mode=ro``: nothing can be written beside a live controller, not even by accident)."""
     check(target)
     return Store(database_url(target), read_only=True)
 
 
-def downgrade(target: str, revision: str = "base") -> None:
+def downgrade(target: str | URL, revision: str = "base") -> None:
     command.downgrade(_config(database_url(target)), revision)
 
 
-def check(target: str) -> None:
+def check(target: str | URL) -> None:
     """Refuse a database this dklb cannot read: missing, never migrated, or too new."""
     url = database_url(target)
     named = redacted(target)

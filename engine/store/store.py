@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    URL,
     ColumnElement,
     Connection,
     Text,
@@ -70,7 +71,7 @@ from engine.store.transitions import Statements
 class Store:
     """Typed access to the database; every write method is one transaction."""
 
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
+    def __init__(self, url: str | URL, *, read_only: bool = False) -> None:
         self.url = url
         self.read_only = read_only
         self.engine = make_engine(url, read_only=read_only)

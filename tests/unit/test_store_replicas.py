@@ -8,6 +8,7 @@ crossing between the same pools keep every ``ref_count`` equal to its live refer
 deadlock, and that two transitions of ONE binding at once give one commit and one
 ``StaleBinding``; that two migrations at once migrate once (the advisory lock) and both end at
 head; that the migrated schema matches the store's metadata and downgrades to nothing; that a
+``URL`` object's password reaches the server without ever being text; that a
 store survives a server restart (``pool_pre_ping``) and says it lost the database meanwhile
 (``reachability``, until a ping answers); that PostgreSQL URLs are normalized for
 psycopg 3 and never named with their password (``redacted``).
@@ -16,6 +17,7 @@ psycopg 3 and never named with their password (``redacted``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -26,7 +28,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, make_url
 from sqlalchemy.exc import DBAPIError
 
 import localpg
@@ -331,6 +333,30 @@ def test_check_names_an_unreachable_server_without_its_password(
         migrate.check(url)
     assert "s3cret-pw" not in str(caught.value)
     assert str(caught.value).startswith(f"database {redacted(database_url(url))} cannot be used:")
+
+
+def test_a_url_object_carries_the_password_through_migrate_and_the_store(
+    postgres_server: localpg.LocalPostgres, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--database-password-file``: the password goes into the URL object, never into text."""
+    password = postgres_server.password
+    url = make_url(postgres_url.replace(f":{password}@", "@", 1)).set(password=password)
+    assert password not in str(url) and url.drivername == "postgresql"
+    assert database_url(url).drivername == "postgresql+psycopg"
+    with caplog.at_level(logging.DEBUG):
+        assert migrate.upgrade(url) == migrate.head()
+        migrate.check(url)
+        store = migrate.open_store(url)
+        try:
+            create(store, "ns/a")
+        finally:
+            store.close()
+        reader = migrate.open_read_only(url)
+        try:
+            assert [b.key for b in reader.bindings()] == ["ns/a"]
+        finally:
+            reader.close()
+    assert password not in caplog.text
 
 
 # ---- a server restart ------------------------------------------------------------------------
