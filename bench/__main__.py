@@ -1,13 +1,14 @@
-"""``./dev bench`` (``python -m bench``): every benchmark of issues 6 and 16 in one run, side by side.
+"""``./dev bench`` (``python -m bench``): every benchmark of issues 6, 16 and 17 in one run, side by side.
 
-Where it sits: runs ``bench.hostile_bench`` and ``bench.store_bench`` (no servers), then
-``bench.scenarios.suite`` for dklb and for the Go dklb's algorithm (``bench.baseline``) at each
-compared size, the shared-pool scenario for both, ``bench.scenarios.floor`` (the same burst made by
-``bench.floor``: the requests alone, no logic) at the floor sizes, and dklb alone at the large
-sizes; each on fresh servers in a work directory. Writes ``OUT/latest.json`` (every figure, the
-options, the machine), ``OUT/latest.md`` (the table the README quotes) and the PNG plots
-(``bench.plots``) beside them, after every run (a failure late keeps what was measured before it),
-and prints the markdown. Exit status 0 whether or not targets are met: it is a benchmark; the
+Where it sits: runs ``bench.hostile_bench`` and ``bench.store_bench`` (SQLite, then a throwaway
+PostgreSQL server), then ``bench.scenarios.suite`` for dklb and for the Go dklb's algorithm
+(``bench.baseline``) at each compared size, dklb on the PostgreSQL store at the store sizes (after
+dklb on SQLite at the same size), the shared-pool scenario for both, ``bench.scenarios.floor``
+(the same burst made by ``bench.floor``: the requests alone, no logic) at the floor sizes, and dklb
+alone at the large sizes; each on fresh servers in a work directory. Writes ``OUT/latest.json``
+(every figure, the options, the machine), ``OUT/latest.md`` (the table the README quotes) and the
+PNG plots (``bench.plots``) beside them, after every run (a failure late keeps what was measured
+before it), and prints the markdown. Exit status 0 whether or not targets are met: it is a benchmark; the
 table says what was met.
 
 What runs, and why (2 cores, the whole run kept under ~45 min; minutes are estimates on the
