@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -54,20 +55,23 @@ class Reachability:
         self.reachable = True
         self.on_change: Callable[[bool], None] | None = None
         event.listen(engine, "handle_error", self._on_error)
+        self._guard: AbstractContextManager[None] = (
+            _Guard(self._exit) if engine.dialect.name == "postgresql" else nullcontext()
+        )
 
     def _on_error(self, context: ExceptionContext) -> None:
         if context.is_disconnect or is_connection_error(context.original_exception, self._engine):
             self._set(False, context.original_exception)
 
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        """Around statements run outside SQLAlchemy's execution (``Prepared`` on a DBAPI cursor)."""
-        try:
-            yield
-        except DBAPIError as exc:
-            if is_connection_error(exc, self._engine):
-                self._set(False, exc.orig)
-            raise
+    def guard(self) -> AbstractContextManager[None]:
+        """Around statements run outside SQLAlchemy's execution (``Prepared`` on a DBAPI cursor):
+        one object built once, since it is on every commit's path (nothing to watch on SQLite,
+        whose kept connections never lose a server)."""
+        return self._guard
+
+    def _exit(self, exc: BaseException | None) -> None:
+        if isinstance(exc, DBAPIError) and is_connection_error(exc, self._engine):
+            self._set(False, exc.orig)
 
     def regained(self) -> None:
         self._set(True, None)
@@ -83,3 +87,21 @@ class Reachability:
             log.error("database %s cannot be reached: %s", self._name, cause)
         if self.on_change is not None:
             self.on_change(reachable)
+
+
+class _Guard:
+    """A context manager with no state of its own: one serves every thread."""
+
+    __slots__ = ("_exit",)
+
+    def __init__(self, on_exit: Callable[[BaseException | None], None]) -> None:
+        self._exit = on_exit
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None:
+            self._exit(exc)
