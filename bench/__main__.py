@@ -1,13 +1,14 @@
-"""``./dev bench`` (``python -m bench``): every benchmark of issues 6 and 16 in one run, side by side.
+"""``./dev bench`` (``python -m bench``): every benchmark of issues 6, 16 and 17 in one run, side by side.
 
-Where it sits: runs ``bench.hostile_bench`` and ``bench.store_bench`` (no servers), then
-``bench.scenarios.suite`` for dklb and for the Go dklb's algorithm (``bench.baseline``) at each
-compared size, the shared-pool scenario for both, ``bench.scenarios.floor`` (the same burst made by
-``bench.floor``: the requests alone, no logic) at the floor sizes, and dklb alone at the large
-sizes; each on fresh servers in a work directory. Writes ``OUT/latest.json`` (every figure, the
-options, the machine), ``OUT/latest.md`` (the table the README quotes) and the PNG plots
-(``bench.plots``) beside them, after every run (a failure late keeps what was measured before it),
-and prints the markdown. Exit status 0 whether or not targets are met: it is a benchmark; the
+Where it sits: runs ``bench.hostile_bench`` and ``bench.store_bench`` (SQLite, then a throwaway
+PostgreSQL server), then ``bench.scenarios.suite`` for dklb and for the Go dklb's algorithm
+(``bench.baseline``) at each compared size, dklb on the PostgreSQL store at the store sizes (after
+dklb on SQLite at the same size), the shared-pool scenario for both, ``bench.scenarios.floor``
+(the same burst made by ``bench.floor``: the requests alone, no logic) at the floor sizes, and dklb
+alone at the large sizes; each on fresh servers in a work directory. Writes ``OUT/latest.json``
+(every figure, the options, the machine), ``OUT/latest.md`` (the table the README quotes) and the
+PNG plots (``bench.plots``) beside them, after every run (a failure late keeps what was measured
+before it), and prints the markdown. Exit status 0 whether or not targets are met: it is a benchmark; the
 table says what was met.
 
 What runs, and why (2 cores, the whole run kept under ~45 min; minutes are estimates on the
@@ -21,10 +22,14 @@ What runs, and why (2 cores, the whole run kept under ~45 min; minutes are estim
   10 (5,600 pools: burst, restart, idle, RSS; ~10 min). No churn beyond 1,000: it adds nothing the
   1,000 does not say, and costs minutes;
 - the floor at 1,000 and 5,000 (burst only, ~1 and ~3 min): dklb's burst as a ratio to it;
-- the shared-pool scenario (200 Services in pools of 10) for both.
+- the shared-pool scenario (200 Services in pools of 10) for both;
+- issue 17: the store benchmark on PostgreSQL beside SQLite's, and dklb's burst and restart at
+  1,000 on the PostgreSQL store (a throwaway ``localpg`` server per run) right after the same on
+  SQLite (~2 min). ``--store-sizes ""`` leaves PostgreSQL out; ``--sizes "" --floor-sizes ""
+  --idle-services 0 --large-services 0 --shared-services 0`` runs the stores' comparison alone.
 
     ./dev bench                         # the full run (~40 min)
-    ./dev bench --quick                 # smoke run: 40 and 80 Services, a tiny floor, short resyncs (~3 min)
+    ./dev bench --quick                 # smoke run: 40 and 80 Services, a tiny floor, short resyncs (~4 min)
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle-services", type=int, default=5000, help="dklb alone: burst, restart, idle")
     parser.add_argument("--large-services", type=int, default=20000, help="dklb alone, 80%% in shared pools")
     parser.add_argument("--shared-services", type=int, default=200, help="Services in pools of 10")
+    parser.add_argument(
+        "--store-sizes",
+        default="1000",
+        help="sizes dklb's burst (and restart) runs at on each store, SQLite and PostgreSQL",
+    )
     parser.add_argument("--metadata-delay", default="2s", help="local EdgeLB metadata delay")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where latest.json/.md go")
     parser.add_argument("--work", type=Path, default=None, help="keep the servers' files here")
@@ -80,6 +90,7 @@ def plan(args: argparse.Namespace) -> tuple[scenarios.Options, dict[str, Any]]:
         "idle": args.idle_services,
         "large": args.large_services,
         "shared": args.shared_services,
+        "stores": _sizes(args.store_sizes),
         "transitions": 5000,
         "targets": dict(report.TARGET_SIZES, idle=args.idle_services, large=args.large_services),
     }
@@ -88,7 +99,15 @@ def plan(args: argparse.Namespace) -> tuple[scenarios.Options, dict[str, Any]]:
     options = scenarios.Options(
         metadata_delay="1s", dklb_resync="5s", baseline_resync="10s", idle_periods=2, timeout=300
     )
-    quick = {"compared": [40], "floor": [40], "idle": 0, "large": 80, "shared": 40, "transitions": 2000}
+    quick = {
+        "compared": [40],
+        "floor": [40],
+        "idle": 0,
+        "large": 80,
+        "shared": 40,
+        "stores": [40],
+        "transitions": 2000,
+    }
     return options, {**quick, "targets": {"burst": 40, "idle": 40, "large": 80}}
 
 
@@ -109,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "suites": [],
         "floors": [],
         "shared": [],
+        "postgresql": [],
     }
 
     def say(text: str) -> None:
@@ -146,6 +166,29 @@ def main(argv: list[str] | None = None) -> int:
             lambda: store_bench.run(work / "store", transitions=sizes["transitions"]),
             "store",
         )
+        if sizes["stores"]:
+            step(
+                "store on PostgreSQL: transitions per second vs raw psycopg 3",
+                lambda: store_bench.run_postgresql(transitions=sizes["transitions"]),
+                "store_postgresql",
+            )
+
+        def on_postgresql(n: int) -> None:
+            step(
+                f"dklb on PostgreSQL: {n} Services (burst, restart)",
+                functools.partial(
+                    scenarios.suite,
+                    "dklb",
+                    n,
+                    work / f"dklb-postgresql-{n}",
+                    options,
+                    churn=False,
+                    idle_phase=False,
+                    store="postgresql",
+                ),
+                "postgresql",
+            )
+
         for n in sizes["compared"]:
             for mode in ("dklb", "baseline"):
                 step(
@@ -153,7 +196,21 @@ def main(argv: list[str] | None = None) -> int:
                     functools.partial(scenarios.suite, mode, n, work / f"{mode}-{n}", options),
                     "suites",
                 )
-        for mode in ("dklb", "baseline"):
+                if mode == "dklb" and n in sizes["stores"]:
+                    on_postgresql(n)  # right after SQLite's: the two side by side in the same conditions
+        for n in sizes["stores"]:
+            if n in sizes["compared"]:
+                continue
+            # No SQLite run at this size otherwise: the same two phases on each store, one after the other.
+            step(
+                f"dklb on SQLite: {n} Services (burst, restart)",
+                functools.partial(
+                    scenarios.suite, "dklb", n, work / f"dklb-{n}", options, churn=False, idle_phase=False
+                ),
+                "suites",
+            )
+            on_postgresql(n)
+        for mode in ("dklb", "baseline") if sizes["shared"] else ():
             step(
                 f"{mode}: {sizes['shared']} Services in shared pools",
                 functools.partial(scenarios.shared, mode, sizes["shared"], work / f"{mode}-shared", options),

@@ -5,7 +5,8 @@ EdgeLB) and a controller process (dklb, or the re-implementation of the Go dklb)
 and reads here, before and after each phase:
 
 * the controller process itself, from ``/proc/PID`` (``process_sample``, ``Sampler``): CPU seconds
-  (utime + stime) and resident memory (current, peak);
+  (utime + stime) and resident memory (current, peak); a database server with its sessions'
+  processes (``tree_cpu_seconds``);
 * the local EdgeLB's own count of the requests it answered (``edgelb_requests``, from its
   local-only ``GET /_local/requests``), so both controllers are counted by the same server;
 * the kube-apiserver's ``apiserver_request_total`` (``apiserver_requests``), summed by
@@ -91,6 +92,36 @@ def process_sample(pid: int, *, proc: Path = PROC) -> ProcessSample:
         peak_rss=max(rss, hwm),
         at=time.monotonic(),
     )
+
+
+def parse_stat_tree(text: str) -> tuple[int, int, int]:
+    """(ppid, utime + stime, cutime + cstime) in clock ticks from the text of ``/proc/PID/stat``."""
+    # After the last ')': ppid is index 1, utime/stime 11/12, cutime/cstime (the CPU of the
+    # children it has waited for) 13/14.
+    rest = text[text.rindex(")") + 1 :].split()
+    return int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14])
+
+
+def tree_cpu_seconds(pid: int, *, proc: Path = PROC) -> float:
+    """CPU used so far by ``pid`` and its children, the ones gone included: a server that forks a
+    process per session (PostgreSQL) does its work in them, and its exited children's CPU is in
+    its cutime/cstime once it waited for them. 0.0 when ``pid`` is gone."""
+    ticks = 0
+    try:
+        _, own, waited = parse_stat_tree((proc / str(pid) / "stat").read_text())
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    ticks += own + waited
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or entry.name == str(pid):
+            continue
+        try:
+            ppid, child, _ = parse_stat_tree((entry / "stat").read_text())
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue  # gone between the listing and the read
+        if ppid == pid:
+            ticks += child
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

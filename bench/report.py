@@ -1,8 +1,9 @@
 """The benchmark's results as one JSON document and one markdown table, with the targets checked.
 
 Where it sits: ``bench.__main__`` collects the dicts ``bench.scenarios`` and ``bench.store_bench``
-return, and hands them here. ``targets`` states each of issue 16's targets (at ``TARGET_SIZES``)
-with the measured value and whether it was met; ``floor_ratios`` divides dklb's burst by the
+return (dklb on the PostgreSQL store in ``results["postgresql"]``, beside the SQLite runs in
+``results["suites"]``), and hands them here. ``targets`` states each of issue 16's targets (at
+``TARGET_SIZES``) with the measured value and whether it was met; ``floor_ratios`` divides dklb's burst by the
 floor's (``bench.floor``); ``markdown`` renders what the README quotes, with the plots
 ``bench.plots`` drew (``results["plots"]``, paths relative to latest.md).
 """
@@ -179,6 +180,46 @@ def _mix(run: dict[str, Any]) -> str:
     return f"{100 - shared}% dedicated pools, {shared}% in shared pools of 10{pools}"
 
 
+STORE_ROWS: list[tuple[str, str, tuple[str, ...]]] = [
+    *[row for row in ROWS if row[0] == "burst"],
+    # SQLite's work is in dklb's own CPU; PostgreSQL's is also in its server's processes.
+    ("burst", "database server CPU (s)", ("db_server_cpu_seconds",)),
+    *[row for row in ROWS if row[0] == "restart"],
+]
+
+
+def stores_markdown(results: dict[str, Any]) -> list[str]:
+    """Issue 17's figures: the store benchmark on each store, and dklb's burst on each store side
+    by side (the SQLite run: the dklb suite of the same run at that size)."""
+    lines: list[str] = []
+    for key, raw in (("store", "sqlite3"), ("store_postgresql", "psycopg 3")):
+        store = results.get(key)
+        if not store:
+            continue
+        where = "on the same disk" if key == "store" else "on the same PostgreSQL server"
+        lines += [
+            f"**Store ({'SQLite' if key == 'store' else 'PostgreSQL'})**: {_fmt(store['store_tps'])} "
+            f"transitions persisted per second through dklb's store, beside {_fmt(store['raw_tps'])} "
+            f"for a raw {raw} insert+update loop {where} (ratio {_fmt(store['ratio'])}).",
+            "",
+        ]
+    for pg in sorted(results.get("postgresql", []), key=lambda r: r["services"]):
+        n = pg["services"]
+        runs = [_run(results, "suites", "dklb", n), pg]
+        lines += [
+            f"**dklb on each store, {n:,} Services** ({_mix(pg)}; PostgreSQL: a local server "
+            "on loopback, fsync off, as the SQLite file is on /dev/shm)",
+            "",
+            "| phase | figure | SQLite store | PostgreSQL store |",
+            "|---|---|---|---|",
+        ]
+        for phase, label, keys in STORE_ROWS:
+            cells = [r.get(phase) if r else None for r in runs]
+            lines.append(f"| {phase} | {label} | {' | '.join(_cell(c, keys) for c in cells)} |")
+        lines.append("")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines: list[str] = []
     sizes = sorted({r["services"] for r in results.get("suites", [])})
@@ -223,14 +264,7 @@ def markdown(results: dict[str, Any]) -> str:
             both = " | ".join(_cell(shared.get(mode), keys) for mode in ("dklb", "baseline"))
             lines.append(f"| {label} | {both} |")
         lines.append("")
-    store = results.get("store")
-    if store:
-        lines += [
-            f"**Store**: {_fmt(store['store_tps'])} transitions persisted per second through dklb's store, "
-            f"beside {_fmt(store['raw_tps'])} for a raw sqlite3 insert+update loop on the same disk "
-            f"(ratio {_fmt(store['ratio'])}).",
-            "",
-        ]
+    lines += stores_markdown(results)
     if results.get("hostile"):
         lines += [hostile_bench.markdown(results["hostile"]), ""]
     for plot in results.get("plots", []):

@@ -6,7 +6,8 @@ servers (``bench.servers``), and gets back one dict of figures per phase; ``benc
 turns them into the JSON file and the markdown table. Every phase is measured the same way for
 both controllers: ``Probe.snapshot()`` before and after (EdgeLB requests by method as the local
 EdgeLB counted them, Kubernetes writes as the kube-apiserver counted them minus the benchmark's
-own, the controller's CPU seconds, its peak RSS, and dklb's database transactions), and the wall
+own, the controller's CPU seconds, its peak RSS, and dklb's database transactions; on the
+PostgreSQL store, the database server's CPU seconds too), and the wall
 time until what the phase waits for is true (polled with a deadline, never slept on).
 """
 
@@ -68,6 +69,7 @@ class Snapshot:
     cpu: float
     peak_rss: int
     transactions: int
+    db_cpu: float = 0.0  # the PostgreSQL server's, sessions included (0 on SQLite: in-process)
 
 
 class Probe:
@@ -92,6 +94,7 @@ class Probe:
             cpu=process.cpu_seconds,
             peak_rss=process.peak_rss,
             transactions=transactions,
+            db_cpu=measure.tree_cpu_seconds(self.servers.postgres.pid or 0) if self.servers.postgres else 0.0,
         )
 
     def phase(self, before: Snapshot, *, latencies: list[float] | None = None) -> dict[str, Any]:
@@ -119,6 +122,8 @@ class Probe:
             if self.controller.mode == "dklb"
             else None,
         }
+        if self.servers.postgres is not None:
+            figures["db_server_cpu_seconds"] = round(after.db_cpu - before.db_cpu, 2)
         if latencies is not None:
             figures["latency_seconds"] = {
                 f"p{q}": round(measure.percentile(latencies, q), 2) for q in (50, 90, 99)
@@ -141,10 +146,11 @@ def controller_for(mode: str, servers: Servers, options: Options, wanted: list[S
 
 @contextlib.contextmanager
 def running(
-    mode: str, work: Path, options: Options, wanted: list[Spec]
+    mode: str, work: Path, options: Options, wanted: list[Spec], *, store: str = "sqlite"
 ) -> Iterator[tuple[Servers, Kube, Probe]]:
-    """Fresh servers, a namespace, and the controller of ``mode`` running on them; all stopped after."""
-    servers = start_servers(work, metadata_delay=options.metadata_delay)
+    """Fresh servers, a namespace, and the controller of ``mode`` running on them (dklb on the
+    ``store`` named); all stopped after."""
+    servers = start_servers(work, metadata_delay=options.metadata_delay, store=store)
     # The servers run detached: whatever fails from here on must still stop them.
     with contextlib.ExitStack() as stack:
         stack.callback(servers.stop)
@@ -157,20 +163,32 @@ def running(
 
 
 def suite(
-    mode: str, n: int, work: Path, options: Options, *, churn: bool = True, shared_fraction: float = 0.4
+    mode: str,
+    n: int,
+    work: Path,
+    options: Options,
+    *,
+    churn: bool = True,
+    idle_phase: bool = True,
+    shared_fraction: float = 0.4,
+    store: str = "sqlite",
 ) -> dict[str, Any]:
-    """Burst, restart, churn and idle phases of one controller over ``n`` Services."""
+    """Burst, restart, churn and idle phases of one controller over ``n`` Services; dklb's
+    database on ``store`` (a PostgreSQL server of the run's own for "postgresql")."""
     wanted = specs(n, shared_fraction=shared_fraction)
     results = _described(mode, wanted, shared_fraction)
+    if mode == "dklb":
+        results["store"] = store
     with (
-        running(mode, work, options, wanted) as (servers, kube, probe),
+        running(mode, work, options, wanted, store=store) as (servers, kube, probe),
         ReadyWatcher(str(servers.cluster.kubeconfig), kube.namespace) as watcher,
     ):
         results["burst"] = burst(probe, kube, watcher, wanted, options)
         results["restart"] = restart(probe, wanted, options)
         if churn:
             results["churn"] = churn_phase(probe, kube, servers, wanted, options)
-        results["idle"] = idle(probe, options)
+        if idle_phase:
+            results["idle"] = idle(probe, options)
     return results
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ import requests
 import urllib3
 
 import localcluster
+import localpg
 from bench.measure import controller_metrics
 from edgelb_local import process as edgelb_process
 from localcluster.processes import terminate, wait_for
@@ -36,20 +38,38 @@ STATS = re.compile(r"stats on (http://\S+)")
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
+STORES = ("sqlite", "postgresql")
+
+
 @dataclass
 class Servers:
-    """A kube-apiserver (with its etcd) and a local EdgeLB (no HAProxy: the API and its metadata)."""
+    """A kube-apiserver (with its etcd) and a local EdgeLB (no HAProxy: the API and its metadata);
+    for a run on the PostgreSQL store, a throwaway PostgreSQL server (``localpg``) too."""
 
     cluster: localcluster.LocalCluster
     edgelb: subprocess.Popen[str]
     edgelb_url: str
     work: Path
+    postgres: localpg.LocalPostgres | None = None
+    postgres_url: str = ""
+
+    @property
+    def store(self) -> str:
+        return "sqlite" if self.postgres is None else "postgresql"
+
+    @property
+    def database(self) -> str:
+        """What dklb's ``--database`` is given: the SQLite file in the run's directory, or the URL
+        of the run's PostgreSQL database."""
+        return self.postgres_url or str(self.work / "dklb.db")
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             terminate(self.edgelb.pid)
             self.edgelb.wait(timeout=10)
         localcluster.stop(self.cluster)
+        if self.postgres is not None:
+            localpg.remove(self.postgres)
 
 
 # One node port per LoadBalancer Service: the default range (2,768 ports) cannot hold 5,000, and
@@ -60,18 +80,34 @@ class Servers:
 NODE_PORTS = "30000-59999"
 
 
-def start_servers(work: Path, *, metadata_delay: str) -> Servers:
+def start_servers(work: Path, *, metadata_delay: str, store: str = "sqlite") -> Servers:
+    """Fresh servers in ``work``; ``store="postgresql"``: with a PostgreSQL server and an empty
+    database for dklb (localpg's settings: loopback, fsync off, as the SQLite file of a run sits
+    on /dev/shm: neither side pays for a disk flush)."""
+    if store not in STORES:
+        raise ValueError(f"store: {store!r} is not one of {', '.join(STORES)}")
     work.mkdir(parents=True, exist_ok=True)
+    postgres = None
+    edgelb: subprocess.Popen[str] | None = None
     cluster = localcluster.start(apiserver_args=[f"--service-node-port-range={NODE_PORTS}"])
     try:
         with (work / "edgelb.log").open("ab") as log:
             edgelb, url = edgelb_process.start(
                 work / "edgelb", extra=["--no-dataplane", "--metadata-delay", metadata_delay], stderr=log
             )
+        servers = Servers(cluster=cluster, edgelb=edgelb, edgelb_url=url, work=work)
+        if store == "postgresql":
+            servers.postgres = postgres = localpg.start()
+            servers.postgres_url = postgres.create_database("dklb")
     except BaseException:
+        if edgelb is not None:
+            with contextlib.suppress(Exception):
+                terminate(edgelb.pid)
         localcluster.stop(cluster)
+        if postgres is not None:
+            localpg.remove(postgres)
         raise
-    return Servers(cluster=cluster, edgelb=edgelb, edgelb_url=url, work=work)
+    return servers
 
 
 @dataclass
@@ -83,6 +119,9 @@ class ControllerProc:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    # Added to the environment it runs in: dklb's PostgreSQL URL goes there (DKLB_DATABASE), with
+    # its password, not into the command line every user of the machine can read.
+    env: dict[str, str] = field(default_factory=dict)
     _log: IO[bytes] | None = None
 
     @property
@@ -95,7 +134,9 @@ class ControllerProc:
         self._log = self.log_path.open("ab")
         module = MODULES[self.mode]
         command = [sys.executable, "-m", module, *(["run"] if self.mode == "dklb" else []), *self.args]
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+        )
         pattern = LISTENING if self.mode == "dklb" else STATS
 
         def listening() -> str | None:
@@ -133,6 +174,7 @@ def dklb_controller(
     servers: Servers, *, resync: str, workers: int = 4, metadata_resync: str | None = None
 ) -> ControllerProc:
     metadata = ["--metadata-resync-period", metadata_resync] if metadata_resync else []
+    database = [] if servers.postgres_url else ["--database", servers.database]
     return ControllerProc(
         mode="dklb",
         args=[
@@ -140,8 +182,7 @@ def dklb_controller(
             str(servers.cluster.kubeconfig),
             "--edgelb-url",
             servers.edgelb_url,
-            "--database",
-            str(servers.work / "dklb.db"),
+            *database,
             "--leader-elect",
             "false",
             "--resync-period",
@@ -155,6 +196,7 @@ def dklb_controller(
             *metadata,
         ],
         log_path=servers.work / "dklb.log",
+        env={"DKLB_DATABASE": servers.postgres_url} if servers.postgres_url else {},
     )
 
 

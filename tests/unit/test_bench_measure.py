@@ -81,6 +81,39 @@ def test_process_sample_from_a_proc_directory(tmp_path: Path) -> None:
         measure.process_sample(78, proc=tmp_path)
 
 
+TREE_STAT = (
+    "{pid} (postgres) S {ppid} 2 3 0 -1 4194560 100 0 0 0 {utime} {stime} {cutime} {cstime} 20 0 4 0 1"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (TREE_STAT.format(pid=10, ppid=1, utime=5, stime=2, cutime=30, cstime=4), (1, 7, 34)),
+        (TREE_STAT.format(pid=11, ppid=10, utime=0, stime=0, cutime=0, cstime=0), (10, 0, 0)),
+        ("12 (a) b) S 7 2 3 0 -1 4194560 100 0 0 0 1 1 1 1 20 0 4 0 1", (7, 2, 2)),  # ')' in the name
+    ],
+)
+def test_parse_stat_tree_reads_ppid_own_and_waited_for_cpu(text: str, expected: tuple[int, int, int]) -> None:
+    assert measure.parse_stat_tree(text) == expected
+
+
+def test_tree_cpu_counts_the_server_its_live_children_and_the_ones_it_waited_for(tmp_path: Path) -> None:
+    def process(pid: int, ppid: int, utime: int, cutime: int = 0) -> None:
+        (tmp_path / str(pid)).mkdir()
+        stat = TREE_STAT.format(pid=pid, ppid=ppid, utime=utime, stime=0, cutime=cutime, cstime=0)
+        (tmp_path / str(pid) / "stat").write_text(stat)
+
+    process(10, 1, utime=2 * TICK, cutime=3 * TICK)  # the postmaster; sessions gone: 3 s
+    process(11, 10, utime=TICK)  # a live session
+    process(12, 10, utime=TICK)
+    process(13, 1, utime=50 * TICK)  # not its child: not counted
+    process(14, 11, utime=50 * TICK)  # a grandchild (PostgreSQL has none): not counted
+    (tmp_path / "self").mkdir()  # not a PID
+    assert measure.tree_cpu_seconds(10, proc=tmp_path) == 2 + 3 + 1 + 1
+    assert measure.tree_cpu_seconds(99, proc=tmp_path) == 0.0  # gone
+
+
 def test_process_sample_of_this_process() -> None:
     before = measure.process_sample(os.getpid())
     deadline = time.monotonic() + 5

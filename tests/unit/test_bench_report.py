@@ -4,6 +4,7 @@ from fixed results dicts (no servers); ``bench.measure.quantiles`` too."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,29 +183,110 @@ def test_quantiles(values: list[float], points: int, expected: list[float]) -> N
 
 
 @pytest.mark.parametrize(
-    ("argv", "compared", "floors", "large", "targets"),
+    ("argv", "compared", "floors", "large", "stores", "targets"),
     [
-        ([], [100, 1000], [1000, 5000], 20000, {"burst": 1000, "idle": 5000, "large": 20000}),
-        (["--quick"], [40], [40], 80, {"burst": 40, "idle": 40, "large": 80}),
+        ([], [100, 1000], [1000, 5000], 20000, [1000], {"burst": 1000, "idle": 5000, "large": 20000}),
+        (["--quick"], [40], [40], 80, [40], {"burst": 40, "idle": 40, "large": 80}),
         (
-            ["--large-services", "0", "--floor-sizes", ""],
+            ["--large-services", "0", "--floor-sizes", "", "--store-sizes", ""],
             [100, 1000],
             [],
             0,
+            [],
             {"burst": 1000, "idle": 5000, "large": 0},
         ),
     ],
 )
 def test_the_runs_plan(
-    argv: list[str], compared: list[int], floors: list[int], large: int, targets: dict[str, int]
+    argv: list[str],
+    compared: list[int],
+    floors: list[int],
+    large: int,
+    stores: list[int],
+    targets: dict[str, int],
 ) -> None:
     from bench.__main__ import parse, plan
 
     options, sizes = plan(parse(argv))
-    assert (sizes["compared"], sizes["floor"], sizes["large"], sizes["targets"]) == (
+    assert (sizes["compared"], sizes["floor"], sizes["large"], sizes["stores"], sizes["targets"]) == (
         compared,
         floors,
         large,
+        stores,
         targets,
     )
     assert options.dklb_metadata_resync == "5m"
+
+
+def store_result(tps: float, raw: float) -> dict[str, Any]:
+    return {"store_tps": tps, "raw_tps": raw, "ratio": tps / raw}
+
+
+def test_markdown_puts_each_stores_figures_side_by_side() -> None:
+    results = full_results()
+    on_postgresql = run("dklb", 1000, ready=15.0, cpu=9.0, p50=3.0)
+    on_postgresql["burst"]["db_server_cpu_seconds"] = 4.5
+    on_postgresql["restart"] = {"verified_seconds": 6.0, "edgelb_writes": 0, "kube_writes": 0}
+    results["postgresql"] = [on_postgresql]
+    results["store"] = store_result(1500.0, 30000.0)
+    results["store_postgresql"] = store_result(600.0, 2400.0)
+    text = report.markdown(results)
+    assert "| phase | figure | SQLite store | PostgreSQL store |" in text
+    assert "| burst | all Ready (s) | 12 | 15 |" in text
+    assert "| burst | time to Ready p50 / p90 / p99 (s) | 2 / 4 / 6 | 3 / 6 / 9 |" in text
+    assert "| burst | database server CPU (s) | - | 4.5 |" in text  # SQLite's is dklb's own
+    assert "| restart | re-verified after SIGKILL (s) | - | 6 |" in text  # SQLite's 1,000 had no restart here
+    assert "**Store (SQLite)**: 1,500 transitions" in text and "raw sqlite3" in text
+    assert "**Store (PostgreSQL)**: 600 transitions" in text and "raw psycopg 3" in text
+    assert "(ratio 0.25)" in text
+    # The PostgreSQL run is not one of the SQLite suites the targets are judged on.
+    assert report.targets(results) == report.targets(full_results() | {"store": results["store"]})
+
+
+def test_markdown_without_postgresql_has_no_stores_table() -> None:
+    text = report.markdown(full_results())
+    assert "PostgreSQL" not in text
+
+
+def test_the_run_measures_each_store_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order of the steps: PostgreSQL's run at a size right after SQLite's; a size with no
+    SQLite suite gets one (burst and restart, as PostgreSQL's); what was measured is in latest.md."""
+    import bench.__main__ as main
+    from bench import hostile_bench, plots, scenarios, store_bench
+
+    calls: list[tuple[Any, ...]] = []
+
+    def suite(mode: str, n: int, work: Path, options: Any, **kw: Any) -> dict[str, Any]:
+        store = kw.get("store", "sqlite")
+        calls.append((mode, n, store, kw.get("churn", True), kw.get("idle_phase", True)))
+        figures = run(mode, n, ready=float(n), cpu=1.0)
+        return figures | ({"store": store} if mode == "dklb" else {})
+
+    monkeypatch.setattr(scenarios, "suite", suite)
+    monkeypatch.setattr(hostile_bench, "run", lambda **_k: None)
+    monkeypatch.setattr(store_bench, "run", lambda *_a, **_k: store_result(1000.0, 2000.0))
+    monkeypatch.setattr(store_bench, "run_postgresql", lambda **_k: store_result(500.0, 1000.0))
+    monkeypatch.setattr(plots, "draw", lambda *_a, **_k: [])
+    argv = ["--sizes", "100", "--store-sizes", "100,300", "--floor-sizes", "", "--idle-services", "0"]
+    argv += [
+        "--large-services",
+        "0",
+        "--shared-services",
+        "0",
+        "--out",
+        str(tmp_path),
+        "--work",
+        str(tmp_path),
+    ]
+    assert main.main(argv) == 0
+    assert calls == [
+        ("dklb", 100, "sqlite", True, True),
+        ("dklb", 100, "postgresql", False, False),
+        ("baseline", 100, "sqlite", True, True),
+        ("dklb", 300, "sqlite", False, False),
+        ("dklb", 300, "postgresql", False, False),
+    ]
+    text = (tmp_path / "latest.md").read_text()
+    assert "**dklb on each store, 100 Services**" in text and "**dklb on each store, 300 Services**" in text
+    assert "| burst | all Ready (s) | 300 | 300 |" in text
+    assert "**Store (PostgreSQL)**: 500 transitions" in text

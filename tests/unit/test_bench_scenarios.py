@@ -1,5 +1,6 @@
 """``bench.scenarios``: each mode's controller process is described from the servers of its run,
-and servers started for a run are stopped whatever fails after them (they run detached)."""
+and servers started for a run are stopped whatever fails after them (they run detached); a run on
+the PostgreSQL store gets a PostgreSQL server of its own (real, localpg), removed with the run."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import pytest
 
 import localcluster
 from bench import scenarios
-from bench.servers import Servers
+from bench import servers as bench_servers
+from bench.servers import Servers, start_servers
 from bench.workload import specs
+from engine.store import migrate
 
 
 def servers(tmp_path: Path, stopped: list[str] | None = None) -> Servers:
@@ -69,3 +72,50 @@ def test_the_servers_are_stopped_when_the_controller_cannot_be_made(
     ):
         pytest.fail("the run must not start")
     assert stopped == ["servers"]
+
+
+def test_dklb_is_given_the_runs_database_on_each_store(tmp_path: Path) -> None:
+    on_sqlite = servers(tmp_path)
+    on_postgresql = servers(tmp_path)
+    on_postgresql.postgres_url = "postgresql://postgres:pw@127.0.0.1:5999/dklb"
+    controller = scenarios.controller_for("dklb", on_sqlite, scenarios.Options(), specs(10))
+    assert controller.args[controller.args.index("--database") + 1] == str(tmp_path / "dklb.db")
+    assert controller.env == {}
+    assert on_sqlite.database == str(tmp_path / "dklb.db") and on_sqlite.store == "sqlite"
+    # The URL holds the password: in dklb's environment, never on its command line.
+    controller = scenarios.controller_for("dklb", on_postgresql, scenarios.Options(), specs(10))
+    assert controller.env == {"DKLB_DATABASE": on_postgresql.postgres_url}
+    assert "--database" not in controller.args
+    assert not any("pw" in arg for arg in controller.args)
+
+
+def test_an_unknown_store_is_refused_before_any_server_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(localcluster, "start", lambda **_k: pytest.fail("no server for an unknown store"))
+    with pytest.raises(ValueError, match="store: 'mysql' is not one of sqlite, postgresql"):
+        start_servers(tmp_path, metadata_delay="1s", store="mysql")
+
+
+def test_the_postgresql_server_of_a_run_is_started_with_it_and_removed_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kube-apiserver and the local EdgeLB stood in for: the PostgreSQL server is the real one.
+    cluster = servers(tmp_path).cluster
+    monkeypatch.setattr(localcluster, "start", lambda **_k: cluster)
+    monkeypatch.setattr(localcluster, "stop", lambda _c: None)
+    edgelb: subprocess.Popen[str] = subprocess.Popen(["true"], text=True)
+    edgelb.wait(timeout=30)
+    monkeypatch.setattr(
+        bench_servers.edgelb_process, "start", lambda *_a, **_k: (edgelb, "http://127.0.0.1:1")
+    )
+    run = start_servers(tmp_path, metadata_delay="1s", store="postgresql")
+    try:
+        assert run.store == "postgresql" and run.postgres is not None and run.postgres.running()
+        assert run.database.startswith("postgresql://") and run.database.endswith("/dklb")
+        store = migrate.open_store(run.database)  # an empty database dklb can migrate and use
+        store.close()
+    finally:
+        run.stop()
+    assert run.postgres is not None and not run.postgres.running()
+    assert not run.postgres.directory.exists()
