@@ -239,13 +239,24 @@ def burst(
 def restart(probe: Probe, wanted: list[Spec], options: Options) -> dict[str, Any]:
     """SIGKILL with everything Ready, start again: until every binding was verified once."""
     controller = probe.controller
-    # The servers' counters are read before the kill, so nothing the new process does is missed;
-    # its own counters (CPU, transactions) start at 0.
-    before = probe.snapshot()
     controller.kill()
+    # The servers' counters are read after the kill and before the start: what the killed process
+    # had sent (the Events its background recorder was still posting when the burst's last
+    # Service got its address) is not the restart's, and nothing the new process does is missed.
+    # The kube-apiserver may still be serving requests of the dead process: read until its counts
+    # stop moving. The new process's own counters (CPU, transactions) start at 0.
+    kube = wait_for(lambda: _apiserver_quiet(probe), timeout=options.timeout, what="the apiserver quiet")
     started = time.monotonic()
     controller.start()
-    before = replace(before, at=started, cpu=0.0, transactions=0)
+    before = Snapshot(
+        at=started,
+        edgelb=measure.by_method(measure.edgelb_requests(probe.servers.edgelb_url)),
+        kube=kube,
+        own_writes=probe.own_writes,
+        cpu=0.0,
+        peak_rss=0,
+        transactions=0,
+    )
     if controller.mode == "dklb":
 
         def verified() -> float:
@@ -264,6 +275,14 @@ def restart(probe: Probe, wanted: list[Spec], options: Options) -> dict[str, Any
     figures = probe.phase(before)
     figures["verified_seconds"] = figures["seconds"]
     return figures
+
+
+def _apiserver_quiet(probe: Probe) -> dict[tuple[str, str], float] | None:
+    """The kube-apiserver's request counts when two reads 0.5 s apart agree, else None."""
+    first = measure.apiserver_requests(probe.servers.cluster.server, probe.servers.cluster.token)
+    time.sleep(0.5)  # the interval compared over, not a synchronization
+    second = measure.apiserver_requests(probe.servers.cluster.server, probe.servers.cluster.token)
+    return second if measure.write_requests(measure.diff(first, second)) == 0 else None
 
 
 def churn_phase(
