@@ -94,8 +94,12 @@ class Probe:
             cpu=process.cpu_seconds,
             peak_rss=process.peak_rss,
             transactions=transactions,
-            db_cpu=measure.tree_cpu_seconds(self.servers.postgres.pid or 0) if self.servers.postgres else 0.0,
+            db_cpu=self.db_cpu(),
         )
+
+    def db_cpu(self) -> float:
+        """The PostgreSQL server's CPU so far, its sessions included (0 on SQLite: in-process)."""
+        return measure.tree_cpu_seconds(self.servers.postgres.pid or 0) if self.servers.postgres else 0.0
 
     def phase(self, before: Snapshot, *, latencies: list[float] | None = None) -> dict[str, Any]:
         after = self.snapshot()
@@ -256,6 +260,7 @@ def restart(probe: Probe, wanted: list[Spec], options: Options) -> dict[str, Any
         cpu=0.0,
         peak_rss=0,
         transactions=0,
+        db_cpu=probe.db_cpu(),
     )
     if controller.mode == "dklb":
 
