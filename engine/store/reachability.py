@@ -70,8 +70,9 @@ class Reachability:
         return self._guard
 
     def _exit(self, exc: BaseException | None) -> None:
-        if isinstance(exc, DBAPIError) and is_connection_error(exc, self._engine):
-            self._set(False, exc.orig)
+        # A DBAPI cursor raises the driver's own errors, unwrapped: both kinds are judged.
+        if exc is not None and is_connection_error(exc, self._engine):
+            self._set(False, exc.orig if isinstance(exc, DBAPIError) else exc)
 
     def regained(self) -> None:
         self._set(True, None)

@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from engine.model.services import join_key, split_key
-from engine.store import transitions
+from engine.store import leadership, transitions
 from engine.store.database import (
     IDLE_IN_TRANSACTION_MS,
     SINGLE_STATEMENT,
@@ -147,19 +147,11 @@ class Store:
         Called each time this replica starts leading. From then on every write transaction of
         this store checks the term first (``transitions.check_term``): when another replica claims after this
         one, this store's writes are refused (``Fenced``) by the database itself."""
-        now = now or utcnow()
         with self._writer, self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                # Longer than a cut-off replica's transaction can hold the row (the server ends it).
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {2 * IDLE_IN_TRANSACTION_MS + 1000}")
-            term = conn.execute(
-                update(LEADERSHIP)
-                .where(LEADERSHIP.c.id == 1)
-                .values(term=LEADERSHIP.c.term + 1, holder=holder, claimed_at=now)
-                .returning(LEADERSHIP.c.term)
-            ).scalar_one_or_none()
-            if term is None:
-                raise StoreError("the database has no leadership row: run `dklb migrate` (revision 0006)")
+            # The last wait: longer than the server takes to end a cut-off session by itself.
+            term = leadership.claim(conn, holder, now or utcnow(), wait_ms=2 * IDLE_IN_TRANSACTION_MS + 1000)
+        if term is None:
+            raise StoreError("the database has no leadership row: run `dklb migrate` (revision 0006)")
         self.term = int(term)
         return self.term
 

@@ -41,6 +41,7 @@ from engine.store import (
     StoreError,
     database,
     database_url,
+    leadership,
     migrate,
     redacted,
     transitions,
@@ -125,9 +126,12 @@ def test_after_a_second_store_claimed_the_first_one_writes_nothing(two_stores: l
     assert [b.key for b in old.bindings()] == ["ns/a", "ns/c"]
 
 
-def test_a_claim_waits_for_a_write_of_the_old_term_already_in_flight(two_pg_stores: list[Store]) -> None:
+def test_a_claim_waits_for_a_write_of_the_old_term_already_in_flight(
+    two_pg_stores: list[Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The old leader's transaction read its term FOR SHARE: the claim (an UPDATE of that row)
     cannot commit in between, so "claimed" really means "no old-term write can commit after"."""
+    monkeypatch.setattr(leadership, "GRACE_MS", 600_000)  # a write in flight, not a cut-off one
     old, new = two_pg_stores
     binding = create(old, "ns/a")
     old.claim_leadership("replica-1")
@@ -148,12 +152,13 @@ def test_a_claim_waits_for_a_write_of_the_old_term_already_in_flight(two_pg_stor
         old.commit(Change(binding, "Provisioning", "Pending", "x", pool=None))
 
 
-def test_a_claim_is_not_held_up_for_long_by_a_replica_cut_off_mid_transaction(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+def test_a_claim_ends_the_session_of_a_replica_cut_off_mid_transaction(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The cut-off replica's transaction (its term read FOR SHARE) never ends from its side: the
-    server ends it after ``IDLE_IN_TRANSACTION_MS``, and the claim, waiting meanwhile, goes through."""
-    monkeypatch.setattr(database, "IDLE_IN_TRANSACTION_MS", 1000)
+    """The cut-off replica's transaction (its term read FOR SHARE) never ends from its side, and
+    here the server would not end it for an hour either: the claim, holding the Lease, ends that
+    session itself after ``leadership.GRACE_MS``, and the old transaction's write is lost."""
+    monkeypatch.setattr(database, "IDLE_IN_TRANSACTION_MS", 3_600_000)
     old = Store(pg_url)
     monkeypatch.undo()
     new = Store(pg_url)
@@ -162,12 +167,19 @@ def test_a_claim_is_not_held_up_for_long_by_a_replica_cut_off_mid_transaction(
         old.claim_leadership("replica-1")
         with contextlib.ExitStack() as cut_off:
             cursor = cut_off.enter_context(old._raw_write())
-            assert new.claim_leadership("replica-2") == 2
+            claimed: list[int] = []
+            claimer = threading.Thread(target=lambda: claimed.append(new.claim_leadership("replica-2")))
+            claimer.start()
+            claimer.join(120)
+            assert claimed == [2], "the claim went through without the server's hour"
+            assert "ended them (pids" in caplog.text
             with pytest.raises(DBAPIError):
                 transitions.apply(old._statements, cursor, Change(binding, "Pending", "Ready", "x"), T0)
             with pytest.raises(DBAPIError):
                 cut_off.close()
         assert old.get("ns/a").state == "Pending"  # type: ignore[union-attr]
+        with pytest.raises(Fenced):
+            old.commit(Change(binding, "Pending", "Ready", "x"))
     finally:
         old.close()
         new.close()
