@@ -14,6 +14,7 @@ own wrapper (``IntegrityError``, ``OperationalError``...), as ``Connection.execu
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -118,46 +119,50 @@ def _result(kind: TypeEngine[Any], dialect: Dialect) -> Processor:
 class Connections:
     """The DBAPI connections prepared statements run on, kept rather than checked out per call.
 
-    ``keep`` (a SQLite file): ONE writer connection (the store's writes queue on its own lock
-    anyway) on which ``write`` says BEGIN IMMEDIATE and COMMIT itself, and a few idle reader
-    connections (each read is one statement: SQLite's autocommit makes it its own snapshot).
-    Checking a connection out of SQLAlchemy's pool, its events and its BEGIN/COMMIT cost as much
-    CPU as the statements. Otherwise (``:memory:``, another database) each call takes a pooled
-    connection and SQLAlchemy's transaction, as the rest of the store does.
+    ``keep`` (a SQLite file, PostgreSQL): ONE writer connection (the store's writes queue on its
+    own lock anyway) on which ``write`` says BEGIN and COMMIT itself, and a few idle reader
+    connections in autocommit (each read is one statement, so its own snapshot). Checking a
+    connection out of SQLAlchemy's pool, its events, its BEGIN/COMMIT and, on PostgreSQL, the
+    pre-ping and the ROLLBACK that resets it on return cost as much CPU as the statements (and a
+    server round trip each). A kept connection that broke (a server restart, a session ended by a
+    new leader's claim) is dropped, and the next call connects again: its error has already told
+    ``Reachability``, whose ping decides when the database is back. Otherwise (``:memory:``) each
+    call takes a pooled connection and SQLAlchemy's transaction, as the rest of the store does.
     """
 
-    #: Reader connections kept idle at most; a burst of more concurrent reads opens and closes.
-    IDLE_READERS = 8
+    #: Connections kept idle at most, per kind; a burst of more concurrent calls opens and closes.
+    IDLE = 8
 
     def __init__(self, writer: Engine, reader: Engine, *, keep: bool) -> None:
         self._writer_engine = writer
         self._reader_engine = reader
         self._keep = keep
-        self._writer: Any = None
-        self._idle: list[Any] = []
-        self._idle_lock = threading.Lock()
+        # On SQLite the store's writer lock lets one write at a time: one writer is kept. On
+        # PostgreSQL writes run side by side, each on a connection of its own.
+        self._writers = _Idle(writer, self.IDLE)
+        self._readers = _Idle(reader, self.IDLE)
 
     @contextmanager
     def write(self) -> Iterator[Any]:
-        """A cursor inside one write transaction; the caller holds the store's writer lock."""
+        """A cursor inside one write transaction (on SQLite the caller holds the store's writer lock)."""
         if not self._keep:
             with self._writer_engine.begin() as conn:
                 yield conn.connection.cursor()
             return
-        if self._writer is None:
-            self._writer = _detached(self._writer_engine)
-        connection = self._writer
-        cursor = connection.cursor()
-        _plain(cursor, "BEGIN IMMEDIATE", self._writer_engine.dialect)
-        try:
-            yield cursor
-            _plain(cursor, "COMMIT", self._writer_engine.dialect)
-        except BaseException:
-            if connection.in_transaction:
-                connection.rollback()
-            raise
-        finally:
-            cursor.close()
+        dialect = self._writer_engine.dialect
+        with self._writers.connection() as connection:
+            cursor = connection.cursor()
+            try:
+                # IMMEDIATE: SQLite takes its write lock now, not at the first write (no upgrade deadlock).
+                _plain(cursor, "BEGIN IMMEDIATE" if dialect.name == "sqlite" else "BEGIN", dialect)
+                yield cursor
+                _plain(cursor, "COMMIT", dialect)
+            except BaseException:
+                if not _broken(connection):
+                    connection.rollback()  # nothing to do outside a transaction
+                raise
+            finally:
+                cursor.close()
 
     @contextmanager
     def read(self) -> Iterator[Any]:
@@ -166,39 +171,76 @@ class Connections:
             with self._reader_engine.connect() as conn:
                 yield conn.connection.cursor()
             return
-        with self._idle_lock:
+        with self._readers.connection() as connection:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            finally:
+                # Closing the cursor ends its statement, and with it the read snapshot it held.
+                cursor.close()
+
+    def close(self) -> None:
+        self._writers.close()
+        self._readers.close()
+
+
+class _Idle:
+    """Idle DBAPI connections of one engine, taken and given back; a broken one is dropped."""
+
+    def __init__(self, engine: Engine, most: int) -> None:
+        self._engine = engine
+        self._most = most
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        with self._lock:
             connection = self._idle.pop() if self._idle else None
         if connection is None:
-            connection = _detached(self._reader_engine)
-        cursor = connection.cursor()
+            connection = _detached(self._engine)
         try:
-            yield cursor
+            yield connection
         finally:
-            # Closing the cursor ends its statement, and with it the read snapshot it held.
-            cursor.close()
-            with self._idle_lock:
-                kept = len(self._idle) < self.IDLE_READERS
+            with self._lock:
+                kept = len(self._idle) < self._most and not _broken(connection)
                 if kept:
                     self._idle.append(connection)
             if not kept:
-                connection.close()
+                _close(connection)
 
     def close(self) -> None:
-        with self._idle_lock:
+        with self._lock:
             idle, self._idle = self._idle, []
         for connection in idle:
-            connection.close()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            _close(connection)
 
 
 def _detached(engine: Engine) -> Any:
     """A DBAPI connection of ``engine`` (its connect event ran: pragmas, autocommit) that its pool
     no longer counts: kept for good, it must not hold one of the pool's slots."""
-    proxied = engine.raw_connection()
+    try:
+        proxied = engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as exc:
+        # The pool raises the driver's own error; the store raises SQLAlchemy's everywhere.
+        raise wrapped_error("connect", exc, engine.dialect) from exc
     proxied.detach()
-    return proxied.dbapi_connection
+    connection = proxied.dbapi_connection
+    if engine.dialect.name == "postgresql":
+        # Reads are single statements, writes say BEGIN themselves (SQLite's connect event does
+        # the same with isolation_level None).
+        connection.autocommit = True
+    return connection
+
+
+def _broken(connection: Any) -> bool:
+    """The connection can no longer be used (psycopg says so; a SQLite connection never breaks)."""
+    return bool(getattr(connection, "closed", False) or getattr(connection, "broken", False))
+
+
+def _close(connection: Any) -> None:
+    with contextlib.suppress(Exception):  # closing what broke: its error was raised already
+        connection.close()
 
 
 def _plain(cursor: Any, statement: str, dialect: Dialect) -> None:

@@ -92,7 +92,9 @@ class Store:
         self.write_transactions = 0
         self._writes_lock = threading.Lock()
         self._statements = Statements(self.engine.dialect)
-        self._connections = Connections(self.engine, self._reader, keep=separate)
+        self._connections = Connections(
+            self.engine, self._reader, keep=separate or self.dialect == "postgresql"
+        )
         # Lost on a connection error of any statement, regained by ``ping``: the runtime's fence.
         self.reachability = Reachability(self.engine, redacted(url))
         # The leadership term this store claimed (``claim_leadership``); None: it never claimed

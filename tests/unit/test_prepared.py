@@ -172,7 +172,7 @@ def test_a_refused_commit_leaves_the_kept_writer_ready_for_the_next(store_url: s
 
 def test_concurrent_reads_each_get_a_connection_and_few_stay_open(tmp_path: Path) -> None:
     store = migrate.open_store(str(tmp_path / "dklb.db"))
-    readers = Connections.IDLE_READERS * 2
+    readers = Connections.IDLE * 2
     try:
         store.create(namespace="ns", name="a", uid="u", state="Pending", trigger="observed", now=WHEN)
         together = threading.Barrier(readers)
@@ -190,7 +190,7 @@ def test_concurrent_reads_each_get_a_connection_and_few_stay_open(tmp_path: Path
         for thread in threads:
             thread.join(timeout=60)
         assert seen == ["Pending"] * readers
-        assert len(store._connections._idle) == Connections.IDLE_READERS
+        assert len(store._connections._readers._idle) == Connections.IDLE
         # A read after a commit sees it: each read is its own snapshot, none is left open.
         binding = store.get("ns/a")
         assert binding is not None
@@ -199,7 +199,7 @@ def test_concurrent_reads_each_get_a_connection_and_few_stay_open(tmp_path: Path
         assert store.get("ns/a") == store.bindings(states=["Provisioning"])[0]
     finally:
         store.close()
-    assert store._connections._idle == []
+    assert store._connections._readers._idle == []
 
 
 def test_a_store_without_a_file_runs_the_same_statements_in_pooled_transactions() -> None:
