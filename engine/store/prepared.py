@@ -225,7 +225,7 @@ def _detached(engine: Engine) -> Any:
         # The pool raises the driver's own error; the store raises SQLAlchemy's everywhere.
         raise wrapped_error("connect", exc, engine.dialect) from exc
     proxied.detach()
-    connection = proxied.dbapi_connection
+    connection: Any = proxied.dbapi_connection
     if engine.dialect.name == "postgresql":
         # Reads are single statements, writes say BEGIN themselves (SQLite's connect event does
         # the same with isolation_level None).
