@@ -54,6 +54,7 @@ from engine.model.settings import DEFAULT_RESYNC_PERIOD, Settings
 from engine.runtime import lifecycle
 from engine.runtime.controller import Controller
 from engine.runtime.fence import DatabaseGate, Fence, FencedEdgeLB, FencedKube
+from engine.runtime.office import Office
 from engine.runtime.orphans import OrphanSweeper
 from engine.runtime.poolsweep import DEFAULT_METADATA_RESYNC_PERIOD, MetadataSchedule, PoolSweep
 from engine.runtime.reconciler import Reconciler
@@ -137,10 +138,7 @@ class App:
         self.config = config
         self.parts: list[Part] = []
         self.done = threading.Event()
-        self._leading = threading.Event()
         self._verified = threading.Event()
-        # Serializes taking office (elector and database gate threads).
-        self._office = threading.Lock()
         self.identity = default_identity()
         try:
             self._build()
@@ -154,7 +152,7 @@ class App:
         # replica that cannot reach its database must not act: its side effects could never be
         # committed.
         return (
-            self._leading.is_set()
+            self.office.claimed()
             and (self.elector is None or self.elector.is_leader())
             and self.database.reachable
         )
@@ -199,6 +197,18 @@ class App:
         self.store = store = migrate.open_store(c.database)
         self.parts.append(Hooks(on_stop=store.close))
         self.database = self._database_gate()
+        self.office = Office(
+            claim=lambda: store.claim_leadership(self.identity),
+            holds_lease=lambda: self.elector is None or self.elector.is_leader(),
+            # The gate closes: the Lease is not renewed, or the claim is tried again as soon as a
+            # ping succeeds.
+            claim_failed=self.database.failed,
+            # Not on the elector's or the gate's thread: reading every binding must not delay
+            # the next renew or ping.
+            look_again=lambda: threading.Thread(
+                target=self.controller.enqueue_all, name="dklb-look-again", daemon=True
+            ).start(),
+        )
         try:
             self.edgelb = c.edgelb.client(on_response=self._edgelb_response)
         except (ValueError, EdgeLBError) as exc:
@@ -206,7 +216,7 @@ class App:
         self.api = api_client(c.kubeconfig, on_request=metrics.kubernetes_request)
         self.elector = self._elector()
         if self.elector is None:
-            self._leading.set()
+            self.office.assume()
         self.machine = lifecycle.load()
         self.resync_period = c.settings.resync_period or DEFAULT_RESYNC_PERIOD
         self.controller = self._controller()
@@ -234,12 +244,9 @@ class App:
         if election is None:
             return None
 
-        def started() -> None:
-            self._take_office()
-
         def stopped() -> None:
             log.warning("lost the lease: this replica stops writing")
-            self._leading.clear()
+            self.office.leave()
 
         margin = election.lease_duration - election.renew_deadline
         if self.config.edgelb.read_timeout >= margin:
@@ -257,46 +264,15 @@ class App:
             lease_duration=election.lease_duration,
             renew_deadline=election.renew_deadline,
             retry_period=election.retry_period,
-            on_started_leading=started,
+            on_started_leading=self.office.take,
             on_stopped_leading=stopped,
             may_lead=lambda: self.database.reachable,
         )
 
-    def _take_office(self) -> None:
-        """Leading by the Lease: claim a new term in the database, then write."""
-        with self._office:
-            if self._leading.is_set():
-                return
-            # The term first: from now on a commit of the replica that led before is refused by
-            # the database itself (engine.store.Fenced).
-            try:
-                term = self.store.claim_leadership(self.identity)
-            except Exception as exc:
-                log.error(
-                    "leading, but the leadership term cannot be claimed in the database (%s): "
-                    "not writing until it can",
-                    " ".join(f"{type(exc).__name__}: {exc}".split())[:300],
-                )
-                # The gate closes: the Lease is not renewed, or the claim is tried again as soon
-                # as a ping succeeds (``_database_gate``).
-                self.database.failed(exc)
-                return
-            log.info("leading: this replica writes now (term %d)", term)
-            self._leading.set()
-        # Not on the elector's thread: reading every binding must not delay the next renew.
-        threading.Thread(target=self.controller.enqueue_all, name="dklb-takeover", daemon=True).start()
-
     def _database_gate(self) -> DatabaseGate:
         def changed(reachable: bool) -> None:
-            if not reachable:
-                return
-            if self.elector is not None and self.elector.is_leader() and not self._leading.is_set():
-                # Holding the Lease, the term not claimed yet (the database was gone).
-                self._take_office()
-            elif self.is_leading():
-                # Back: what failed meanwhile was dropped uncommitted, so every binding is looked
-                # at again (not on the gate's thread: reading every binding must not delay a ping).
-                threading.Thread(target=self.controller.enqueue_all, name="dklb-resume", daemon=True).start()
+            if reachable:
+                self.office.database_back()
 
         gate = DatabaseGate(
             self.store.ping, interval=DATABASE_PING_INTERVAL, stale=DATABASE_STALE, on_change=changed
@@ -447,5 +423,5 @@ class App:
 
     def _stop_controller(self) -> None:
         # The fence closes first: nothing is written from here on, whatever a worker is doing.
-        self._leading.clear()
+        self.office.leave()
         self.controller.stop()
