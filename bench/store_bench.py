@@ -138,6 +138,34 @@ def _raw_side(
         [(i, now) for i in range(bindings)],
     )
     conn.execute("COMMIT")
+    return conn, _raw_loop(conn, SQLITE_LOOP, at=lambda: datetime.now(UTC).isoformat(" "), bindings=bindings)
+
+
+@dataclass(frozen=True)
+class RawLoop:
+    """The raw side's two statements per transaction, in one driver's words."""
+
+    begin: str
+    history: str
+    update: str
+
+
+SQLITE_LOOP = RawLoop(
+    # IMMEDIATE: the write lock at BEGIN, as the store takes it.
+    begin="BEGIN IMMEDIATE",
+    history="INSERT INTO history (binding_id, from_state, to_state, at) VALUES (?, ?, ?, ?)",
+    update="UPDATE bindings SET state = ?, updated_at = ? WHERE id = ?",
+)
+POSTGRESQL_LOOP = RawLoop(
+    begin="BEGIN",
+    history="INSERT INTO raw_history (binding_id, from_state, to_state, at) VALUES (%s, %s, %s, %s)",
+    update="UPDATE raw_bindings SET state = %s, updated_at = %s WHERE id = %s",
+)
+
+
+def _raw_loop(conn: Any, sql: RawLoop, *, at: Callable[[], Any], bindings: int) -> Callable[[int], float]:
+    """One transaction per transition on ``conn`` (in autocommit: the loop says BEGIN and COMMIT),
+    each binding going around ``CYCLE``; a run returns its seconds."""
     steps = [0] * bindings
 
     def run(transitions: int) -> float:
@@ -145,18 +173,15 @@ def _raw_side(
         for m in range(transitions):
             i = m % bindings
             source, dest = CYCLE[steps[i]][:2]
-            at = datetime.now(UTC).isoformat(" ")
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT INTO history (binding_id, from_state, to_state, at) VALUES (?, ?, ?, ?)",
-                (i, source, dest, at),
-            )
-            conn.execute("UPDATE bindings SET state = ?, updated_at = ? WHERE id = ?", (dest, at, i))
+            now = at()
+            conn.execute(sql.begin)
+            conn.execute(sql.history, (i, source, dest, now))
+            conn.execute(sql.update, (dest, now, i))
             conn.execute("COMMIT")
             steps[i] = (steps[i] + 1) % len(CYCLE)
         return time.perf_counter() - started
 
-    return conn, run
+    return run
 
 
 def run(directory: Path, *, transitions: int = 2000, bindings: int = 100, repeats: int = 5) -> dict[str, Any]:
@@ -233,7 +258,7 @@ RAW_POSTGRESQL_SCHEMA = (
 def _raw_postgresql_side(url: str, bindings: int) -> tuple[Any, Callable[[int], float]]:
     import psycopg
 
-    conn = psycopg.connect(url)
+    conn = psycopg.connect(url, autocommit=True)
     with conn.transaction():
         for statement in RAW_POSTGRESQL_SCHEMA:
             conn.execute(statement)
@@ -243,26 +268,8 @@ def _raw_postgresql_side(url: str, bindings: int) -> tuple[Any, Callable[[int], 
                 "INSERT INTO raw_bindings (id, state, updated_at) VALUES (%s, 'Pending', %s)",
                 [(i, now) for i in range(bindings)],
             )
-    steps = [0] * bindings
-
-    def run(transitions: int) -> float:
-        started = time.perf_counter()
-        for m in range(transitions):
-            i = m % bindings
-            source, dest = CYCLE[steps[i]][:2]
-            at = datetime.now(UTC).replace(tzinfo=None)
-            with conn.transaction():
-                conn.execute(
-                    "INSERT INTO raw_history (binding_id, from_state, to_state, at) VALUES (%s, %s, %s, %s)",
-                    (i, source, dest, at),
-                )
-                conn.execute(
-                    "UPDATE raw_bindings SET state = %s, updated_at = %s WHERE id = %s", (dest, at, i)
-                )
-            steps[i] = (steps[i] + 1) % len(CYCLE)
-        return time.perf_counter() - started
-
-    return conn, run
+    at = lambda: datetime.now(UTC).replace(tzinfo=None)  # noqa: E731 - the column is naive UTC
+    return conn, _raw_loop(conn, POSTGRESQL_LOOP, at=at, bindings=bindings)
 
 
 def run_postgresql(
