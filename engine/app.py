@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.admission.plan import AdmissionPlan
+from engine.admission.tenancy import StoreTenancy
 from engine.admission.webhook import AdmissionWebhook, WebhookError
 from engine.edgelb.client import ClientOptions
 from engine.edgelb.errors import EdgeLBError
@@ -227,7 +228,13 @@ class App:
         if c.admission.listen is not None or c.admission.register:
             self.parts.append(
                 AdmissionWebhook(
-                    c.admission, settings=c.settings, api=self.api, on_request=metrics.admission_review
+                    c.admission,
+                    settings=c.settings,
+                    api=self.api,
+                    on_request=metrics.admission_review,
+                    # The controller's own reads of a pool's owner and bindings, bounded: every
+                    # replica serves the webhook, so it only reads.
+                    pool_tenancy=StoreTenancy(store),
                 )
             )
         self.parts.append(Hooks(self.database.start, self.database.stop))

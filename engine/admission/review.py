@@ -18,6 +18,11 @@ handed to the controller's Pending handler. Nothing here performs I/O: no EdgeLB
   One exception: a Service with no TCP port (UDP only) is let in with a warning. dklb has nothing
   to expose for it (the controller leaves it Rejected), but another load-balancer controller may
   serve it, and a cluster-wide webhook must not stand in that controller's way.
+  It also refuses a Service naming a pool it may not use (the tenancy rule,
+  ``engine.model.tenancy``, with the controller's message), judged against the facts
+  ``pool_tenancy`` hands in: what the database knows of the pool (``engine.admission.tenancy``
+  reads them). A pool the database does not know is let in (only EdgeLB knows it; the controller
+  judges it), and so is one whose facts could not be read, with a warning.
 
 The old object's annotation stands in for the configuration the controller recorded: once the
 webhooks are in place, every annotation a LoadBalancer Service holds passed through them, and
@@ -29,7 +34,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +44,18 @@ from engine.model.checks import NO_TCP_PORT, ConfigCheck, check_service
 from engine.model.config import PoolConfig
 from engine.model.parse import parse_config
 from engine.model.report import described
-from engine.model.services import ANNOTATION, config_text, json_pointer, wants_load_balancer
+from engine.model.services import (
+    ANNOTATION,
+    SHARED_POOL_KEY_ANNOTATION,
+    annotations_of,
+    config_text,
+    json_pointer,
+    shared_pool_key,
+    wants_load_balancer,
+)
 from engine.model.settings import Settings
 from engine.model.strict_yaml import load_strict
+from engine.model.tenancy import PoolTenancy, recorded_refusal
 from engine.model.translation import exposed_ports
 
 API_VERSION = "admission.k8s.io/v1"
@@ -55,6 +69,17 @@ NOT_OURS = f"{NO_TCP_PORT}: dklb makes no load balancer for it (allowed: another
 
 class InvalidReview(ValueError):
     """The document is no ``admission.k8s.io/v1`` AdmissionReview request: there is nobody to answer."""
+
+
+class TenancyUnknown(Exception):
+    """What the database knows of a pool could not be read (locked, unreachable, too slow)."""
+
+
+#: Pool name -> what the database knows of it (None: nothing); raises ``TenancyUnknown``.
+PoolLookup = Callable[[str], PoolTenancy | None]
+#: Told ``(Service key, pool, details)`` of a tenancy refusal: who uses the pool, for the
+#: operator's log (the answer itself never says).
+OnTenancyRefusal = Callable[[str, str, str], None]
 
 
 # --- the review ----------------------------------------------------------------------------------
@@ -73,6 +98,18 @@ class _Answer:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Tenancy:
+    """What the tenancy rule needs of one request besides the configuration."""
+
+    namespace: str
+    name: str
+    key: str | None  # digest of the new object's sharing key
+    changed: bool  # CREATE, or an UPDATE of the configuration or the sharing key
+    lookup: PoolLookup | None
+    on_refusal: OnTenancyRefusal | None
+
+
 _ALLOW = _Answer()
 
 
@@ -82,16 +119,28 @@ def review(
     settings: Settings,
     mutate: bool,
     rng: random.Random | None = None,
+    pool_tenancy: PoolLookup | None = None,
+    on_tenancy_refusal: OnTenancyRefusal | None = None,
 ) -> dict[str, Any]:
     """The AdmissionReview answering ``review``; ``mutate`` picks the mutating or validating webhook.
 
-    ``rng`` draws the random default pool name (a system RNG when None). Raises ``InvalidReview``
-    when ``review`` is not an AdmissionReview v1 request with a uid (the server answers HTTP 400);
-    any other input, however odd, gets a well-formed answer (an unexpected failure included).
+    ``rng`` draws the random default pool name (a system RNG when None). ``pool_tenancy``: what
+    the database knows of a pool, for the tenancy rule (None: the rule is left to the
+    controller); ``on_tenancy_refusal`` hears the details of a refusal by it. Raises
+    ``InvalidReview`` when ``review`` is not an AdmissionReview v1 request with a uid (the server
+    answers HTTP 400); any other input, however odd, gets a well-formed answer (an unexpected
+    failure included).
     """
     request = _request(review)
     try:
-        answer = _decide(request, settings=settings, mutate=mutate, rng=rng)
+        answer = _decide(
+            request,
+            settings=settings,
+            mutate=mutate,
+            rng=rng,
+            lookup=pool_tenancy,
+            on_refusal=on_tenancy_refusal,
+        )
     except _Malformed as e:
         answer = _Answer(allowed=False, code=BAD_REQUEST, message=f"malformed Service: {e}")
     except Exception as e:
@@ -130,7 +179,13 @@ def _request(review: Any) -> dict[str, Any]:
 
 
 def _decide(
-    request: dict[str, Any], *, settings: Settings, mutate: bool, rng: random.Random | None
+    request: dict[str, Any],
+    *,
+    settings: Settings,
+    mutate: bool,
+    rng: random.Random | None,
+    lookup: PoolLookup | None = None,
+    on_refusal: OnTenancyRefusal | None = None,
 ) -> _Answer:
     operation = request.get("operation")
     if operation not in (CREATE, UPDATE) or not _is_service(request):
@@ -155,7 +210,15 @@ def _decide(
     previous = _recorded(old, settings) if old_lb and isinstance(old, dict) else None
     if mutate:
         return _mutate(new, previous, settings, rng)
-    return _validate(new, old if old_lb else None, previous, settings, rng)
+    tenancy = _Tenancy(
+        namespace=_namespace(request, new),
+        name=str(_mapping(new, "metadata", "object").get("name") or request.get("name") or ""),
+        key=shared_pool_key(new),
+        changed=not (old_lb and isinstance(old, dict) and _tenancy_inputs(old) == _tenancy_inputs(new)),
+        lookup=lookup,
+        on_refusal=on_refusal,
+    )
+    return _validate(new, old if old_lb else None, previous, settings, rng, tenancy)
 
 
 def _mutate(
@@ -189,12 +252,16 @@ def _validate(
     previous: PoolConfig | None,
     settings: Settings,
     rng: random.Random | None,
+    tenancy: _Tenancy | None = None,
 ) -> _Answer:
     check = _check(new, previous, settings, rng)
     errors = [e for e in check.errors if e != NO_TCP_PORT]
     warnings = (*check.warnings, NOT_OURS) if check.no_tcp_port else check.warnings
     if not errors:
-        return _Answer(warnings=warnings)
+        if tenancy is None or check.config is None or check.result.defaulted_name:
+            # Invalid (no TCP port: not dklb's to judge), or a pool name just drawn: nobody uses it.
+            return _Answer(warnings=warnings)
+        return _judge_tenancy(check.config, tenancy, settings, warnings)
     message = "; ".join(errors)
     if old is not None and _inputs(old) == _inputs(new):
         # An update leaving the configuration's inputs as they were cannot make them worse.
@@ -202,6 +269,44 @@ def _validate(
         # change on a Service that became invalid before the webhook was installed.
         note = f"the Service's configuration is invalid ({message}); allowed: the update leaves it as is"
         return _Answer(warnings=(*warnings, note))
+    return _Answer(allowed=False, code=FORBIDDEN, message=message, warnings=warnings)
+
+
+def _judge_tenancy(
+    config: PoolConfig, tenancy: _Tenancy, settings: Settings, warnings: tuple[str, ...]
+) -> _Answer:
+    """The tenancy rule against what the database knows of the pool: refused with the
+    controller's own message, or allowed (a pool it does not know; facts that could not be read,
+    with a warning: the controller judges both)."""
+    if not tenancy.changed or tenancy.lookup is None or not tenancy.namespace:
+        # An update leaving the configuration and the sharing key as they were (the controller's
+        # own writes: finalizer, status, pause) changes nothing the rule judges.
+        return _Answer(warnings=warnings)
+    pool = config.name
+    try:
+        facts = tenancy.lookup(pool)
+    except TenancyUnknown as e:
+        note = (
+            f'dklb could not check who may use EdgeLB pool "{pool}" ({e}); '
+            "allowed: the controller checks it and rejects the Service if it may not"
+        )
+        return _Answer(warnings=(*warnings, note))
+    if facts is None:
+        return _Answer(warnings=warnings)
+    refused = recorded_refusal(
+        pool,
+        namespace=tenancy.namespace,
+        name=tenancy.name,
+        key=tenancy.key,
+        cloud=config.cloud_provider_configuration is not None,
+        facts=facts,
+        settings=settings,
+    )
+    if refused is None:
+        return _Answer(warnings=warnings)
+    message, details = refused
+    if tenancy.on_refusal is not None:
+        tenancy.on_refusal(f"{tenancy.namespace}/{tenancy.name}", pool, details)
     return _Answer(allowed=False, code=FORBIDDEN, message=message, warnings=warnings)
 
 
@@ -264,7 +369,20 @@ def _inputs(service: dict[str, Any]) -> tuple[str | None, tuple[int, ...]]:
     return config_text(service), tuple(p.port for p in ports)
 
 
+def _tenancy_inputs(service: dict[str, Any]) -> tuple[str | None, Any]:
+    """What the tenancy rule's verdict on an UPDATE depends on: the configuration and the
+    sharing key (its value as given: a changed key is judged anew)."""
+    return config_text(service), annotations_of(service).get(SHARED_POOL_KEY_ANNOTATION)
+
+
 # --- reading and patching the Service ------------------------------------------------------------
+
+
+def _namespace(request: dict[str, Any], service: dict[str, Any]) -> str:
+    """The Service's namespace: the request's (a CREATE's object often has none of its own);
+    empty when neither says (the API server always does; without it the rule is not judged)."""
+    namespace = request.get("namespace") or _mapping(service, "metadata", "object").get("namespace")
+    return namespace if isinstance(namespace, str) else ""
 
 
 def _is_service(request: dict[str, Any]) -> bool:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.admission.review import InvalidReview, review
+from engine.admission.review import InvalidReview, PoolLookup, review
 from engine.model.settings import Settings
 from engine.telemetry.serving import MIB, HttpServer, Limits, Request, Response, json_response
 
@@ -62,8 +62,10 @@ def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 class _Webhook:
     """The handler: one request in, one answer out (run in the server's worker threads)."""
 
-    def __init__(self, settings: Settings, on_request: OnRequest | None) -> None:
-        self.settings, self.on_request = settings, on_request
+    def __init__(
+        self, settings: Settings, on_request: OnRequest | None, pool_tenancy: PoolLookup | None = None
+    ) -> None:
+        self.settings, self.on_request, self.pool_tenancy = settings, on_request, pool_tenancy
 
     def __call__(self, request: Request) -> Response:
         path = request.path
@@ -100,7 +102,13 @@ class _Webhook:
             log.info("%s %s refused: the body is not JSON: %s", path, request.client, e)
             return 400, {"error": f"the body is not JSON: {e}"}
         try:
-            answer = review(document, settings=self.settings, mutate=path == MUTATE_PATH)
+            answer = review(
+                document,
+                settings=self.settings,
+                mutate=path == MUTATE_PATH,
+                pool_tenancy=self.pool_tenancy,
+                on_tenancy_refusal=_log_tenancy_refusal,
+            )
         except InvalidReview as e:
             log.info("%s %s refused: not an AdmissionReview: %s", path, request.client, e)
             return 400, {"error": f"not an AdmissionReview: {e}"}
@@ -110,6 +118,11 @@ class _Webhook:
             return 500, {"error": f"{type(e).__name__}: {e}"}
         _log_review(path, document, answer)
         return 200, answer
+
+
+def _log_tenancy_refusal(service: str, pool: str, details: str) -> None:
+    # What the answer leaves out (who uses the pool), for the operator; the controller's words.
+    log.warning("Service %s may not use EdgeLB pool %s: %s", service, pool, details)
 
 
 def _log_review(path: str, document: dict[str, Any], answer: dict[str, Any]) -> None:
@@ -154,11 +167,13 @@ class AdmissionServer:
         settings: Settings,
         on_request: OnRequest | None = None,
         limits: Limits = LIMITS,
+        pool_tenancy: PoolLookup | None = None,
     ) -> None:
-        """Raises ``OSError``/``ssl.SSLError`` when the certificate or key cannot be loaded."""
+        """Raises ``OSError``/``ssl.SSLError`` when the certificate or key cannot be loaded.
+        ``pool_tenancy``: what the database knows of a pool (``engine.admission.tenancy``)."""
         self._host, self._port = host, port
         self._cert_file, self._key_file = str(cert_file), str(key_file)
-        self._handler = _Webhook(settings, on_request)
+        self._handler = _Webhook(settings, on_request, pool_tenancy)
         self._limits = limits
         # Loaded now: a missing or mismatched certificate fails at start-up, not on the first review.
         self._context = _tls_context(self._cert_file, self._key_file)

@@ -6,9 +6,11 @@ Where it sits in the data flow: ``engine.app`` starts it before the controller, 
 ``engine.admission.certs``) and, with ``--register-admission-webhook``, has
 ``engine.admission.register`` point the API server at it. From then on a Service reaches the
 controller already defaulted and validated; the controller checks it all the same, for writes
-made while the webhook was unreachable (failure policy Ignore). Certificate files that change on
-disk (a renewed Secret) are reloaded, and re-registered when the CA does. ``stop`` leaves the
-configurations registered: the next start, or another replica, serves them.
+made while the webhook was unreachable (failure policy Ignore), and for pools the database did
+not know yet (the webhook judges the tenancy rule against the database's record only,
+``engine.admission.tenancy``). Certificate files that change on disk (a renewed Secret) are
+reloaded, and re-registered when the CA does. ``stop`` leaves the configurations registered:
+the next start, or another replica, serves them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from engine.admission.certs import generate_self_signed
 from engine.admission.plan import AdmissionPlan, self_signed_hosts
 from engine.admission.register import RegistrationError, register
+from engine.admission.review import PoolLookup
 from engine.admission.server import AdmissionServer, OnRequest
 from engine.model.settings import Settings
 from engine.telemetry.serving import format_address
@@ -46,11 +49,15 @@ class AdmissionWebhook:
         settings: Settings,
         api: Any = None,
         on_request: OnRequest | None = None,
+        pool_tenancy: PoolLookup | None = None,
     ) -> None:
+        """``pool_tenancy``: what the database knows of a pool, for the tenancy rule
+        (``engine.admission.tenancy.StoreTenancy``; None leaves the rule to the controller)."""
         self.plan = plan
         self._settings = settings
         self._api = api
         self._on_request = on_request
+        self._pool_tenancy = pool_tenancy
         self.server: AdmissionServer | None = None
         self._files: tuple[str, ...] = ()
         self._seen: tuple[bytes, ...] = ()
@@ -96,6 +103,7 @@ class AdmissionWebhook:
                 key_file=key,
                 settings=self._settings,
                 on_request=self._on_request,
+                pool_tenancy=self._pool_tenancy,
             )
             self.server.start()
         # Without a CA file the serving certificate itself is the trust anchor: right for a

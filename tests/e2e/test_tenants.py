@@ -1,9 +1,10 @@
 """Pools belong to someone, end to end (S1 and S2 of the security review): real kube-apiserver,
 local EdgeLB with real HAProxy, `dklb run` with its default flags.
 
-A Service of namespace B cannot join, reconfigure or delete the pool dklb made for namespace A;
-a tenant cannot make dklb delete a pool the operators made; a ClusterIP Service carrying a forged
-dklb finalizer changes nothing in EdgeLB and is released.
+A Service of namespace B cannot join, reconfigure or delete the pool dklb made for namespace A
+(and with the admission webhook, cannot even be created naming it); a tenant cannot make dklb
+delete a pool the operators made; a ClusterIP Service carrying a forged dklb finalizer changes
+nothing in EdgeLB and is released.
 """
 
 from __future__ import annotations
@@ -11,9 +12,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import kubernetes
+import pytest
+
 from engine.model.services import FINALIZER, SHARED_POOL_KEY_ANNOTATION
+from engine.model.settings import Settings
+from states.tenancy import Tenant, refusal
 from tests.checks import present
 from tests.e2e.conftest import World
+from tests.e2e.test_admission import Webhook, error
+from tests.e2e.test_admission import webhook as webhook  # the fixture, for the S1 apply-time test
 from tests.e2e.test_controller import frontend_ports, redis_command
 from tests.integration.conftest import free_port
 from tests.processes import wait_for
@@ -75,6 +83,50 @@ def test_s1_with_the_same_key_two_namespaces_share(world: World) -> None:
     world.redis_on_node_port(s)
     wait_for(lambda: world.ingress("a") and world.ingress("b", namespace=b), what="both ready")
     assert frontend_ports(world.pool("keyed")) == sorted([port_a, port_b])
+
+
+def test_s1_with_the_webhook_namespace_b_is_refused_at_apply_time(world: World, webhook: Webhook) -> None:
+    """S1 (security review), at ``kubectl apply``: the validating webhook refuses B's Service naming
+    A's pool (403, the controller's own message, naming neither A nor its Service), and admits it
+    when both carry the same sharing key."""
+    b = other_namespace(world)
+    # The webhooks are scoped to namespaces carrying the test's label: B carries it too.
+    world.core.patch_namespace(b, {"metadata": {"labels": webhook.selector}}, _preload_content=False)
+    pool = f"tenant-{uuid.uuid4().hex[:6]}"
+    a = world.create_service("web", config=config(pool, free_port()))
+    world.redis_on_node_port(a)
+    wait_for(lambda: world.ingress("web"), what="A's Service ready: its pool recorded")
+
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        world.create_service("evil", namespace=b, config=config(pool, free_port()))
+    status, message = error(refused.value)
+    expected = present(
+        refusal(
+            pool,
+            Tenant(b),
+            others=[Tenant(world.namespace)],
+            owner=None,
+            pre_existing=False,
+            cloud=False,
+            settings=Settings(),
+        )
+    )[0]
+    assert status == 403
+    assert message == f'admission webhook "{webhook.webhook_name}" denied the request: {expected}'
+    said = message.split("denied the request: ", 1)[1]
+    assert world.namespace not in said and "web" not in said.replace("Service", "")
+    assert world.service("evil", namespace=b) is None, "nothing stored"
+
+    keyed_pool = f"keyed-{uuid.uuid4().hex[:6]}"
+    keyed = {SHARED_POOL_KEY_ANNOTATION: "team-shop"}
+    s = world.create_service("a-keyed", config=config(keyed_pool, free_port()), annotations=keyed)
+    world.redis_on_node_port(s)
+    wait_for(lambda: world.ingress("a-keyed"), what="A's keyed Service ready: its pool recorded")
+    joined = world.create_service(
+        "b-keyed", namespace=b, config=config(keyed_pool, free_port()), annotations=keyed
+    )
+    world.redis_on_node_port(joined)
+    wait_for(lambda: world.ingress("b-keyed", namespace=b), what="B's Service admitted and ready")
 
 
 def test_s2_a_tenant_cannot_make_dklb_delete_a_pre_existing_pool(world: World) -> None:
