@@ -3,15 +3,16 @@
 Proves, on a real PostgreSQL server (and on SQLite where the property is the dialect's too):
 that once a second store claimed leadership, the first one's writes are refused (``Fenced``) and
 write nothing, that a claim waits for a write transaction of the old term that is already in
-flight, and ends the session of one cut off mid-transaction; that two ``Store`` objects (two replicas) committing at once, many times, to bindings
-crossing between the same pools keep every ``ref_count`` equal to its live references, with no
-deadlock, and that two transitions of ONE binding at once give one commit and one
-``StaleBinding``; that two migrations at once migrate once (the advisory lock) and both end at
-head (the migrated schema on both dialects: tests/unit/test_migrations.py); that a
-``URL`` object's password reaches the server without ever being text; that a
-store survives a server restart (broken kept connections dropped, ``pool_pre_ping``) and says it lost the database meanwhile
-(``reachability``, until a ping answers); that PostgreSQL URLs are normalized for
-psycopg 3 and never named with their password (``redacted``).
+flight, and ends the session of one cut off mid-transaction; that two ``Store`` objects (two
+replicas) committing at once, many times, to bindings crossing between the same pools keep every
+``ref_count`` equal to its live references, with no deadlock, and that two transitions of ONE
+binding at once give one commit and one ``StaleBinding``; that two migrations at once migrate
+once (the advisory lock) and both end at head (the migrated schema on both dialects:
+tests/unit/test_migrations.py); that a ``URL`` object's password reaches the server without ever
+being text; that a store survives a server restart (broken kept connections dropped,
+``pool_pre_ping``) and says it lost the database meanwhile (``reachability``, until a ping
+answers); that PostgreSQL URLs are normalized for psycopg 3 and never named with their password
+(``redacted``).
 """
 
 from __future__ import annotations
