@@ -4,7 +4,10 @@
 #
 # Stage 1 builds the dklb wheel and the wheels of all its dependencies; stage 2 installs them
 # from that directory only (no index), so the runtime image holds no compiler, no source tree
-# and no pip cache. The controller runs as uid/gid 65532 (non-root) and keeps its SQLite
+# and no pip cache. The dependencies come from requirements.lock (security review S9): every
+# one, transitive ones included, pinned to one version and to the sha256 of the files PyPI
+# serves for it (`pip --require-hashes`), so a moved release, a compromised mirror or a newer
+# PyYAML without the merge-key fix cannot get in; the lock's header says how to regenerate it. The controller runs as uid/gid 65532 (non-root) and keeps its SQLite
 # database on the volume /var/lib/dklb: mount a PersistentVolumeClaim there. The schema is
 # migrated by the controller itself on start (`migrate.open_store`), so there is no separate
 # migration step. No HEALTHCHECK: under Kubernetes the Deployment's probes (/healthz, /readyz
@@ -29,11 +32,16 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # Exactly the packages listed in pyproject.toml's [tool.setuptools] packages: the controller,
 # without the local stand-ins (standins/pyproject.toml), which are development tools.
-COPY pyproject.toml ./
+COPY requirements.lock pyproject.toml ./
 COPY engine engine
 COPY states states
 COPY migrations migrations
-RUN pip wheel --wheel-dir /wheels .
+# The dependencies exactly as locked (a file whose hash is not in the lock fails the build), then
+# dklb itself, alone: --no-deps, so nothing unlocked is resolved beside it. Stage 2's install
+# resolves dklb's requirements against these wheels only. (Building dklb's wheel fetches its build
+# backend, setuptools, which the runtime image does not contain.)
+RUN pip wheel --wheel-dir /wheels --require-hashes -r requirements.lock \
+ && pip wheel --wheel-dir /wheels --no-deps .
 
 FROM ${PYTHON_IMAGE}
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \

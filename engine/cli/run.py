@@ -138,7 +138,9 @@ def _controller_flags(parser: argparse.ArgumentParser) -> None:
         type=node_cidrs,
         default=(),
         help="with --backend-mode address: only Node InternalIPs inside these networks become "
-        "backends (default: any unicast address; loopback, link-local and non-IPs never do)",
+        "backends (default: any ordinary unicast address). Loopback, link-local (169.254.169.254) "
+        "and reserved addresses only inside a network of them named here, e.g. 127.0.0.0/8 for a "
+        "local test cluster; non-IPs, multicast and unspecified addresses never",
     )
     add(
         parser,

@@ -2,8 +2,8 @@
 
 Watch events arrive here from the API server; ``on_upsert``/``on_delete`` hand them on, for
 Services to ``Controller.observe`` / ``Controller.forget`` (which put them into the
-reconciler's ``ServiceCache`` and the work queue), for Nodes to whatever recomputes the
-``address`` backends (``node_addresses`` of ``Watcher.objects()``).
+reconciler's ``ServiceCache`` and the work queue), for Nodes to ``engine.kube.nodes.Nodes``, which
+recomputes the ``address`` backends.
 
 The loop is client-go's reflector in small: LIST (in pages of ``LIST_PAGE`` objects, one
 consistent snapshot) → deliver everything (and, for objects known before the LIST but missing
@@ -25,14 +25,13 @@ Services slimmer still (``engine.kube.objects.slim_service``: only the fields dk
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client import ApiClient, ApiException
@@ -63,7 +62,7 @@ QUERY = {
     "watch": "watch",
 }
 # What is kept of each object: of a Service only what dklb reads (there may be tens of
-# thousands); a Node (a few, read by ``node_addresses``) compact.
+# thousands); a Node (a few, read by ``engine.kube.nodes``) compact.
 SHAPES: dict[str, Callable[[Object], Object]] = {"services": slim_service, "nodes": compact}
 
 LIST_PAGE = 500
@@ -78,62 +77,6 @@ def object_key(obj: Object) -> str:
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace")
     return f"{namespace}/{meta['name']}" if namespace else meta["name"]
-
-
-NodeNetworks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
-
-
-def node_address_problem(text: Any, networks: NodeNetworks = ()) -> str | None:
-    """Why a Node's InternalIP must not become a backend of every pool (None: it may).
-
-    Only a plain IP address (``ipaddress.ip_address``: no host name, no IPv6 zone, nothing
-    EdgeLB's HAProxy could read as more than an address), neither unspecified nor multicast, and
-    inside ``networks`` (``--node-address-cidr``) when any are given: a Node object is written by
-    a kubelet, and a rogue one must not point every load balancer wherever it likes. Loopback and
-    link-local addresses pass without ``networks`` (a local test cluster's Nodes are 127.0.0.1):
-    an operator who fears a rogue Node names the Nodes' network."""
-    if not isinstance(text, str):
-        return "not a string"
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return "not an IP address"
-    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
-        return "an IPv6 address with a zone"
-    if address.is_unspecified or address.is_multicast:
-        return "not a host address (unspecified or multicast)"
-    if networks and not any(address.version == n.version and address in n for n in networks):
-        return "outside --node-address-cidr"
-    return None
-
-
-def node_address_candidates(nodes: Iterable[Object]) -> Iterator[tuple[str, Any]]:
-    """(Node name, InternalIP value) of every Ready Node, unchecked."""
-    for node in nodes:
-        status = node.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-        )
-        if not ready:
-            continue
-        name = (node.get("metadata") or {}).get("name", "?")
-        for entry in status.get("addresses") or []:
-            if entry.get("type") == "InternalIP" and entry.get("address"):
-                yield name, entry["address"]
-
-
-def node_addresses(nodes: Iterable[Object], networks: NodeNetworks = ()) -> tuple[str, ...]:
-    """The sorted InternalIP addresses of the Ready Nodes (the ``address`` backend mode), in
-    canonical form, keeping only those ``node_address_problem`` finds nothing wrong with."""
-    return tuple(
-        sorted(
-            {
-                str(ipaddress.ip_address(value))
-                for _, value in node_address_candidates(nodes)
-                if node_address_problem(value, networks) is None
-            }
-        )
-    )
 
 
 class Known(Mapping[str, Object]):

@@ -11,11 +11,19 @@ On PostgreSQL an upgrade holds a session advisory lock (``pg_advisory_lock``) fr
 revision to the end: two replicas starting together migrate once, the second one waits, then
 finds the database at head. Alembic's one history serves both dialects (PostgreSQL runs each
 upgrade in one transaction, DDL included). Every message names the database with ``redacted``.
+
+A SQLite file made before new files got ``auto_vacuum=INCREMENTAL`` (``migrations/env.py``) is
+converted once by ``upgrade`` (``dklb migrate``, ``dklb run``; never a read-only open), so that
+history pruning (``engine.store.pruning``) gives space back to the file system: see
+``incremental_vacuum``.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +38,11 @@ from sqlalchemy.exc import DatabaseError
 import migrations
 from engine.store import Store, StoreError, database_url, make_engine
 from engine.store.database import is_postgresql, redacted, sqlite_path
+
+log = logging.getLogger("dklb.store.migrate")
+
+#: ``PRAGMA auto_vacuum``'s value for INCREMENTAL.
+INCREMENTAL = 2
 
 #: The key of the advisory lock every dklb migration of a PostgreSQL database holds (any constant
 #: the database's other users do not take: "dklb" in ASCII).
@@ -106,10 +119,85 @@ def upgrade(target: str | URL, revision: str = "head") -> str:
             raise StoreError(
                 f"database {redacted(target)} is at revision {found}, newer than this dklb (head {head()})"
             )
-        if revision == "head" and found == head():
-            return found
-        command.upgrade(_config(url), revision)
-        return current(url, read_only=False) or "base"
+        if revision != "head" or found != head():
+            command.upgrade(_config(url), revision)
+            found = current(url, read_only=False)
+    incremental_vacuum(url)
+    return found or "base"
+
+
+def incremental_vacuum(url: str | URL) -> None:
+    """Give an existing SQLite file ``auto_vacuum=INCREMENTAL``, once: ``PRAGMA auto_vacuum``
+    then ``VACUUM``, which rewrites the whole file (outside any transaction; seconds per
+    hundred MB). Nothing for PostgreSQL, ``:memory:`` or a file already converted.
+
+    Never a reason not to start: a file that cannot be converted now (locked past the busy
+    timeout, disk full, too little free space) stays as it is, with a WARNING, and the next
+    start tries again. VACUUM's scratch copy goes beside the database, not to the temporary
+    directory: in the shipped Deployment /tmp is a 64 MiB emptyDir, and writing past its limit
+    gets the Pod evicted (at every start, since the file would stay unconverted). So it needs
+    free space on the database's file system of twice the file (the copy, then the WAL);
+    without that it is not even tried, since filling the disk would stop a running controller's
+    writes too."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            if raw.execute("PRAGMA auto_vacuum").fetchone()[0] == INCREMENTAL:
+                return
+            size = path.stat().st_size
+            free = shutil.disk_usage(path.parent).free
+            if free < 2 * size:
+                log.warning(
+                    "database %s (%d bytes) keeps auto_vacuum=NONE: converting it needs %d bytes free "
+                    "beside it, %d are; pruned history is reused but the file will not shrink",
+                    path,
+                    size,
+                    2 * size,
+                    free,
+                )
+                return
+            started = time.monotonic()
+            try:
+                # Autocommit (make_engine's connections): VACUUM refuses to run in a transaction.
+                raw.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                # A process-wide setting: set only at start-up, before the store's threads exist.
+                raw.execute(f"PRAGMA temp_store_directory='{_quoted(path.parent)}'")
+                try:
+                    raw.execute("VACUUM")
+                finally:
+                    raw.execute("PRAGMA temp_store_directory=''")
+                # The rewrite passed through the WAL: give that back too.
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning(
+                    "database %s (%d bytes) keeps auto_vacuum=NONE: VACUUM failed (%s); dklb carries "
+                    "on, pruned history is reused but the file will not shrink; the next start "
+                    "tries again",
+                    path,
+                    size,
+                    exc,
+                )
+                return
+            log.info(
+                "database %s (%d bytes, now %d) converted to auto_vacuum=INCREMENTAL in %.1f s, once: "
+                "pruned history now gives space back",
+                path,
+                size,
+                path.stat().st_size,
+                time.monotonic() - started,
+            )
+    finally:
+        engine.dispose()
+
+
+def _quoted(path: Path) -> str:
+    """``path`` inside a single-quoted SQL string literal."""
+    return str(path).replace("'", "''")
 
 
 @contextmanager

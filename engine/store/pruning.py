@@ -21,9 +21,9 @@ leadership moves): the next pass picks up where this one stopped.
 Space: SQLite reuses the pages deleted rows leave (its free list), so a pruned history stops the
 file from growing. A database created with ``auto_vacuum=INCREMENTAL`` (``migrations/env.py``
 sets it for every new SQLite file) also gives them back to the file system, a bounded number of
-pages per transaction (``PRAGMA incremental_vacuum``). Older files (``auto_vacuum=NONE``) shrink
-only by an offline ``VACUUM``. Other databases (PostgreSQL) reclaim by their own vacuum; the
-statements here are plain SQLAlchemy Core.
+pages per transaction (``PRAGMA incremental_vacuum``). Older files (``auto_vacuum=NONE``) are
+converted once when opened for writing (``migrate.incremental_vacuum``). Other databases
+(PostgreSQL) reclaim by their own vacuum; the statements here are plain SQLAlchemy Core.
 """
 
 from __future__ import annotations

@@ -540,6 +540,8 @@ def test_the_redis_example_runs_as_the_service_account_under_leader_election(
                 resync_period="2s",
                 backend_mode=backend_mode,
                 http_listen=f"127.0.0.1:{http_port}",
+                # The Node is at 127.0.0.1: loopback Nodes are refused unless named (S12).
+                **({"node_address_cidr": "127.0.0.0/8"} if backend_mode == "address" else {}),
             ),
             # After controller_args' "--leader-elect false": the last one wins.
             "--leader-elect",

@@ -115,7 +115,8 @@ def test_address_backend_mode_sends_traffic_to_node_addresses(world: World) -> N
         _preload_content=False,
     )
     try:
-        world.restart_controller("--backend-mode", "address")
+        # The Node is at 127.0.0.1: loopback Nodes are refused unless named (S12).
+        world.restart_controller("--backend-mode", "address", "--node-address-cidr", "127.0.0.0/8")
         port = free_port()
         service = world.create_service(
             "web", config=f"name: addr\nfrontends:\n- {{port: {port}, servicePort: 6379}}\n"

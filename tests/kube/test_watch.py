@@ -15,7 +15,8 @@ from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from engine.kube import watch
 from engine.kube.api import api_client
-from engine.kube.watch import Watcher, node_addresses, object_key
+from engine.kube.nodes import node_addresses
+from engine.kube.watch import Watcher, object_key
 from tests.kube import (
     Recorder,
     create_namespace,
