@@ -217,7 +217,11 @@ class App:
         if c.admission.listen is not None or c.admission.register:
             self.parts.append(
                 AdmissionWebhook(
-                    c.admission, settings=c.settings, api=self.api, on_request=metrics.admission_review
+                    c.admission,
+                    settings=c.settings,
+                    api=self.api,
+                    on_request=metrics.admission_review,
+                    on_refused=metrics.http_refused,
                 )
             )
         self.parts.append(Hooks(self.database.start, self.database.stop))
@@ -425,6 +429,7 @@ class App:
                     leader=self.is_leading,
                 ),
                 metrics=self.config.metrics_listen,
+                on_refused=self.metrics.http_refused,
             )
         except BindError as exc:
             where, why = format_address(*exc.address), exc.error.strerror or exc.error

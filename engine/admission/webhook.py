@@ -7,7 +7,9 @@ Where it sits in the data flow: ``engine.app`` starts it before the controller, 
 ``engine.admission.register`` point the API server at it. From then on a Service reaches the
 controller already defaulted and validated; the controller checks it all the same, for writes
 made while the webhook was unreachable (failure policy Ignore). Certificate files that change on
-disk (a renewed Secret) are reloaded, and re-registered when the CA does. ``stop`` leaves the
+disk (a renewed Secret) are reloaded, and re-registered when the CA does; so is the client CA of
+``--admission-client-ca-file`` (the CA of the API server's client certificate), which is only
+reloaded. ``stop`` leaves the
 configurations registered: the next start, or another replica, serves them.
 """
 
@@ -23,7 +25,7 @@ from engine.admission.plan import AdmissionPlan, self_signed_hosts
 from engine.admission.register import RegistrationError, register
 from engine.admission.server import AdmissionServer, OnRequest
 from engine.model.settings import Settings
-from engine.telemetry.serving import format_address
+from engine.telemetry.serving import OnServerRefused, format_address
 
 log = logging.getLogger("dklb.admission")
 
@@ -46,11 +48,13 @@ class AdmissionWebhook:
         settings: Settings,
         api: Any = None,
         on_request: OnRequest | None = None,
+        on_refused: OnServerRefused | None = None,
     ) -> None:
         self.plan = plan
         self._settings = settings
         self._api = api
         self._on_request = on_request
+        self._on_refused = on_refused
         self.server: AdmissionServer | None = None
         self._files: tuple[str, ...] = ()
         self._seen: tuple[bytes, ...] = ()
@@ -96,11 +100,15 @@ class AdmissionWebhook:
                 key_file=key,
                 settings=self._settings,
                 on_request=self._on_request,
+                client_ca_file=plan.client_ca_file,
+                on_refused=self._on_refused,
             )
             self.server.start()
         # Without a CA file the serving certificate itself is the trust anchor: right for a
-        # self-signed certificate (and a chain file that ends in its CA).
-        self._files = tuple(f for f in (cert, key, ca or cert) if f is not None)
+        # self-signed certificate (and a chain file that ends in its CA). The bundle comes last:
+        # check_certificates registers it.
+        client_ca = plan.client_ca_file if plan.listen is not None else None
+        self._files = tuple(f for f in (cert, key, client_ca, ca or cert) if f is not None)
         self._seen = self._read()
         trust = ca or cert
         self._ca_bundle = Path(trust).read_bytes() if trust else None
