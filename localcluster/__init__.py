@@ -134,7 +134,8 @@ def start(
     if state_dir is None:
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         state_dir = Path(tempfile.mkdtemp(prefix="dklb-kube-", dir=base))
-    client_ca, added = None, []
+    client_ca: Path | None = None
+    added: list[str] = []
     if webhook_client_certificate:
         client_ca, added = webhook_client_args(state_dir / "webhook-client")
     api_port, etcd_port = _free_port(), _free_port()
