@@ -28,13 +28,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine.store import Store
 from engine.telemetry.serving import REASONS
+
+if TYPE_CHECKING:
+    # For the annotations only: the webhook and /metrics servers (and their load test's process)
+    # need the hooks without the database layer's imports (SQLAlchemy: ~24 MB of RSS).
+    from engine.store import Store
 
 log = logging.getLogger("dklb.metrics")
 
