@@ -64,7 +64,7 @@ def json_response(status: int, body: Mapping[str, Any], *, close: bool = False) 
 Handler = Callable[[Request], Response]
 
 # Why the server cut a connection or refused a request: the ``reason`` of ``OnRefused`` (and of
-# ``dklb_http_refused_total``). Each names one cut point below.
+# ``dklb_http_refused_total``). Each names one cut point of ``engine.telemetry.serving``.
 CONNECTION_CAP = "connection_cap"  # max_connections open: closed at accept
 DEADLINE = "deadline"  # no whole request (handshake included) within Limits.deadline
 IDLE = "idle"  # a kept-alive connection said nothing for Limits.idle_timeout
