@@ -235,6 +235,7 @@ class App:
                     # The controller's own reads of a pool's owner and bindings, bounded: every
                     # replica serves the webhook, so it only reads.
                     pool_tenancy=StoreTenancy(store),
+                    on_refused=metrics.http_refused,
                 )
             )
         self.parts.append(Hooks(self.database.start, self.database.stop))
@@ -408,6 +409,7 @@ class App:
                     leader=self.is_leading,
                 ),
                 metrics=self.config.metrics_listen,
+                on_refused=self.metrics.http_refused,
             )
         except BindError as exc:
             where, why = format_address(*exc.address), exc.error.strerror or exc.error

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from engine.admission.certs import check_ca_file
 from engine.admission.register import (
     FAILURE_POLICIES,
     check_url,
@@ -31,6 +32,7 @@ class AdmissionFlags(Protocol):
     admission_tls_cert_file: str | None
     admission_tls_private_key_file: str | None
     admission_self_signed_dir: str | None
+    admission_client_ca_file: str | None
     register_admission_webhook: bool
     admission_webhook_name: str
     admission_webhook_url: str | None
@@ -55,6 +57,8 @@ class AdmissionPlan:
     ca_bundle_file: str | None
     failure_policy: str
     namespace_selector: dict[str, str] | None
+    # Accept only clients (the API server) with a certificate this CA signed; None: any client.
+    client_ca_file: str | None = None
 
 
 class AdmissionFlagError(Exception):
@@ -92,6 +96,12 @@ def admission_plan(args: AdmissionFlags) -> AdmissionPlan:
     ):
         if value is not None and not os.access(value, os.R_OK):
             problems.append(f"{flag}: cannot read {value}")
+    client_ca = args.admission_client_ca_file
+    if client_ca is not None:
+        try:
+            check_ca_file(client_ca)
+        except ValueError as exc:
+            problems.append(f"--admission-client-ca-file: {exc}")
     if problems:
         raise AdmissionFlagError(problems)
     return AdmissionPlan(
@@ -106,6 +116,7 @@ def admission_plan(args: AdmissionFlags) -> AdmissionPlan:
         ca_bundle_file=args.admission_ca_bundle_file,
         failure_policy=args.admission_failure_policy,
         namespace_selector=selector,
+        client_ca_file=client_ca,
     )
 
 
@@ -134,6 +145,7 @@ def _server_problems(args: AdmissionFlags) -> list[str]:
             ("--admission-tls-cert-file", cert),
             ("--admission-tls-private-key-file", key),
             ("--admission-self-signed-dir", self_signed),
+            ("--admission-client-ca-file", args.admission_client_ca_file),
         ):
             if value is not None:
                 problems.append(f"{flag} is for the webhook server, which only --admission-listen starts")

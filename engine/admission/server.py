@@ -10,6 +10,13 @@ The API server only speaks HTTPS to webhooks, so the server does TLS itself (1.2
 certificate usually comes from a mounted Secret that a rotation replaces on disk:
 ``reload_certificates`` swaps in a new TLS context, used from the next connection on.
 
+With a client CA (``--admission-client-ca-file``) the server asks every client for a certificate
+and accepts only one that CA signed: the API server presents one when its
+``--admission-control-config-file`` says so (README, "Admission webhook"). Any other client, a Pod
+that can reach 8443 included, is cut at the TLS handshake, before a byte of HTTP; the cut is
+logged at debug level and counted (``dklb_http_refused_total{server="webhook",
+reason="client_certificate"}``). The CA file is re-read with the certificate.
+
 The server is ``engine.telemetry.serving.HttpServer`` with the webhook's ``LIMITS`` (security
 review S3): 8 worker threads, at most 256 connections, a body of at most 3 MiB (the API server's
 own request limit) refused by its Content-Length before it is read, and 10 s from accept (TLS
@@ -20,6 +27,7 @@ in a dead server.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import ssl
@@ -29,7 +37,15 @@ from typing import Any
 
 from engine.admission.review import InvalidReview, PoolLookup, review
 from engine.model.settings import Settings
-from engine.telemetry.serving import MIB, HttpServer, Limits, Request, Response, json_response
+from engine.telemetry.serving import (
+    MIB,
+    HttpServer,
+    Limits,
+    OnServerRefused,
+    Request,
+    Response,
+    json_response,
+)
 
 log = logging.getLogger("dklb.admission")
 
@@ -49,13 +65,27 @@ LIMITS = Limits(
     idle_timeout=10.0,
 )
 
+# The ``server`` label of the webhook's refusals (``dklb_http_refused_total``).
+SERVER = "webhook"
+
 OnRequest = Callable[[str, bool, float], None]
 
 
-def _tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+class ClientCAError(ValueError):
+    """The client CA file cannot be used; the message names the file."""
+
+
+def _tls_context(cert_file: str, key_file: str, client_ca_file: str | None = None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
+    if client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca_file)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ClientCAError(f"the client CA file {client_ca_file} does not load: {exc}") from exc
+        # Only the CAs of that file: never the system's, which would let any public certificate in.
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
@@ -168,15 +198,21 @@ class AdmissionServer:
         on_request: OnRequest | None = None,
         limits: Limits = LIMITS,
         pool_tenancy: PoolLookup | None = None,
+        client_ca_file: str | None = None,
+        on_refused: OnServerRefused | None = None,
     ) -> None:
-        """Raises ``OSError``/``ssl.SSLError`` when the certificate or key cannot be loaded.
-        ``pool_tenancy``: what the database knows of a pool (``engine.admission.tenancy``)."""
+        """Raises ``OSError``/``ssl.SSLError`` when the certificate or key cannot be loaded,
+        ``ClientCAError`` when the client CA cannot. ``pool_tenancy``: what the database knows of
+        a pool (``engine.admission.tenancy``). ``client_ca_file``: accept only clients with a
+        certificate it signed. ``on_refused`` hears every refusal and cut as ``("webhook", reason)``."""
         self._host, self._port = host, port
         self._cert_file, self._key_file = str(cert_file), str(key_file)
+        self._client_ca_file = None if client_ca_file is None else str(client_ca_file)
         self._handler = _Webhook(settings, on_request, pool_tenancy)
         self._limits = limits
+        self._on_refused = None if on_refused is None else functools.partial(on_refused, SERVER)
         # Loaded now: a missing or mismatched certificate fails at start-up, not on the first review.
-        self._context = _tls_context(self._cert_file, self._key_file)
+        self._context = _tls_context(self._cert_file, self._key_file, self._client_ca_file)
         self._server: HttpServer | None = None
 
     @property
@@ -193,12 +229,22 @@ class AdmissionServer:
     def start(self) -> tuple[str, int]:
         """Binds and serves in a daemon thread; returns the bound address. Raises ``OSError``."""
         if self._server is None:
-            server = HttpServer("dklb-admission", self._limits, logger=log, server="dklb-admission")
+            server = HttpServer(
+                "dklb-admission",
+                self._limits,
+                logger=log,
+                server="dklb-admission",
+                on_refused=self._on_refused,
+            )
             # The context is read once per connection: a reload affects the next connections only.
             server.listen(self._host, self._port, self._handler, tls=lambda: self._context)
             server.start()
             self._server = server
-            log.info("admission webhook listening on https://%s:%d", *self.address)
+            log.info(
+                "admission webhook listening on https://%s:%d%s",
+                *self.address,
+                "" if self._client_ca_file is None else f" (clients of the CA {self._client_ca_file} only)",
+            )
         return self.address
 
     def stop(self) -> None:
@@ -209,11 +255,16 @@ class AdmissionServer:
             server.stop()
 
     def reload_certificates(self) -> None:
-        """Re-reads the certificate and key (a rotated Secret) for the connections to come.
+        """Re-reads the certificate and key (a rotated Secret), and the client CA, for the
+        connections to come.
 
         Raises ``OSError``/``ssl.SSLError`` (e.g. a key not matching the certificate, as seen while
-        a rotation is half written) and then keeps serving the previous certificate.
+        a rotation is half written) or ``ClientCAError``, and then keeps serving the previous ones.
         """
         # One attribute swap: a connection sees the old context or the new one, whole.
-        self._context = _tls_context(self._cert_file, self._key_file)
-        log.info("admission webhook certificate reloaded from %s", self._cert_file)
+        self._context = _tls_context(self._cert_file, self._key_file, self._client_ca_file)
+        log.info(
+            "admission webhook certificate reloaded from %s%s",
+            self._cert_file,
+            "" if self._client_ca_file is None else f", client CA from {self._client_ca_file}",
+        )

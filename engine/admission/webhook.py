@@ -9,8 +9,10 @@ controller already defaulted and validated; the controller checks it all the sam
 made while the webhook was unreachable (failure policy Ignore), and for pools the database did
 not know yet (the webhook judges the tenancy rule against the database's record only,
 ``engine.admission.tenancy``). Certificate files that change on disk (a renewed Secret) are
-reloaded, and re-registered when the CA does. ``stop`` leaves the configurations registered:
-the next start, or another replica, serves them.
+reloaded, and re-registered when the CA does; so is the client CA of
+``--admission-client-ca-file`` (the CA of the API server's client certificate), which is only
+reloaded. ``stop`` leaves the configurations registered: the next start, or another replica,
+serves them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from engine.admission.register import RegistrationError, register
 from engine.admission.review import PoolLookup
 from engine.admission.server import AdmissionServer, OnRequest
 from engine.model.settings import Settings
-from engine.telemetry.serving import format_address
+from engine.telemetry.serving import OnServerRefused, format_address
 
 log = logging.getLogger("dklb.admission")
 
@@ -50,6 +52,7 @@ class AdmissionWebhook:
         api: Any = None,
         on_request: OnRequest | None = None,
         pool_tenancy: PoolLookup | None = None,
+        on_refused: OnServerRefused | None = None,
     ) -> None:
         """``pool_tenancy``: what the database knows of a pool, for the tenancy rule
         (``engine.admission.tenancy.StoreTenancy``; None leaves the rule to the controller)."""
@@ -58,6 +61,7 @@ class AdmissionWebhook:
         self._api = api
         self._on_request = on_request
         self._pool_tenancy = pool_tenancy
+        self._on_refused = on_refused
         self.server: AdmissionServer | None = None
         self._files: tuple[str, ...] = ()
         self._seen: tuple[bytes, ...] = ()
@@ -104,11 +108,15 @@ class AdmissionWebhook:
                 settings=self._settings,
                 on_request=self._on_request,
                 pool_tenancy=self._pool_tenancy,
+                client_ca_file=plan.client_ca_file,
+                on_refused=self._on_refused,
             )
             self.server.start()
         # Without a CA file the serving certificate itself is the trust anchor: right for a
-        # self-signed certificate (and a chain file that ends in its CA).
-        self._files = tuple(f for f in (cert, key, ca or cert) if f is not None)
+        # self-signed certificate (and a chain file that ends in its CA). The bundle comes last:
+        # check_certificates registers it.
+        client_ca = plan.client_ca_file if plan.listen is not None else None
+        self._files = tuple(f for f in (cert, key, client_ca, ca or cert) if f is not None)
         self._seen = self._read()
         trust = ca or cert
         self._ca_bundle = Path(trust).read_bytes() if trust else None

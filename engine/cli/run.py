@@ -307,6 +307,14 @@ def _admission_flags(parser: argparse.ArgumentParser) -> None:
     )
     add(
         parser,
+        "--admission-client-ca-file",
+        metavar="FILE",
+        help="accept only clients presenting a certificate this CA (PEM) signed: the API server, "
+        "given a client certificate by its --admission-control-config-file; others are cut at the "
+        "TLS handshake. Re-read when it changes (default: any client)",
+    )
+    add(
+        parser,
         "--register-admission-webhook",
         type=options.boolean,
         nargs="?",

@@ -21,6 +21,7 @@ kubelet keeps probing ``/healthz`` and ``/readyz`` on the Pod's address.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from engine.telemetry.serving import (
     Handler,
     HttpServer,
     Limits,
+    OnServerRefused,
     Request,
     Response,
     format_address,
@@ -42,6 +44,8 @@ from engine.telemetry.serving import (
 
 log = logging.getLogger("dklb.http")
 
+# The ``server`` label of this server's refusals (both addresses, with --metrics-listen).
+SERVER = "http"
 LIMITS = Limits(
     workers=4,
     # 50 idle connections still leave room for the kubelet and the scraper.
@@ -152,9 +156,12 @@ class HealthServer:
         probes: Probes,
         metrics: tuple[str, int] | None = None,
         limits: Limits = LIMITS,
+        on_refused: OnServerRefused | None = None,
     ) -> None:
-        """Raises ``BindError`` when an address cannot be bound (in use, not local)."""
-        self._server = HttpServer("dklb-http", limits, logger=log)
+        """Raises ``BindError`` when an address cannot be bound (in use, not local). ``on_refused``
+        hears every refusal and cut as ``("http", reason)`` (``dklb_http_refused_total``)."""
+        hook = None if on_refused is None else functools.partial(on_refused, SERVER)
+        self._server = HttpServer("dklb-http", limits, logger=log, on_refused=hook)
         try:
             self._server.listen(host, port, _handler(registry, probes, metrics=metrics is None, probing=True))
         except OSError as exc:

@@ -9,6 +9,8 @@ parts it wires together:
 * ``Controller(on_reconcile=metrics.reconciled)``: every ``reconcile(key)`` call of a worker;
 * ``OrphanSweeper(on_deleted=metrics.orphan_pool_deleted)``: every orphaned pool deleted;
 * ``AdmissionWebhook(on_request=metrics.admission_review)``: every AdmissionReview answered;
+* ``HealthServer`` / ``AdmissionWebhook(on_refused=metrics.http_refused)``: every connection or
+  request the bounded HTTP servers (``engine.telemetry.serving``) refused or cut;
 * ``watch_store`` / ``watch_queue`` / ``watch_leader`` / ``watch_edgelb_outage`` /
   ``watch_database_outage``: values read
   only when scraped.
@@ -26,12 +28,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine.store import Store
+from engine.telemetry.serving import REASONS
+
+if TYPE_CHECKING:
+    # For the annotations only: the webhook and /metrics servers (and their load test's process)
+    # need the hooks without the database layer's imports (SQLAlchemy: ~24 MB of RSS).
+    from engine.store import Store
 
 log = logging.getLogger("dklb.metrics")
 
@@ -182,6 +190,11 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self._declare_endpoint_metrics(r)
+        self._store: StoreCollector | None = None
+
+    def _declare_endpoint_metrics(self, r: CollectorRegistry) -> None:
+        """What the HTTP endpoints (the webhook, /metrics and the probes) answered and refused."""
         self.admission_reviews = Counter(
             "dklb_admission_reviews",
             'AdmissionReviews answered by the webhook, by path; allowed "false" when refused or failed.',
@@ -195,7 +208,13 @@ class Metrics:
             buckets=BUCKETS,
             registry=r,
         )
-        self._store: StoreCollector | None = None
+        self.http_refused_total = Counter(
+            "dklb_http_refused",
+            "Connections and requests the HTTP servers refused or cut, by server (http: /metrics and "
+            "the probes; webhook) and reason (" + ", ".join(REASONS) + ").",
+            ["server", "reason"],
+            registry=r,
+        )
 
     # ---- hooks (called from the client, adapter, reconciler and controller threads) -----------
 
@@ -227,6 +246,9 @@ class Metrics:
     def admission_review(self, path: str, allowed: bool, seconds: float) -> None:
         self.admission_reviews.labels(path, "true" if allowed else "false").inc()
         self.admission_duration.labels(path).observe(seconds)
+
+    def http_refused(self, server: str, reason: str) -> None:
+        self.http_refused_total.labels(server, reason).inc()
 
     def reconciled(self, seconds: float, failed: bool) -> None:
         self.reconcile_duration.observe(seconds)

@@ -21,25 +21,81 @@ can take (security review S3):
 
 A handler is a plain function ``Request -> Response`` run in the pool; whatever it raises becomes a
 500. The access log goes through ``logging`` at debug level (every line of a JSON-logging process
-must be JSON; a probe every few seconds would drown what matters).
+must be JSON; a probe every few seconds would drown what matters). So do refusals and cuts, which
+a client can cause at will; each is also reported to ``on_refused`` with its reason
+(``engine.telemetry.http_wire.REASONS``: ``dklb_http_refused_total``), so that a flood shows on a
+dashboard without debug logging. A TLS listener may require a client certificate (its context
+says so): a client without one, or with one its CA did not sign, is cut at the handshake.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import json
 import logging
 import queue
-import re
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
+
+from engine.telemetry.http_wire import (
+    BAD_REQUEST,
+    BODY_TOO_LARGE,
+    CLIENT_CERTIFICATE,
+    CONNECTION_CAP,
+    DEADLINE,
+    HANDSHAKE,
+    HEADER_TOO_LARGE,
+    IDLE,
+    LENGTH_REQUIRED,
+    REASONS,
+    Handler,
+    HandshakeFailed,
+    OnRefused,
+    OnServerRefused,
+    Refusal,
+    Request,
+    Response,
+    body_length,
+    format_address,
+    json_response,
+    parse_head,
+    parse_listen,
+    render,
+)
+
+# The wire format lives in http_wire; re-exported: every user of the server (the webhook,
+# /metrics, the local EdgeLB) imports it from here.
+__all__ = [
+    "BAD_REQUEST",
+    "BODY_TOO_LARGE",
+    "CLIENT_CERTIFICATE",
+    "CONNECTION_CAP",
+    "DEADLINE",
+    "HANDSHAKE",
+    "HEADER_TOO_LARGE",
+    "IDLE",
+    "KIB",
+    "LENGTH_REQUIRED",
+    "MIB",
+    "REASONS",
+    "Handler",
+    "HttpServer",
+    "Limits",
+    "OnRefused",
+    "OnServerRefused",
+    "Request",
+    "Response",
+    "body_length",
+    "format_address",
+    "json_response",
+    "parse_head",
+    "parse_listen",
+    "render",
+]
 
 log = logging.getLogger("dklb.http")
 
@@ -47,23 +103,6 @@ KIB = 1024
 MIB = 1024 * KIB
 # How long a closing connection may take to flush its answer and say goodbye (TLS close_notify).
 CLOSE_TIMEOUT = 1.0
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::]:9420`` for IPv6; port 0 = a free port) as a (host, port) pair."""
-    host, sep, port = text.strip().rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    host = host.strip("[]")
-    if not sep or not host or not 0 <= number <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT (PORT 0..65535; 0 = a free port)")
-    return host, number
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -77,101 +116,6 @@ class Limits:
     idle_timeout: float
     max_header: int = 32 * KIB
     large_body: int = 64 * KIB
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    target: str  # as sent: path and query
-    headers: Mapping[str, str]  # lower-case names
-    body: bytes
-    client: str
-
-    @property
-    def path(self) -> str:
-        return self.target.split("?", 1)[0]
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    close: bool = False  # end the connection after this answer
-
-
-def json_response(status: int, body: Mapping[str, Any], *, close: bool = False) -> Response:
-    return Response(status, (json.dumps(body) + "\n").encode(), "application/json", close)
-
-
-Handler = Callable[[Request], Response]
-
-
-class _Refusal(Exception):
-    """A request the server answers itself, then closes the connection (its rest is unread)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-_LENGTH = re.compile(r"[0-9]{1,19}")
-
-
-def parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
-    """(method, target, version, headers) of a request head ending in a blank line; ``_Refusal``."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith("HTTP/1."):
-        raise _Refusal(400, f"bad request line {lines[0][:100]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise _Refusal(400, f"bad header line {line[:100]!r}")
-        name = name.lower()
-        if name in headers and name in ("content-length", "transfer-encoding", "host"):
-            raise _Refusal(400, f"more than one {name} header")  # request smuggling
-        headers[name] = value.strip()
-    return parts[0], parts[1], parts[2], headers
-
-
-def body_length(method: str, headers: Mapping[str, str], limit: int) -> int:
-    """How many body bytes to read; ``_Refusal`` before any is read when that is not acceptable."""
-    if "transfer-encoding" in headers:
-        # The API server always sends a length; a chunked body has no size to check up front.
-        raise _Refusal(411, "a Content-Length is required (chunked bodies are not accepted)")
-    length = headers.get("content-length")
-    if length is None:
-        if method in ("POST", "PUT", "PATCH"):
-            raise _Refusal(411, "a Content-Length is required")
-        return 0
-    if not _LENGTH.fullmatch(length):
-        raise _Refusal(400, f"bad Content-Length {length[:30]!r}")
-    size = int(length)
-    if size > limit:
-        raise _Refusal(413, f"the body of {size} bytes is over the limit of {limit} bytes")
-    return size
-
-
-def render(response: Response, *, server: str, close: bool) -> bytes:
-    """The status line, headers and body, to go out in one write (no Nagle wait between them)."""
-    try:
-        phrase = HTTPStatus(response.status).phrase
-    except ValueError:
-        phrase = ""
-    lines = [
-        f"HTTP/1.1 {response.status} {phrase}",
-        f"Server: {server}",
-        f"Date: {email.utils.formatdate(usegmt=True)}",
-        f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
-    ]
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
 
 
 Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Response]", Handler, Request, Callable[[], None]]
@@ -241,9 +185,16 @@ class HttpServer:
     """Listeners (bound by ``listen``) served by one loop thread and one worker pool."""
 
     def __init__(
-        self, name: str, limits: Limits, *, logger: logging.Logger = log, server: str = "dklb"
+        self,
+        name: str,
+        limits: Limits,
+        *,
+        logger: logging.Logger = log,
+        server: str = "dklb",
+        on_refused: OnRefused | None = None,
     ) -> None:
         self.name, self.limits, self._log, self._server = name, limits, logger, server
+        self._on_refused = on_refused
         self._listeners: list[_Listener] = []
         self._connections: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -338,6 +289,7 @@ class HttpServer:
             self._log.debug(
                 "%s: refused a connection from %s: %d open", self.name, client, len(self._connections)
             )
+            self._refused(CONNECTION_CAP)
             writer.transport.abort()
             return
         self._connections.add(task)
@@ -347,6 +299,10 @@ class HttpServer:
             self._log.debug(
                 "%s: cut %s: no whole request within %.0f s", self.name, client, self.limits.deadline
             )
+            self._refused(DEADLINE)
+        except HandshakeFailed as exc:
+            self._log.debug("%s: TLS handshake with %s failed (%s): %s", self.name, client, exc.reason, exc)
+            self._refused(exc.reason)
         except (OSError, EOFError, asyncio.IncompleteReadError) as exc:  # ssl.SSLError is an OSError
             self._log.debug("%s: connection from %s failed: %s", self.name, client, exc)
         finally:
@@ -363,7 +319,10 @@ class HttpServer:
         async with asyncio.timeout(limits.deadline):
             if listener.tls is not None:
                 # Here, inside the deadline: a client that never finishes its hello is cut too.
-                await writer.start_tls(listener.tls(), ssl_handshake_timeout=limits.deadline)
+                try:
+                    await writer.start_tls(listener.tls(), ssl_handshake_timeout=limits.deadline)
+                except ssl.SSLError as exc:
+                    raise HandshakeFailed(exc) from exc
             keep = await self._exchange(listener, reader, writer, client, first)
         while keep:
             try:
@@ -371,6 +330,7 @@ class HttpServer:
                     first = await reader.read(1)
             except TimeoutError:
                 self._log.debug("%s: closed an idle connection from %s", self.name, client)
+                self._refused(IDLE)
                 return
             if not first:
                 return
@@ -390,7 +350,10 @@ class HttpServer:
             head = first + await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
             return await self._refuse(
-                writer, client, "-", _Refusal(431, f"the request head is over {self.limits.max_header} bytes")
+                writer,
+                client,
+                "-",
+                Refusal(431, f"the request head is over {self.limits.max_header} bytes", HEADER_TOO_LARGE),
             )
         except asyncio.IncompleteReadError:
             return False  # the client closed between requests, or mid-head
@@ -398,7 +361,7 @@ class HttpServer:
         try:
             method, target, version, headers = parse_head(head)
             size = body_length(method, headers, self.limits.max_body)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             return await self._refuse(writer, client, target, refusal)
         response = await self._handle(
             listener.handler, reader, size, Request(method, target, headers, b"", client)
@@ -433,10 +396,9 @@ class HttpServer:
             if large and not handed:
                 semaphore.release()
 
-    async def _refuse(
-        self, writer: asyncio.StreamWriter, client: str, target: str, refusal: _Refusal
-    ) -> bool:
+    async def _refuse(self, writer: asyncio.StreamWriter, client: str, target: str, refusal: Refusal) -> bool:
         self._log.debug("%s: %s %s refused: %s", self.name, client, target, refusal)
+        self._refused(refusal.reason)
         writer.write(
             render(json_response(refusal.status, {"error": str(refusal)}), server=self._server, close=True)
         )
@@ -446,6 +408,13 @@ class HttpServer:
         # kernel; the abort resets the connection, and the client's send fails at once.
         writer.transport.abort()
         return False
+
+    def _refused(self, reason: str) -> None:
+        if self._on_refused is not None:
+            try:
+                self._on_refused(reason)
+            except Exception:
+                self._log.warning("on_refused hook failed", exc_info=True)
 
     async def _send(self, writer: asyncio.StreamWriter, response: Response, close: bool) -> None:
         writer.write(render(response, server=self._server, close=close))

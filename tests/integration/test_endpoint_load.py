@@ -17,7 +17,8 @@ and slow clients holding a thread each, forever.
 Asserted: the server process's peak RSS (VmHWM) stays under 150 MB; every normal review and probe
 answers within 1 s; every 8 MiB body is refused (413 or a closed connection) without the server
 reading it; every slow client is cut within the server's deadline (10 s webhook, 5 s /metrics)
-plus SLACK.
+plus SLACK; and ``dklb_http_refused_total`` on ``/metrics`` counted both kinds on both servers
+(``body_too_large``, ``deadline``), so an operator sees the attack without debug logging.
 
 Figures measured on the shared 2-core development machine (load average 4.5-8, CPU pressure up
 to 90%), over 6 runs: peak RSS 60-81 MB (baseline 40 MB; the review measured 755 MB); normal
@@ -50,6 +51,7 @@ import pytest
 from engine.admission.server import LIMITS as ADMISSION_LIMITS
 from engine.telemetry.health import LIMITS as HTTP_LIMITS
 from tests.integration.endpoint_attack import BIG, CLIENTS
+from tests.processes import scrape, total
 from tests.unit.test_admission_server import admission_review
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,6 +241,14 @@ def test_the_endpoints_stay_up_under_big_bodies_and_slow_clients(served: Served)
         assert all(outcome != "sent whole" for _, outcome in r["big"]), report
         # Refused at once, not cut by the deadline (the attacker's own clock, in a niced process).
         assert max(seconds for seconds, _ in r["big"]) < endpoint.deadline, report
+    # Counted, by server and reason. How many is up to timing (a big body's connection may be cut
+    # by the deadline before its head is in): only that each kind was seen.
+    samples = scrape(f"http://{HOST}:{served.http.port}/metrics")
+    refused = "dklb_http_refused_total"
+    for server in ("webhook", "http"):
+        for reason in ("body_too_large", "deadline"):
+            assert total(samples, refused, server=server, reason=reason) > 0, (server, reason)
+    assert total(samples, refused, reason="client_certificate") == 0
 
 
 def post_raw(endpoint: Endpoint, body: bytes, outcomes: list[bytes]) -> None:

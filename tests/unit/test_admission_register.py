@@ -29,6 +29,7 @@ import kubernetes
 import pytest
 
 from engine import cli
+from engine.admission.certs import generate_client_certificate
 from engine.admission.plan import AdmissionFlagError, admission_plan, self_signed_hosts
 from engine.admission.register import (
     FAILURE_POLICIES,
@@ -402,7 +403,7 @@ def test_the_flags_of_the_demo_and_the_tests_make_a_url_mode_plan(tmp_path: Path
 
 def test_no_admission_flag_means_no_webhook_and_the_defaults_are_the_go_dklbs() -> None:
     plan = admission_plan(run_args())
-    assert plan.listen is None and plan.register is False
+    assert plan.listen is None and plan.register is False and plan.client_ca_file is None
     assert plan.failure_policy == "Ignore"
     assert cli.build_parser(["run"]).parse_args(["run"]).admission_failure_policy == FAILURE_POLICIES[0]
 
@@ -415,16 +416,21 @@ def test_every_admission_flag_has_its_variable(monkeypatch: pytest.MonkeyPatch, 
         "DKLB_ADMISSION_WEBHOOK_SERVICE": "dklb/dklb-webhook:443",
         "DKLB_ADMISSION_FAILURE_POLICY": "Fail",
         "DKLB_ADMISSION_WEBHOOK_NAME": "mine",
+        "DKLB_ADMISSION_CLIENT_CA_FILE": str(generate_client_certificate(tmp_path / "client", name="x")[0]),
     }.items():
         monkeypatch.setenv(name, value)
     plan = admission_plan(run_args())
     assert plan.listen == ("0.0.0.0", 8443) and plan.register is True
     assert plan.service == ("dklb", "dklb-webhook", 443)
     assert plan.failure_policy == "Fail" and plan.name == "mine"
+    assert plan.client_ca_file == str(tmp_path / "client" / "ca.crt")
     hosts = self_signed_hosts(plan)
     assert hosts == ["dklb-webhook.dklb.svc", "dklb-webhook.dklb.svc.cluster.local"]
     # A bare flag and an explicit value both parse.
     assert run_args("--register-admission-webhook=false").register_admission_webhook is False
+
+
+SERVING = ["--admission-listen", "127.0.0.1:1", "--admission-self-signed-dir", "d"]
 
 
 @pytest.mark.parametrize(
@@ -471,16 +477,39 @@ def test_every_admission_flag_has_its_variable(monkeypatch: pytest.MonkeyPatch, 
         (["--admission-namespace-selector", "a"], "is not KEY=VALUE"),
         (["--admission-failure-policy", "Retry"], "'Retry' is not one of Ignore, Fail"),
         (["--admission-ca-bundle-file", "/nonexistent/ca.crt"], "cannot read /nonexistent/ca.crt"),
+        (
+            [*SERVING, "--admission-client-ca-file", "/nonexistent/ca.crt"],
+            "--admission-client-ca-file: cannot read /nonexistent/ca.crt",
+        ),
+        (
+            [*SERVING, "--admission-client-ca-file", "{garbage}"],
+            "--admission-client-ca-file: {garbage} holds no PEM certificate",
+        ),
+        (
+            [*SERVING, "--admission-client-ca-file", "{leaf}"],
+            "--admission-client-ca-file: {leaf}: CN=leaf.example is not a CA certificate",
+        ),
+        (["--admission-client-ca-file", "{cert}"], "--admission-client-ca-file is for the webhook server"),
     ],
 )
 def test_contradicting_or_unusable_flags_are_each_named(
     tmp_path: Path, argv: list[str], problem: str
 ) -> None:
-    cert = tmp_path / "tls.crt"
-    cert.write_bytes(CA)
+    from engine.admission.certs import generate_self_signed
+
+    files = {"{cert}": tmp_path / "tls.crt", "{garbage}": tmp_path / "garbage.pem"}
+    files["{cert}"].write_bytes(CA)
+    files["{garbage}"].write_bytes(b"not a certificate\n")
+    files["{leaf}"] = generate_self_signed(tmp_path / "leaf", hosts=["leaf.example"])[1]
+
+    def filled(text: str) -> str:
+        for placeholder, path in files.items():
+            text = text.replace(placeholder, str(path))
+        return text
+
     with pytest.raises(AdmissionFlagError) as raised:
-        admission_plan(run_args(*[a.replace("{cert}", str(cert)) for a in argv]))
-    assert any(problem in p for p in raised.value.problems), raised.value.problems
+        admission_plan(run_args(*map(filled, argv)))
+    assert any(filled(problem) in p for p in raised.value.problems), raised.value.problems
 
 
 def test_dklb_run_exits_1_with_the_problem_before_touching_anything(tmp_path: Path) -> None:

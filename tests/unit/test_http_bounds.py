@@ -8,6 +8,7 @@ and /metrics.
 
 from __future__ import annotations
 
+import collections
 import select
 import socket
 import ssl
@@ -19,12 +20,20 @@ from pathlib import Path
 import pytest
 
 from engine.admission.certs import generate_self_signed
+from engine.telemetry.http_wire import Refusal
 from engine.telemetry.serving import (
+    BAD_REQUEST,
+    BODY_TOO_LARGE,
+    CONNECTION_CAP,
+    DEADLINE,
+    HANDSHAKE,
+    HEADER_TOO_LARGE,
+    IDLE,
+    LENGTH_REQUIRED,
     HttpServer,
     Limits,
     Request,
     Response,
-    _Refusal,
     body_length,
     parse_head,
 )
@@ -70,14 +79,35 @@ class Echo:
                 self.running -= 1
 
 
+class Refusals:
+    """The ``on_refused`` hook: how many refusals and cuts of each reason the server reported."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, reason: str) -> None:
+        with self._lock:
+            self.counts[reason] += 1
+
+    def wait(self, expected: dict[str, int]) -> None:
+        """Until exactly ``expected`` was reported (the hook runs in the server's loop thread)."""
+        wait_for(lambda: dict(self.counts) == expected)
+
+
 @pytest.fixture
 def echo() -> Echo:
     return Echo()
 
 
 @pytest.fixture
-def server(echo: Echo) -> Iterator[HttpServer]:
-    server = HttpServer("test-http", LIMITS)
+def refusals() -> Refusals:
+    return Refusals()
+
+
+@pytest.fixture
+def server(echo: Echo, refusals: Refusals) -> Iterator[HttpServer]:
+    server = HttpServer("test-http", LIMITS, on_refused=refusals)
     server.listen(HOST, 0, echo)
     server.start()
     try:
@@ -145,9 +175,9 @@ def seconds_until_closed(sock: socket.socket, *, dribble: bytes = b"", limit: fl
 )
 def test_parse_head(head: bytes, expected: tuple[str, str, str, dict[str, str]] | int) -> None:
     if isinstance(expected, int):
-        with pytest.raises(_Refusal) as refusal:
+        with pytest.raises(Refusal) as refusal:
             parse_head(head)
-        assert refusal.value.status == expected
+        assert (refusal.value.status, refusal.value.reason) == (expected, BAD_REQUEST)
     else:
         assert parse_head(head) == expected
 
@@ -158,22 +188,22 @@ def test_parse_head(head: bytes, expected: tuple[str, str, str, dict[str, str]] 
         ("GET", {}, 0),
         ("POST", {"content-length": "0"}, 0),
         ("POST", {"content-length": "1024"}, 1024),
-        ("POST", {"content-length": "1025"}, _Refusal(413, "")),
-        ("POST", {"content-length": str(8 * 1024 * 1024)}, _Refusal(413, "")),
-        ("POST", {"content-length": "99999999999999999999999"}, _Refusal(400, "")),
-        ("POST", {}, _Refusal(411, "")),
-        ("POST", {"transfer-encoding": "chunked"}, _Refusal(411, "")),
-        ("GET", {"transfer-encoding": "chunked", "content-length": "5"}, _Refusal(411, "")),
-        ("POST", {"content-length": "-1"}, _Refusal(400, "")),
-        ("POST", {"content-length": "+5"}, _Refusal(400, "")),
-        ("POST", {"content-length": "0x10"}, _Refusal(400, "")),
+        ("POST", {"content-length": "1025"}, Refusal(413, "", BODY_TOO_LARGE)),
+        ("POST", {"content-length": str(8 * 1024 * 1024)}, Refusal(413, "", BODY_TOO_LARGE)),
+        ("POST", {"content-length": "99999999999999999999999"}, Refusal(400, "", BAD_REQUEST)),
+        ("POST", {}, Refusal(411, "", LENGTH_REQUIRED)),
+        ("POST", {"transfer-encoding": "chunked"}, Refusal(411, "", LENGTH_REQUIRED)),
+        ("GET", {"transfer-encoding": "chunked", "content-length": "5"}, Refusal(411, "", LENGTH_REQUIRED)),
+        ("POST", {"content-length": "-1"}, Refusal(400, "", BAD_REQUEST)),
+        ("POST", {"content-length": "+5"}, Refusal(400, "", BAD_REQUEST)),
+        ("POST", {"content-length": "0x10"}, Refusal(400, "", BAD_REQUEST)),
     ],
 )
-def test_body_length(method: str, headers: dict[str, str], expected: int | _Refusal) -> None:
-    if isinstance(expected, _Refusal):
-        with pytest.raises(_Refusal) as refusal:
+def test_body_length(method: str, headers: dict[str, str], expected: int | Refusal) -> None:
+    if isinstance(expected, Refusal):
+        with pytest.raises(Refusal) as refusal:
             body_length(method, headers, 1024)
-        assert refusal.value.status == expected.status
+        assert (refusal.value.status, refusal.value.reason) == (expected.status, expected.reason)
     else:
         assert body_length(method, headers, 1024) == expected
 
@@ -181,19 +211,21 @@ def test_body_length(method: str, headers: dict[str, str], expected: int | _Refu
 # ---- deadlines ----------------------------------------------------------------------------------
 
 
-def test_a_dribbling_client_is_cut_at_the_deadline(server: HttpServer) -> None:
+def test_a_dribbling_client_is_cut_at_the_deadline(server: HttpServer, refusals: Refusals) -> None:
     """S3 (security review): one byte at a time held a thread forever; now the whole request has
     ``deadline`` seconds from accept, however it trickles in."""
     with connect(server) as sock:
         seconds = seconds_until_closed(sock, dribble=b"POST /x HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 100)
     assert LIMITS.deadline - 0.05 <= seconds < LIMITS.deadline + SLACK
+    refusals.wait({DEADLINE: 1})
 
 
-def test_a_silent_client_is_cut_at_the_deadline(server: HttpServer) -> None:
+def test_a_silent_client_is_cut_at_the_deadline(server: HttpServer, refusals: Refusals) -> None:
     """S3 (security review): a silent connection on the metrics port stayed open forever."""
     with connect(server) as sock:
         seconds = seconds_until_closed(sock)
     assert LIMITS.deadline - 0.05 <= seconds < LIMITS.deadline + SLACK
+    refusals.wait({DEADLINE: 1})
 
 
 def test_a_slow_body_is_cut_at_the_deadline(server: HttpServer, echo: Echo) -> None:
@@ -204,7 +236,7 @@ def test_a_slow_body_is_cut_at_the_deadline(server: HttpServer, echo: Echo) -> N
     assert echo.calls == 0
 
 
-def test_an_idle_kept_alive_connection_is_closed(server: HttpServer) -> None:
+def test_an_idle_kept_alive_connection_is_closed(server: HttpServer, refusals: Refusals) -> None:
     with connect(server) as sock:
         sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
         first = sock.recv(65536)
@@ -214,6 +246,7 @@ def test_an_idle_kept_alive_connection_is_closed(server: HttpServer) -> None:
         assert sock.recv(65536).endswith(b"GET /two 0")
         seconds = seconds_until_closed(sock)
     assert LIMITS.idle_timeout - 0.05 <= seconds < LIMITS.idle_timeout + SLACK
+    refusals.wait({IDLE: 1})
 
 
 def test_each_kept_alive_request_has_its_own_deadline(server: HttpServer) -> None:
@@ -227,12 +260,12 @@ def test_each_kept_alive_request_has_its_own_deadline(server: HttpServer) -> Non
             n += 1
 
 
-def test_the_tls_handshake_is_inside_the_deadline(tmp_path: Path, echo: Echo) -> None:
+def test_the_tls_handshake_is_inside_the_deadline(tmp_path: Path, echo: Echo, refusals: Refusals) -> None:
     """S3 (security review): a client that connects and never says hello is cut like the others."""
     ca, cert, key = generate_self_signed(tmp_path, hosts=[HOST])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server = HttpServer("test-https", LIMITS)
+    server = HttpServer("test-https", LIMITS, on_refused=refusals)
     server.listen(HOST, 0, echo, tls=lambda: context)
     server.start()
     try:
@@ -243,6 +276,12 @@ def test_the_tls_handshake_is_inside_the_deadline(tmp_path: Path, echo: Echo) ->
             tls.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
             assert tls.recv(65536).endswith(b"GET /ok 0")
             dribbled = seconds_until_closed(tls, dribble=b"GET /slow HTTP/1.1\r\n")
+        refusals.wait({DEADLINE: 2})
+        # Plain HTTP to the TLS port: the handshake fails at once, with no answer.
+        with connect(server) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert seconds_until_closed(sock) < LIMITS.deadline / 2
+        refusals.wait({DEADLINE: 2, HANDSHAKE: 1})
     finally:
         server.stop()
     assert LIMITS.deadline - 0.05 <= silent < LIMITS.deadline + SLACK
@@ -252,7 +291,7 @@ def test_the_tls_handshake_is_inside_the_deadline(tmp_path: Path, echo: Echo) ->
 # ---- connections, workers, bodies ---------------------------------------------------------------
 
 
-def test_connections_beyond_the_cap_are_closed_at_once(server: HttpServer) -> None:
+def test_connections_beyond_the_cap_are_closed_at_once(server: HttpServer, refusals: Refusals) -> None:
     """S3 (security review): a thread per connection, without limit; now at most
     ``max_connections`` are open, and one more is closed at once instead of queued."""
     held = [connect(server) for _ in range(LIMITS.max_connections)]
@@ -260,6 +299,7 @@ def test_connections_beyond_the_cap_are_closed_at_once(server: HttpServer) -> No
         wait_for(lambda: server.open_connections == LIMITS.max_connections)
         with connect(server) as extra:
             assert seconds_until_closed(extra) < LIMITS.deadline / 2
+        refusals.wait({CONNECTION_CAP: 1})
     finally:
         for sock in held:
             sock.close()
@@ -310,19 +350,19 @@ def test_large_bodies_are_handled_one_at_a_time(server: HttpServer, echo: Echo) 
 
 
 @pytest.mark.parametrize(
-    ("request_head", "expected"),
+    ("request_head", "expected", "reason"),
     [
-        (b"POST /x HTTP/1.1\r\nContent-Length: 8388608\r\n\r\n", 413),
-        (b"POST /x HTTP/1.1\r\nContent-Length: 1025\r\n\r\n", 413),
-        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
-        (b"POST /x HTTP/1.1\r\n\r\n", 411),
-        (b"POST /x HTTP/1.1\r\nContent-Length: many\r\n\r\n", 400),
-        (b"GET /x HTTP/1.1\r\n" + b"X-Long: " + b"a" * 40_000 + b"\r\n\r\n", 431),
-        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 8388608\r\n\r\n", 413, BODY_TOO_LARGE),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 1025\r\n\r\n", 413, BODY_TOO_LARGE),
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411, LENGTH_REQUIRED),
+        (b"POST /x HTTP/1.1\r\n\r\n", 411, LENGTH_REQUIRED),
+        (b"POST /x HTTP/1.1\r\nContent-Length: many\r\n\r\n", 400, BAD_REQUEST),
+        (b"GET /x HTTP/1.1\r\n" + b"X-Long: " + b"a" * 40_000 + b"\r\n\r\n", 431, HEADER_TOO_LARGE),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, BAD_REQUEST),
     ],
 )
 def test_a_refused_request_is_answered_before_its_body_is_read(
-    server: HttpServer, echo: Echo, request_head: bytes, expected: int
+    server: HttpServer, echo: Echo, refusals: Refusals, request_head: bytes, expected: int, reason: str
 ) -> None:
     """S3 (security review): an 8 MiB body was read whole (and parsed, ~20x in memory); now the
     Content-Length decides before a byte of the body is read. Nothing reaches the handler."""
@@ -334,6 +374,7 @@ def test_a_refused_request_is_answered_before_its_body_is_read(
     assert time.monotonic() - started < LIMITS.deadline / 2
     assert b"Connection: close" in data and b'"error"' in data
     assert echo.calls == 0
+    refusals.wait({reason: 1})
 
 
 def test_a_failing_handler_is_a_500_and_the_server_goes_on(server: HttpServer) -> None:

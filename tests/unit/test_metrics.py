@@ -653,6 +653,12 @@ def test_dklb_run_serves_metrics_on_metrics_listen(tmp_path: Path) -> None:
         assert requests.get(f"http://127.0.0.1:{http}/healthz", timeout=TIMEOUT).status_code == 200
         assert requests.get(f"http://127.0.0.1:{http}/metrics", timeout=TIMEOUT).status_code == 404
         assert requests.get(f"http://127.0.0.1:{scrape}/metrics", timeout=TIMEOUT).status_code == 200
+        # dklb run counts what its servers refuse, on either listener (S3): one body, one count.
+        with socket.create_connection(("127.0.0.1", http), timeout=TIMEOUT) as sock:
+            sock.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 8388608\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
+        scraped = requests.get(f"http://127.0.0.1:{scrape}/metrics", timeout=TIMEOUT).text
+        assert 'dklb_http_refused_total{reason="body_too_large",server="http"} 1.0' in scraped
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
