@@ -416,14 +416,35 @@ def test_the_webhook_configurations_it_would_register_call_the_service() -> None
         }
 
 
-def test_kustomize_builds_every_object_with_the_image_it_sets() -> None:
+def built_with_components(tmp_path: Path, *names: str) -> list[Obj]:
+    """``kubectl kustomize`` of an overlay as a user writes one, outside the repository: the base
+    and the named components."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl is not installed: `./dev test` installs it (apt-get install kubernetes-client)")
+    up = os.path.relpath(DEPLOY, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [up],
+                "components": [f"{up}/components/{name}" for name in names],
+            }
+        )
+    )
     built = subprocess.run(
-        [kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, check=True, timeout=60
+        [kubectl, "kustomize", "--load-restrictor=LoadRestrictionsNone", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
-    objects = [doc for doc in yaml.safe_load_all(built) if doc is not None]
+    return [doc for doc in yaml.safe_load_all(built) if doc is not None]
+
+
+def test_kustomize_builds_every_object_with_the_image_it_sets(tmp_path: Path) -> None:
+    objects = built_with_components(tmp_path)
     assert sorted((o["kind"], o["metadata"]["name"]) for o in objects) == sorted(EXPECTED)
     (built_deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     entry = kustomization()["images"][0]
@@ -678,29 +699,7 @@ def test_with_the_register_component_the_deployment_registers_under_the_name_rba
 
 
 def test_kustomize_builds_the_components_into_the_base(tmp_path: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is not installed: `./dev test` installs it (apt-get install kubernetes-client)")
-    # An overlay as a user writes one, outside the repository (hence the load restrictor).
-    up = os.path.relpath(DEPLOY, tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [up],
-                "components": [f"{up}/components/address-mode", f"{up}/components/register-webhook"],
-            }
-        )
-    )
-    built = subprocess.run(
-        [kubectl, "kustomize", "--load-restrictor=LoadRestrictionsNone", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    objects = [doc for doc in yaml.safe_load_all(built) if doc is not None]
+    objects = built_with_components(tmp_path, "address-mode", "register-webhook")
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert names == set(EXPECTED) | {
         ("ClusterRole", "dklb-nodes"),
@@ -794,33 +793,6 @@ def test_the_kustomization_says_how_to_pin_the_image_by_digest() -> None:
 
 
 # ---- the high-availability component ---------------------------------------------------------------
-
-
-def built_with_components(tmp_path: Path, *names: str) -> list[Obj]:
-    """``kubectl kustomize`` of an overlay as a user writes one, outside the repository: the base
-    and the named components."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is not installed: `./dev test` installs it (apt-get install kubernetes-client)")
-    up = os.path.relpath(DEPLOY, tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [up],
-                "components": [f"{up}/components/{name}" for name in names],
-            }
-        )
-    )
-    built = subprocess.run(
-        [kubectl, "kustomize", "--load-restrictor=LoadRestrictionsNone", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(built) if doc is not None]
 
 
 def test_the_ha_component_runs_two_replicas_on_two_nodes_without_the_volume(tmp_path: Path) -> None:
