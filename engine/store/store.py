@@ -319,6 +319,11 @@ class Store:
         """
         with self._read() as conn:
             conn.execute(text("SELECT 1 FROM pools LIMIT 1")).all()
+        if not self.reachability.reachable:
+            # The kept connections predate the outage (a restarted server broke them all): the
+            # work that resumes now must not fail on them one by one, each failure closing the
+            # gate again until the next ping.
+            self._connections.close()
         self.reachability.regained()
 
     def live_reference_counts(self) -> dict[str, int]:

@@ -363,6 +363,8 @@ def test_a_store_survives_a_server_restart_and_says_when_it_lost_it() -> None:
         try:
             binding = create(store, "ns/a")
             assert [b.key for b in store.bindings()] == ["ns/a"]
+            with store._connections.read(), store._connections.read():
+                pass  # two kept readers: the outage below breaks one that no statement meets
             localpg.stop(server)
             lost: list[tuple[str, Callable[[], object]]] = [
                 ("prepared-read", lambda: store.get("ns/a")),
@@ -380,6 +382,8 @@ def test_a_store_survives_a_server_restart_and_says_when_it_lost_it() -> None:
             assert store.reachability.reachable is False, "a statement that works is not a ping"
             store.ping()
             assert store.reachability.reachable is True and changes == [False, True]
+            assert store.get("ns/a") is not None, "the ping dropped the kept connections the outage broke"
+            assert changes == [False, True]
             create(store, "ns/b")
             assert [b.key for b in store.bindings()] == ["ns/a", "ns/b"]
         finally:
