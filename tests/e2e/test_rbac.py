@@ -1,6 +1,6 @@
 """The acceptance of ``deploy/``: ``dklb run`` works with exactly the RBAC it ships, and no more.
 
-``deploy/namespace.yaml``, ``serviceaccount.yaml`` and ``rbac.yaml`` are applied as written to
+``deploy/base/namespace.yaml``, ``serviceaccount.yaml`` and ``rbac.yaml`` are applied as written to
 the real kube-apiserver (``--authorization-mode=RBAC``) with the admin credentials; a token for
 the ServiceAccount ``dklb/dklb`` comes from the TokenRequest API (the API server holds the
 service-account signing key), and a kubeconfig carrying only that token is what the controller
@@ -54,7 +54,7 @@ from tests.e2e.test_controller import REDIS, frontend_ports, redis_command
 from tests.integration.conftest import free_port
 from tests.processes import ControllerProcess, controller_args, start_edgelb, wait_for
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "base"
 NAMESPACE = "dklb"
 ACCOUNT = "dklb"
 LEASE = "dklb"
@@ -480,7 +480,7 @@ def address_mode_rbac(installed: Installed) -> Iterator[None]:
     """components/address-mode's RBAC, applied as written (and removed afterwards)."""
     created = [
         (obj, installed.admin.ok("POST", collection(obj), obj))
-        for obj in load("components/address-mode/rbac.yaml")
+        for obj in load("../components/address-mode/rbac.yaml")
     ]
     try:
         for obj, stored in created:

@@ -41,7 +41,8 @@ from engine.cli import options, run
 from engine.edgelb.client import DEFAULT_IN_CLUSTER_HOST
 
 REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
+DEPLOY = REPO / "deploy" / "base"
+COMPONENTS = REPO / "deploy" / "components"
 NAMESPACE = "dklb"
 UID = 65532
 HTTP_PORT = 9420
@@ -419,27 +420,26 @@ def test_the_webhook_configurations_it_would_register_call_the_service() -> None
 def built_with_components(tmp_path: Path, *names: str) -> list[Obj]:
     """``kubectl kustomize`` of an overlay as a user writes one, outside the repository: the base
     and the named components."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is not installed: `./dev test` installs it (apt-get install kubernetes-client)")
-    up = os.path.relpath(DEPLOY, tmp_path)
     (tmp_path / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
-                "resources": [up],
-                "components": [f"{up}/components/{name}" for name in names],
+                "resources": [os.path.relpath(DEPLOY, tmp_path)],
+                "components": [os.path.relpath(COMPONENTS / name, tmp_path) for name in names],
             }
         )
     )
-    built = subprocess.run(
-        [kubectl, "kustomize", "--load-restrictor=LoadRestrictionsNone", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    return kustomize(tmp_path, "--load-restrictor=LoadRestrictionsNone")
+
+
+def kustomize(directory: Path, *options: str) -> list[Obj]:
+    """The objects ``kubectl kustomize`` builds from ``directory``."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl is not installed: `./dev test` installs it (apt-get install kubernetes-client)")
+    command = [kubectl, "kustomize", *options, str(directory)]
+    built = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
     return [doc for doc in yaml.safe_load_all(built) if doc is not None]
 
 
@@ -622,8 +622,6 @@ def test_the_dockerignore_keeps_local_state_out_of_the_context() -> None:
 
 # ---- the optional components ------------------------------------------------------------------------
 
-COMPONENTS = DEPLOY / "components"
-
 
 def component(name: str) -> Obj:
     with (COMPONENTS / name / "kustomization.yaml").open(encoding="utf-8") as stream:
@@ -793,6 +791,13 @@ def test_the_kustomization_says_how_to_pin_the_image_by_digest() -> None:
 
 
 # ---- the high-availability component ---------------------------------------------------------------
+
+
+def test_deploy_and_deploy_ha_are_the_base_and_the_base_with_the_ha_component(tmp_path: Path) -> None:
+    """What a user applies, ``kubectl apply -k deploy/`` or ``-k deploy/ha/``, as shipped (no
+    load restrictor: every path stays inside deploy/)."""
+    assert kustomize(REPO / "deploy") == kustomize(DEPLOY)
+    assert kustomize(REPO / "deploy" / "ha") == built_with_components(tmp_path, "ha")
 
 
 def test_the_ha_component_runs_two_replicas_on_two_nodes_without_the_volume(tmp_path: Path) -> None:
