@@ -119,9 +119,10 @@ def _result(kind: TypeEngine[Any], dialect: Dialect) -> Processor:
 class Connections:
     """The DBAPI connections prepared statements run on, kept rather than checked out per call.
 
-    ``keep`` (a SQLite file, PostgreSQL): ONE writer connection (the store's writes queue on its
-    own lock anyway) on which ``write`` says BEGIN and COMMIT itself, and a few idle reader
-    connections in autocommit (each read is one statement, so its own snapshot). Checking a
+    ``keep`` (a SQLite file, PostgreSQL): writer connections on which ``write`` says BEGIN and
+    COMMIT itself (on SQLite one, since the store's writer lock lets one write at a time; on
+    PostgreSQL one per concurrent writer), and a few idle reader connections in autocommit (each
+    read is one statement, so its own snapshot). Checking a
     connection out of SQLAlchemy's pool, its events, its BEGIN/COMMIT and, on PostgreSQL, the
     pre-ping and the ROLLBACK that resets it on return cost as much CPU as the statements (and a
     server round trip each). A kept connection that broke (a server restart, a session ended by a
