@@ -6,6 +6,7 @@ turns the ``kubernetes.dcos.io/dklb-config`` annotation into a ``config.PoolConf
 every error; ``checks`` is the judgement the Pending handler and the
 admission webhook share; ``translation`` makes EdgeLB frontends, backends and pools of it and
 reads metadata back; ``settings`` are the operator's; ``durations`` parses ``30s``/``2m``.
+``ingress`` is the same for Ingresses (selection, configuration, backends, rules, names).
 
 What it may import: only itself and ``engine.edgelb.schema`` (EdgeLB's pool schema, pure too).
 Everything else in ``engine`` may import the model; it is tested as tables of cases.
