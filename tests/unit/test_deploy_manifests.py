@@ -597,6 +597,13 @@ def test_the_wheel_is_built_from_every_package_pyproject_lists() -> None:
     assert top_level | {"pyproject.toml"} <= copied
     assert project["project"]["scripts"]["dklb"] == "engine.cli:main"
     assert any("pip wheel" in r for r in build["RUN"])
+    # Every package of the controller is listed (one left out would be missing from the image).
+    on_disk = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for top in sorted(top_level)
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    assert on_disk == set(project["tool"]["setuptools"]["packages"])
 
 
 def test_the_final_stage_runs_dklb_run_as_uid_65532_with_the_database_on_the_volume() -> None:
