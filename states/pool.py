@@ -15,12 +15,10 @@ from typing import Any
 from engine.contract import Context, Retry
 from engine.edgelb.errors import EdgeLBError, NotFound
 from engine.model.config import PoolConfig
+from engine.model.tenancy import LEAVING
 from engine.model.translation import compose_pool, is_empty, owner_of, same_pool
 from engine.model.translation import created_by_dklb as marked_by_dklb
 from engine.store import Binding
-
-# The states of a binding that is taking its objects out of its pool: they count for nothing in it.
-LEAVING = frozenset({"Deleting", "Moving"})
 
 
 def desired_pool(

@@ -99,8 +99,8 @@ def refusal(
 # --- the rule against the database's record (the admission webhook) ------------------------------
 
 #: The states of a binding taking its objects out of its pool: it counts for nothing in the pool.
-#: The lifecycle's own set is ``states.pool.LEAVING`` (a test keeps the two equal); the webhook
-#: may not import the lifecycle.
+#: Here rather than in ``states`` because the webhook may not import the lifecycle; they are the
+#: states ``states/lifecycle.yaml`` declares ``wants_objects: false`` (a test keeps them so).
 LEAVING = frozenset({"Deleting", "Moving"})
 
 
